@@ -1,0 +1,58 @@
+# nanuGPT: set-up and the two everyday commands. Each target does all set-up it needs, idempotently.
+#   make run    venv + project + DVC, then `dvc repro` of params.yaml
+#   make test   venv + project, then the whole test suite
+#
+# PyTorch: the CPU build is installed when no NVIDIA GPU is visible. TORCH_SPEC / TORCH_INDEX
+# choose another build, e.g. `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
+PYTEST_ARGS ?=
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export DVC_SITE_CACHE_DIR ?= $(CURDIR)/.dvc/tmp/site-cache
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# A local copy of Tiny Shakespeare, used instead of downloading it when it exists
+# (development machines and CI have one beside the repository).
+SHARED_CORPUS := $(abspath $(wildcard ../shared/data/tinyshakespeare/input.txt))
+ifneq ($(SHARED_CORPUS),)
+export NANUGPT_TINYSHAKESPEARE ?= $(SHARED_CORPUS)
+endif
+
+.PHONY: setup run test test-fast clean
+
+setup: $(VENV)/.installed .dvc/config
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install torch; \
+	else \
+		$(PY) -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"; \
+	fi
+	$(PY) -m pip install -e ".[test]"
+	touch $@
+
+.dvc/config:
+	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
+	$(VENV)/bin/dvc init -q
+
+run: setup
+	$(VENV)/bin/dvc repro
+	$(VENV)/bin/dvc metrics show
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf out .snakemake .pytest_cache

@@ -1,0 +1,62 @@
+"""Checkpoints: tensors and plain values only, written atomically, loaded with ``weights_only=True``.
+
+A run's checkpoint folder holds ``step-NNNNNNN.pt`` files (the newest
+``training.keep_last`` are kept) and ``last.pt``, a hard link to the newest
+one. Resuming tries ``last.pt`` and falls back to older step files when a file
+is truncated or corrupt.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nanugpt.atomic import atomic_path
+from nanugpt.errors import UserError
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, corrupt, or does not fit the model."""
+
+
+def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
+    """Write ``step-<step>.pt``, point ``last.pt`` at it, and prune older step files."""
+    path = folder / f"step-{step:07d}.pt"
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    last = folder / "last.pt"
+    with atomic_path(last) as tmp:
+        os.link(path, tmp)
+    for old in sorted(folder.glob("step-*.pt"))[:-keep_last]:
+        old.unlink()
+    return path
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``: no code in it is ever run)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: refused: not a plain tensors-and-values checkpoint ({exc})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable, truncated or corrupt ({exc})") from None
+
+
+def newest_loadable(folder: Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``folder`` that loads, with the problems met on the way reported."""
+    candidates = [folder / "last.pt", *sorted(folder.glob("step-*.pt"), reverse=True)]
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            return path, load_checkpoint(path, map_location)
+        except CheckpointError as exc:
+            print(f"warning: {exc}; trying an older checkpoint", flush=True)
+    return None

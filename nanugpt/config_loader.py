@@ -1,0 +1,269 @@
+"""Reading a params YAML file into a plain dict, with nanuGPT's authoring directives.
+
+Directives, applied in this order:
+
+* ``__include__: base.yaml`` (or a list): the named files, relative to the
+  including file, are loaded first and deep-merged in order; the including
+  file is merged on top (later wins).
+* ``_inherit: false`` inside a mapping: that mapping replaces the inherited
+  one instead of being merged into it.
+* ``--section.key value`` command-line overrides (the value is parsed as YAML,
+  so ``[1, 2]`` is a list and ``null`` is None); the schema casts the type.
+* ``_copy: /section/key`` as a string value is replaced by the value found at
+  that path; as a key of a mapping, the copied mapping is merged under the
+  mapping's other keys. Paths without a leading ``/`` are relative to the
+  mapping holding the directive; ``..`` goes up one level.
+* ``$VAR`` / ``${VAR}`` in strings expand from the environment (``$$`` is a
+  literal ``$``); an unset variable is an error. Nothing is run by a shell.
+* ``_time:FORMAT`` as a string value becomes the run's start time formatted
+  with strftime (default ``%Y%m%d-%H%M%S``). The time is fixed once per run
+  through the ``NANUGPT_RUN_TIME`` environment variable, so every rank of a
+  distributed run sees the same stamp.
+
+Files are read with ``yaml.safe_load`` only.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RUN_TIME_ENV = "NANUGPT_RUN_TIME"
+_ENV_PATTERN = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be read: every problem, one line each."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def load_yaml_tree(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Load ``path`` with all directives resolved; return a plain nested dict."""
+    path = Path(path)
+    tree = _load_with_includes(path, stack=())
+    for dotted, value in parse_overrides(overrides).items():
+        set_dotted(tree, dotted, value)
+    problems: list[str] = []
+    tree = _resolve_copies(tree, str(path), problems)
+    tree = _expand_strings(tree, str(path), problems, key="")
+    if problems:
+        raise ConfigError(problems)
+    return tree
+
+
+def parse_overrides(argv: Sequence[str]) -> dict[str, Any]:
+    """Turn ``['--a.b', '1', '--c.d=x']`` into ``{'a.b': 1, 'c.d': 'x'}``.
+
+    Values are parsed as YAML so lists, numbers and ``null`` keep their type.
+    """
+    result: dict[str, Any] = {}
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        if not arg.startswith("--") or len(arg) <= 2:
+            raise ConfigError([f"command line: expected '--section.key value', got {arg!r}"])
+        key, eq, raw = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(items):
+                raise ConfigError([f"command line: --{key} needs a value"])
+            raw = items[i + 1]
+            i += 1
+        if "." not in key:
+            raise ConfigError([f"command line: --{key}: expected a dotted key such as --optimizer.lr"])
+        try:
+            result[key] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            result[key] = raw
+        i += 1
+    return result
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree['a']['b'] = value`` for ``dotted == 'a.b'``, creating mappings on the way."""
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``overlay`` into a copy of ``base``; mappings merge unless ``_inherit: false``."""
+    result = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict):
+            inherit = value.get("_inherit", True)
+            value = {k: v for k, v in value.items() if k != "_inherit"}
+            if inherit is not False and isinstance(result.get(key), dict):
+                result[key] = deep_merge(result[key], value)
+                continue
+        result[key] = copy.deepcopy(value)
+    return result
+
+
+def _strip_inherit(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_inherit(v) for k, v in node.items() if k != "_inherit"}
+    if isinstance(node, list):
+        return [_strip_inherit(v) for v in node]
+    return node
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: invalid YAML: {' '.join(str(exc).split())}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: expected a mapping of sections at the top, got {type(data).__name__}"])
+    return data
+
+
+def _load_with_includes(path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
+    resolved = path.resolve()
+    if resolved in stack:
+        chain = " -> ".join(str(p) for p in (*stack, resolved))
+        raise ConfigError([f"{path}: __include__ cycle: {chain}"])
+    data = _read_yaml(path)
+    includes = data.pop("__include__", None)
+    if includes is None:
+        return _strip_inherit(data)
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError([f"{path}: __include__: expected a file name or a list of file names, got {includes!r}"])
+    merged: dict[str, Any] = {}
+    for include in includes:
+        merged = deep_merge(merged, _load_with_includes(path.parent / include, (*stack, resolved)))
+    return deep_merge(merged, data)
+
+
+def _lookup(root: dict[str, Any], here: tuple[str, ...], target: str) -> tuple[tuple[str, ...], Any]:
+    """Find the value at ``target`` (absolute '/a/b' or relative to ``here``)."""
+    parts: list[str] = [] if target.startswith("/") else list(here)
+    for part in target.strip().split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise KeyError(target)
+            parts.pop()
+        else:
+            parts.append(part)
+    node: Any = root
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(target)
+        node = node[part]
+    return tuple(parts), node
+
+
+def _copy_target(value: Any) -> str | None:
+    if isinstance(value, str) and value.startswith("_copy:"):
+        return value[len("_copy:") :].strip()
+    return None
+
+
+def _resolve_copies(root: dict[str, Any], source: str, problems: list[str]) -> dict[str, Any]:
+    """Replace every ``_copy`` directive with the value it points at."""
+    resolving: list[tuple[str, ...]] = []
+
+    def resolve_path(path: tuple[str, ...]) -> Any:
+        _, node = _lookup(root, (), "/" + "/".join(path))
+        return resolve_node(node, path)
+
+    def follow(target: str, holder: tuple[str, ...], at: tuple[str, ...]) -> Any:
+        dotted = ".".join(at)
+        try:
+            path, _ = _lookup(root, holder, target)
+        except KeyError:
+            problems.append(f"{source}: {dotted}: _copy: nothing at {target!r}")
+            return None
+        if path in resolving:
+            chain = " -> ".join("/" + "/".join(p) for p in (*resolving, path))
+            problems.append(f"{source}: {dotted}: _copy cycle: {chain}")
+            return None
+        resolving.append(path)
+        try:
+            return copy.deepcopy(resolve_path(path))
+        finally:
+            resolving.pop()
+
+    def resolve_node(node: Any, at: tuple[str, ...]) -> Any:
+        holder = at[:-1]
+        target = _copy_target(node)
+        if target is not None:
+            return follow(target, holder, at)
+        if isinstance(node, dict):
+            result: dict[str, Any] = {}
+            if "_copy" in node:
+                copied = follow(str(node["_copy"]), at, at)
+                if isinstance(copied, dict):
+                    result = copied
+                elif copied is not None:
+                    problems.append(f"{source}: {'.'.join(at)}: _copy key must point at a mapping, got {copied!r}")
+            for key, value in node.items():
+                if key != "_copy":
+                    result = deep_merge(result, {key: resolve_node(value, (*at, key))})
+            return result
+        if isinstance(node, list):
+            return [resolve_node(v, (*at, str(i))) for i, v in enumerate(node)]
+        return node
+
+    return resolve_node(root, ())
+
+
+def run_time() -> float:
+    """The run's start time, shared by every process of one run through the environment."""
+    stamp = os.environ.get(RUN_TIME_ENV)
+    if stamp is None:
+        stamp = repr(time.time())
+        os.environ[RUN_TIME_ENV] = stamp
+    return float(stamp)
+
+
+def _expand_strings(node: Any, source: str, problems: list[str], key: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_strings(v, source, problems, f"{key}.{k}" if key else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_strings(v, source, problems, f"{key}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+    if node.startswith("_time:"):
+        fmt = node[len("_time:") :].strip() or "%Y%m%d-%H%M%S"
+        return time.strftime(fmt, time.localtime(run_time()))
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1) or match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            problems.append(f"{source}: {key}: environment variable ${name} is not set")
+            return match.group(0)
+        return value
+
+    return _ENV_PATTERN.sub(substitute, node)

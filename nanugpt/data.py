@@ -1,0 +1,141 @@
+"""``tokenized``: batches of random windows from the ``.bin`` token files of the tokenize stage.
+
+Sampling is a pure function of ``(seed, split, step)``: the global batch of a
+step is drawn from a generator seeded by those three numbers, every row
+independently, and each process takes its own slice of it. So a resumed run
+sees exactly the batches it would have seen, and one process or N processes
+train on the same global batches. The dtype comes from ``meta.json``.
+
+Token files are memory-mapped with ``MADV_RANDOM``: a batch touches a few
+pages instead of faulting in megabytes of read-ahead.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from nanugpt.components import DataOptions
+from nanugpt.errors import UserError
+
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+
+
+class TokenizedDataOptions(DataOptions):
+    """Random windows from the pre-tokenized .bin files of the tokenize stage."""
+
+    source: str = Field(TINYSHAKESPEARE_URL, description="URL, text file, or folder of .txt files")
+    sha256: str | None = Field(None, description="expected sha256 of a single-file source; null = not checked")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the corpus (its end) held out for val")
+    tokenize_workers: int | None = Field(None, gt=0, description="processes for tokenizing; null = all cores")
+
+
+class DataError(UserError):
+    """Token files that are missing, corrupt, or do not fit the model."""
+
+
+def read_meta(data_dir: Path) -> dict[str, Any]:
+    """The ``meta.json`` written by the tokenize stage, with a clear error when it is missing."""
+    path = data_dir / "meta.json"
+    if not path.is_file():
+        raise DataError(f"{path} not found: run the tokenize stage first (python -m stages.tokenize)")
+    return json.loads(path.read_text())
+
+
+class TokenFile:
+    """A read-only view of one ``.bin`` split whose size is checked against ``meta.json``."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], split: str):
+        self.path = path
+        self.dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+        expected = meta.get(f"{split}_tokens")
+        if not path.is_file():
+            raise DataError(f"{path} not found: run the tokenize stage first")
+        size = path.stat().st_size
+        if expected is not None and size != expected * self.dtype.itemsize:
+            raise DataError(
+                f"{path}: {size} bytes, but meta.json says {expected} {self.dtype.name} tokens "
+                f"({expected * self.dtype.itemsize} bytes): the file is truncated or from another run; re-tokenize"
+            )
+        self.n_tokens = size // self.dtype.itemsize
+        if self.n_tokens == 0:
+            self.tokens = np.zeros(0, dtype=self.dtype)
+            return
+        with open(path, "rb") as f:
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        if hasattr(self._mmap, "madvise"):
+            self._mmap.madvise(mmap.MADV_RANDOM)
+        self.tokens = np.frombuffer(self._mmap, dtype=self.dtype)
+
+
+class BatchSource:
+    """Random windows of ``context_length + 1`` tokens, addressed by step.
+
+    ``global_rows`` rows are drawn per step; process ``rank`` of ``world_size``
+    takes micro-batches ``rank, rank + world_size, ...`` of ``rows`` rows each.
+    """
+
+    def __init__(
+        self,
+        token_file: TokenFile,
+        context_length: int,
+        rows: int,
+        global_rows: int,
+        seed: int,
+        split: str,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if token_file.n_tokens < context_length + 2:
+            raise DataError(
+                f"{token_file.path}: {token_file.n_tokens} tokens, fewer than model.context_length + 2 "
+                f"({context_length + 2}); lower model.context_length or use a larger corpus"
+            )
+        self.file = token_file
+        self.context_length = context_length
+        self.rows = rows
+        self.global_rows = global_rows
+        self.seed = seed
+        self.split_id = _SPLIT_IDS[split]
+        self.rank = rank
+        self.world_size = world_size
+        self.micro_steps = global_rows // (rows * world_size)
+
+    def offsets(self, step: int) -> np.ndarray:
+        """Start offsets of the whole global batch of ``step`` (same on every rank)."""
+        rng = np.random.default_rng([self.seed, self.split_id, step])
+        return rng.integers(0, self.file.n_tokens - self.context_length - 1, size=self.global_rows)
+
+    def micro_batch(self, step: int, micro_step: int, offsets: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets, each (rows, context_length) int64, of this rank's ``micro_step``."""
+        offsets = self.offsets(step) if offsets is None else offsets
+        start = (micro_step * self.world_size + self.rank) * self.rows
+        window = self.context_length + 1
+        batch = np.stack([self.file.tokens[o : o + window] for o in offsets[start : start + self.rows]])
+        batch = torch.from_numpy(batch.astype(np.int64))
+        return batch[:, :-1], batch[:, 1:]
+
+
+def data_dir_for(data_root: Path, dataset: str, tokenizer_module: str) -> Path:
+    """``DATA_ROOT/<dataset>/<tokenizer>``: where the tokenize stage writes and training reads."""
+    return data_root / dataset / tokenizer_module
+
+
+def load_split(data_dir: Path, split: str) -> tuple[TokenFile, dict[str, Any]]:
+    """Open ``<split>.bin`` of a tokenized dataset with its metadata."""
+    meta = read_meta(data_dir)
+    return TokenFile(data_dir / f"{split}.bin", meta, split), meta
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a batch to ``device`` (pinned and non-blocking on CUDA; nothing to do on CPU)."""
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x

@@ -1,0 +1,72 @@
+"""Process-group set-up for one process, ``torchrun`` on one node, or ``srun torchrun`` on many.
+
+``torchrun`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them this
+is a single process. The backend is NCCL on CUDA and gloo on CPU; each
+process uses the GPU of its local rank.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from nanugpt.errors import UserError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in the job."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on the one process that logs and writes (rank 0)."""
+        return self.rank == 0
+
+
+def pick_device(device_type: str, local_rank: int = 0) -> torch.device:
+    """The device for ``general.device_type`` ('auto' = CUDA when available)."""
+    if device_type == "auto":
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("general.device_type is 'cuda' but torch sees no CUDA GPU; use 'auto' or 'cpu'")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+@contextmanager
+def process_group(device_type: str) -> Iterator[DistInfo]:
+    """Join the job's process group (when launched by torchrun) and leave it on exit, also on error."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_type, local_rank)
+    if world_size == 1:
+        yield DistInfo(0, 0, 1, device)
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+    try:
+        yield DistInfo(rank, local_rank, world_size, device)
+    finally:
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The mean of ``t`` over all processes (``t`` itself for one process)."""
+    if info.world_size == 1:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t / info.world_size

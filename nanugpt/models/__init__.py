@@ -1,0 +1,1 @@
+"""Models: each module holds one model family and its options."""

@@ -1,0 +1,264 @@
+"""The params schema: every section and key of a params file, typed and validated.
+
+``load_params(path, overrides)`` is the one entry point: it reads the YAML
+(with the directives of ``nanugpt.config_loader``), validates every section,
+and raises ``ParamsError`` listing every problem, one line each, naming the
+file, the dotted key, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+
+from nanugpt import registry
+from nanugpt.components import (
+    KIND_BASES,
+    ComponentOptions,
+    DataOptions,
+    LossOptions,
+    ModelOptions,
+    OptimizerOptions,
+    ScalerOptions,
+    SchedulerOptions,
+    TokenizerOptions,
+)
+from nanugpt.config_loader import ConfigError, load_yaml_tree, parse_overrides
+
+
+class Section(BaseModel):
+    """A fixed params section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneralParams(Section):
+    project_name: str = Field("nanugpt", description="project name (W&B project)")
+    run_name: str = Field("run", description="name of this run (W&B run name, log lines)")
+    seed: int = Field(42, ge=0, description="seed of model init, data order and dropout")
+    device_type: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks cuda when available")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="autocast dtype of forward/backward; float32 on CPUs without bf16 hardware"
+    )
+    torch_compile: bool = Field(False, description="compile the model with torch.compile")
+
+
+class TrainingParams(Section):
+    max_steps: int = Field(gt=0, description="optimizer steps in the run")
+    device_batch_size: int = Field(gt=0, description="sequences per forward pass on one process")
+    global_batch_size: int = Field(
+        gt=0, description="sequences per optimizer step over all processes; accumulation = global / (device * world)"
+    )
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables clipping")
+    log_every: int = Field(10, gt=0, description="steps between log lines")
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = only at the end")
+    keep_last: int = Field(2, ge=1, description="step checkpoints kept besides last.pt")
+    resume: str = Field(
+        "auto", description="'auto': resume from OUT_DIR/checkpoints/last.pt when compatible; 'never'; or a path"
+    )
+    peak_flops: float | None = Field(
+        None, gt=0, description="device peak FLOP/s for MFU; null = GPU table, or a matmul measured on CPU"
+    )
+
+
+class EvalParams(Section):
+    eval_every: int = Field(250, ge=0, description="steps between val evaluations during training; 0 = only at end")
+    eval_iters: int = Field(20, gt=0, description="fixed val batches per evaluation")
+
+
+class GenerateParams(Section):
+    prompt: str = Field("\n", description="prompt text, or FILE:path to read it from a file")
+    num_samples: int = Field(1, gt=0, description="samples to draw")
+    max_new_tokens: int = Field(200, gt=0, description="tokens to generate per sample")
+    temperature: float = Field(0.8, ge=0, description="softmax temperature; 0 = greedy")
+    top_k: int | None = Field(200, gt=0, description="keep the k most likely tokens; null = all")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass; null = off")
+    seed: int = Field(1337, ge=0, description="sampling seed: the same seed gives the same text")
+
+
+class LoggingParams(Section):
+    wandb: bool = Field(False, description="log to Weights & Biases (WANDB_MODE=offline works offline)")
+    dvclive: bool = Field(True, description="write DVC metrics and plots files under OUT_DIR")
+
+
+class LaunchParams(Section):
+    nproc_per_node: int = Field(1, gt=0, description="processes per node; > 1 runs the train stage under torchrun")
+    nnodes: int = Field(1, gt=0, description="nodes; > 1 needs a Slurm allocation (srun + torchrun)")
+
+
+class Params(Section):
+    """A complete, validated params file."""
+
+    general: GeneralParams = GeneralParams()
+    data: SerializeAsAny[DataOptions]
+    tokenizer: SerializeAsAny[TokenizerOptions]
+    model: SerializeAsAny[ModelOptions]
+    training: TrainingParams
+    optimizer: SerializeAsAny[OptimizerOptions]
+    scheduler: SerializeAsAny[SchedulerOptions]
+    loss: SerializeAsAny[LossOptions]  # validate_params fills in registry.DEFAULT_MODULE when absent
+    scaler: SerializeAsAny[ScalerOptions]
+    eval: EvalParams = EvalParams()
+    generate: GenerateParams = GenerateParams()
+    logging: LoggingParams = LoggingParams()
+    launch: LaunchParams = LaunchParams()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The explicit, plain form of these params (what ``params.yaml`` holds)."""
+        return self.model_dump(mode="json")
+
+    def digest(self, sections: Sequence[str]) -> str:
+        """A sha256 over the given sections, to tell whether two runs are compatible."""
+        subset = {name: self.to_dict()[name] for name in sections}
+        return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()
+
+
+COMPONENT_SECTIONS = ("data", "tokenizer", "model", "optimizer", "scheduler", "loss", "scaler")
+
+
+class ParamsError(ConfigError):
+    """Invalid params: ``problems`` has one line per problem."""
+
+
+def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Params:
+    """Read, resolve and validate a params file, applying ``--section.key value`` overrides."""
+    source = str(path)
+    override_keys = set(parse_overrides(overrides))
+    try:
+        tree = load_yaml_tree(path, overrides)
+    except ConfigError as exc:
+        raise ParamsError(exc.problems) from None
+    return validate_params(tree, source, override_keys)
+
+
+def validate_params(tree: dict[str, Any], source: str, override_keys: frozenset[str] | set[str] = frozenset()) -> Params:
+    """Validate a resolved params dict; raise ``ParamsError`` naming every problem."""
+    problems: list[str] = []
+
+    def where(key: str) -> str:
+        return f"command line --{key}" if key in override_keys else source
+
+    data = dict(tree)
+    for section in COMPONENT_SECTIONS:
+        raw = data.get(section)
+        if raw is None and section in registry.DEFAULT_MODULE:
+            raw = {"module": registry.DEFAULT_MODULE[section]}
+        if raw is None:
+            continue  # reported as missing by the Params validation below
+        options = _validate_component(section, raw, where, problems)
+        data[section] = options if options is not None else KIND_BASES[section].model_construct()
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_describe(exc, Params, "", where))
+        raise ParamsError(problems) from None
+    if problems:
+        raise ParamsError(problems)
+    problems.extend(f"{where(key)}: {key}: {message}" for key, message in cross_check(params))
+    if problems:
+        raise ParamsError(problems)
+    return params
+
+
+def _validate_component(section: str, raw: Any, where: Any, problems: list[str]) -> ComponentOptions | None:
+    if isinstance(raw, ComponentOptions):
+        return raw
+    if not isinstance(raw, dict):
+        problems.append(f"{where(section)}: {section}: expected a mapping with 'module:', got {raw!r}")
+        return None
+    fields = dict(raw)
+    module = fields.get("module")
+    if not isinstance(module, str):
+        names = ", ".join(sorted(registry.BUILTIN[section]))
+        problems.append(f"{where(section + '.module')}: {section}.module: required, one of {names} or an import path")
+        return None
+    kwargs = fields.pop("module_kwargs", None)
+    if kwargs is not None:
+        if not isinstance(kwargs, dict):
+            problems.append(f"{where(section)}: {section}.module_kwargs: expected a mapping, got {kwargs!r}")
+            return None
+        for key, value in kwargs.items():
+            if key in fields and fields[key] != value:
+                problems.append(
+                    f"{where(section)}: {section}.{key}: given both beside 'module' ({fields[key]!r}) "
+                    f"and in module_kwargs ({value!r}); keep one"
+                )
+            fields[key] = value
+    try:
+        options_cls = registry.resolve(section, module)
+    except registry.ComponentNotFound as exc:
+        hint = _did_you_mean(module, registry.BUILTIN[section])
+        names = ", ".join(sorted(registry.BUILTIN[section]))
+        problems.append(f"{where(section + '.module')}: {section}.module: {exc}{hint}; registered: {names}")
+        return None
+    try:
+        return options_cls.model_validate(fields)
+    except ValidationError as exc:
+        problems.extend(_describe(exc, options_cls, section, where))
+        return None
+
+
+def _did_you_mean(word: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """Field names of the (nested) model that holds the key at ``loc``."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(exc: ValidationError, model: type[BaseModel], prefix: str, where: Any) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join([prefix, *loc] if prefix else loc)
+        if error["type"] == "extra_forbidden":
+            hint = _did_you_mean(loc[-1], _fields_at(model, loc))
+            message = f"unknown key{hint}"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = f"{error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"
+        lines.append(f"{where(key)}: {key}: {message}")
+    return lines
+
+
+def cross_check(params: Params) -> list[tuple[str, str]]:
+    """Problems that involve more than one key: ``(dotted key, message)`` pairs."""
+    problems: list[tuple[str, str]] = []
+    training = params.training
+    if training.global_batch_size % training.device_batch_size:
+        problems.append(
+            (
+                "training.global_batch_size",
+                f"must be a multiple of training.device_batch_size ({training.device_batch_size}), "
+                f"got {training.global_batch_size}",
+            )
+        )
+    warmup = getattr(params.scheduler, "warmup_steps", 0)
+    if warmup > training.max_steps:
+        problems.append(
+            ("scheduler.warmup_steps", f"must be <= training.max_steps ({training.max_steps}), got {warmup}")
+        )
+    n_embd, n_head = getattr(params.model, "n_embd", None), getattr(params.model, "n_head", None)
+    if n_embd is not None and n_head and n_embd % n_head:
+        problems.append(("model.n_embd", f"must be divisible by model.n_head ({n_head}), got {n_embd}"))
+    return problems
+
+
+def params_from_checkpoint(plain: dict[str, Any]) -> Params:
+    """Rebuild ``Params`` from the plain dict stored in a checkpoint or ``run_info.json``."""
+    return validate_params(plain, "checkpoint params")

@@ -1,0 +1,71 @@
+"""Short names for the built-in components, and resolution of user components.
+
+A component is named in params by a short name registered here or by an import
+path to the user's own options class (``mypkg.models:MyModelOptions`` or
+``mypkg.models.MyModelOptions``). Entries are import strings so that listing
+names imports nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from nanugpt.components import KIND_BASES, ComponentOptions
+
+BUILTIN: dict[str, dict[str, str]] = {
+    "data": {
+        "tokenized": "nanugpt.data:TokenizedDataOptions",
+    },
+    "tokenizer": {
+        "byte": "nanugpt.tokenizers.byte:ByteTokenizerOptions",
+        "char": "nanugpt.tokenizers.char:CharTokenizerOptions",
+        "tiktoken": "nanugpt.tokenizers.tiktoken_bpe:TiktokenOptions",
+        "hf": "nanugpt.tokenizers.hf:HFTokenizerOptions",
+    },
+    "model": {
+        "nanogpt": "nanugpt.models.nanogpt:NanoGPTOptions",
+    },
+    "optimizer": {
+        "adamw_nanogpt": "nanugpt.optimizers:AdamWNanoGPTOptions",
+        "adamw": "nanugpt.optimizers:AdamWOptions",
+    },
+    "scheduler": {
+        "cosine": "nanugpt.schedulers:CosineOptions",
+        "linear": "nanugpt.schedulers:LinearOptions",
+        "constant": "nanugpt.schedulers:ConstantOptions",
+    },
+    "loss": {
+        "autoregressive": "nanugpt.losses:AutoregressiveOptions",
+    },
+    "scaler": {
+        "amp": "nanugpt.scalers:AmpScalerOptions",
+    },
+}
+
+DEFAULT_MODULE: dict[str, str] = {"loss": "autoregressive", "scaler": "amp"}
+
+
+class ComponentNotFound(LookupError):
+    """Raised when a ``module:`` value names no registered component or importable class."""
+
+
+def resolve(kind: str, module: str) -> type[ComponentOptions]:
+    """Return the options class for ``module`` of the given kind.
+
+    ``module`` is a short name from ``BUILTIN[kind]`` or an import path to a
+    subclass of the kind's base options class.
+    """
+    target = BUILTIN[kind].get(module)
+    if target is None:
+        if "." not in module and ":" not in module:
+            raise ComponentNotFound(f"unknown {kind} module {module!r}")
+        target = module
+    mod_name, _, attr = target.partition(":") if ":" in target else target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ComponentNotFound(f"cannot import {target!r} ({exc})") from exc
+    base = KIND_BASES[kind]
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ComponentNotFound(f"{target!r} is not a subclass of {base.__module__}.{base.__name__}")
+    return cls

@@ -1,0 +1,83 @@
+"""Where a corpus comes from: a URL checked against its sha256, or local text files.
+
+Offline machines: for a URL source the fetcher first takes a local copy from
+the environment variable ``NANUGPT_<DATASET>`` (e.g. ``NANUGPT_TINYSHAKESPEARE``)
+or from a file already downloaded into ``DATA_ROOT/<dataset>/raw/``; it only
+downloads when neither exists, and it checks the sha256 whatever the origin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from nanugpt.atomic import atomic_path
+from nanugpt.errors import UserError
+
+
+class SourceError(UserError):
+    """A corpus that cannot be found, downloaded or verified."""
+
+
+def local_copy_env(dataset: str) -> str:
+    """The environment variable that may point at a local copy of ``dataset``."""
+    return "NANUGPT_" + "".join(c if c.isalnum() else "_" for c in dataset).upper()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_sha(path: Path, expected: str | None, what: str) -> None:
+    if expected and (actual := sha256_file(path)) != expected:
+        raise SourceError(f"{what} {path}: sha256 is {actual}, expected {expected} (data.sha256)")
+
+
+def resolve_source(source: str, dataset: str, sha256: str | None, raw_dir: Path) -> list[Path]:
+    """Return the local text files of a corpus, downloading a URL source if needed."""
+    if source.startswith(("http://", "https://")):
+        return [_fetch_url(source, dataset, sha256, raw_dir)]
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise SourceError(f"data.source {source!r}: folder holds no .txt files")
+        return files
+    if not path.is_file():
+        raise SourceError(f"data.source {source!r}: no such file or folder")
+    _check_sha(path, sha256, "data.source")
+    return [path]
+
+
+def _fetch_url(url: str, dataset: str, sha256: str | None, raw_dir: Path) -> Path:
+    env_name = local_copy_env(dataset)
+    if env_path := os.environ.get(env_name):
+        copy = Path(env_path).expanduser()
+        if not copy.is_file():
+            raise SourceError(f"{env_name}={env_path}: no such file")
+        _check_sha(copy, sha256, env_name)
+        return copy
+    target = raw_dir / (Path(urllib.request.urlparse(url).path).name or "download")
+    if target.is_file():
+        _check_sha(target, sha256, "cached download")
+        return target
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, atomic_path(target) as tmp:
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out)
+            _check_sha(tmp, sha256, "download of " + url)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise SourceError(
+            f"cannot download {url} ({exc}). Without network, set {env_name}=/path/to/a/local/copy "
+            f"or put the file at {target}"
+        ) from None
+    return target

@@ -1,0 +1,272 @@
+"""Turning a text corpus into ``train.bin`` / ``val.bin`` token files plus ``meta.json``.
+
+The corpus is streamed in chunks cut at line ends, so memory stays flat
+however large it is, and large corpora are encoded by a pool of processes.
+The first ``1 - val_fraction`` of the bytes (cut at a line end) become the
+training split and the rest the validation split; documents (files) keep
+their order and are separated by the end-of-text token when the tokenizer has
+one. Token files hold little-endian uint16 when the vocabulary fits, else
+uint32. Each file is written under a temporary name and renamed only when
+complete; ``meta.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from tqdm import tqdm
+
+from nanugpt.atomic import atomic_path, write_json
+from nanugpt.components import TokenizerOptions
+from nanugpt.errors import UserError
+from nanugpt.tokenizers import Tokenizer
+from nanugpt.tokenizers.byte import ByteTokenizer
+from nanugpt.tokenizers.char import CharTokenizer
+
+CHUNK_BYTES = 1 << 20
+PARALLEL_MIN_BYTES = 8 << 20  # below this a process pool costs more than it saves
+SPLITS = ("train", "val")
+
+
+class CorpusError(UserError):
+    """A corpus that cannot be tokenized: empty, not UTF-8, or with characters outside the vocabulary."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def _safe_end(data: bytes) -> int:
+    """Where to end a chunk: after the last newline that is followed by a non-space byte.
+
+    BPE pre-tokenizers split text at exactly such places, so encoding the
+    chunks one by one gives the same ids as encoding the whole text. Returns 0
+    when there is no such place.
+    """
+    end = len(data) - 1
+    while (end := data.rfind(b"\n", 0, end)) >= 0:
+        if data[end + 1 : end + 2] not in _SPACE_BYTES:
+            return end + 1
+    return 0
+
+
+_SPACE_BYTES = {b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"}
+
+
+def _chunks(files: list[Path], total: int, cut: int) -> Iterator[tuple[str, int, bytes]]:
+    """Yield ``(split, corpus offset, bytes)`` chunks; no chunk crosses ``cut``.
+
+    An empty chunk marks the boundary between two files (documents).
+    """
+    offset = 0
+    for index, path in enumerate(files):
+        with open(path, "rb") as f:
+            pending = b""
+            while block := f.read(CHUNK_BYTES):
+                data = pending + block
+                end = _safe_end(data)
+                if end == 0 and len(data) < 8 * CHUNK_BYTES:
+                    pending = data  # no cut point yet: read on (bounded, see below)
+                    continue
+                if end == 0:  # a huge run without a line break: cut at a character boundary
+                    end = len(data)
+                    while end > 0 and (data[end - 1] & 0xC0) == 0x80:
+                        end -= 1
+                    end = end - 1 if end > 0 and data[end - 1] >= 0xC0 else end
+                yield from _split_at_cut(data[:end], offset, cut)
+                offset += end
+                pending = data[end:]
+            if pending:
+                yield from _split_at_cut(pending, offset, cut)
+                offset += len(pending)
+        if index + 1 < len(files):
+            yield ("train" if offset < cut else "val"), offset, b""
+    if offset != total:
+        raise CorpusError(f"the corpus changed while it was read ({offset} bytes read, {total} expected)")
+
+
+def _split_at_cut(data: bytes, offset: int, cut: int) -> Iterator[tuple[str, int, bytes]]:
+    if offset < cut < offset + len(data):
+        head = cut - offset
+        yield "train", offset, data[:head]
+        yield "val", cut, data[head:]
+    else:
+        yield ("train" if offset < cut else "val"), offset, data
+
+
+def _find_cut(files: list[Path], total: int, val_fraction: float) -> int:
+    """Byte offset where the validation split starts: after the line end at or past the fraction."""
+    if val_fraction <= 0:
+        return total
+    target = int(total * (1 - val_fraction))
+    offset = 0
+    for path in files:
+        size = path.stat().st_size
+        if offset + size > target:
+            with open(path, "rb") as f:
+                f.seek(target - offset)
+                rest = f.read(1 << 16)
+            newline = rest.find(b"\n")
+            return min(total, target + newline + 1) if newline >= 0 else target
+        offset += size
+    return total
+
+
+def _decode(data: bytes, offset: int, file_hint: str) -> str:
+    try:
+        return codecs.decode(data, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(
+            f"{file_hint}: not valid UTF-8 at corpus byte {offset + exc.start} ({exc.reason}); "
+            "the byte tokenizer accepts any bytes"
+        ) from None
+
+
+_worker_tokenizer: Tokenizer | None = None
+
+
+def _init_worker(options: dict[str, Any], vocab: list[str] | None) -> None:
+    global _worker_tokenizer
+    from nanugpt import registry
+
+    _worker_tokenizer = registry.resolve("tokenizer", options["module"]).model_validate(options).build(vocab=vocab)
+
+
+def _encode_chunk(tokenizer: Tokenizer, data: bytes, offset: int, file_hint: str, dtype: np.dtype) -> np.ndarray:
+    if isinstance(tokenizer, ByteTokenizer):
+        return np.frombuffer(data, dtype=np.uint8).astype(dtype)
+    text = _decode(data, offset, file_hint)
+    try:
+        ids = tokenizer.encode(text)
+    except ValueError as exc:
+        raise CorpusError(f"{file_hint}: near corpus byte {offset}: {exc}") from None
+    return np.asarray(ids, dtype=dtype)
+
+
+def _encode_in_worker(data: bytes, offset: int, file_hint: str, dtype: str) -> np.ndarray:
+    assert _worker_tokenizer is not None
+    return _encode_chunk(_worker_tokenizer, data, offset, file_hint, np.dtype(dtype))
+
+
+def fit_char_vocab(files: list[Path]) -> set[str]:
+    """Every character of the corpus, read in chunks (``char`` tokenizer)."""
+    chars: set[str] = set()
+    offset = 0
+    for path in files:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        with open(path, "rb") as f:
+            while block := f.read(CHUNK_BYTES):
+                try:
+                    chars.update(decoder.decode(block))
+                except UnicodeDecodeError as exc:
+                    raise CorpusError(
+                        f"{path}: not valid UTF-8 at corpus byte {offset + exc.start} ({exc.reason}); "
+                        "the byte tokenizer accepts any bytes"
+                    ) from None
+                offset += len(block)
+            try:
+                chars.update(decoder.decode(b"", final=True))
+            except UnicodeDecodeError:
+                raise CorpusError(f"{path}: ends inside a UTF-8 character (corpus byte {offset})") from None
+    return chars
+
+
+def tokenize_files(
+    files: list[Path],
+    options: TokenizerOptions,
+    out_dir: Path,
+    val_fraction: float,
+    workers: int | None = None,
+    source: str = "",
+) -> dict[str, Any]:
+    """Tokenize ``files`` into ``out_dir/{train,val}.bin`` and ``out_dir/meta.json``; return the meta."""
+    total = sum(p.stat().st_size for p in files)
+    if total == 0:
+        raise CorpusError(f"the corpus is empty ({', '.join(map(str, files))})")
+    vocab = sorted(fit_char_vocab(files)) if options.module == "char" else None
+    tokenizer = options.build(vocab=vocab)
+    if isinstance(tokenizer, CharTokenizer) and tokenizer.vocab_size == 0:
+        raise CorpusError("the corpus has no characters")
+    dtype = token_dtype(tokenizer.vocab_size)
+    cut = _find_cut(files, total, val_fraction)
+    workers = workers or os.cpu_count() or 1
+    parallel = workers > 1 and total >= PARALLEL_MIN_BYTES
+    hint = str(files[0]) if len(files) == 1 else f"{len(files)} files"
+
+    counts = {split: 0 for split in SPLITS}
+    digests = {split: hashlib.sha256() for split in SPLITS}
+    source_digest = hashlib.sha256()
+    eot = np.asarray([tokenizer.eot_id], dtype=dtype) if tokenizer.eot_id is not None else None
+
+    with ExitStack() as stack:
+        paths = {split: stack.enter_context(atomic_path(out_dir / f"{split}.bin")) for split in SPLITS}
+        outputs: dict[str, BinaryIO] = {split: stack.enter_context(open(paths[split], "wb")) for split in SPLITS}
+        progress = stack.enter_context(tqdm(total=total, unit="B", unit_scale=True, desc="tokenize", disable=None))
+
+        def write(split: str, ids: np.ndarray) -> None:
+            raw = ids.astype(dtype.newbyteorder("<"), copy=False).tobytes()
+            outputs[split].write(raw)
+            digests[split].update(raw)
+            counts[split] += len(ids)
+
+        def handle(split: str, data: bytes, ids: np.ndarray | None) -> None:
+            if not data:  # document boundary
+                if eot is not None:
+                    write(split, eot)
+                return
+            source_digest.update(data)
+            assert ids is not None
+            write(split, ids)
+            progress.update(len(data))
+
+        if parallel:
+            pool = stack.enter_context(
+                multiprocessing.get_context("fork").Pool(
+                    workers, initializer=_init_worker, initargs=(options.model_dump(), vocab)
+                )
+            )
+            in_flight: deque = deque()
+            for split, offset, data in _chunks(files, total, cut):
+                result = pool.apply_async(_encode_in_worker, (data, offset, hint, dtype.str)) if data else None
+                in_flight.append((split, data, result))
+                while len(in_flight) > 2 * workers:  # bounded read-ahead keeps memory flat
+                    s, d, r = in_flight.popleft()
+                    handle(s, d, r.get() if r else None)
+            while in_flight:
+                s, d, r = in_flight.popleft()
+                handle(s, d, r.get() if r else None)
+        else:
+            for split, offset, data in _chunks(files, total, cut):
+                handle(split, data, _encode_chunk(tokenizer, data, offset, hint, dtype) if data else None)
+        for f in outputs.values():
+            f.flush()
+        if counts["train"] == 0:
+            raise CorpusError("the training split is empty: the corpus is too small or data.val_fraction too large")
+        if val_fraction > 0 and counts["val"] == 0:
+            raise CorpusError("the validation split is empty: raise data.val_fraction or use a larger corpus")
+
+    meta = {
+        "tokenizer": options.model_dump(mode="json"),
+        "tokenizer_name": tokenizer.name,
+        "vocab_size": tokenizer.vocab_size,
+        "vocab": tokenizer.vocab(),
+        "eot_id": tokenizer.eot_id,
+        "dtype": dtype.name,
+        "source": source,
+        "source_sha256": source_digest.hexdigest(),
+        "source_bytes": total,
+        **{f"{split}_tokens": counts[split] for split in SPLITS},
+        **{f"{split}_sha256": digests[split].hexdigest() for split in SPLITS},
+    }
+    write_json(out_dir / "meta.json", meta)
+    return meta

@@ -1,0 +1,371 @@
+"""The training loop: one code path for one CPU process, N processes under torchrun, and N nodes.
+
+``train(params, data_dir, out_dir)`` runs ``training.max_steps`` optimizer
+steps. Each step accumulates gradients over ``global_batch_size /
+(device_batch_size * world_size)`` micro-batches per process (DDP syncs
+gradients only on the last one), clips, and steps the optimizer at the lr of
+the schedule. Losses stay on the device until a log interval, so the hot loop
+has no host sync per micro-step.
+
+Outputs under ``out_dir`` (rank 0 only): ``checkpoints/`` (``last.pt`` and the
+newest step files), ``plots/train.csv`` and ``plots/val.csv``, and
+``run_info.json``. SIGTERM, SIGINT and SIGUSR1 save a checkpoint at the end of
+the current step and stop, so a preempted or requeued job resumes where it
+was (``training.resume: auto``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from nanugpt import checkpoint, run_info
+from nanugpt.atomic import write_json
+from nanugpt.data import BatchSource, DataError, TokenFile, read_meta, to_device
+from nanugpt.errors import UserError
+from nanugpt.distributed import DistInfo, all_reduce_mean, process_group
+from nanugpt.metrics import TRAIN_COLUMNS, VAL_COLUMNS, CsvLog, Stopwatch, WandbSink, format_log_line
+from nanugpt.params import Params
+
+# Sections whose values must match for a checkpoint to be resumed by ``resume: auto``.
+RESUME_SECTIONS = ("data", "tokenizer", "model", "optimizer", "scheduler", "loss", "scaler")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+# bf16 dense peak FLOP/s of common GPUs, for MFU (matched against torch.cuda.get_device_name()).
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "V100": 125e12}
+
+
+class TrainingError(UserError):
+    """A run that cannot start or continue as configured."""
+
+
+@dataclass
+class RunState:
+    """What a checkpoint needs besides model and optimizer."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    best_val_loss: float | None = None
+
+
+def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """Autocast for bfloat16/float16; nothing for float32."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
+
+
+def peak_flops(device: torch.device, configured: float | None) -> float | None:
+    """The device's peak FLOP/s for MFU: configured, a known GPU, or a matmul measured on CPU."""
+    if configured:
+        return configured
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((flops for key, flops in GPU_PEAK_FLOPS.items() if key in name), None)
+    a = torch.randn(2048, 2048)
+    a @ a  # warm up
+    best = math.inf
+    for _ in range(3):  # the fastest of a few: the machine's peak, not its noise
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048**3 / best
+
+
+def check_tokenized(meta: dict[str, Any], params: Params, data_dir: Path) -> None:
+    """Refuse token files written by another tokenizer than the params name."""
+    expected = params.tokenizer.model_dump(mode="json")
+    if meta.get("tokenizer") != expected:
+        raise DataError(
+            f"{data_dir}/meta.json: tokenized with {meta.get('tokenizer')}, but params say tokenizer {expected}; "
+            "re-run the tokenize stage"
+        )
+
+
+def evaluate_loss(
+    model: torch.nn.Module, source: BatchSource, iters: int, info: DistInfo, dtype: str, loss_fn: Any
+) -> float:
+    """Mean loss over ``iters`` fixed batches of ``source`` (the same batches on every call), split across ranks."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, device=info.device)
+    with torch.no_grad():
+        for i in range(info.rank, iters, info.world_size):
+            x, y = source.micro_batch(i, 0)
+            x, y = to_device(x, info.device), to_device(y, info.device)
+            with autocast_context(info.device, dtype):
+                total[0] += loss_fn(model(x), y).float()
+            total[1] += 1
+    if info.world_size > 1:
+        torch.distributed.all_reduce(total)
+    model.train(was_training)
+    return (total[0] / total[1]).item()
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT/SIGUSR1 into a flag checked between steps."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _resume_state(params: Params, ckpt_dir: Path, device: torch.device, log: Any) -> dict[str, Any] | None:
+    setting = params.training.resume
+    if setting == "never":
+        return None
+    if setting != "auto":
+        return checkpoint.load_checkpoint(Path(setting), device)
+    found = checkpoint.newest_loadable(ckpt_dir, device)
+    if found is None:
+        return None
+    path, state = found
+    if state.get("params_digest") != params.digest(RESUME_SECTIONS):
+        log(f"not resuming from {path}: it was trained with different params; starting from step 0")
+        return None
+    if state["step"] >= params.training.max_steps:
+        log(f"{path} is at step {state['step']} >= training.max_steps; nothing left to train")
+    return state
+
+
+def _load_state(raw_model: torch.nn.Module, optimizer: Any, scaler: Any, state: dict[str, Any], source: str) -> RunState:
+    try:
+        raw_model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise checkpoint.CheckpointError(f"{source}: checkpoint does not fit this model.* shape ({first})") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if torch.cuda.is_available() and state["rng"].get("cuda"):
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return RunState(state["step"], state["tokens_seen"], state.get("best_val_loss"))
+
+
+def _checkpoint_state(
+    raw_model: torch.nn.Module, optimizer: Any, schedule: Any, scaler: Any, run: RunState, params: Params, vocab_size: int
+) -> dict[str, Any]:
+    return {
+        "model": raw_model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": schedule.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": run.step,
+        "tokens_seen": run.tokens_seen,
+        "best_val_loss": run.best_val_loss,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+        "data": {"seed": params.general.seed, "next_step": run.step},
+        "params": params.to_dict(),
+        "params_digest": params.digest(RESUME_SECTIONS),
+        "vocab_size": vocab_size,
+    }
+
+
+def train(params: Params, data_dir: Path, out_dir: Path, launch_command: str | None = None) -> dict[str, Any]:
+    """Run the training loop; return a summary (final losses, steps, tokens/s)."""
+    with process_group(params.general.device_type) as info:
+        return _train(params, data_dir, out_dir, info, launch_command)
+
+
+def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch_command: str | None) -> dict[str, Any]:
+    t = params.training
+    device = info.device
+
+    def log(message: str) -> None:
+        if info.is_main:
+            tqdm.write(message, file=sys.stdout)
+            sys.stdout.flush()
+
+    per_step_rows = t.device_batch_size * info.world_size
+    if t.global_batch_size % per_step_rows:
+        raise TrainingError(
+            f"training.global_batch_size ({t.global_batch_size}) must be a multiple of training.device_batch_size "
+            f"x world size ({t.device_batch_size} x {info.world_size} = {per_step_rows})"
+        )
+    if params.general.dtype != "float32" and device.type == "cpu":
+        log(f"note: general.dtype {params.general.dtype} on CPU is slow without bf16/fp16 matmul hardware")
+
+    meta = read_meta(data_dir)
+    check_tokenized(meta, params, data_dir)
+    context = params.model.context_length
+    train_source = BatchSource(
+        TokenFile(data_dir / "train.bin", meta, "train"), context, t.device_batch_size, t.global_batch_size,
+        params.general.seed, "train", info.rank, info.world_size,
+    )
+    val_file = TokenFile(data_dir / "val.bin", meta, "val")
+    val_source = (
+        BatchSource(val_file, context, t.device_batch_size, t.device_batch_size, params.general.seed, "val")
+        if val_file.n_tokens > 0
+        else None
+    )
+    vocab_size = meta["vocab_size"]
+
+    torch.manual_seed(params.general.seed)
+    raw_model = params.model.build(vocab_size).to(device)
+    optimizer = params.optimizer.build(raw_model, device.type)
+    schedule = params.scheduler.build(t.max_steps)
+    scaler = params.scaler.build(device.type, params.general.dtype)
+    loss_fn = params.loss.build()
+
+    ckpt_dir = out_dir / "checkpoints"
+    run = RunState()
+    state = _resume_state(params, ckpt_dir, device, log)
+    if state is not None:
+        run = _load_state(raw_model, optimizer, scaler, state, params.training.resume)
+        log(f"resumed from step {run.step} ({run.tokens_seen:,} tokens seen)")
+    del state
+    # Dropout masks and anything else random continue from the seed per rank (same init everywhere).
+    if run.step == 0:
+        torch.manual_seed(params.general.seed + info.rank)
+
+    model: torch.nn.Module = raw_model
+    if params.general.torch_compile:
+        model = torch.compile(model)
+    if info.world_size > 1:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    accum = t.global_batch_size // per_step_rows
+    tokens_per_step = t.global_batch_size * context
+    flops_per_token = raw_model.flops_per_token() if hasattr(raw_model, "flops_per_token") else None
+    peak = peak_flops(device, t.peak_flops) if flops_per_token else None
+
+    train_log = val_log = wandb = None
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(
+            out_dir / "run_info.json",
+            run_info.collect(params.to_dict(), str(device), info.world_size, launch_command),
+        )
+        if params.logging.dvclive:
+            train_log = CsvLog(out_dir / "plots" / "train.csv", TRAIN_COLUMNS, run.step)
+            val_log = CsvLog(out_dir / "plots" / "val.csv", VAL_COLUMNS, run.step)
+        if params.logging.wandb:
+            wandb = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), out_dir)
+        log(
+            f"training {raw_model.num_params():,} parameters on {info.world_size} x {device}, "
+            f"{accum} micro-steps of {t.device_batch_size} x {context} tokens per process per step, "
+            f"{tokens_per_step:,} tokens per step"
+        )
+
+    def save() -> None:
+        if info.is_main:
+            state = _checkpoint_state(raw_model, optimizer, schedule, scaler, run, params, vocab_size)
+            checkpoint.save_checkpoint(ckpt_dir, run.step, state, t.keep_last)
+
+    stop = StopRequest()
+    progress = tqdm(total=t.max_steps, initial=run.step, desc="train", disable=None if info.is_main else True)
+    pending: list[tuple[int, int, float, torch.Tensor]] = []  # (step, tokens, lr, loss on device)
+    clock, interval = Stopwatch(), Stopwatch()
+    interval_start_step = run.step
+    start_step = run.step
+    last_val: float | None = None
+    train_loss = float("nan")
+    model.train()
+    try:
+        while run.step < t.max_steps:
+            lr = params.optimizer.lr * schedule.factor(run.step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            offsets = train_source.offsets(run.step)
+            step_loss = torch.zeros((), device=device)
+            for micro in range(accum):
+                x, y = train_source.micro_batch(run.step, micro, offsets)
+                x, y = to_device(x, device), to_device(y, device)
+                sync = micro == accum - 1 or info.world_size == 1
+                with contextlib.nullcontext() if sync else model.no_sync():
+                    with autocast_context(device, params.general.dtype):
+                        loss = loss_fn(model(x), y) / accum
+                    scaler.scale(loss).backward()
+                step_loss += loss.detach()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip or math.inf)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            run.step += 1
+            run.tokens_seen += tokens_per_step
+            pending.append((run.step, run.tokens_seen, lr, step_loss))
+            progress.update(1)
+
+            final = run.step == t.max_steps
+            evaluate_now = val_source is not None and (
+                final or (params.eval.eval_every and run.step % params.eval.eval_every == 0)
+            )
+            val_loss = None
+            if evaluate_now:
+                assert val_source is not None
+                val_loss = evaluate_loss(raw_model, val_source, params.eval.eval_iters, info, params.general.dtype, loss_fn)
+                last_val = val_loss
+                if run.best_val_loss is None or val_loss < run.best_val_loss:
+                    run.best_val_loss = val_loss
+                if val_log:
+                    val_log.write([{"step": run.step, "tokens": run.tokens_seen, "val_loss": val_loss}])
+            if final or run.step % t.log_every == 0 or evaluate_now or stop.signal is not None:
+                losses = all_reduce_mean(torch.stack([p[3] for p in pending]), info).tolist()
+                train_loss = losses[-1]
+                if not math.isfinite(train_loss):
+                    raise TrainingError(f"train loss is {train_loss} at step {run.step}; lower optimizer.lr")
+                if train_log:
+                    train_log.write(
+                        [{"step": s, "tokens": n, "train_loss": l, "lr": r} for (s, n, r, _), l in zip(pending, losses)]
+                    )
+                seconds = interval.lap()
+                steps_done = run.step - interval_start_step
+                tokens_per_s = steps_done * tokens_per_step / seconds
+                mfu = flops_per_token * tokens_per_s / peak if flops_per_token and peak else None
+                eta = (t.max_steps - run.step) * seconds / steps_done
+                log(format_log_line(run.step, t.max_steps, train_loss, val_loss, lr, grad_norm.item(),
+                                    tokens_per_s, mfu, clock.elapsed(), eta))
+                if wandb:
+                    metrics = {"train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s, "tokens": run.tokens_seen}
+                    if val_loss is not None:
+                        metrics["val_loss"] = val_loss
+                    wandb.log(metrics, run.step)
+                pending.clear()
+                interval_start_step = run.step
+            if final or (t.checkpoint_every and run.step % t.checkpoint_every == 0):
+                save()
+            if stop.signal is not None and not final:
+                save()
+                log(f"received signal {stop.signal}: saved a checkpoint at step {run.step} and stopped")
+                raise SystemExit(128 + stop.signal)
+    finally:
+        stop.restore()
+        progress.close()
+        for sink in (train_log, val_log, wandb):
+            if sink:
+                sink.close()
+
+    elapsed = clock.elapsed()
+    steps_run = run.step - start_step
+    summary = {
+        "step": run.step,
+        "tokens_seen": run.tokens_seen,
+        "train_loss": train_loss,
+        "val_loss": last_val,
+        "best_val_loss": run.best_val_loss,
+        "seconds": elapsed,
+        "tokens_per_s": steps_run * tokens_per_step / elapsed if steps_run else 0.0,
+    }
+    log(f"done: {summary['step']} steps, val loss {last_val}, {summary['tokens_per_s']:,.0f} tok/s, {elapsed:.1f} s")
+    return summary

@@ -1,0 +1,1 @@
+"""What the orchestrators share: artifact paths, the stage table, the train launcher, params tools."""

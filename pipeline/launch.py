@@ -1,0 +1,85 @@
+"""The train stage's launcher: plain Python, ``torchrun``, or ``srun torchrun``, chosen from params and environment.
+
+    python -m pipeline.launch [params.yaml] [--section.key value ...]
+
+* ``launch.nnodes: 1`` and ``launch.nproc_per_node: 1``: the train stage runs
+  in this process (no torchrun start-up cost).
+* ``launch.nproc_per_node: N`` on one node: ``torchrun --standalone
+  --nproc-per-node=N -m stages.train ...``.
+* ``launch.nnodes: M`` inside a Slurm allocation: ``srun`` starts one
+  ``torchrun`` per node with c10d rendezvous on the first node of
+  ``$SLURM_JOB_NODELIST`` and ``--rdzv-id=$SLURM_JOB_ID``.
+
+The command is printed and recorded in ``run_info.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+from nanugpt.errors import UserError
+from nanugpt.params import Params, ParamsError, load_params
+from pipeline.cli import parse_argv
+from stages.train import LAUNCH_COMMAND_ENV
+
+RDZV_PORT = 29500
+
+
+def first_slurm_node(nodelist: str) -> str:
+    """The first host of a Slurm node list such as ``gpu[01-04]`` (expanded by ``scontrol``)."""
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+def build_command(params: Params, stage_argv: Sequence[str], env: Mapping[str, str]) -> list[str] | None:
+    """The command that runs the train stage, or None to run it in this process."""
+    nproc, nnodes = params.launch.nproc_per_node, params.launch.nnodes
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    stage = ["-m", "stages.train", *stage_argv]
+    if nnodes > 1:
+        job_id, nodelist = env.get("SLURM_JOB_ID"), env.get("SLURM_JOB_NODELIST")
+        if not job_id or not nodelist:
+            raise UserError(f"launch.nnodes is {nnodes}: run inside a Slurm allocation of {nnodes} nodes (sbatch/salloc)")
+        head = first_slurm_node(nodelist)
+        return [
+            "srun", f"--nodes={nnodes}", "--ntasks-per-node=1", *torchrun,
+            f"--nnodes={nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={head}:{RDZV_PORT}", f"--rdzv-id={job_id}", *stage,
+        ]
+    if nproc > 1:
+        return [*torchrun, "--standalone", f"--nproc-per-node={nproc}", *stage]
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    path, overrides = parse_argv(argv)
+    try:
+        params = load_params(path, overrides)
+        command = build_command(params, [path, *overrides], os.environ)
+    except ParamsError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if command is None:
+        from stages import train
+
+        os.environ[LAUNCH_COMMAND_ENV] = shlex.join([sys.executable, "-m", "stages.train", path, *overrides])
+        print(f"launch: {os.environ[LAUNCH_COMMAND_ENV]} (in this process)", flush=True)
+        return train.main([path, *overrides])
+    printable = shlex.join(command)
+    print(f"launch: {printable}", flush=True)
+    return subprocess.run(command, env={**os.environ, LAUNCH_COMMAND_ENV: printable}).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The four pipeline stages as data: command, code, params read, inputs and outputs.
+
+``Snakefile`` builds its rules from this table, and a test checks that
+``dvc.yaml`` declares exactly the same, so the two orchestrators cannot drift.
+Artifact paths are templates over ``{data_dir}`` (``DATA_ROOT/<dataset>/<tokenizer>``)
+and ``{out_dir}`` (``OUT_DIR``). Each stage lists only the params keys it reads,
+so changing ``optimizer.lr`` re-runs train and what follows, never tokenize.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage."""
+
+    name: str
+    module: str
+    code: tuple[str, ...]
+    params: tuple[str, ...]
+    deps: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+    dirs: frozenset[str] = field(default_factory=frozenset)  # outs that are folders
+
+    def command(self, params_file: str = "params.yaml") -> str:
+        """The shell command both orchestrators run."""
+        return f"python -m {self.module} {params_file}"
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage(
+            name="tokenize",
+            module="stages.tokenize",
+            code=("stages/tokenize.py", "nanugpt/tokenize.py", "nanugpt/sources.py", "nanugpt/tokenizers"),
+            params=("data.dataset", "data.source", "data.sha256", "data.val_fraction", "tokenizer"),
+            outs=("{data_dir}",),
+            dirs=frozenset({"{data_dir}"}),
+        ),
+        Stage(
+            name="train",
+            module="pipeline.launch",
+            code=(
+                "stages/train.py", "pipeline/launch.py", "nanugpt/train.py", "nanugpt/data.py", "nanugpt/models",
+                "nanugpt/optimizers.py", "nanugpt/schedulers.py", "nanugpt/losses.py", "nanugpt/scalers.py",
+                "nanugpt/checkpoint.py", "nanugpt/distributed.py",
+            ),
+            params=(
+                "general", "data.dataset", "tokenizer", "model", "training", "optimizer", "scheduler", "loss",
+                "scaler", "eval", "logging", "launch",
+            ),
+            deps=("{data_dir}",),
+            outs=("{out_dir}/checkpoints", "{out_dir}/run_info.json"),
+            plots=("{out_dir}/plots/train.csv", "{out_dir}/plots/val.csv"),
+            dirs=frozenset({"{out_dir}/checkpoints"}),
+        ),
+        Stage(
+            name="evaluate",
+            module="stages.evaluate",
+            code=("stages/evaluate.py", "nanugpt/evaluate.py", "nanugpt/train.py", "nanugpt/data.py", "nanugpt/models",
+                  "nanugpt/losses.py"),
+            params=("general.seed", "general.device_type", "general.dtype", "data.dataset", "tokenizer.module",
+                    "training.device_batch_size", "eval.eval_iters"),
+            deps=("{data_dir}", "{out_dir}/checkpoints"),
+            metrics=("{out_dir}/metrics.json",),
+        ),
+        Stage(
+            name="generate",
+            module="stages.generate",
+            code=("stages/generate.py", "nanugpt/generate.py", "nanugpt/models", "nanugpt/tokenizers"),
+            params=("general.device_type", "data.dataset", "tokenizer.module", "generate"),
+            deps=("{data_dir}", "{out_dir}/checkpoints"),
+            outs=("{out_dir}/samples.txt",),
+        ),
+    )
+}
+
+
+def render(template: str, data_dir: str, out_dir: str) -> str:
+    """An artifact path with ``{data_dir}`` and ``{out_dir}`` filled in."""
+    return template.format(data_dir=data_dir, out_dir=out_dir)
+
+
+def code_files(stage: Stage) -> list[str]:
+    """The stage's code as files (folders expanded to their ``.py`` files), relative to the repo."""
+    files: list[str] = []
+    for entry in stage.code:
+        path = REPO / entry
+        files += sorted(str(p.relative_to(REPO)) for p in path.rglob("*.py")) if path.is_dir() else [entry]
+    return files
+
+
+def param_values(stage: Stage, params: dict[str, Any]) -> dict[str, Any]:
+    """The values of the keys the stage reads, from a plain params dict (Snakemake's rerun trigger)."""
+    values = {}
+    for dotted in stage.params:
+        node: Any = params
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        values[dotted] = node
+    return values

@@ -1,0 +1,38 @@
+"""Evaluate stage: ``OUT_DIR/checkpoints/last.pt`` -> ``OUT_DIR/metrics.json`` (val_loss, val_ppl).
+
+    python -m stages.evaluate [params.yaml] [--section.key value ...]
+
+Loss on ``eval.eval_iters`` fixed batches of ``training.device_batch_size``
+sequences of the val split (and the test split when ``test.bin`` exists).
+``dvc metrics show`` and ``dvc exp show`` list these numbers. Reads:
+general.seed, general.device_type, general.dtype, training.device_batch_size,
+eval.eval_iters, data.dataset, tokenizer.module.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from nanugpt.atomic import write_json
+from nanugpt.evaluate import evaluate_checkpoint
+from nanugpt.params import Params
+from pipeline import paths
+from pipeline.cli import stage_main
+
+
+def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate the last checkpoint and write ``metrics.json``; return the metrics."""
+    metrics = evaluate_checkpoint(params, paths.last_checkpoint(out_dir), paths.tokenized_dir(params, data_root))
+    write_json(paths.metrics_file(out_dir), metrics)
+    print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(argv, __doc__, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

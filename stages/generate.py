@@ -1,0 +1,54 @@
+"""Generate stage: ``OUT_DIR/checkpoints/last.pt`` -> ``OUT_DIR/samples.txt``.
+
+    python -m stages.generate [params.yaml] [--generate.prompt "ROMEO:"] [--generate.seed 7]
+
+Samples ``generate.num_samples`` continuations of ``generate.prompt`` (or
+``FILE:path``) with ``temperature``, ``top_k`` and ``top_p``; the same
+``generate.seed`` gives the same text. The tokenizer is rebuilt from the
+token files' ``meta.json``. Reads: generate.*, general.device_type,
+data.dataset, tokenizer.module.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nanugpt.atomic import write_text
+from nanugpt.data import read_meta
+from nanugpt.distributed import pick_device
+from nanugpt.evaluate import load_trained_model
+from nanugpt.generate import GenerateError, read_prompt, sample
+from nanugpt.params import Params
+from nanugpt.tokenizers import tokenizer_from_meta
+from pipeline import paths
+from pipeline.cli import stage_main
+
+SEPARATOR = "\n---------------\n"
+
+
+def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> list[str]:
+    """Sample from the last checkpoint; write the samples to ``samples.txt`` and return them."""
+    device = pick_device(params.general.device_type)
+    model, _, state = load_trained_model(paths.last_checkpoint(out_dir), device)
+    tokenizer = tokenizer_from_meta(read_meta(paths.tokenized_dir(params, data_root)))
+    prompt = read_prompt(params.generate.prompt)
+    try:
+        prompt_ids = tokenizer.encode(prompt)
+    except ValueError as exc:
+        raise GenerateError(f"generate.prompt: {exc}") from None
+    samples = [
+        prompt + tokenizer.decode(ids)
+        for ids in sample(model, prompt_ids, params.generate, state["vocab_size"], device)
+    ]
+    write_text(paths.samples_file(out_dir), SEPARATOR.join(samples) + "\n")
+    print(SEPARATOR.join(samples))
+    return samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(argv, __doc__, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

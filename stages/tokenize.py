@@ -1,0 +1,43 @@
+"""Tokenize stage: corpus -> ``DATA_ROOT/<dataset>/<tokenizer>/{train,val}.bin`` + ``meta.json``.
+
+    python -m stages.tokenize [params.yaml] [--section.key value ...]
+
+The corpus is ``data.source``: a URL (downloaded once into
+``DATA_ROOT/<dataset>/raw/`` and checked against ``data.sha256``), a text
+file, or a folder of ``.txt`` files. Offline, point ``NANUGPT_<DATASET>``
+(e.g. ``NANUGPT_TINYSHAKESPEARE``) at a local copy of a URL source.
+Reads: data.dataset, data.source, data.sha256, data.val_fraction,
+data.tokenize_workers, tokenizer.*.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from nanugpt.params import Params
+from nanugpt.sources import resolve_source
+from nanugpt.tokenize import tokenize_files
+from pipeline import paths
+from pipeline.cli import stage_main
+
+
+def run(params: Params, data_root: Path | None = None) -> dict[str, Any]:
+    """Tokenize the corpus of ``params.data`` with ``params.tokenizer``; return ``meta.json``'s content."""
+    root = data_root or paths.data_root()
+    data = params.data
+    files = resolve_source(data.source, data.dataset, data.sha256, root / data.dataset / "raw")
+    out = paths.tokenized_dir(params, root)
+    meta = tokenize_files(files, params.tokenizer, out, data.val_fraction, data.tokenize_workers, source=data.source)
+    print(f"tokenized {meta['source_bytes']:,} bytes into {meta['train_tokens']:,} train and "
+          f"{meta['val_tokens']:,} val tokens ({meta['dtype']}, vocab {meta['vocab_size']}) in {out}")
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(argv, __doc__, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

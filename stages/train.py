@@ -1,0 +1,53 @@
+"""Train stage: token files -> ``OUT_DIR/checkpoints``, ``OUT_DIR/plots/*.csv``, ``OUT_DIR/run_info.json``.
+
+One process (what ``dvc repro`` runs through ``pipeline.launch`` when
+``launch.nproc_per_node`` is 1)::
+
+    python -m stages.train [params.yaml] [--section.key value ...]
+
+Several processes on one machine (DDP; gloo on CPU, NCCL on GPU)::
+
+    torchrun --standalone --nproc-per-node=4 -m stages.train params.yaml
+
+Several nodes inside a Slurm allocation (``pipeline.launch`` builds this)::
+
+    srun torchrun --nnodes=$SLURM_NNODES --nproc-per-node=8 --rdzv-backend=c10d \\
+        --rdzv-endpoint=<first node>:29500 --rdzv-id=$SLURM_JOB_ID -m stages.train params.yaml
+
+Resumes from ``OUT_DIR/checkpoints/last.pt`` when ``training.resume`` is
+``auto`` and the checkpoint was trained with the same params. Reads:
+general.*, data.dataset, tokenizer.*, model.*, training.*, optimizer.*,
+scheduler.*, loss.*, scaler.*, eval.*, logging.*.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from nanugpt.params import Params
+from nanugpt.train import train
+from pipeline import paths
+from pipeline.cli import stage_main
+
+LAUNCH_COMMAND_ENV = "NANUGPT_LAUNCH_COMMAND"
+
+
+def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+    """Train the model of ``params`` on its tokenized data; return the run summary."""
+    return train(
+        params,
+        paths.tokenized_dir(params, data_root),
+        out_dir or paths.out_dir(),
+        launch_command=os.environ.get(LAUNCH_COMMAND_ENV) or " ".join([sys.executable, "-m", "stages.train", *sys.argv[1:]]),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(argv, __doc__, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
