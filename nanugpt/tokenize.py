@@ -46,24 +46,28 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
-def _safe_end(data: bytes) -> int:
-    """Where to end a chunk: after the last newline that is followed by a non-space byte.
+_SPACE = frozenset(b" \t\n\r\x0b\x0c")
+
+
+def _is_clean_cut(data: bytes, i: int) -> bool:
+    """True when cutting before ``data[i]`` splits at a newline between two non-space bytes.
 
     BPE pre-tokenizers split text at exactly such places, so encoding the
-    chunks one by one gives the same ids as encoding the whole text. Returns 0
-    when there is no such place.
+    pieces one by one gives the same ids as encoding the whole text.
     """
-    end = len(data) - 1
-    while (end := data.rfind(b"\n", 0, end)) >= 0:
-        if data[end + 1 : end + 2] not in _SPACE_BYTES:
-            return end + 1
+    return 2 <= i < len(data) and data[i - 1] == 0x0A and data[i] not in _SPACE and data[i - 2] not in _SPACE
+
+
+def _safe_end(data: bytes) -> int:
+    """The last clean cut in ``data`` (see ``_is_clean_cut``), or 0 when there is none."""
+    i = len(data) - 1
+    while (i := data.rfind(b"\n", 0, i)) >= 0:
+        if _is_clean_cut(data, i + 1):
+            return i + 1
     return 0
 
 
-_SPACE_BYTES = {b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"}
-
-
-def _chunks(files: list[Path], total: int, cut: int) -> Iterator[tuple[str, int, bytes]]:
+def _chunks(files: list[Path], total: int, cut: int, chunk_bytes: int) -> Iterator[tuple[str, int, bytes]]:
     """Yield ``(split, corpus offset, bytes)`` chunks; no chunk crosses ``cut``.
 
     An empty chunk marks the boundary between two files (documents).
@@ -72,10 +76,10 @@ def _chunks(files: list[Path], total: int, cut: int) -> Iterator[tuple[str, int,
     for index, path in enumerate(files):
         with open(path, "rb") as f:
             pending = b""
-            while block := f.read(CHUNK_BYTES):
+            while block := f.read(chunk_bytes):
                 data = pending + block
                 end = _safe_end(data)
-                if end == 0 and len(data) < 8 * CHUNK_BYTES:
+                if end == 0 and len(data) < 8 * chunk_bytes:
                     pending = data  # no cut point yet: read on (bounded, see below)
                     continue
                 if end == 0:  # a huge run without a line break: cut at a character boundary
@@ -105,7 +109,7 @@ def _split_at_cut(data: bytes, offset: int, cut: int) -> Iterator[tuple[str, int
 
 
 def _find_cut(files: list[Path], total: int, val_fraction: float) -> int:
-    """Byte offset where the validation split starts: after the line end at or past the fraction."""
+    """Byte offset where the validation split starts: the first clean cut at or after the fraction."""
     if val_fraction <= 0:
         return total
     target = int(total * (1 - val_fraction))
@@ -113,11 +117,14 @@ def _find_cut(files: list[Path], total: int, val_fraction: float) -> int:
     for path in files:
         size = path.stat().st_size
         if offset + size > target:
+            start = max(0, target - offset - 2)
             with open(path, "rb") as f:
-                f.seek(target - offset)
-                rest = f.read(1 << 16)
-            newline = rest.find(b"\n")
-            return min(total, target + newline + 1) if newline >= 0 else target
+                f.seek(start)
+                window = f.read(1 << 20)
+            for i in range(target - offset - start, len(window)):
+                if _is_clean_cut(window, i):
+                    return offset + start + i
+            return target
         offset += size
     return total
 
@@ -188,8 +195,14 @@ def tokenize_files(
     val_fraction: float,
     workers: int | None = None,
     source: str = "",
+    chunk_bytes: int = CHUNK_BYTES,
+    parallel_min_bytes: int = PARALLEL_MIN_BYTES,
 ) -> dict[str, Any]:
-    """Tokenize ``files`` into ``out_dir/{train,val}.bin`` and ``out_dir/meta.json``; return the meta."""
+    """Tokenize ``files`` into ``out_dir/{train,val}.bin`` and ``out_dir/meta.json``; return the meta.
+
+    ``workers`` processes encode chunks of ``chunk_bytes`` when the corpus has
+    at least ``parallel_min_bytes``; the output does not depend on either.
+    """
     total = sum(p.stat().st_size for p in files)
     if total == 0:
         raise CorpusError(f"the corpus is empty ({', '.join(map(str, files))})")
@@ -200,7 +213,7 @@ def tokenize_files(
     dtype = token_dtype(tokenizer.vocab_size)
     cut = _find_cut(files, total, val_fraction)
     workers = workers or os.cpu_count() or 1
-    parallel = workers > 1 and total >= PARALLEL_MIN_BYTES
+    parallel = workers > 1 and total >= parallel_min_bytes
     hint = str(files[0]) if len(files) == 1 else f"{len(files)} files"
 
     counts = {split: 0 for split in SPLITS}
@@ -236,7 +249,7 @@ def tokenize_files(
                 )
             )
             in_flight: deque = deque()
-            for split, offset, data in _chunks(files, total, cut):
+            for split, offset, data in _chunks(files, total, cut, chunk_bytes):
                 result = pool.apply_async(_encode_in_worker, (data, offset, hint, dtype.str)) if data else None
                 in_flight.append((split, data, result))
                 while len(in_flight) > 2 * workers:  # bounded read-ahead keeps memory flat
@@ -246,7 +259,7 @@ def tokenize_files(
                 s, d, r = in_flight.popleft()
                 handle(s, d, r.get() if r else None)
         else:
-            for split, offset, data in _chunks(files, total, cut):
+            for split, offset, data in _chunks(files, total, cut, chunk_bytes):
                 handle(split, data, _encode_chunk(tokenizer, data, offset, hint, dtype) if data else None)
         for f in outputs.values():
             f.flush()

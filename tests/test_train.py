@@ -1,0 +1,122 @@
+"""The train loop on tiny data: loss falls, checkpoints round-trip, resume is exact, errors are clear."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_params, write_params
+from nanugpt.checkpoint import CheckpointError, load_checkpoint
+from nanugpt.data import DataError
+from nanugpt.params import load_params
+from nanugpt.train import TrainingError
+from stages import tokenize, train
+
+
+def prepare(tmp_path: Path, corpus: Path, **sections) -> tuple:
+    params = load_params(write_params(tmp_path / "params.yaml", tiny_params(corpus, **sections)))
+    tokenize.run(params, data_root=tmp_path / "data")
+    return params, tmp_path / "data"
+
+
+def train_losses(out_dir: Path) -> dict[int, float]:
+    with open(out_dir / "plots" / "train.csv") as f:
+        return {int(row["step"]): float(row["train_loss"]) for row in csv.DictReader(f)}
+
+
+def test_loss_falls_and_outputs_written(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus, training={"max_steps": 60})
+    summary = train.run(params, data_root=data, out_dir=tmp_path / "out")
+    losses = train_losses(tmp_path / "out")
+    assert sorted(losses) == list(range(1, 61))
+    assert losses[60] < losses[1] - 1.0, (losses[1], losses[60])
+    assert summary["val_loss"] is not None and summary["step"] == 60
+    assert (tmp_path / "out" / "run_info.json").exists()
+    kept = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
+    assert kept == ["last.pt"] + [f"step-{s:07d}.pt" for s in (20, 30, 40, 50, 60)]  # keep_last: 5
+
+
+def test_checkpoint_holds_plain_values_and_round_trips(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus)
+    train.run(params, data_root=data, out_dir=tmp_path / "out")
+    state = load_checkpoint(tmp_path / "out" / "checkpoints" / "last.pt")  # weights_only=True
+    assert state["step"] == 20 and state["tokens_seen"] == 20 * 8 * 16
+    assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "rng", "data", "params"}
+    model = params.model.build(state["vocab_size"])
+    model.load_state_dict(state["model"])
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in state["model"])
+
+
+def test_resume_reproduces_the_uninterrupted_losses(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus, model={"dropout": 0.1})
+    train.run(params, data_root=data, out_dir=tmp_path / "full")
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "full" / "checkpoints" / "step-0000010.pt", resumed / "checkpoints" / "last.pt")
+    shutil.copytree(tmp_path / "full" / "plots", resumed / "plots")
+    train.run(params, data_root=data, out_dir=resumed)
+    assert train_losses(resumed) == train_losses(tmp_path / "full")  # bitwise, float32 on CPU
+
+
+def test_truncated_checkpoint_falls_back_to_previous(tmp_path: Path, corpus: Path, capsys) -> None:
+    params, data = prepare(tmp_path, corpus)
+    out = tmp_path / "out"
+    train.run(params, data_root=data, out_dir=out)
+    last = out / "checkpoints" / "last.pt"
+    with open(last, "r+b") as f:
+        f.truncate(last.stat().st_size // 2)  # also truncates step-20, its hard link
+    with pytest.raises(CheckpointError, match="unreadable, truncated or corrupt"):
+        load_checkpoint(last)
+    params = load_params(tmp_path / "params.yaml", ["--training.max_steps", "20"])
+    summary = train.run(params, data_root=data, out_dir=out)
+    assert "resumed from step 10" in capsys.readouterr().out
+    assert summary["step"] == 20
+
+
+def test_resume_auto_ignores_checkpoint_of_other_params(tmp_path: Path, corpus: Path, capsys) -> None:
+    params, data = prepare(tmp_path, corpus)
+    train.run(params, data_root=data, out_dir=tmp_path / "out")
+    other = load_params(tmp_path / "params.yaml", ["--optimizer.lr", "1e-3"])
+    train.run(other, data_root=data, out_dir=tmp_path / "out")
+    assert "trained with different params; starting from step 0" in capsys.readouterr().out
+
+
+def test_checkpoint_of_another_shape_is_refused(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus)
+    train.run(params, data_root=data, out_dir=tmp_path / "out")
+    wider = load_params(tmp_path / "params.yaml",
+                        ["--model.n_embd", "64", "--training.resume", str(tmp_path / "out" / "checkpoints" / "last.pt")])
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        train.run(wider, data_root=data, out_dir=tmp_path / "out2")
+
+
+def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+
+
+def test_tokens_of_another_tokenizer_are_refused(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus)
+    (data / "tiny" / "char").rename(data / "tiny" / "byte")
+    byte = load_params(tmp_path / "params.yaml", ["--tokenizer.module", "byte"])
+    with pytest.raises(DataError, match="re-run the tokenize stage"):
+        train.run(byte, data_root=data, out_dir=tmp_path / "out")
+
+
+def test_global_batch_not_divisible_by_world(tmp_path: Path, corpus: Path, monkeypatch) -> None:
+    params, data = prepare(tmp_path, corpus, training={"device_batch_size": 4, "global_batch_size": 4})
+    from nanugpt.train import _train
+    from nanugpt.distributed import DistInfo
+
+    with pytest.raises(TrainingError, match=r"multiple of training.device_batch_size x world size \(4 x 2 = 8\)"):
+        _train(params, data / "tiny" / "char", tmp_path / "out", DistInfo(0, 0, 2, torch.device("cpu")), None)
