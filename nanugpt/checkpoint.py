@@ -18,6 +18,7 @@ import torch
 
 from nanugpt.atomic import atomic_path
 from nanugpt.errors import UserError
+from nanugpt.params import Params, params_from_checkpoint
 
 
 class CheckpointError(UserError):
@@ -60,3 +61,13 @@ def newest_loadable(folder: Path, map_location: str | torch.device = "cpu") -> t
         except CheckpointError as exc:
             print(f"warning: {exc}; trying an older checkpoint", flush=True)
     return None
+
+
+def load_trained_model(ckpt_path: Path, device: torch.device) -> tuple[torch.nn.Module, Params, dict[str, Any]]:
+    """Rebuild the model of a checkpoint with its weights; return it with the params it was trained with."""
+    state = load_checkpoint(ckpt_path, device)
+    trained = params_from_checkpoint(state["params"])
+    model = trained.model.build(state["vocab_size"]).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, trained, state

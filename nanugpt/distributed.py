@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from nanugpt.errors import UserError
+from nanugpt.device import pick_device
 
 
 @dataclass(frozen=True)
@@ -31,17 +31,6 @@ class DistInfo:
     def is_main(self) -> bool:
         """True on the one process that logs and writes (rank 0)."""
         return self.rank == 0
-
-
-def pick_device(device_type: str, local_rank: int = 0) -> torch.device:
-    """The device for ``general.device_type`` ('auto' = CUDA when available)."""
-    if device_type == "auto":
-        device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("general.device_type is 'cuda' but torch sees no CUDA GPU; use 'auto' or 'cpu'")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 @contextmanager

@@ -8,21 +8,31 @@ from typing import Any
 
 import torch
 
-from nanugpt.checkpoint import load_checkpoint
-from nanugpt.data import BatchSource, TokenFile, read_meta
-from nanugpt.distributed import DistInfo, pick_device
-from nanugpt.params import Params, params_from_checkpoint
-from nanugpt.train import evaluate_loss
+from nanugpt.checkpoint import load_trained_model
+from nanugpt.data import BatchSource, TokenFile, read_meta, to_device
+from nanugpt.device import autocast_context, pick_device
+from nanugpt.distributed import DistInfo
+from nanugpt.params import Params
 
 
-def load_trained_model(ckpt_path: Path, device: torch.device) -> tuple[torch.nn.Module, Params, dict[str, Any]]:
-    """Rebuild the model of a checkpoint with its weights; return it with the params it was trained with."""
-    state = load_checkpoint(ckpt_path, device)
-    trained = params_from_checkpoint(state["params"])
-    model = trained.model.build(state["vocab_size"]).to(device)
-    model.load_state_dict(state["model"])
+def evaluate_loss(
+    model: torch.nn.Module, source: BatchSource, iters: int, info: DistInfo, dtype: str, loss_fn: Any
+) -> float:
+    """Mean loss over ``iters`` fixed batches of ``source`` (the same batches on every call), split across ranks."""
+    was_training = model.training
     model.eval()
-    return model, trained, state
+    total = torch.zeros(2, device=info.device)
+    with torch.no_grad():
+        for i in range(info.rank, iters, info.world_size):
+            x, y = source.micro_batch(i, 0)
+            x, y = to_device(x, info.device), to_device(y, info.device)
+            with autocast_context(info.device, dtype):
+                total[0] += loss_fn(model(x), y).float()
+            total[1] += 1
+    if info.world_size > 1:
+        torch.distributed.all_reduce(total)
+    model.train(was_training)
+    return (total[0] / total[1]).item()
 
 
 def evaluate_checkpoint(params: Params, ckpt_path: Path, data_dir: Path) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import contextlib
 import math
 import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,18 +31,16 @@ from tqdm import tqdm
 from nanugpt import checkpoint, run_info
 from nanugpt.atomic import write_json
 from nanugpt.data import BatchSource, DataError, TokenFile, read_meta, to_device
-from nanugpt.errors import UserError
+from nanugpt.device import autocast_context, peak_flops
 from nanugpt.distributed import DistInfo, all_reduce_mean, process_group
+from nanugpt.errors import UserError
+from nanugpt.evaluate import evaluate_loss
 from nanugpt.metrics import TRAIN_COLUMNS, VAL_COLUMNS, CsvLog, Stopwatch, WandbSink, format_log_line
 from nanugpt.params import Params
 
 # Sections whose values must match for a checkpoint to be resumed by ``resume: auto``.
 RESUME_SECTIONS = ("data", "tokenizer", "model", "optimizer", "scheduler", "loss", "scaler")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-
-# bf16 dense peak FLOP/s of common GPUs, for MFU (matched against torch.cuda.get_device_name()).
-GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "V100": 125e12}
-
 
 class TrainingError(UserError):
     """A run that cannot start or continue as configured."""
@@ -58,30 +55,6 @@ class RunState:
     best_val_loss: float | None = None
 
 
-def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
-    """Autocast for bfloat16/float16; nothing for float32."""
-    if dtype == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
-
-
-def peak_flops(device: torch.device, configured: float | None) -> float | None:
-    """The device's peak FLOP/s for MFU: configured, a known GPU, or a matmul measured on CPU."""
-    if configured:
-        return configured
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((flops for key, flops in GPU_PEAK_FLOPS.items() if key in name), None)
-    a = torch.full((2048, 2048), 0.5)  # not random: the global RNG stream must not move
-    a @ a  # warm up
-    best = math.inf
-    for _ in range(3):  # the fastest of a few: the machine's peak, not its noise
-        start = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - start)
-    return 2 * 2048**3 / best
-
-
 def check_tokenized(meta: dict[str, Any], params: Params, data_dir: Path) -> None:
     """Refuse token files written by another tokenizer than the params name."""
     expected = params.tokenizer.model_dump(mode="json")
@@ -90,26 +63,6 @@ def check_tokenized(meta: dict[str, Any], params: Params, data_dir: Path) -> Non
             f"{data_dir}/meta.json: tokenized with {meta.get('tokenizer')}, but params say tokenizer {expected}; "
             "re-run the tokenize stage"
         )
-
-
-def evaluate_loss(
-    model: torch.nn.Module, source: BatchSource, iters: int, info: DistInfo, dtype: str, loss_fn: Any
-) -> float:
-    """Mean loss over ``iters`` fixed batches of ``source`` (the same batches on every call), split across ranks."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros(2, device=info.device)
-    with torch.no_grad():
-        for i in range(info.rank, iters, info.world_size):
-            x, y = source.micro_batch(i, 0)
-            x, y = to_device(x, info.device), to_device(y, info.device)
-            with autocast_context(info.device, dtype):
-                total[0] += loss_fn(model(x), y).float()
-            total[1] += 1
-    if info.world_size > 1:
-        torch.distributed.all_reduce(total)
-    model.train(was_training)
-    return (total[0] / total[1]).item()
 
 
 class StopRequest:

@@ -52,7 +52,7 @@ STAGES: dict[str, Stage] = {
             code=(
                 "stages/train.py", "pipeline/launch.py", "nanugpt/train.py", "nanugpt/data.py", "nanugpt/models",
                 "nanugpt/optimizers.py", "nanugpt/schedulers.py", "nanugpt/losses.py", "nanugpt/scalers.py",
-                "nanugpt/checkpoint.py", "nanugpt/distributed.py",
+                "nanugpt/checkpoint.py", "nanugpt/distributed.py", "nanugpt/device.py", "nanugpt/evaluate.py",
             ),
             params=(
                 "general", "data.dataset", "tokenizer", "model", "training", "optimizer", "scheduler", "loss",
@@ -66,8 +66,8 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="evaluate",
             module="stages.evaluate",
-            code=("stages/evaluate.py", "nanugpt/evaluate.py", "nanugpt/train.py", "nanugpt/data.py", "nanugpt/models",
-                  "nanugpt/losses.py"),
+            code=("stages/evaluate.py", "nanugpt/evaluate.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
+                  "nanugpt/device.py", "nanugpt/distributed.py", "nanugpt/models", "nanugpt/losses.py"),
             params=("general.seed", "general.device_type", "general.dtype", "data.dataset", "tokenizer.module",
                     "training.device_batch_size", "eval.eval_iters"),
             deps=("{data_dir}", "{out_dir}/checkpoints"),
@@ -76,7 +76,8 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="generate",
             module="stages.generate",
-            code=("stages/generate.py", "nanugpt/generate.py", "nanugpt/models", "nanugpt/tokenizers"),
+            code=("stages/generate.py", "nanugpt/generate.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
+                  "nanugpt/device.py", "nanugpt/models", "nanugpt/tokenizers"),
             params=("general.device_type", "data.dataset", "tokenizer.module", "generate"),
             deps=("{data_dir}", "{out_dir}/checkpoints"),
             outs=("{out_dir}/samples.txt",),

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from nanugpt.atomic import write_text
+from nanugpt.checkpoint import load_trained_model
 from nanugpt.data import read_meta
-from nanugpt.distributed import pick_device
-from nanugpt.evaluate import load_trained_model
+from nanugpt.device import pick_device
 from nanugpt.generate import GenerateError, read_prompt, sample
 from nanugpt.params import Params
 from nanugpt.tokenizers import tokenizer_from_meta

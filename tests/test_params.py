@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, tiny_params, write_params
+
 from nanugpt.params import ParamsError, load_params
 
 

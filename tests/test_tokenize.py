@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, TINY_TEXT
+
 from nanugpt.tokenize import CorpusError, token_dtype, tokenize_files
 from nanugpt.tokenizers.byte import ByteTokenizerOptions
 from nanugpt.tokenizers.char import CharTokenizerOptions

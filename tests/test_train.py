@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_params, write_params
+
 from nanugpt.checkpoint import CheckpointError, load_checkpoint
 from nanugpt.data import DataError
 from nanugpt.params import load_params
@@ -115,8 +115,8 @@ def test_tokens_of_another_tokenizer_are_refused(tmp_path: Path, corpus: Path) -
 
 def test_global_batch_not_divisible_by_world(tmp_path: Path, corpus: Path, monkeypatch) -> None:
     params, data = prepare(tmp_path, corpus, training={"device_batch_size": 4, "global_batch_size": 4})
-    from nanugpt.train import _train
     from nanugpt.distributed import DistInfo
+    from nanugpt.train import _train
 
     with pytest.raises(TrainingError, match=r"multiple of training.device_batch_size x world size \(4 x 2 = 8\)"):
         _train(params, data / "tiny" / "char", tmp_path / "out", DistInfo(0, 0, 2, torch.device("cpu")), None)

@@ -1,0 +1,70 @@
+"""dvc.yaml and Snakefile declare the same stages: names, commands, code, params and artifacts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import REPO
+
+from pipeline.stages import STAGES, code_files, render
+
+DVC_DATA_DIR = "data/${data.dataset}/${tokenizer.module}"
+
+
+def dvc_stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def names(entries: list) -> list[str]:
+    """Paths of a dvc.yaml list whose items are strings or one-key mappings with options."""
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+
+def test_stage_names_are_the_four_in_both() -> None:
+    assert list(dvc_stages()) == ["tokenize", "train", "evaluate", "generate"] == list(STAGES)
+
+
+def test_dvc_yaml_matches_the_stage_table() -> None:
+    for name, declared in dvc_stages().items():
+        stage = STAGES[name]
+        rendered = lambda templates: [render(t, DVC_DATA_DIR, "out") for t in templates]  # noqa: E731
+        assert declared["cmd"] == stage.command(), name
+        assert names(declared.get("deps", [])) == rendered(stage.deps) + list(stage.code), name
+        assert declared.get("params", []) == list(stage.params), name
+        assert names(declared.get("outs", [])) == rendered(stage.outs), name
+        assert names(declared.get("metrics", [])) == rendered(stage.metrics), name
+        assert names(declared.get("plots", [])) == rendered(stage.plots), name
+
+
+def test_code_deps_exist_and_cover_every_module_a_stage_imports() -> None:
+    infrastructure = {"nanugpt/__init__.py", "nanugpt/params.py", "nanugpt/config_loader.py", "nanugpt/components.py",
+                      "nanugpt/registry.py", "nanugpt/errors.py", "nanugpt/atomic.py", "nanugpt/metrics.py",
+                      "nanugpt/run_info.py", "pipeline/__init__.py", "pipeline/cli.py", "pipeline/paths.py",
+                      "stages/__init__.py"}
+    for name, stage in STAGES.items():
+        files = code_files(stage)
+        assert all((REPO / f).exists() for f in files), name
+        code = f"import sys, {stage.module}; print('\\n'.join(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))"
+        imported = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+        ours = {str(Path(p).relative_to(REPO)) for p in imported.stdout.split() if p.startswith(str(REPO))}
+        assert ours - infrastructure <= set(files), (name, ours - infrastructure - set(files))
+
+
+def test_snakemake_runs_the_same_commands(tmp_path: Path) -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for rel in tracked:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, tmp_path / rel)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "-j", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    printed = result.stdout + result.stderr
+    for name, stage in STAGES.items():
+        assert f"rule {name}:" in printed
+        assert f"{stage.command()} > out/logs/{name}.log 2>&1" in printed, name
