@@ -1,0 +1,185 @@
+"""Train-step throughput: our train loop against a minimal plain-PyTorch loop, same shape, same run.
+
+    python bench/train_throughput.py [--shape small|gpt2] [--pairs 10] [--steps 60]
+
+Each pair runs our ``nanugpt.train.train`` for ``--steps`` steps and a
+hand-written reference (a compact GPT and a bare AdamW loop over random
+windows of the same token file) for the same steps, alternating which goes
+first. Both are timed from their first step to their last, in tokens/s; the
+figure is the median over pairs of ours / reference, so machine noise that
+hits both cancels. Also printed: "CPU MFU", model FLOP/s (6N + attention) over
+the FLOP/s of a 2048^2 fp32 matmul timed in the same rounds.
+
+Prints a table and writes JSON to ``bench/results/train_throughput-<shape>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from nanugpt.params import validate_params  # noqa: E402
+from nanugpt.train import train  # noqa: E402
+
+SHAPES = {
+    "small": dict(n_layer=4, n_head=4, n_embd=128, context_length=64, batch=12, vocab=65),
+    "gpt2": dict(n_layer=6, n_head=6, n_embd=384, context_length=256, batch=8, vocab=50304),
+}
+
+
+class RefBlock(nn.Module):
+    def __init__(self, c: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.qkv, self.proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+        self.fc, self.out = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        x = x + self.proj(y)
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class RefGPT(nn.Module):
+    """The reference model: the same shape as ours, written plainly."""
+
+    def __init__(self, shape: dict):
+        super().__init__()
+        c, vocab = shape["n_embd"], math.ceil(shape["vocab"] / 64) * 64
+        self.tok, self.pos = nn.Embedding(vocab, c), nn.Embedding(shape["context_length"], c)
+        self.blocks = nn.Sequential(*[RefBlock(c, shape["n_head"]) for _ in range(shape["n_layer"])])
+        self.ln, self.head = nn.LayerNorm(c), nn.Linear(c, vocab, bias=False)
+        self.head.weight = self.tok.weight
+        for p in self.parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok(idx) + self.pos(torch.arange(idx.size(1)))
+        return self.head(self.ln(self.blocks(x)))
+
+
+def reference_tokens_per_s(shape: dict, tokens: np.ndarray, steps: int, compile_model: bool) -> float:
+    torch.manual_seed(0)
+    model = RefGPT(shape)
+    if compile_model:
+        model = torch.compile(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    T, B = shape["context_length"], shape["batch"]
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        offsets = rng.integers(0, len(tokens) - T - 1, size=B)
+        batch = torch.from_numpy(np.stack([tokens[o : o + T + 1] for o in offsets]).astype(np.int64))
+        logits = model(batch[:, :-1])
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    loss.item()
+    return steps * B * T / (time.perf_counter() - start)
+
+
+def matmul_flops() -> float:
+    a = torch.full((2048, 2048), 0.5)
+    a @ a
+    start = time.perf_counter()
+    for _ in range(3):
+        a @ a
+    return 3 * 2 * 2048**3 / (time.perf_counter() - start)
+
+
+def make_data(folder: Path, shape: dict) -> tuple[Path, np.ndarray]:
+    """Random token files with a meta.json that matches the params below."""
+    data_dir = folder / "bench" / ("char" if shape["vocab"] < 256 else "tiktoken")
+    data_dir.mkdir(parents=True)
+    tokens = np.random.default_rng(0).integers(0, min(shape["vocab"], 50257), size=2_000_000).astype("<u2")
+    tokens.tofile(data_dir / "train.bin")
+    tokens[:100_000].tofile(data_dir / "val.bin")
+    tokenizer = {"module": "char"} if shape["vocab"] < 256 else {"module": "tiktoken", "encoding": "gpt2"}
+    meta = {"dtype": "uint16", "vocab_size": shape["vocab"], "train_tokens": len(tokens), "val_tokens": 100_000,
+            "tokenizer": tokenizer}
+    (data_dir / "meta.json").write_text(json.dumps(meta))
+    return data_dir, tokens
+
+
+def our_params(shape: dict, steps: int, compile_model: bool, tokenizer: dict):
+    return validate_params({
+        "general": {"seed": 0, "device_type": "cpu", "torch_compile": compile_model},
+        "data": {"module": "tokenized", "dataset": "bench", "source": "unused"},
+        "tokenizer": tokenizer,
+        "model": {"module": "nanogpt", **{k: shape[k] for k in ("n_layer", "n_head", "n_embd", "context_length")}},
+        "training": {"max_steps": steps, "device_batch_size": shape["batch"], "global_batch_size": shape["batch"],
+                     "log_every": steps, "resume": "never", "peak_flops": 1e12},
+        "optimizer": {"module": "adamw_nanogpt", "lr": 1e-3},
+        "scheduler": {"module": "cosine", "warmup_steps": 0},
+        "eval": {"eval_every": 0, "eval_iters": 1},
+        "logging": {"dvclive": False},
+    }, "bench")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    args = parser.parse_args()
+    shape = SHAPES[args.shape]
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir, tokens = make_data(Path(tmp), shape)
+        params = our_params(shape, args.steps, args.compile, json.loads((data_dir / "meta.json").read_text())["tokenizer"])
+        flops_per_token = params.model.build(shape["vocab"]).flops_per_token()
+        rows = []
+        for pair in range(args.pairs):
+            order = ("ours", "ref") if pair % 2 == 0 else ("ref", "ours")
+            result: dict[str, float] = {"matmul_flops": matmul_flops()}
+            for who in order:
+                if who == "ours":
+                    summary = train(params, data_dir, Path(tmp) / f"out{pair}")
+                    result["ours"] = summary["tokens_per_s"]
+                else:
+                    result["ref"] = reference_tokens_per_s(shape, tokens, args.steps, args.compile)
+            result["ratio"] = result["ours"] / result["ref"]
+            result["cpu_mfu"] = flops_per_token * result["ours"] / result["matmul_flops"]
+            rows.append(result)
+            print(f"pair {pair + 1:2d}: ours {result['ours']:9,.0f} tok/s | ref {result['ref']:9,.0f} tok/s | "
+                  f"ratio {result['ratio']:.3f} | CPU MFU {result['cpu_mfu']:.3f}", flush=True)
+    summary = {
+        "shape": args.shape, "compile": args.compile, "pairs": args.pairs, "steps": args.steps,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "median_ratio": statistics.median(r["ratio"] for r in rows),
+        "median_ours_tokens_per_s": statistics.median(r["ours"] for r in rows),
+        "median_ref_tokens_per_s": statistics.median(r["ref"] for r in rows),
+        "median_cpu_mfu": statistics.median(r["cpu_mfu"] for r in rows),
+        "rows": rows,
+    }
+    print(f"\n| shape | compile | ours tok/s | reference tok/s | ours / reference | CPU MFU |\n|---|---|---|---|---|---|\n"
+          f"| {args.shape} | {args.compile} | {summary['median_ours_tokens_per_s']:,.0f} | "
+          f"{summary['median_ref_tokens_per_s']:,.0f} | {summary['median_ratio']:.3f} | {summary['median_cpu_mfu']:.3f} |")
+    out = REPO / "bench" / "results" / f"train_throughput-{args.shape}{'-compiled' if args.compile else ''}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
