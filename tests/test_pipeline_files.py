@@ -68,3 +68,12 @@ def test_snakemake_runs_the_same_commands(tmp_path: Path) -> None:
     for name, stage in STAGES.items():
         assert f"rule {name}:" in printed
         assert f"{stage.command()} > out/logs/{name}.log 2>&1" in printed, name
+
+
+def test_readme_params_reference_is_current() -> None:
+    from pipeline.params import reference
+
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- params-reference:start -->\n", "<!-- params-reference:end -->"
+    section = readme[readme.index(start) + len(start) : readme.index(end)]
+    assert section == reference(), "regenerate with: python -m pipeline.params reference"
