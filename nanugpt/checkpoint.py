@@ -38,6 +38,14 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep_last: i
     return path
 
 
+def clear_checkpoints(folder: Path) -> int:
+    """Remove the checkpoints of an earlier, different run from ``folder``; return how many."""
+    stale = [p for p in (folder / "last.pt", *folder.glob("step-*.pt")) if p.exists()]
+    for path in stale:
+        path.unlink()
+    return len(stale)
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: no code in it is ever run)."""
     try:

@@ -113,9 +113,15 @@ class Params(Section):
         """The explicit, plain form of these params (what ``params.yaml`` holds)."""
         return self.model_dump(mode="json")
 
-    def digest(self, sections: Sequence[str]) -> str:
-        """A sha256 over the given sections, to tell whether two runs are compatible."""
-        subset = {name: self.to_dict()[name] for name in sections}
+    def digest(self, keys: Sequence[str]) -> str:
+        """A sha256 over the values of the given sections or dotted keys, to tell whether two runs match."""
+        plain = self.to_dict()
+        subset = {}
+        for key in keys:
+            node: Any = plain
+            for part in key.split("."):
+                node = node[part]
+            subset[key] = node
         return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()
 
 

@@ -38,8 +38,12 @@ from nanugpt.evaluate import evaluate_loss
 from nanugpt.metrics import TRAIN_COLUMNS, VAL_COLUMNS, CsvLog, Stopwatch, WandbSink, format_log_line
 from nanugpt.params import Params
 
-# Sections whose values must match for a checkpoint to be resumed by ``resume: auto``.
-RESUME_SECTIONS = ("data", "tokenizer", "model", "optimizer", "scheduler", "loss", "scaler")
+# What must match for ``resume: auto`` to continue a checkpoint: everything that shapes the numbers
+# (not logging, checkpointing or launch settings), so a resumed run equals an uninterrupted one.
+RESUME_KEYS = (
+    "general.seed", "general.dtype", "data", "tokenizer", "model", "optimizer", "scheduler", "loss", "scaler",
+    "training.max_steps", "training.device_batch_size", "training.global_batch_size", "training.grad_clip",
+)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 class TrainingError(UserError):
@@ -90,7 +94,7 @@ def _resume_state(params: Params, ckpt_dir: Path, device: torch.device, log: Any
     if found is None:
         return None
     path, state = found
-    if state.get("params_digest") != params.digest(RESUME_SECTIONS):
+    if state.get("params_digest") != params.digest(RESUME_KEYS):
         log(f"not resuming from {path}: it was trained with different params; starting from step 0")
         return None
     if state["step"] >= params.training.max_steps:
@@ -129,7 +133,7 @@ def _checkpoint_state(
         },
         "data": {"seed": params.general.seed, "next_step": run.step},
         "params": params.to_dict(),
-        "params_digest": params.digest(RESUME_SECTIONS),
+        "params_digest": params.digest(RESUME_KEYS),
         "vocab_size": vocab_size,
     }
 
@@ -186,6 +190,8 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
     if state is not None:
         run = _load_state(raw_model, optimizer, scaler, state, params.training.resume)
         log(f"resumed from step {run.step} ({run.tokens_seen:,} tokens seen)")
+    elif info.is_main and (removed := checkpoint.clear_checkpoints(ckpt_dir)):
+        log(f"removed {removed} checkpoint files of an earlier run from {ckpt_dir}")
     del state
     # Dropout masks and anything else random continue from the seed per rank (same init everywhere).
     if run.step == 0:

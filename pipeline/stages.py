@@ -27,8 +27,9 @@ class Stage:
     deps: tuple[str, ...] = ()
     outs: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
-    plots: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()  # uncached outputs that dvc.yaml's top-level plots draw
     dirs: frozenset[str] = field(default_factory=frozenset)  # outs that are folders
+    persist: frozenset[str] = field(default_factory=frozenset)  # outs DVC keeps between runs (resume)
 
     def command(self, params_file: str = "params.yaml") -> str:
         """The shell command both orchestrators run."""
@@ -62,6 +63,7 @@ STAGES: dict[str, Stage] = {
             outs=("{out_dir}/checkpoints", "{out_dir}/run_info.json"),
             plots=("{out_dir}/plots/train.csv", "{out_dir}/plots/val.csv"),
             dirs=frozenset({"{out_dir}/checkpoints"}),
+            persist=frozenset({"{out_dir}/checkpoints"}),  # an interrupted `dvc repro` resumes
         ),
         Stage(
             name="evaluate",

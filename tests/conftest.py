@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,19 @@ TINY_TEXT = (
     "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n"
     "All:\nResolved. resolved.\n\n"
 ) * 40
+
+
+def copy_worktree(dest: Path) -> Path:
+    """Copy the repository's working tree (tracked files and new, unignored ones) into ``dest``."""
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():  # a tracked file deleted in the working tree is skipped
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
 
 
 @pytest.fixture

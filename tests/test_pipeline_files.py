@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
-from conftest import REPO
+from conftest import REPO, copy_worktree
 
 from pipeline.stages import STAGES, code_files, render
 
@@ -35,9 +34,13 @@ def test_dvc_yaml_matches_the_stage_table() -> None:
         assert declared["cmd"] == stage.command(), name
         assert names(declared.get("deps", [])) == rendered(stage.deps) + list(stage.code), name
         assert declared.get("params", []) == list(stage.params), name
-        assert names(declared.get("outs", [])) == rendered(stage.outs), name
+        outs = {path: (entry[path] if isinstance(entry, dict) else {}) or {}
+                for entry in declared.get("outs", []) for path in names([entry])}
+        assert list(outs) == rendered(stage.outs) + rendered(stage.plots), name
+        assert [p for p in outs if outs[p].get("cache") is False] == rendered(stage.plots), name
+        assert {p for p in outs if outs[p].get("persist")} == set(rendered(stage.persist)), name
         assert names(declared.get("metrics", [])) == rendered(stage.metrics), name
-        assert names(declared.get("plots", [])) == rendered(stage.plots), name
+        assert "plots" not in declared, "per-stage plots make DVC draw each file alone; use outs with cache: false"
 
 
 def test_code_deps_exist_and_cover_every_module_a_stage_imports() -> None:
@@ -55,10 +58,7 @@ def test_code_deps_exist_and_cover_every_module_a_stage_imports() -> None:
 
 
 def test_snakemake_runs_the_same_commands(tmp_path: Path) -> None:
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for rel in tracked:
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, tmp_path / rel)
+    copy_worktree(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "-j", "1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,

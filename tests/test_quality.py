@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from nanugpt.params import load_params
 from stages import evaluate, tokenize, train
 

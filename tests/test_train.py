@@ -71,7 +71,6 @@ def test_truncated_checkpoint_falls_back_to_previous(tmp_path: Path, corpus: Pat
         f.truncate(last.stat().st_size // 2)  # also truncates step-20, its hard link
     with pytest.raises(CheckpointError, match="unreadable, truncated or corrupt"):
         load_checkpoint(last)
-    params = load_params(tmp_path / "params.yaml", ["--training.max_steps", "20"])
     summary = train.run(params, data_root=data, out_dir=out)
     assert "resumed from step 10" in capsys.readouterr().out
     assert summary["step"] == 20
@@ -80,9 +79,13 @@ def test_truncated_checkpoint_falls_back_to_previous(tmp_path: Path, corpus: Pat
 def test_resume_auto_ignores_checkpoint_of_other_params(tmp_path: Path, corpus: Path, capsys) -> None:
     params, data = prepare(tmp_path, corpus)
     train.run(params, data_root=data, out_dir=tmp_path / "out")
-    other = load_params(tmp_path / "params.yaml", ["--optimizer.lr", "1e-3"])
-    train.run(other, data_root=data, out_dir=tmp_path / "out")
-    assert "trained with different params; starting from step 0" in capsys.readouterr().out
+    for override in (["--optimizer.lr", "1e-3"], ["--training.max_steps", "30"]):
+        other = load_params(tmp_path / "params.yaml", override)
+        train.run(other, data_root=data, out_dir=tmp_path / "out")
+        printed = capsys.readouterr().out
+        assert "trained with different params; starting from step 0" in printed
+        assert "removed 3 checkpoint files of an earlier run" in printed  # last.pt + step 10 and 20
+    assert train.run(other, data_root=data, out_dir=tmp_path / "out")["step"] == 30  # resumed at the end: no work
 
 
 def test_checkpoint_of_another_shape_is_refused(tmp_path: Path, corpus: Path) -> None:

@@ -1,0 +1,239 @@
+"""End-to-end: the pipeline under the real ``dvc`` binary, in a throw-away copy of the repository.
+
+A module fixture copies the repository's files into a temporary git repository with a
+tiny params file and walks through the user's day once: ``dvc repro``, a second
+``dvc repro``, ``dvc exp run -S optimizer.lr=...``, ``dvc exp show --json``,
+``dvc exp run -S generate.temperature=...`` and ``dvc plots show --json``. Each
+test asserts on one step's recorded result. A bad params file gets its own
+fresh workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import TINY_TEXT, copy_worktree, tiny_params, write_params
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 300
+NEW_LR = 0.001
+NEW_TEMPERATURE = 0.5
+STAGE_NAMES = ("tokenize", "train", "evaluate", "generate")
+PARAMS = tiny_params("corpus.txt")  # the corpus is written into the workspace
+
+
+def dvc_env(tmp: Path) -> dict[str, str]:
+    """The environment of every command: this venv first on PATH, no analytics, DVC and git config of
+    this test only (no user or system settings), a git author, and the default DATA_ROOT / OUT_DIR."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        DVC_SITE_CACHE_DIR=str(tmp / "dvc-site-cache"),
+        DVC_GLOBAL_CONFIG_DIR=str(tmp / "dvc-global-config"),
+        DVC_SYSTEM_CONFIG_DIR=str(tmp / "dvc-system-config"),
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="nanugpt tests",
+        GIT_AUTHOR_EMAIL="tests@nanugpt.invalid",
+        GIT_COMMITTER_NAME="nanugpt tests",
+        GIT_COMMITTER_EMAIL="tests@nanugpt.invalid",
+    )
+    return env
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str], expect_ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command with a timeout; fail the test with its output when its exit status is not what was expected."""
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    if (result.returncode == 0) != expect_ok:
+        pytest.fail(f"{' '.join(args)} exited with {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def output(result: subprocess.CompletedProcess[str]) -> str:
+    """stdout and stderr of a command together."""
+    return result.stdout + result.stderr
+
+
+def ran_stages(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The stages DVC ran, in order, from its ``Running stage 'name':`` lines."""
+    return re.findall(r"Running stage '(\w+)'", output(result))
+
+
+def skipped_stages(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The stages DVC skipped as unchanged."""
+    return re.findall(r"Stage '(\w+)' didn't change, skipping", output(result))
+
+
+def make_workspace(tmp: Path, params: dict[str, Any], env: dict[str, str]) -> Path:
+    """A git repository at ``tmp/ws`` holding the repo's files, ``corpus.txt`` and ``params.yaml``, committed.
+
+    ``params`` is written as a preset and expanded by ``python -m pipeline.params use``,
+    because DVC needs every key a stage lists to be literally in ``params.yaml``.
+    """
+    ws = tmp / "ws"
+    copy_worktree(ws)
+    (ws / "corpus.txt").write_text(TINY_TEXT, encoding="utf-8")
+    preset = write_params(tmp / "tiny.yaml", params)
+    run([sys.executable, "-m", "pipeline.params", "use", str(preset)], ws, env)
+    run(["git", "init", "-q"], ws, env)
+    run(["git", "config", "user.name", "nanugpt tests"], ws, env)
+    run(["git", "config", "user.email", "tests@nanugpt.invalid"], ws, env)
+    if not (ws / ".dvc").is_dir():
+        run(["dvc", "init", "-q"], ws, env)
+    run(["git", "add", "-A"], ws, env)
+    run(["git", "commit", "-q", "-m", "tiny workspace"], ws, env)
+    return ws
+
+
+def files_under(path: Path) -> list[Path]:
+    """Every file below ``path``; none when it does not exist."""
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+@dataclass
+class Session:
+    """What each step of the DVC walk-through returned, and the artifacts it left."""
+
+    ws: Path
+    repro: subprocess.CompletedProcess[str]
+    first_metrics: dict[str, Any]
+    baseline_rev: str
+    repro_again: subprocess.CompletedProcess[str]
+    token_files_mtime: dict[Path, int]
+    exp_lr: subprocess.CompletedProcess[str]
+    exp_lr_metrics: dict[str, Any]
+    token_files_mtime_after_exp: dict[Path, int]
+    exp_show: list[dict[str, Any]]
+    samples_before_temperature: str
+    exp_temperature: subprocess.CompletedProcess[str]
+    samples_after_temperature: str
+    plots: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    """Walk through the DVC user's day once in a fresh workspace, recording every step."""
+    tmp = tmp_path_factory.mktemp("dvc")
+    env = dvc_env(tmp)
+    ws = make_workspace(tmp, PARAMS, env)
+    tokens = ws / "data" / "tiny" / "char"
+
+    repro = run(["dvc", "repro"], ws, env)
+    first_metrics = json.loads((ws / "out" / "metrics.json").read_text())
+    run(["git", "add", "-A"], ws, env)  # the baseline commit holds metrics.json, as a user's would
+    run(["git", "commit", "-q", "-m", "first run"], ws, env)
+    baseline_rev = run(["git", "rev-parse", "HEAD"], ws, env).stdout.strip()
+
+    repro_again = run(["dvc", "repro"], ws, env)
+    token_files_mtime = {p: p.stat().st_mtime_ns for p in files_under(tokens)}
+
+    exp_lr = run(["dvc", "exp", "run", "-S", f"optimizer.lr={NEW_LR}"], ws, env)
+    exp_lr_metrics = json.loads((ws / "out" / "metrics.json").read_text())
+    token_files_mtime_after_exp = {p: p.stat().st_mtime_ns for p in files_under(tokens)}
+    exp_show = json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout)
+
+    samples_before = (ws / "out" / "samples.txt").read_text()
+    exp_temperature = run(["dvc", "exp", "run", "-S", f"generate.temperature={NEW_TEMPERATURE}"], ws, env)
+    samples_after = (ws / "out" / "samples.txt").read_text()
+
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], ws, env).stdout)
+    return Session(
+        ws, repro, first_metrics, baseline_rev, repro_again, token_files_mtime, exp_lr, exp_lr_metrics,
+        token_files_mtime_after_exp, exp_show, samples_before, exp_temperature, samples_after, plots,
+    )
+
+
+def test_repro_runs_every_stage_and_writes_artifacts(session: Session) -> None:
+    assert ran_stages(session.repro) == list(STAGE_NAMES)
+    ws = session.ws
+    for name in ("train.bin", "val.bin", "meta.json"):
+        assert (ws / "data" / "tiny" / "char" / name).stat().st_size > 0
+    assert session.first_metrics["val_loss"] > 0
+    assert session.first_metrics["val_ppl"] > 1
+    assert (ws / "out" / "checkpoints" / "last.pt").is_file()
+    samples = (ws / "out" / "samples.txt").read_text()
+    assert samples.startswith("First")  # tiny_params' prompt
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(STAGE_NAMES)
+
+
+def test_second_repro_runs_nothing(session: Session) -> None:
+    assert ran_stages(session.repro_again) == []
+    assert skipped_stages(session.repro_again) == list(STAGE_NAMES)
+    assert "Data and pipelines are up to date." in output(session.repro_again)
+
+
+def test_new_lr_reruns_train_evaluate_generate_but_not_tokenize(session: Session) -> None:
+    assert skipped_stages(session.exp_lr) == ["tokenize"]
+    assert ran_stages(session.exp_lr) == ["train", "evaluate", "generate"]
+    assert session.token_files_mtime_after_exp == session.token_files_mtime  # token files untouched
+    assert session.token_files_mtime
+    params = yaml.safe_load((session.ws / "params.yaml").read_text())
+    assert params["optimizer"]["lr"] == NEW_LR
+    assert session.exp_lr_metrics["val_loss"] != session.first_metrics["val_loss"]  # it really trained again
+
+
+def test_exp_show_lists_baseline_and_experiment_with_val_loss(session: Session) -> None:
+    rows = {row["rev"]: row for row in session.exp_show}
+    baseline = rows[session.baseline_rev]
+    assert baseline["data"]["metrics"]["out/metrics.json"]["data"]["val_loss"] == session.first_metrics["val_loss"]
+    assert baseline["data"]["params"]["params.yaml"]["data"]["optimizer"]["lr"] == PARAMS["optimizer"]["lr"]
+
+    experiments = [rev for exp in baseline["experiments"] or [] for rev in exp["revs"]]
+    assert len(experiments) == 1
+    experiment = experiments[0]["data"]
+    assert experiment["params"]["params.yaml"]["data"]["optimizer"]["lr"] == NEW_LR
+    assert experiment["metrics"]["out/metrics.json"]["data"]["val_loss"] == session.exp_lr_metrics["val_loss"]
+
+
+def test_new_temperature_reruns_only_generate(session: Session) -> None:
+    assert skipped_stages(session.exp_temperature) == ["tokenize", "train", "evaluate"]
+    assert ran_stages(session.exp_temperature) == ["generate"]
+    assert session.samples_after_temperature != session.samples_before_temperature
+
+
+def test_plots_show_has_train_and_val_loss_curves(session: Session) -> None:
+    max_steps, eval_every = PARAMS["training"]["max_steps"], PARAMS["eval"]["eval_every"]
+    expected_steps = {
+        "train.csv::train_loss": list(range(1, max_steps + 1)),
+        "val.csv::val_loss": list(range(eval_every, max_steps + 1, eval_every)),
+    }
+    for plot_id, x in (("loss_by_step", "step"), ("loss_by_tokens", "tokens")):
+        (plot,) = session.plots["data"][plot_id]
+        assert plot["content"]["encoding"]["x"]["field"] == x
+        steps: dict[str, list[int]] = {}
+        for point in plot["content"]["data"]["values"]:
+            steps.setdefault(point["filename::field"], []).append(int(point["step"]))
+            assert float(point["dvc_inferred_y_value"]) > 0  # a loss
+        assert steps == expected_steps
+
+
+def test_bad_params_stop_dvc_repro_before_any_work(tmp_path: Path) -> None:
+    env = dvc_env(tmp_path)
+    ws = make_workspace(tmp_path, PARAMS, env)
+    bad = yaml.safe_load((ws / "params.yaml").read_text())
+    # tokenize reads neither section, but every stage validates the whole file first
+    bad["optimizer"]["lrr"] = bad["optimizer"].pop("lr")
+    bad["model"]["n_layer"] = "four"
+    (ws / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+
+    result = run(["dvc", "repro"], ws, env, expect_ok=False)
+    text = output(result)
+    assert "params.yaml: optimizer.lrr: unknown key; did you mean 'lr'?" in text
+    assert "params.yaml: optimizer.lr: required key is missing" in text
+    assert re.search(r"params\.yaml: model\.n_layer: .*'four'", text)
+    assert ran_stages(result) == ["tokenize"]  # the first stage stops at once
+    assert files_under(ws / "data") == []
+    assert files_under(ws / "out") == []
+    assert not (ws / "dvc.lock").exists()
