@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +96,33 @@ class WandbSink:
 
 
 class Stopwatch:
-    """Wall time since start and since the last lap."""
+    """Wall time, and the time outside ``paused()`` blocks, since start and since the last lap."""
 
     def __init__(self) -> None:
         self.start = self.last = time.perf_counter()
+        self._paused_total = self._paused_lap = 0.0
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the time spent in this block out of ``elapsed()`` and ``lap()``."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - began
+            self._paused_total += spent
+            self._paused_lap += spent
 
     def lap(self) -> float:
+        """Unpaused seconds since the previous lap."""
         now = time.perf_counter()
-        lap, self.last = now - self.last, now
+        lap, self.last, self._paused_lap = now - self.last - self._paused_lap, now, 0.0
         return lap
 
     def elapsed(self) -> float:
+        """Unpaused seconds since start."""
+        return time.perf_counter() - self.start - self._paused_total
+
+    def wall(self) -> float:
+        """All seconds since start."""
         return time.perf_counter() - self.start

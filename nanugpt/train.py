@@ -231,12 +231,35 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
             state = _checkpoint_state(raw_model, optimizer, schedule, scaler, run, params, vocab_size)
             checkpoint.save_checkpoint(ckpt_dir, run.step, state, t.keep_last)
 
+    trainable = [p for p in raw_model.parameters() if p.requires_grad]
+
+    def train_step() -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over the global batch of ``run.step``; returns (mean loss, grad norm) on device."""
+        offsets = train_source.offsets(run.step)
+        step_loss = torch.zeros((), device=device)
+        for micro in range(accum):
+            x, y = train_source.micro_batch(run.step, micro, offsets)
+            x, y = to_device(x, device), to_device(y, device)
+            last_micro = micro == accum - 1
+            with contextlib.nullcontext() if last_micro or info.world_size == 1 else model.no_sync():
+                with autocast_context(device, params.general.dtype):
+                    loss = loss_fn(model(x), y)
+                    if accum > 1:
+                        loss = loss / accum
+                scaler.scale(loss).backward()
+            step_loss += loss.detach()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip or math.inf)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return step_loss, grad_norm
+
     stop = StopRequest()
     progress = tqdm(total=t.max_steps, initial=run.step, desc="train", disable=None if info.is_main else True)
     pending: list[tuple[int, int, float, torch.Tensor]] = []  # (step, tokens, lr, loss on device)
     clock, interval = Stopwatch(), Stopwatch()
-    interval_start_step = run.step
-    start_step = run.step
+    interval_start_step = start_step = run.step
     last_val: float | None = None
     train_loss = float("nan")
     model.train()
@@ -245,41 +268,24 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
             lr = params.optimizer.lr * schedule.factor(run.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            offsets = train_source.offsets(run.step)
-            step_loss = torch.zeros((), device=device)
-            for micro in range(accum):
-                x, y = train_source.micro_batch(run.step, micro, offsets)
-                x, y = to_device(x, device), to_device(y, device)
-                sync = micro == accum - 1 or info.world_size == 1
-                with contextlib.nullcontext() if sync else model.no_sync():
-                    with autocast_context(device, params.general.dtype):
-                        loss = loss_fn(model(x), y) / accum
-                    scaler.scale(loss).backward()
-                step_loss += loss.detach()
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip or math.inf)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            step_loss, grad_norm = train_step()
             run.step += 1
             run.tokens_seen += tokens_per_step
             pending.append((run.step, run.tokens_seen, lr, step_loss))
             progress.update(1)
 
             final = run.step == t.max_steps
-            evaluate_now = val_source is not None and (
-                final or (params.eval.eval_every and run.step % params.eval.eval_every == 0)
-            )
             val_loss = None
-            if evaluate_now:
-                assert val_source is not None
-                val_loss = evaluate_loss(raw_model, val_source, params.eval.eval_iters, info, params.general.dtype, loss_fn)
+            if val_source is not None and (final or (params.eval.eval_every and run.step % params.eval.eval_every == 0)):
+                with clock.paused(), interval.paused():
+                    val_loss = evaluate_loss(raw_model, val_source, params.eval.eval_iters, info,
+                                             params.general.dtype, loss_fn)
                 last_val = val_loss
                 if run.best_val_loss is None or val_loss < run.best_val_loss:
                     run.best_val_loss = val_loss
                 if val_log:
                     val_log.write([{"step": run.step, "tokens": run.tokens_seen, "val_loss": val_loss}])
-            if final or run.step % t.log_every == 0 or evaluate_now or stop.signal is not None:
+            if final or run.step % t.log_every == 0 or val_loss is not None or stop.signal is not None:
                 losses = all_reduce_mean(torch.stack([p[3] for p in pending]), info).tolist()
                 train_loss = losses[-1]
                 if not math.isfinite(train_loss):
@@ -288,13 +294,13 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
                     train_log.write(
                         [{"step": s, "tokens": n, "train_loss": l, "lr": r} for (s, n, r, _), l in zip(pending, losses)]
                     )
-                seconds = interval.lap()
                 steps_done = run.step - interval_start_step
+                seconds = interval.lap()  # training time only: evaluation and checkpoints are paused out
                 tokens_per_s = steps_done * tokens_per_step / seconds
                 mfu = flops_per_token * tokens_per_s / peak if flops_per_token and peak else None
                 eta = (t.max_steps - run.step) * seconds / steps_done
                 log(format_log_line(run.step, t.max_steps, train_loss, val_loss, lr, grad_norm.item(),
-                                    tokens_per_s, mfu, clock.elapsed(), eta))
+                                    tokens_per_s, mfu, clock.wall(), eta))
                 if wandb:
                     metrics = {"train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s, "tokens": run.tokens_seen}
                     if val_loss is not None:
@@ -302,10 +308,10 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
                     wandb.log(metrics, run.step)
                 pending.clear()
                 interval_start_step = run.step
-            if final or (t.checkpoint_every and run.step % t.checkpoint_every == 0):
-                save()
+            if final or (t.checkpoint_every and run.step % t.checkpoint_every == 0) or stop.signal is not None:
+                with clock.paused(), interval.paused():
+                    save()
             if stop.signal is not None and not final:
-                save()
                 log(f"received signal {stop.signal}: saved a checkpoint at step {run.step} and stopped")
                 raise SystemExit(128 + stop.signal)
     finally:
@@ -315,7 +321,7 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
             if sink:
                 sink.close()
 
-    elapsed = clock.elapsed()
+    train_seconds = clock.elapsed()
     steps_run = run.step - start_step
     summary = {
         "step": run.step,
@@ -323,8 +329,10 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
         "train_loss": train_loss,
         "val_loss": last_val,
         "best_val_loss": run.best_val_loss,
-        "seconds": elapsed,
-        "tokens_per_s": steps_run * tokens_per_step / elapsed if steps_run else 0.0,
+        "seconds": clock.wall(),
+        "train_seconds": train_seconds,
+        "tokens_per_s": steps_run * tokens_per_step / train_seconds if steps_run else 0.0,
     }
-    log(f"done: {summary['step']} steps, val loss {last_val}, {summary['tokens_per_s']:,.0f} tok/s, {elapsed:.1f} s")
+    log(f"done: {run.step} steps, val loss {last_val}, {summary['tokens_per_s']:,.0f} tok/s while training, "
+        f"{summary['seconds']:.1f} s in all")
     return summary

@@ -51,6 +51,11 @@ class KVCache:
         return k, v
 
 
+def dropout_layer(p: float) -> nn.Module:
+    """Dropout, or nothing at all when ``p`` is 0 (saves a call per layer per step)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, opts: NanoGPTOptions):
         super().__init__()
@@ -58,7 +63,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(opts.n_embd, 3 * opts.n_embd, bias=opts.bias)
         self.c_proj = nn.Linear(opts.n_embd, opts.n_embd, bias=opts.bias)
         self.dropout = opts.dropout
-        self.resid_dropout = nn.Dropout(opts.dropout)
+        self.resid_dropout = dropout_layer(opts.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
@@ -84,7 +89,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(opts.n_embd, 4 * opts.n_embd, bias=opts.bias)
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * opts.n_embd, opts.n_embd, bias=opts.bias)
-        self.dropout = nn.Dropout(opts.dropout)
+        self.dropout = dropout_layer(opts.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C)
@@ -116,7 +121,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(padded, opts.n_embd),
                 wpe=nn.Embedding(opts.context_length, opts.n_embd),
-                drop=nn.Dropout(opts.dropout),
+                drop=dropout_layer(opts.dropout),
                 h=nn.ModuleList([Block(opts) for _ in range(opts.n_layer)]),
                 ln_f=nn.LayerNorm(opts.n_embd, bias=opts.bias),
             )
