@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from nanugpt.components import DataOptions
 from nanugpt.errors import UserError
@@ -28,10 +28,24 @@ TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/maste
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 
+class HFSourceOptions(BaseModel):
+    """Which Hugging Face dataset split and column to read when ``data.source`` is ``hf:<name>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: str | None = Field(None, description="dataset configuration name")
+    split: str = Field("train", description="split whose documents are tokenized (val = its last val_fraction)")
+    text_field: str = Field("text", description="column holding the text")
+    data_files: list[str] | None = Field(None, description="local files for builders such as 'text' or 'json'")
+
+
 class TokenizedDataOptions(DataOptions):
     """Random windows from the pre-tokenized .bin files of the tokenize stage."""
 
-    source: str = Field(TINYSHAKESPEARE_URL, description="URL, text file, or folder of .txt files")
+    source: str = Field(
+        TINYSHAKESPEARE_URL, description="URL, text file, folder of .txt files, or hf:<dataset> (Hugging Face datasets)"
+    )
+    hf: HFSourceOptions = Field(HFSourceOptions(), description="split and column of an hf: source")
     sha256: str | None = Field(None, description="expected sha256 of a single-file source; null = not checked")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the corpus (its end) held out for val")
     tokenize_workers: int | None = Field(None, gt=0, description="processes for tokenizing; null = all cores")

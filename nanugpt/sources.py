@@ -13,6 +13,7 @@ import os
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from nanugpt.atomic import atomic_path
@@ -40,6 +41,36 @@ def sha256_file(path: Path) -> str:
 def _check_sha(path: Path, expected: str | None, what: str) -> None:
     if expected and (actual := sha256_file(path)) != expected:
         raise SourceError(f"{what} {path}: sha256 is {actual}, expected {expected} (data.sha256)")
+
+
+HF_PREFIX = "hf:"
+
+
+def load_hf_documents(source: str, split: str, text_field: str, config: str | None = None,
+                      data_files: list[str] | None = None) -> tuple[Callable[[], Iterator[list[str]]], int]:
+    """Open a Hugging Face ``datasets`` split (``source`` is ``hf:<name>``): (batches of texts, count).
+
+    The dataset is downloaded once into the datasets cache (or read from local
+    ``data_files``) and memory-mapped, so memory stays flat.
+    """
+    try:
+        import datasets
+    except ImportError:
+        raise SourceError("data.source hf:... needs the datasets package: pip install 'nanugpt[hf]'") from None
+    name = source[len(HF_PREFIX):]
+    try:
+        dataset = datasets.load_dataset(name, config, split=split, data_files=data_files)
+    except Exception as exc:  # datasets raises many types: missing, offline, bad split
+        raise SourceError(f"data.source {source!r}: cannot load split {split!r} ({type(exc).__name__}: {exc}). "
+                          "Offline, load it once with network, or give local files in data.hf.data_files") from None
+    if text_field not in dataset.column_names:
+        raise SourceError(f"data.hf.text_field {text_field!r} is not a column of {source} ({dataset.column_names})")
+
+    def batches() -> Iterator[list[str]]:
+        for batch in dataset.iter(batch_size=1024):
+            yield batch[text_field]
+
+    return batches, len(dataset)
 
 
 def resolve_source(source: str, dataset: str, sha256: str | None, raw_dir: Path) -> list[Path]:

@@ -17,7 +17,7 @@ import hashlib
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -149,20 +149,28 @@ def _init_worker(options: dict[str, Any], vocab: list[str] | None) -> None:
     _worker_tokenizer = registry.resolve("tokenizer", options["module"]).model_validate(options).build(vocab=vocab)
 
 
-def _encode_chunk(tokenizer: Tokenizer, data: bytes, offset: int, file_hint: str, dtype: np.dtype) -> np.ndarray:
-    if isinstance(tokenizer, ByteTokenizer):
-        return np.frombuffer(data, dtype=np.uint8).astype(dtype)
-    text = _decode(data, offset, file_hint)
+Payload = bytes | list[str]  # a chunk of a file (b"" marks a file boundary), or whole documents
+
+
+def _encode(tokenizer: Tokenizer, payload: Payload, offset: int, hint: str, dtype: np.dtype) -> np.ndarray:
+    """Token ids of one unit of work: a chunk of bytes, or documents each followed by end-of-text."""
+    if isinstance(payload, bytes):
+        if isinstance(tokenizer, ByteTokenizer):
+            return np.frombuffer(payload, dtype=np.uint8).astype(dtype)
+        texts, where = [_decode(payload, offset, hint)], f"{hint}: near corpus byte {offset}"
+    else:
+        texts, where = payload, f"{hint}: in documents {offset}-{offset + len(payload) - 1}"
+    eot = [tokenizer.eot_id] if isinstance(payload, list) and tokenizer.eot_id is not None else []
     try:
-        ids = tokenizer.encode(text)
+        ids = [i for text in texts for i in (*tokenizer.encode(text), *eot)]
     except ValueError as exc:
-        raise CorpusError(f"{file_hint}: near corpus byte {offset}: {exc}") from None
+        raise CorpusError(f"{where}: {exc}") from None
     return np.asarray(ids, dtype=dtype)
 
 
-def _encode_in_worker(data: bytes, offset: int, file_hint: str, dtype: str) -> np.ndarray:
+def _encode_in_worker(payload: Payload, offset: int, hint: str, dtype: str) -> np.ndarray:
     assert _worker_tokenizer is not None
-    return _encode_chunk(_worker_tokenizer, data, offset, file_hint, np.dtype(dtype))
+    return _encode(_worker_tokenizer, payload, offset, hint, np.dtype(dtype))
 
 
 def fit_char_vocab(files: list[Path]) -> set[str]:
@@ -198,33 +206,86 @@ def tokenize_files(
     chunk_bytes: int = CHUNK_BYTES,
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
 ) -> dict[str, Any]:
-    """Tokenize ``files`` into ``out_dir/{train,val}.bin`` and ``out_dir/meta.json``; return the meta.
+    """Tokenize text files into ``out_dir/{train,val}.bin`` and ``out_dir/meta.json``; return the meta.
 
-    ``workers`` processes encode chunks of ``chunk_bytes`` when the corpus has
-    at least ``parallel_min_bytes``; the output does not depend on either.
+    Each file is a document. ``workers`` processes encode chunks of
+    ``chunk_bytes`` when the corpus has at least ``parallel_min_bytes``; the
+    output does not depend on either.
     """
     total = sum(p.stat().st_size for p in files)
     if total == 0:
         raise CorpusError(f"the corpus is empty ({', '.join(map(str, files))})")
     vocab = sorted(fit_char_vocab(files)) if options.module == "char" else None
+    units = _chunks(files, total, _find_cut(files, total, val_fraction), chunk_bytes)
+    hint = str(files[0]) if len(files) == 1 else f"{len(files)} files"
+    return _write_tokens(units, options, vocab, out_dir, val_fraction, workers, total >= parallel_min_bytes,
+                         hint, total, "B", source)
+
+
+def tokenize_documents(
+    batches: Callable[[], Iterable[list[str]]],
+    n_documents: int,
+    options: TokenizerOptions,
+    out_dir: Path,
+    val_fraction: float,
+    workers: int | None = None,
+    source: str = "",
+    parallel_min_documents: int = 10_000,
+) -> dict[str, Any]:
+    """Tokenize ``n_documents`` documents (``batches()`` yields them in order, in lists) like ``tokenize_files``.
+
+    The last ``val_fraction`` of the documents, in their given order, become the
+    validation split; every document is followed by the end-of-text token when
+    the tokenizer has one.
+    """
+    if n_documents == 0:
+        raise CorpusError(f"the corpus is empty ({source} has no documents)")
+    vocab = sorted({c for batch in batches() for doc in batch for c in doc}) if options.module == "char" else None
+    cut = n_documents - int(n_documents * val_fraction)
+
+    def units() -> Iterator[tuple[str, int, Payload]]:
+        index = 0
+        for batch in batches():
+            head = max(0, min(len(batch), cut - index))
+            if head:
+                yield "train", index, batch[:head]
+            if head < len(batch):
+                yield "val", index + head, batch[head:]
+            index += len(batch)
+
+    return _write_tokens(units(), options, vocab, out_dir, val_fraction, workers,
+                         n_documents >= parallel_min_documents, source, n_documents, "doc", source)
+
+
+def _write_tokens(
+    units: Iterable[tuple[str, int, Payload]],
+    options: TokenizerOptions,
+    vocab: list[str] | None,
+    out_dir: Path,
+    val_fraction: float,
+    workers: int | None,
+    large: bool,
+    hint: str,
+    total: int,
+    unit: str,
+    source: str,
+) -> dict[str, Any]:
+    """Encode units of work in order (in a process pool when ``large``), write the splits and meta.json."""
     tokenizer = options.build(vocab=vocab)
     if isinstance(tokenizer, CharTokenizer) and tokenizer.vocab_size == 0:
         raise CorpusError("the corpus has no characters")
     dtype = token_dtype(tokenizer.vocab_size)
-    cut = _find_cut(files, total, val_fraction)
     workers = workers or os.cpu_count() or 1
-    parallel = workers > 1 and total >= parallel_min_bytes
-    hint = str(files[0]) if len(files) == 1 else f"{len(files)} files"
-
     counts = {split: 0 for split in SPLITS}
     digests = {split: hashlib.sha256() for split in SPLITS}
     source_digest = hashlib.sha256()
+    source_bytes = 0
     eot = np.asarray([tokenizer.eot_id], dtype=dtype) if tokenizer.eot_id is not None else None
 
     with ExitStack() as stack:
         paths = {split: stack.enter_context(atomic_path(out_dir / f"{split}.bin")) for split in SPLITS}
         outputs: dict[str, BinaryIO] = {split: stack.enter_context(open(paths[split], "wb")) for split in SPLITS}
-        progress = stack.enter_context(tqdm(total=total, unit="B", unit_scale=True, desc="tokenize", disable=None))
+        progress = stack.enter_context(tqdm(total=total, unit=unit, unit_scale=True, desc="tokenize", disable=None))
 
         def write(split: str, ids: np.ndarray) -> None:
             raw = ids.astype(dtype.newbyteorder("<"), copy=False).tobytes()
@@ -232,35 +293,37 @@ def tokenize_files(
             digests[split].update(raw)
             counts[split] += len(ids)
 
-        def handle(split: str, data: bytes, ids: np.ndarray | None) -> None:
-            if not data:  # document boundary
+        def handle(split: str, payload: Payload, ids: np.ndarray | None) -> None:
+            nonlocal source_bytes
+            if ids is None:  # a boundary between two files
                 if eot is not None:
                     write(split, eot)
                 return
-            source_digest.update(data)
-            assert ids is not None
+            for data in [payload] if isinstance(payload, bytes) else (doc.encode("utf-8") + b"\0" for doc in payload):
+                source_digest.update(data)
+                source_bytes += len(data)
             write(split, ids)
-            progress.update(len(data))
+            progress.update(len(payload))
 
-        if parallel:
+        if workers > 1 and large:
             pool = stack.enter_context(
                 multiprocessing.get_context("fork").Pool(
                     workers, initializer=_init_worker, initargs=(options.model_dump(), vocab)
                 )
             )
             in_flight: deque = deque()
-            for split, offset, data in _chunks(files, total, cut, chunk_bytes):
-                result = pool.apply_async(_encode_in_worker, (data, offset, hint, dtype.str)) if data else None
-                in_flight.append((split, data, result))
+            for split, offset, payload in units:
+                result = pool.apply_async(_encode_in_worker, (payload, offset, hint, dtype.str)) if payload else None
+                in_flight.append((split, payload, result))
                 while len(in_flight) > 2 * workers:  # bounded read-ahead keeps memory flat
-                    s, d, r = in_flight.popleft()
-                    handle(s, d, r.get() if r else None)
+                    s, p, r = in_flight.popleft()
+                    handle(s, p, r.get() if r else None)
             while in_flight:
-                s, d, r = in_flight.popleft()
-                handle(s, d, r.get() if r else None)
+                s, p, r = in_flight.popleft()
+                handle(s, p, r.get() if r else None)
         else:
-            for split, offset, data in _chunks(files, total, cut, chunk_bytes):
-                handle(split, data, _encode_chunk(tokenizer, data, offset, hint, dtype) if data else None)
+            for split, offset, payload in units:
+                handle(split, payload, _encode(tokenizer, payload, offset, hint, dtype) if payload else None)
         for f in outputs.values():
             f.flush()
         if counts["train"] == 0:
@@ -277,7 +340,7 @@ def tokenize_files(
         "dtype": dtype.name,
         "source": source,
         "source_sha256": source_digest.hexdigest(),
-        "source_bytes": total,
+        "source_bytes": source_bytes,
         **{f"{split}_tokens": counts[split] for split in SPLITS},
         **{f"{split}_sha256": digests[split].hexdigest() for split in SPLITS},
     }

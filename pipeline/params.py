@@ -85,6 +85,9 @@ def _rows(prefix: str, model: type[BaseModel], skip: Sequence[str] = ()) -> list
     for name, field in model.model_fields.items():
         if name in skip:
             continue
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            rows += _rows(f"{prefix}.{name}", field.annotation)
+            continue
         type_name = _type_name(field.annotation)
         default = "required" if field.is_required() else f"`{json.dumps(field.get_default(call_default_factory=True))}`"
         rows.append(f"| `{prefix}.{name}` | {type_name} | {default} | {field.description or ''} |")

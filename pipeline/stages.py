@@ -43,7 +43,7 @@ STAGES: dict[str, Stage] = {
             name="tokenize",
             module="stages.tokenize",
             code=("stages/tokenize.py", "nanugpt/tokenize.py", "nanugpt/sources.py", "nanugpt/tokenizers"),
-            params=("data.dataset", "data.source", "data.sha256", "data.val_fraction", "tokenizer"),
+            params=("data.dataset", "data.source", "data.sha256", "data.hf", "data.val_fraction", "tokenizer"),
             outs=("{data_dir}",),
             dirs=frozenset({"{data_dir}"}),
         ),

@@ -4,10 +4,12 @@
 
 The corpus is ``data.source``: a URL (downloaded once into
 ``DATA_ROOT/<dataset>/raw/`` and checked against ``data.sha256``), a text
-file, or a folder of ``.txt`` files. Offline, point ``NANUGPT_<DATASET>``
-(e.g. ``NANUGPT_TINYSHAKESPEARE``) at a local copy of a URL source.
-Reads: data.dataset, data.source, data.sha256, data.val_fraction,
-data.tokenize_workers, tokenizer.*.
+file, a folder of ``.txt`` files, or ``hf:<name>`` for a Hugging Face
+``datasets`` dataset (``data.hf.split``, ``data.hf.text_field``; local files
+through ``hf:text`` + ``data.hf.data_files``). Offline, point
+``NANUGPT_<DATASET>`` (e.g. ``NANUGPT_TINYSHAKESPEARE``) at a local copy of a
+URL source. Reads: data.dataset, data.source, data.sha256, data.hf,
+data.val_fraction, data.tokenize_workers, tokenizer.*.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from nanugpt.params import Params
-from nanugpt.sources import resolve_source
-from nanugpt.tokenize import tokenize_files
+from nanugpt.sources import HF_PREFIX, load_hf_documents, resolve_source
+from nanugpt.tokenize import tokenize_documents, tokenize_files
 from pipeline import paths
 from pipeline.cli import stage_main
 
@@ -27,9 +29,16 @@ def run(params: Params, data_root: Path | None = None) -> dict[str, Any]:
     """Tokenize the corpus of ``params.data`` with ``params.tokenizer``; return ``meta.json``'s content."""
     root = data_root or paths.data_root()
     data = params.data
-    files = resolve_source(data.source, data.dataset, data.sha256, root / data.dataset / "raw")
     out = paths.tokenized_dir(params, root)
-    meta = tokenize_files(files, params.tokenizer, out, data.val_fraction, data.tokenize_workers, source=data.source)
+    if data.source.startswith(HF_PREFIX):
+        hf = data.hf
+        batches, count = load_hf_documents(data.source, hf.split, hf.text_field, hf.config, hf.data_files)
+        meta = tokenize_documents(batches, count, params.tokenizer, out, data.val_fraction, data.tokenize_workers,
+                                  source=data.source)
+    else:
+        files = resolve_source(data.source, data.dataset, data.sha256, root / data.dataset / "raw")
+        meta = tokenize_files(files, params.tokenizer, out, data.val_fraction, data.tokenize_workers,
+                              source=data.source)
     print(f"tokenized {meta['source_bytes']:,} bytes into {meta['train_tokens']:,} train and "
           f"{meta['val_tokens']:,} val tokens ({meta['dtype']}, vocab {meta['vocab_size']}) in {out}")
     return meta

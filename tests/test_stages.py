@@ -85,3 +85,12 @@ def test_cli_runs_with_overrides_and_env_roots(tmp_path: Path, params_file: Path
 def test_help_prints_the_manual() -> None:
     result = run_cli(["stages.train", "--help"], REPO)
     assert result.returncode == 0 and "torchrun --standalone" in result.stdout
+
+
+def test_tokenize_stage_reads_a_hf_datasets_source(tmp_path: Path, corpus: Path) -> None:
+    pytest.importorskip("datasets")
+    params = load_params(write_params(tmp_path / "p.yaml", tiny_params(
+        "hf:text", data={"hf": {"data_files": [str(corpus)]}}, tokenizer={"module": "byte"})))
+    meta = tokenize.run(params, data_root=tmp_path / "data")
+    lines = corpus.read_text().splitlines()
+    assert meta["source"] == "hf:text" and meta["train_tokens"] + meta["val_tokens"] == sum(len(x) + 1 for x in lines)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO, TINY_TEXT
 
-from nanugpt.tokenize import CorpusError, token_dtype, tokenize_files
+from nanugpt.tokenize import CorpusError, token_dtype, tokenize_documents, tokenize_files
 from nanugpt.tokenizers.byte import ByteTokenizerOptions
 from nanugpt.tokenizers.char import CharTokenizerOptions
 from nanugpt.tokenizers.tiktoken_bpe import TiktokenOptions
@@ -121,3 +121,34 @@ def test_memory_stays_flat_as_the_corpus_grows(tmp_path: Path) -> None:
     large.write_bytes(line * (1 << 19))  # ~24 MB, far more than the 64 KiB chunk
     grown = _peak_rss_mb(large, tmp_path / "l") - _peak_rss_mb(small, tmp_path / "s")
     assert grown < 12, f"peak memory grew by {grown:.1f} MB for a 60x larger corpus"
+
+
+def test_documents_split_in_order_with_eot(tmp_path: Path) -> None:
+    docs = [f"story {i}" for i in range(10)]
+    meta = tokenize_documents(lambda: iter([docs[:4], docs[4:]]), 10, ByteTokenizerOptions(module="byte"),
+                              tmp_path, val_fraction=0.2, source="docs")
+    train = read_bin(tmp_path / "train.bin", meta["dtype"])
+    val = read_bin(tmp_path / "val.bin", meta["dtype"])
+    assert train == [i for d in docs[:8] for i in (*d.encode(), 256)]
+    assert val == [i for d in docs[8:] for i in (*d.encode(), 256)]
+
+
+def test_documents_in_parallel_equal_serial(tmp_path: Path) -> None:
+    docs = [f"line {i} of the corpus\n" * (i % 5 + 1) for i in range(3000)]
+    batches = lambda: (docs[i : i + 256] for i in range(0, len(docs), 256))  # noqa: E731
+    options = TiktokenOptions(module="tiktoken")
+    serial = tokenize_documents(batches, len(docs), options, tmp_path / "a", 0.1, workers=1)
+    parallel = tokenize_documents(batches, len(docs), options, tmp_path / "b", 0.1, workers=2, parallel_min_documents=0)
+    assert serial["train_sha256"] == parallel["train_sha256"] and serial["val_sha256"] == parallel["val_sha256"]
+
+
+def test_hf_datasets_source_from_local_files(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    from nanugpt.sources import load_hf_documents
+
+    (tmp_path / "a.txt").write_text("".join(f"row {i}\n" for i in range(50)))
+    batches, count = load_hf_documents("hf:text", "train", "text", data_files=[str(tmp_path / "a.txt")])
+    assert count == 50
+    meta = tokenize_documents(batches, count, CharTokenizerOptions(module="char"), tmp_path / "o", 0.1, source="hf:text")
+    tok = CharTokenizerOptions(module="char").build(vocab=meta["vocab"])
+    assert tok.decode(read_bin(tmp_path / "o" / "val.bin", meta["dtype"])) == "".join(f"row {i}" for i in range(45, 50))
