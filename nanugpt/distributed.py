@@ -59,3 +59,12 @@ def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     t = t.clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t / info.world_size
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every process when ``flag`` is True on any (so all ranks stop at the same step)."""
+    if info.world_size == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

@@ -32,7 +32,7 @@ from nanugpt import checkpoint, run_info
 from nanugpt.atomic import write_json
 from nanugpt.data import BatchSource, DataError, TokenFile, read_meta, to_device
 from nanugpt.device import autocast_context, peak_flops
-from nanugpt.distributed import DistInfo, all_reduce_mean, process_group
+from nanugpt.distributed import DistInfo, all_reduce_mean, any_rank, process_group
 from nanugpt.errors import UserError
 from nanugpt.evaluate import evaluate_loss
 from nanugpt.metrics import TRAIN_COLUMNS, VAL_COLUMNS, CsvLog, Stopwatch, WandbSink, format_log_line
@@ -275,6 +275,7 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
             progress.update(1)
 
             final = run.step == t.max_steps
+            stopping = any_rank(stop.signal is not None, info)  # a signal may reach the ranks at different steps
             val_loss = None
             if val_source is not None and (final or (params.eval.eval_every and run.step % params.eval.eval_every == 0)):
                 with clock.paused(), interval.paused():
@@ -285,7 +286,7 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
                     run.best_val_loss = val_loss
                 if val_log:
                     val_log.write([{"step": run.step, "tokens": run.tokens_seen, "val_loss": val_loss}])
-            if final or run.step % t.log_every == 0 or val_loss is not None or stop.signal is not None:
+            if final or run.step % t.log_every == 0 or val_loss is not None or stopping:
                 losses = all_reduce_mean(torch.stack([p[3] for p in pending]), info).tolist()
                 train_loss = losses[-1]
                 if not math.isfinite(train_loss):
@@ -308,12 +309,13 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
                     wandb.log(metrics, run.step)
                 pending.clear()
                 interval_start_step = run.step
-            if final or (t.checkpoint_every and run.step % t.checkpoint_every == 0) or stop.signal is not None:
+            if final or (t.checkpoint_every and run.step % t.checkpoint_every == 0) or stopping:
                 with clock.paused(), interval.paused():
                     save()
-            if stop.signal is not None and not final:
-                log(f"received signal {stop.signal}: saved a checkpoint at step {run.step} and stopped")
-                raise SystemExit(128 + stop.signal)
+            if stopping and not final:
+                signum = stop.signal or signal.SIGTERM
+                log(f"received signal {signum}: saved a checkpoint at step {run.step} and stopped")
+                raise SystemExit(128 + signum)
     finally:
         stop.restore()
         progress.close()

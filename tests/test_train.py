@@ -123,3 +123,33 @@ def test_global_batch_not_divisible_by_world(tmp_path: Path, corpus: Path, monke
 
     with pytest.raises(TrainingError, match=r"multiple of training.device_batch_size x world size \(4 x 2 = 8\)"):
         _train(params, data / "tiny" / "char", tmp_path / "out", DistInfo(0, 0, 2, torch.device("cpu")), None)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_exactly(tmp_path: Path, corpus: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    params, data = prepare(tmp_path, corpus, training={"max_steps": 1500, "log_every": 10, "checkpoint_every": 0})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_ROOT": str(data), "OUT_DIR": str(tmp_path / "out")}
+    command = [sys.executable, "-m", "stages.train", str(tmp_path / "params.yaml")]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    csv_path = tmp_path / "out" / "plots" / "train.csv"
+    while time.monotonic() < deadline and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < 30):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    stopped = load_checkpoint(tmp_path / "out" / "checkpoints" / "last.pt")["step"]
+    assert 0 < stopped < 1500 and f"saved a checkpoint at step {stopped} and stopped" in output
+
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and f"resumed from step {stopped}" in rerun.stdout
+    train.run(params, data_root=data, out_dir=tmp_path / "uninterrupted")
+    assert train_losses(tmp_path / "out") == train_losses(tmp_path / "uninterrupted")
