@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import mmap
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from nanugpt.components import DataOptions
+from nanugpt.components import DataOptions, TokenizerOptions
 from nanugpt.errors import UserError
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -46,6 +46,26 @@ class TokenizedDataOptions(DataOptions):
         TINYSHAKESPEARE_URL, description="URL, text file, folder of .txt files, or hf:<dataset> (Hugging Face datasets)"
     )
     hf: HFSourceOptions = Field(HFSourceOptions(), description="split and column of an hf: source")
+
+    def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> dict[str, Any]:
+        # Imported here so that training, which only reads token files, does not depend on tokenizing code.
+        from nanugpt.sources import HF_PREFIX, load_hf_documents, resolve_source
+        from nanugpt.tokenize import tokenize_documents, tokenize_files
+
+        if self.source.startswith(HF_PREFIX):
+            hf = self.hf
+            batches, count = load_hf_documents(self.source, hf.split, hf.text_field, hf.config, hf.data_files)
+            return tokenize_documents(batches, count, tokenizer, out_dir, self.val_fraction, self.tokenize_workers,
+                                      source=self.source)
+        files = resolve_source(self.source, self.dataset, self.sha256, raw_dir)
+        return tokenize_files(files, tokenizer, out_dir, self.val_fraction, self.tokenize_workers, source=self.source)
+
+    def batches(self, data_dir: Path, meta: dict[str, Any], split: str, context_length: int, rows: int,
+                global_rows: int, seed: int, rank: int = 0, world_size: int = 1) -> "BatchSource | None":
+        token_file = TokenFile(data_dir / f"{split}.bin", meta, split)
+        if token_file.n_tokens == 0:
+            return None
+        return BatchSource(token_file, context_length, rows, global_rows, seed, split, rank, world_size)
     sha256: str | None = Field(None, description="expected sha256 of a single-file source; null = not checked")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the corpus (its end) held out for val")
     tokenize_workers: int | None = Field(None, gt=0, description="processes for tokenizing; null = all cores")
@@ -61,6 +81,15 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path} not found: run the tokenize stage first (python -m stages.tokenize)")
     return json.loads(path.read_text())
+
+
+class Batches(Protocol):
+    """What training and evaluation need of a data split."""
+
+    def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (rows, T) of this process's ``micro_step`` of global batch ``step``;
+        a pure function of its arguments, so resumed and distributed runs see the same data."""
+        ...
 
 
 class TokenFile:
@@ -121,31 +150,24 @@ class BatchSource:
         self.rank = rank
         self.world_size = world_size
         self.micro_steps = global_rows // (rows * world_size)
+        self._offsets_step: int | None = None
+        self._offsets = np.zeros(0, dtype=np.int64)
 
     def offsets(self, step: int) -> np.ndarray:
-        """Start offsets of the whole global batch of ``step`` (same on every rank)."""
-        rng = np.random.default_rng([self.seed, self.split_id, step])
-        return rng.integers(0, self.file.n_tokens - self.context_length - 1, size=self.global_rows)
+        """Start offsets of the whole global batch of ``step`` (same on every rank), computed once per step."""
+        if self._offsets_step != step:
+            rng = np.random.default_rng([self.seed, self.split_id, step])
+            self._offsets = rng.integers(0, self.file.n_tokens - self.context_length - 1, size=self.global_rows)
+            self._offsets_step = step
+        return self._offsets
 
-    def micro_batch(self, step: int, micro_step: int, offsets: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, each (rows, context_length) int64, of this rank's ``micro_step``."""
-        offsets = self.offsets(step) if offsets is None else offsets
         start = (micro_step * self.world_size + self.rank) * self.rows
         window = self.context_length + 1
-        batch = np.stack([self.file.tokens[o : o + window] for o in offsets[start : start + self.rows]])
+        batch = np.stack([self.file.tokens[o : o + window] for o in self.offsets(step)[start : start + self.rows]])
         batch = torch.from_numpy(batch.astype(np.int64))
         return batch[:, :-1], batch[:, 1:]
-
-
-def data_dir_for(data_root: Path, dataset: str, tokenizer_module: str) -> Path:
-    """``DATA_ROOT/<dataset>/<tokenizer>``: where the tokenize stage writes and training reads."""
-    return data_root / dataset / tokenizer_module
-
-
-def load_split(data_dir: Path, split: str) -> tuple[TokenFile, dict[str, Any]]:
-    """Open ``<split>.bin`` of a tokenized dataset with its metadata."""
-    meta = read_meta(data_dir)
-    return TokenFile(data_dir / f"{split}.bin", meta, split), meta
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:

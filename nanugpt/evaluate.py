@@ -1,4 +1,4 @@
-"""Evaluation of a trained checkpoint: loss and perplexity on the val (and test) split."""
+"""Evaluation: loss and the loss's metrics on fixed batches, during training and of a trained checkpoint."""
 
 from __future__ import annotations
 
@@ -9,34 +9,47 @@ from typing import Any
 import torch
 
 from nanugpt.checkpoint import load_trained_model
-from nanugpt.data import BatchSource, TokenFile, read_meta, to_device
+from nanugpt.data import Batches, read_meta, to_device
 from nanugpt.device import autocast_context, pick_device
 from nanugpt.distributed import DistInfo
+from nanugpt.losses import Loss
 from nanugpt.params import Params
 
 
-def evaluate_loss(
-    model: torch.nn.Module, source: BatchSource, iters: int, info: DistInfo, dtype: str, loss_fn: Any
-) -> float:
-    """Mean loss over ``iters`` fixed batches of ``source`` (the same batches on every call), split across ranks."""
+def evaluate_split(
+    model: torch.nn.Module, batches: Batches, iters: int, info: DistInfo, dtype: str, loss_fn: Loss
+) -> dict[str, float]:
+    """Mean loss and the loss's metrics over ``iters`` fixed batches (the same on every call), split across ranks.
+
+    Batch ``i`` is ``batches.micro_batch(i, 0)``: evaluation batches are addressed like training steps.
+    """
     was_training = model.training
     model.eval()
-    total = torch.zeros(2, device=info.device)
+    names = ("loss", *loss_fn.metric_names)
+    sums = torch.zeros(2 * len(names), device=info.device)  # (sum, count) per name
     with torch.no_grad():
         for i in range(info.rank, iters, info.world_size):
-            x, y = source.micro_batch(i, 0)
+            x, y = batches.micro_batch(i, 0)
             x, y = to_device(x, info.device), to_device(y, info.device)
             with autocast_context(info.device, dtype):
-                total[0] += loss_fn(model(x), y).float()
-            total[1] += 1
+                logits = model(x)
+                sums[0] += loss_fn(logits, y).float()
+            sums[1] += 1
+            for j, (total, count) in enumerate(loss_fn.metrics(logits, y).values(), start=1):
+                sums[2 * j] += total
+                sums[2 * j + 1] += count
     if info.world_size > 1:
-        torch.distributed.all_reduce(total)
+        torch.distributed.all_reduce(sums)
     model.train(was_training)
-    return (total[0] / total[1]).item()
+    values = (sums[0::2] / sums[1::2].clamp(min=1)).tolist()
+    return dict(zip(names, values))
 
 
 def evaluate_checkpoint(params: Params, ckpt_path: Path, data_dir: Path) -> dict[str, Any]:
-    """Loss and perplexity of the checkpoint on ``eval.eval_iters`` fixed batches of each split present."""
+    """Loss, perplexity and the loss's metrics of a checkpoint on ``eval.eval_iters`` fixed batches of val and test.
+
+    Each split present in ``data_dir`` is evaluated; figures are named ``<split>_loss``, ``<split>_ppl``, ...
+    """
     device = pick_device(params.general.device_type)
     model, trained, state = load_trained_model(ckpt_path, device)
     meta = read_meta(data_dir)
@@ -45,12 +58,14 @@ def evaluate_checkpoint(params: Params, ckpt_path: Path, data_dir: Path) -> dict
     rows = params.training.device_batch_size
     metrics: dict[str, Any] = {"step": state["step"], "tokens_seen": state["tokens_seen"]}
     for split in ("val", "test"):
-        path = data_dir / f"{split}.bin"
-        if not path.exists() or (split == "val" and meta.get("val_tokens") == 0):
+        if not (data_dir / f"{split}.bin").exists():
             continue
-        source = BatchSource(TokenFile(path, meta, split), trained.model.context_length, rows, rows,
-                             params.general.seed, split)
-        loss = evaluate_loss(model, source, params.eval.eval_iters, info, params.general.dtype, loss_fn)
-        metrics[f"{split}_loss"] = loss
-        metrics[f"{split}_ppl"] = math.exp(loss)
+        batches = trained.data.batches(data_dir, meta, split, trained.model.context_length, rows, rows,
+                                       params.general.seed)
+        if batches is None:
+            continue
+        figures = evaluate_split(model, batches, params.eval.eval_iters, info, params.general.dtype, loss_fn)
+        metrics[f"{split}_loss"] = figures.pop("loss")
+        metrics[f"{split}_ppl"] = math.exp(metrics[f"{split}_loss"])
+        metrics.update({f"{split}_{name}": value for name, value in figures.items()})
     return metrics

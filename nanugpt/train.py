@@ -30,11 +30,11 @@ from tqdm import tqdm
 
 from nanugpt import checkpoint, run_info
 from nanugpt.atomic import write_json
-from nanugpt.data import BatchSource, DataError, TokenFile, read_meta, to_device
+from nanugpt.data import DataError, read_meta, to_device
 from nanugpt.device import autocast_context, peak_flops
 from nanugpt.distributed import DistInfo, all_reduce_mean, any_rank, process_group
 from nanugpt.errors import UserError
-from nanugpt.evaluate import evaluate_loss
+from nanugpt.evaluate import evaluate_split
 from nanugpt.metrics import TRAIN_COLUMNS, VAL_COLUMNS, CsvLog, Stopwatch, WandbSink, format_log_line
 from nanugpt.params import Params
 
@@ -165,16 +165,12 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
     meta = read_meta(data_dir)
     check_tokenized(meta, params, data_dir)
     context = params.model.context_length
-    train_source = BatchSource(
-        TokenFile(data_dir / "train.bin", meta, "train"), context, t.device_batch_size, t.global_batch_size,
-        params.general.seed, "train", info.rank, info.world_size,
-    )
-    val_file = TokenFile(data_dir / "val.bin", meta, "val")
-    val_source = (
-        BatchSource(val_file, context, t.device_batch_size, t.device_batch_size, params.general.seed, "val")
-        if val_file.n_tokens > 0
-        else None
-    )
+    train_source = params.data.batches(data_dir, meta, "train", context, t.device_batch_size, t.global_batch_size,
+                                       params.general.seed, info.rank, info.world_size)
+    if train_source is None:
+        raise DataError(f"{data_dir}: the train split is empty; re-run the tokenize stage with more data")
+    val_source = params.data.batches(data_dir, meta, "val", context, t.device_batch_size, t.device_batch_size,
+                                     params.general.seed)
     vocab_size = meta["vocab_size"]
 
     torch.manual_seed(params.general.seed)
@@ -217,7 +213,8 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
         )
         if params.logging.dvclive:
             train_log = CsvLog(out_dir / "plots" / "train.csv", TRAIN_COLUMNS, run.step)
-            val_log = CsvLog(out_dir / "plots" / "val.csv", VAL_COLUMNS, run.step)
+            val_columns = (*VAL_COLUMNS, *(f"val_{name}" for name in loss_fn.metric_names))
+            val_log = CsvLog(out_dir / "plots" / "val.csv", val_columns, run.step)
         if params.logging.wandb:
             wandb = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), out_dir)
         log(
@@ -235,10 +232,9 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
 
     def train_step() -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step over the global batch of ``run.step``; returns (mean loss, grad norm) on device."""
-        offsets = train_source.offsets(run.step)
         step_loss = torch.zeros((), device=device)
         for micro in range(accum):
-            x, y = train_source.micro_batch(run.step, micro, offsets)
+            x, y = train_source.micro_batch(run.step, micro)
             x, y = to_device(x, device), to_device(y, device)
             last_micro = micro == accum - 1
             with contextlib.nullcontext() if last_micro or info.world_size == 1 else model.no_sync():
@@ -279,13 +275,14 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
             val_loss = None
             if val_source is not None and (final or (params.eval.eval_every and run.step % params.eval.eval_every == 0)):
                 with clock.paused(), interval.paused():
-                    val_loss = evaluate_loss(raw_model, val_source, params.eval.eval_iters, info,
+                    figures = evaluate_split(raw_model, val_source, params.eval.eval_iters, info,
                                              params.general.dtype, loss_fn)
-                last_val = val_loss
+                val_loss = last_val = figures["loss"]
                 if run.best_val_loss is None or val_loss < run.best_val_loss:
                     run.best_val_loss = val_loss
                 if val_log:
-                    val_log.write([{"step": run.step, "tokens": run.tokens_seen, "val_loss": val_loss}])
+                    val_log.write([{"step": run.step, "tokens": run.tokens_seen,
+                                    **{f"val_{name}": value for name, value in figures.items()}}])
             if final or run.step % t.log_every == 0 or val_loss is not None or stopping:
                 losses = all_reduce_mean(torch.stack([p[3] for p in pending]), info).tolist()
                 train_loss = losses[-1]

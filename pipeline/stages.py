@@ -42,7 +42,8 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="tokenize",
             module="stages.tokenize",
-            code=("stages/tokenize.py", "nanugpt/tokenize.py", "nanugpt/sources.py", "nanugpt/tokenizers"),
+            code=("stages/tokenize.py", "nanugpt/data.py", "nanugpt/tokenize.py", "nanugpt/sources.py",
+                  "nanugpt/tokenizers"),
             params=("data.dataset", "data.source", "data.sha256", "data.hf", "data.val_fraction", "tokenizer"),
             outs=("{data_dir}",),
             dirs=frozenset({"{data_dir}"}),

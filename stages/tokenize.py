@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from nanugpt.params import Params
-from nanugpt.sources import HF_PREFIX, load_hf_documents, resolve_source
-from nanugpt.tokenize import tokenize_documents, tokenize_files
 from pipeline import paths
 from pipeline.cli import stage_main
 
@@ -28,17 +26,8 @@ from pipeline.cli import stage_main
 def run(params: Params, data_root: Path | None = None) -> dict[str, Any]:
     """Tokenize the corpus of ``params.data`` with ``params.tokenizer``; return ``meta.json``'s content."""
     root = data_root or paths.data_root()
-    data = params.data
     out = paths.tokenized_dir(params, root)
-    if data.source.startswith(HF_PREFIX):
-        hf = data.hf
-        batches, count = load_hf_documents(data.source, hf.split, hf.text_field, hf.config, hf.data_files)
-        meta = tokenize_documents(batches, count, params.tokenizer, out, data.val_fraction, data.tokenize_workers,
-                                  source=data.source)
-    else:
-        files = resolve_source(data.source, data.dataset, data.sha256, root / data.dataset / "raw")
-        meta = tokenize_files(files, params.tokenizer, out, data.val_fraction, data.tokenize_workers,
-                              source=data.source)
+    meta = params.data.tokenize(params.tokenizer, out, root / params.data.dataset / "raw")
     print(f"tokenized {meta['source_bytes']:,} bytes into {meta['train_tokens']:,} train and "
           f"{meta['val_tokens']:,} val tokens ({meta['dtype']}, vocab {meta['vocab_size']}) in {out}")
     return meta
