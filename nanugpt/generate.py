@@ -44,8 +44,9 @@ def sample(model: torch.nn.Module, prompt_ids: list[int], opts: GenerateParams, 
            device: torch.device) -> list[list[int]]:
     """``opts.num_samples`` continuations of ``prompt_ids``, each ``opts.max_new_tokens`` long.
 
-    The model is run incrementally with a KV cache; once the context is full,
-    the window slides (the last ``context_length`` tokens are re-encoded).
+    A model with ``new_cache()`` is run incrementally with a KV cache; once the
+    context is full, the window slides (the last ``context_length`` tokens are
+    re-encoded).
     The same ``opts.seed`` gives the same samples.
     """
     if not prompt_ids:
@@ -53,9 +54,12 @@ def sample(model: torch.nn.Module, prompt_ids: list[int], opts: GenerateParams, 
     generator = torch.Generator(device=device).manual_seed(opts.seed)
     context = model.context_length
     idx = torch.tensor([prompt_ids] * opts.num_samples, dtype=torch.long, device=device)  # (B, T)
+    cached = hasattr(model, "new_cache")  # models without a KV cache re-read the whole window each token
     cache = None
     for _ in range(opts.max_new_tokens):
-        if cache is None or cache.length >= context:
+        if not cached:
+            logits = model(idx[:, -context:])
+        elif cache is None or cache.length >= context:
             cache = model.new_cache()
             logits = model(idx[:, -context:], cache)
         else:

@@ -8,8 +8,9 @@ the schedule. Losses stay on the device until a log interval, so the hot loop
 has no host sync per micro-step.
 
 Outputs under ``out_dir`` (rank 0 only): ``checkpoints/`` (``last.pt`` and the
-newest step files), ``plots/train.csv`` and ``plots/val.csv``, and
-``run_info.json``. SIGTERM, SIGINT and SIGUSR1 save a checkpoint at the end of
+newest step files), ``plots/train.csv`` and ``plots/val.csv``,
+``run_info.json``, and ``train_summary.json`` (final losses, tokens/s, and the
+schedule's ``report(lrs, losses)`` when it has one, e.g. an lr range test). SIGTERM, SIGINT and SIGUSR1 save a checkpoint at the end of
 the current step and stop, so a preempted or requeued job resumes where it
 was (``training.resume: auto``).
 """
@@ -218,7 +219,7 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
         if params.logging.wandb:
             wandb = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), out_dir)
         log(
-            f"training {raw_model.num_params():,} parameters on {info.world_size} x {device}, "
+            f"training {sum(p.numel() for p in raw_model.parameters()):,} parameters on {info.world_size} x {device}, "
             f"{accum} micro-steps of {t.device_batch_size} x {context} tokens per process per step, "
             f"{tokens_per_step:,} tokens per step"
         )
@@ -258,6 +259,7 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
     interval_start_step = start_step = run.step
     last_val: float | None = None
     train_loss = float("nan")
+    history: list[tuple[float, float]] = []  # (lr, train loss) of every step this process ran
     model.train()
     try:
         while run.step < t.max_steps:
@@ -288,6 +290,7 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
                 train_loss = losses[-1]
                 if not math.isfinite(train_loss):
                     raise TrainingError(f"train loss is {train_loss} at step {run.step}; lower optimizer.lr")
+                history += [(r, l) for (_, _, r, _), l in zip(pending, losses)]
                 if train_log:
                     train_log.write(
                         [{"step": s, "tokens": n, "train_loss": l, "lr": r} for (s, n, r, _), l in zip(pending, losses)]
@@ -332,6 +335,10 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
         "train_seconds": train_seconds,
         "tokens_per_s": steps_run * tokens_per_step / train_seconds if steps_run else 0.0,
     }
+    if hasattr(schedule, "report") and history:  # e.g. an lr range test's suggested lr
+        summary["schedule"] = schedule.report([lr for lr, _ in history], [loss for _, loss in history])
+    if info.is_main:
+        write_json(out_dir / "train_summary.json", summary)
     log(f"done: {run.step} steps, val loss {last_val}, {summary['tokens_per_s']:,.0f} tok/s while training, "
         f"{summary['seconds']:.1f} s in all")
     return summary

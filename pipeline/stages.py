@@ -62,6 +62,7 @@ STAGES: dict[str, Stage] = {
             ),
             deps=("{data_dir}",),
             outs=("{out_dir}/checkpoints", "{out_dir}/run_info.json"),
+            metrics=("{out_dir}/train_summary.json",),
             plots=("{out_dir}/plots/train.csv", "{out_dir}/plots/val.csv"),
             dirs=frozenset({"{out_dir}/checkpoints"}),
             persist=frozenset({"{out_dir}/checkpoints"}),  # an interrupted `dvc repro` resumes
