@@ -177,6 +177,8 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
     torch.manual_seed(params.general.seed)
     raw_model = params.model.build(vocab_size).to(device)
     optimizer = params.optimizer.build(raw_model, device.type)
+    for group in optimizer.param_groups:  # the schedule scales each group's own peak lr (e.g. Muon's AdamW part)
+        group.setdefault("base_lr", group["lr"])
     schedule = params.scheduler.build(t.max_steps)
     scaler = params.scaler.build(device.type, params.general.dtype)
     loss_fn = params.loss.build()
@@ -263,9 +265,10 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
     model.train()
     try:
         while run.step < t.max_steps:
-            lr = params.optimizer.lr * schedule.factor(run.step)
+            factor = schedule.factor(run.step)
+            lr = params.optimizer.lr * factor
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = group["base_lr"] * factor
             step_loss, grad_norm = train_step()
             run.step += 1
             run.tokens_seen += tokens_per_step
