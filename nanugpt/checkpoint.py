@@ -1,8 +1,8 @@
 """Checkpoints: tensors and plain values only, written atomically, loaded with ``weights_only=True``.
 
 A run's checkpoint folder holds ``step-NNNNNNN.pt`` files (the newest
-``training.keep_last`` are kept) and ``last.pt``, a hard link to the newest
-one. Resuming tries ``last.pt`` and falls back to older step files when a file
+``training.keep_last`` are kept), ``last.pt``, a hard link to the newest
+one, and ``best.pt``, the state at the lowest val loss. Resuming tries ``last.pt`` and falls back to older step files when a file
 is truncated or corrupt.
 """
 
@@ -38,9 +38,17 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep_last: i
     return path
 
 
+def save_best(folder: Path, state: dict[str, Any]) -> Path:
+    """Write ``best.pt``: the checkpoint with the lowest val loss so far (``state['best_val_loss']``)."""
+    path = folder / "best.pt"
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
 def clear_checkpoints(folder: Path) -> int:
     """Remove the checkpoints of an earlier, different run from ``folder``; return how many."""
-    stale = [p for p in (folder / "last.pt", *folder.glob("step-*.pt")) if p.exists()]
+    stale = [p for p in (folder / "last.pt", folder / "best.pt", *folder.glob("step-*.pt")) if p.exists()]
     for path in stale:
         path.unlink()
     return len(stale)
@@ -79,3 +87,12 @@ def load_trained_model(ckpt_path: Path, device: torch.device) -> tuple[torch.nn.
     model.load_state_dict(state["model"])
     model.eval()
     return model, trained, state
+
+
+def check_vocab(state: dict[str, Any], meta: dict[str, Any], data_dir: Path) -> None:
+    """Refuse a checkpoint whose vocabulary differs from the token files' (trained on other data)."""
+    if state["vocab_size"] != meta["vocab_size"]:
+        raise CheckpointError(
+            f"the checkpoint has a vocabulary of {state['vocab_size']} tokens, {data_dir}/meta.json "
+            f"{meta['vocab_size']}: it was trained on other data or another tokenizer"
+        )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import mmap
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nanugpt.components import DataOptions, TokenizerOptions
 from nanugpt.errors import UserError
+from nanugpt.hashing import sha256_file
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -62,13 +63,16 @@ class TokenizedDataOptions(DataOptions):
 
     def batches(self, data_dir: Path, meta: dict[str, Any], split: str, context_length: int, rows: int,
                 global_rows: int, seed: int, rank: int = 0, world_size: int = 1) -> "BatchSource | None":
-        token_file = TokenFile(data_dir / f"{split}.bin", meta, split)
+        token_file = TokenFile(data_dir / f"{split}.bin", meta, split, verify_sha256=self.verify == "sha256")
         if token_file.n_tokens == 0:
             return None
         return BatchSource(token_file, context_length, rows, global_rows, seed, split, rank, world_size)
     sha256: str | None = Field(None, description="expected sha256 of a single-file source; null = not checked")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the corpus (its end) held out for val")
     tokenize_workers: int | None = Field(None, gt=0, description="processes for tokenizing; null = all cores")
+    verify: Literal["sha256", "size"] = Field(
+        "sha256", description="check token files against meta.json by sha256 (reads them once) or by size only"
+    )
 
 
 class DataError(UserError):
@@ -93,9 +97,9 @@ class Batches(Protocol):
 
 
 class TokenFile:
-    """A read-only view of one ``.bin`` split whose size is checked against ``meta.json``."""
+    """A read-only view of one ``.bin`` split whose size (and optionally sha256) is checked against ``meta.json``."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], split: str):
+    def __init__(self, path: Path, meta: dict[str, Any], split: str, verify_sha256: bool = False):
         self.path = path
         self.dtype = np.dtype(meta["dtype"]).newbyteorder("<")
         expected = meta.get(f"{split}_tokens")
@@ -107,6 +111,9 @@ class TokenFile:
                 f"{path}: {size} bytes, but meta.json says {expected} {self.dtype.name} tokens "
                 f"({expected * self.dtype.itemsize} bytes): the file is truncated or from another run; re-tokenize"
             )
+        expected_sha = meta.get(f"{split}_sha256")
+        if verify_sha256 and expected_sha and sha256_file(path) != expected_sha:
+            raise DataError(f"{path}: sha256 differs from meta.json: the file is corrupt or from another run; re-tokenize")
         self.n_tokens = size // self.dtype.itemsize
         if self.n_tokens == 0:
             self.tokens = np.zeros(0, dtype=self.dtype)

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from nanugpt.checkpoint import load_trained_model
+from nanugpt.checkpoint import check_vocab, load_trained_model
 from nanugpt.data import Batches, read_meta, to_device
 from nanugpt.device import autocast_context, pick_device
 from nanugpt.distributed import DistInfo
@@ -53,6 +53,7 @@ def evaluate_checkpoint(params: Params, ckpt_path: Path, data_dir: Path) -> dict
     device = pick_device(params.general.device_type)
     model, trained, state = load_trained_model(ckpt_path, device)
     meta = read_meta(data_dir)
+    check_vocab(state, meta, data_dir)
     info = DistInfo(0, 0, 1, device)
     loss_fn = trained.loss.build()
     rows = params.training.device_batch_size

@@ -8,7 +8,6 @@ downloads when neither exists, and it checks the sha256 whatever the origin.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import urllib.error
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from nanugpt.atomic import atomic_path
 from nanugpt.errors import UserError
+from nanugpt.hashing import sha256_file
 
 
 class SourceError(UserError):
@@ -27,15 +27,6 @@ class SourceError(UserError):
 def local_copy_env(dataset: str) -> str:
     """The environment variable that may point at a local copy of ``dataset``."""
     return "NANUGPT_" + "".join(c if c.isalnum() else "_" for c in dataset).upper()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_sha(path: Path, expected: str | None, what: str) -> None:

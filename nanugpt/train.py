@@ -187,6 +187,7 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
     run = RunState()
     state = _resume_state(params, ckpt_dir, device, log)
     if state is not None:
+        checkpoint.check_vocab(state, meta, data_dir)
         run = _load_state(raw_model, optimizer, scaler, state, params.training.resume)
         log(f"resumed from step {run.step} ({run.tokens_seen:,} tokens seen)")
     elif info.is_main and (removed := checkpoint.clear_checkpoints(ckpt_dir)):
@@ -226,10 +227,12 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
             f"{tokens_per_step:,} tokens per step"
         )
 
+    def checkpoint_state() -> dict[str, Any]:
+        return _checkpoint_state(raw_model, optimizer, schedule, scaler, run, params, vocab_size)
+
     def save() -> None:
         if info.is_main:
-            state = _checkpoint_state(raw_model, optimizer, schedule, scaler, run, params, vocab_size)
-            checkpoint.save_checkpoint(ckpt_dir, run.step, state, t.keep_last)
+            checkpoint.save_checkpoint(ckpt_dir, run.step, checkpoint_state(), t.keep_last)
 
     trainable = [p for p in raw_model.parameters() if p.requires_grad]
 
@@ -285,6 +288,9 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
                 val_loss = last_val = figures["loss"]
                 if run.best_val_loss is None or val_loss < run.best_val_loss:
                     run.best_val_loss = val_loss
+                    if info.is_main:
+                        with clock.paused(), interval.paused():
+                            checkpoint.save_best(ckpt_dir, checkpoint_state())
                 if val_log:
                     val_log.write([{"step": run.step, "tokens": run.tokens_seen,
                                     **{f"val_{name}": value for name, value in figures.items()}}])

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from nanugpt.atomic import write_text
-from nanugpt.checkpoint import load_trained_model
+from nanugpt.checkpoint import check_vocab, load_trained_model
 from nanugpt.data import read_meta
 from nanugpt.device import pick_device
 from nanugpt.generate import GenerateError, read_prompt, sample
@@ -31,7 +31,10 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
     """Sample from the last checkpoint; write the samples to ``samples.txt`` and return them."""
     device = pick_device(params.general.device_type)
     model, _, state = load_trained_model(paths.last_checkpoint(out_dir), device)
-    tokenizer = tokenizer_from_meta(read_meta(paths.tokenized_dir(params, data_root)))
+    data_dir = paths.tokenized_dir(params, data_root)
+    meta = read_meta(data_dir)
+    check_vocab(state, meta, data_dir)
+    tokenizer = tokenizer_from_meta(meta)
     prompt = read_prompt(params.generate.prompt)
     try:
         prompt_ids = tokenizer.encode(prompt)
