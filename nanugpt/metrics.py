@@ -77,7 +77,11 @@ def format_log_line(
 
 
 class WandbSink:
-    """Weights & Biases logging (``logging.wandb: true``); ``WANDB_MODE=offline`` works with no network."""
+    """Weights & Biases logging (``logging.wandb: true``); ``WANDB_MODE=offline`` works with no network.
+
+    The run id is kept in ``OUT_DIR/wandb/run_id`` so that later stages (generate's samples) log to the
+    same run. Only params are sent as config: the process environment, and any secret in it, never is.
+    """
 
     def __init__(self, project: str, run_name: str, config: dict[str, Any], out_dir: Path):
         try:
@@ -85,11 +89,19 @@ class WandbSink:
         except ImportError:
             raise UserError("logging.wandb is true but wandb is not installed: pip install 'nanugpt[wandb]'") from None
         self._wandb = wandb
-        # config holds params only: the process environment (and any secret in it) is never sent
-        self.run = wandb.init(project=project, name=run_name, config=config, dir=str(out_dir))
+        id_file = out_dir / "wandb" / "run_id"
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        run_id = id_file.read_text().strip() if id_file.exists() else None
+        self.run = wandb.init(project=project, name=run_name, config=config, dir=str(out_dir), id=run_id,
+                              resume="allow", settings=wandb.Settings(save_code=False))
+        id_file.write_text(self.run.id)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)
+
+    def log_samples(self, samples: list[str]) -> None:
+        """Generated text, as a table."""
+        self.run.log({"samples": self._wandb.Table(columns=["sample"], data=[[s] for s in samples])})
 
     def close(self) -> None:
         self.run.finish()

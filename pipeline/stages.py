@@ -1,4 +1,4 @@
-"""The four pipeline stages as data: command, code, params read, inputs and outputs.
+"""The five pipeline stages as data: command, code, params read, inputs and outputs.
 
 ``Snakefile`` builds its rules from this table, and a test checks that
 ``dvc.yaml`` declares exactly the same, so the two orchestrators cannot drift.
@@ -82,9 +82,20 @@ STAGES: dict[str, Stage] = {
             module="stages.generate",
             code=("stages/generate.py", "nanugpt/generate.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
                   "nanugpt/device.py", "nanugpt/models", "nanugpt/tokenizers"),
-            params=("general.device_type", "data.dataset", "tokenizer.module", "generate"),
+            params=("general.device_type", "general.project_name", "general.run_name", "data.dataset",
+                    "tokenizer.module", "generate", "logging.wandb"),
             deps=("{data_dir}", "{out_dir}/checkpoints"),
             outs=("{out_dir}/samples.txt",),
+        ),
+        Stage(
+            name="export",
+            module="stages.export",
+            code=("stages/export.py", "nanugpt/export.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
+                  "nanugpt/models", "nanugpt/tokenizers"),
+            params=("data.dataset", "tokenizer.module"),
+            deps=("{data_dir}", "{out_dir}/checkpoints"),
+            outs=("{out_dir}/hf",),
+            dirs=frozenset({"{out_dir}/hf"}),
         ),
     )
 }

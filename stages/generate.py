@@ -5,8 +5,9 @@
 Samples ``generate.num_samples`` continuations of ``generate.prompt`` (or
 ``FILE:path``) with ``temperature``, ``top_k`` and ``top_p``; the same
 ``generate.seed`` gives the same text. The tokenizer is rebuilt from the
-token files' ``meta.json``. Reads: generate.*, general.device_type,
-data.dataset, tokenizer.module.
+token files' ``meta.json``. With ``logging.wandb`` the samples also go to the
+training run in W&B. Reads: generate.*, general.device_type, general.project_name,
+general.run_name, logging.wandb, data.dataset, tokenizer.module.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from nanugpt.checkpoint import check_vocab, load_trained_model
 from nanugpt.data import read_meta
 from nanugpt.device import pick_device
 from nanugpt.generate import GenerateError, read_prompt, sample
+from nanugpt.metrics import WandbSink
 from nanugpt.params import Params
 from nanugpt.tokenizers import tokenizer_from_meta
 from pipeline import paths
@@ -45,6 +47,11 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
         for ids in sample(model, prompt_ids, params.generate, state["vocab_size"], device)
     ]
     write_text(paths.samples_file(out_dir), SEPARATOR.join(samples) + "\n")
+    if params.logging.wandb:
+        sink = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(),
+                         out_dir or paths.out_dir())
+        sink.log_samples(samples)
+        sink.close()
     print(SEPARATOR.join(samples))
     return samples
 

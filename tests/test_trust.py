@@ -144,11 +144,14 @@ def test_wandb_offline_logs_params_metrics_and_no_environment(tmp_path: Path, co
     monkeypatch.setenv("MY_SECRET", secret)
     params, data = prepare(tmp_path, corpus, logging={"wandb": True})
     train.run(params, data_root=data, out_dir=tmp_path / "out")
+    samples = generate.run(params, data_root=data, out_dir=tmp_path / "out")
     runs = list((tmp_path / "out").rglob("offline-run-*"))
-    assert runs, "no offline run directory"
+    assert len({run.name.rsplit("-", 1)[-1] for run in runs}) == 1, "generate logs to the training run"
     files = [p for p in runs[0].rglob("*") if p.is_file()]
     assert any(p.suffix == ".wandb" for p in files)
     for path in files:
         assert secret.encode() not in path.read_bytes(), path
     record = next(p for p in files if p.suffix == ".wandb").read_bytes()  # the offline run, for `wandb sync`
     assert b"adamw_nanogpt" in record and b"max_steps" in record and b"train_loss" in record
+    tables = [p.read_text() for run in runs for p in run.rglob("samples_*.table.json")]
+    assert len(tables) == 1 and json.loads(tables[0])["data"] == [[s] for s in samples]

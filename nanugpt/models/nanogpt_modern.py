@@ -1,0 +1,161 @@
+"""``nanogpt_modern``: the GPT of the modded-nanogpt speedrun recipe.
+
+Changes to the GPT-2 decoder of ``nanogpt``, each of which the speedrun found
+to train faster per token:
+
+- rotary position embeddings instead of learned positions;
+- RMSNorm without learnable parameters, on the embedding, before every
+  block, on queries and keys per head (QK-norm) and before the head;
+- no biases anywhere;
+- a ReLU-squared MLP instead of GELU;
+- an output head untied from the token embedding;
+- zero-initialised output projections (attention and MLP ``c_proj``) and
+  head: every block starts as the identity and the first prediction is
+  uniform (loss ln V), so early steps are not spent undoing random outputs;
+- optionally, logits soft-capped by ``cap * tanh(logits / cap)``.
+
+Parameter names follow GPT-2 (``wte``, ``h``, ``c_attn``, ``c_fc``,
+``c_proj``, ``lm_head``). The vocabulary is padded to a multiple of
+``pad_vocab_to``; padded ids are never produced by the tokenizer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import Field, ValidationInfo, field_validator
+
+from nanugpt.components import ModelOptions
+from nanugpt.models.nanogpt import KVCache
+from nanugpt.models.tinyllama import RotaryEmbedding, apply_rotary, causal_attention
+
+
+class NanoGPTModernOptions(ModelOptions):
+    """modded-nanogpt decoder: RoPE, parameter-free RMSNorm, QK-norm, ReLU² MLP, no biases, untied zero-init head."""
+
+    n_layer: int = Field(gt=0, description="transformer blocks")
+    n_head: int = Field(gt=0, description="attention heads")
+    n_embd: int = Field(gt=0, description="embedding width; n_embd / n_head must be even")
+    rope_base: float = Field(10000.0, gt=0, description="rotary embedding base")
+    logit_softcap: float | None = Field(
+        15.0, gt=0, description="cap logits by cap * tanh(logits / cap); null = no cap"
+    )
+    pad_vocab_to: int = Field(64, gt=0, description="round the vocabulary up to a multiple of this")
+
+    @field_validator("n_embd")
+    @classmethod
+    def _even_head_size(cls, n_embd: int, info: ValidationInfo) -> int:
+        n_head = info.data.get("n_head")
+        if n_head is not None and (n_embd % n_head or (n_embd // n_head) % 2):
+            raise ValueError(
+                f"must be n_head ({n_head}) x an even head size (rotary embeddings turn pairs of dimensions)"
+            )
+        return n_embd
+
+    def build(self, vocab_size: int) -> "ModernGPT":
+        return ModernGPT(self, vocab_size)
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """RMSNorm over the last dimension, without learnable parameters."""
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, opts: NanoGPTModernOptions):
+        super().__init__()
+        self.n_head = opts.n_head
+        self.c_attn = nn.Linear(opts.n_embd, 3 * opts.n_embd, bias=False)
+        self.c_proj = nn.Linear(opts.n_embd, opts.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        q, k = apply_rotary(rms_norm(q), cos, sin), apply_rotary(rms_norm(k), cos, sin)  # QK-norm, then RoPE
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.extend(layer, k, v)  # (B, nh, past + T, hs)
+        y = causal_attention(q, k, v, past)  # (B, nh, T, hs)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    def __init__(self, opts: NanoGPTModernOptions):
+        super().__init__()
+        self.c_fc = nn.Linear(opts.n_embd, 4 * opts.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * opts.n_embd, opts.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.relu(self.c_fc(x)).square())  # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, opts: NanoGPTModernOptions):
+        super().__init__()
+        self.attn = CausalSelfAttention(opts)
+        self.mlp = MLP(opts)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(rms_norm(x), cos, sin, cache, layer)
+        return x + self.mlp(rms_norm(x))
+
+
+class ModernGPT(nn.Module):
+    """Token ids (B, T) -> logits (B, T, padded vocab)."""
+
+    def __init__(self, opts: NanoGPTModernOptions, vocab_size: int):
+        super().__init__()
+        self.opts = opts
+        self.vocab_size = vocab_size
+        padded = math.ceil(vocab_size / opts.pad_vocab_to) * opts.pad_vocab_to
+        self.context_length = opts.context_length
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(padded, opts.n_embd),  # PyTorch's N(0, 1) init; normalised before use
+                h=nn.ModuleList([Block(opts) for _ in range(opts.n_layer)]),
+            )
+        )
+        self.rotary = RotaryEmbedding(opts.n_embd // opts.n_head, opts.context_length, opts.rope_base)
+        self.lm_head = nn.Linear(opts.n_embd, padded, bias=False)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                if name.endswith("c_proj") or name == "lm_head":
+                    nn.init.zeros_(module.weight)
+                else:  # std 0.5 / sqrt(fan_in), as modded-nanogpt
+                    nn.init.normal_(module.weight, mean=0.0, std=0.5 / math.sqrt(module.in_features))
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; the token embedding (a lookup, not a matmul) excluded by default."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wte.weight.numel() if non_embedding else n
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM appendix B)."""
+        o = self.opts
+        return 6 * self.num_params() + 12 * o.n_layer * o.n_embd * o.context_length
+
+    def new_cache(self) -> KVCache:
+        """An empty key/value cache for :meth:`forward` during generation."""
+        return KVCache(self.opts.n_layer)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        T = idx.size(1)
+        past = cache.length if cache is not None else 0
+        if past + T > self.context_length:
+            raise ValueError(f"sequence of {past + T} tokens exceeds model.context_length {self.context_length}")
+        cos, sin = self.rotary(past, T)  # (T, hs) each
+        x = rms_norm(self.transformer.wte(idx))  # (B, T, C)
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, cos, sin, cache, layer)
+        if cache is not None:
+            cache.length += T
+        logits = self.lm_head(rms_norm(x))  # (B, T, padded vocab)
+        cap = self.opts.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap is not None else logits

@@ -1,0 +1,114 @@
+"""``tiny_transformer``: the small causal transformer of the algorithmic tasks.
+
+Sized by default like the decoder of the grokking paper (Power et al., 2022:
+2 layers, width 128, 4 heads): token + learned position embeddings,
+pre-norm blocks of causal self-attention (``scaled_dot_product_attention``)
+and a GELU MLP, a final norm and an untied head with no vocabulary padding.
+Weights keep PyTorch's default init. The norms can be switched off, and
+there is no dropout unless asked for. It maps (B, T) ids to (B, T, V)
+logits like every model; a task's loss decides which positions count (e.g.
+the last one, the answer of ``a op b =``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import Field
+
+from nanugpt.components import ModelOptions
+from nanugpt.models.nanogpt import dropout_layer
+
+
+class TinyTransformerOptions(ModelOptions):
+    """Small causal transformer for algorithmic tasks (grokking, arithmetic): learned positions, optional norms."""
+
+    n_layer: int = Field(2, gt=0, description="transformer blocks")
+    n_head: int = Field(4, gt=0, description="attention heads; must divide n_embd")
+    n_embd: int = Field(128, gt=0, description="embedding width")
+    norm: Literal["layernorm", "none"] = Field("layernorm", description="norm before each sublayer and the head")
+    bias: bool = Field(True, description="biases in Linear and LayerNorm layers")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout after attention, MLP and embeddings")
+
+    def build(self, vocab_size: int) -> "TinyTransformer":
+        return TinyTransformer(self, vocab_size)
+
+
+def make_norm(opts: TinyTransformerOptions) -> nn.Module:
+    """A LayerNorm, or nothing when ``norm`` is 'none'."""
+    return nn.LayerNorm(opts.n_embd, bias=opts.bias) if opts.norm == "layernorm" else nn.Identity()
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, opts: TinyTransformerOptions):
+        super().__init__()
+        self.n_head = opts.n_head
+        self.dropout = opts.dropout
+        self.qkv = nn.Linear(opts.n_embd, 3 * opts.n_embd, bias=opts.bias)
+        self.proj = nn.Linear(opts.n_embd, opts.n_embd, bias=opts.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))  # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, opts: TinyTransformerOptions):
+        super().__init__()
+        self.norm_1 = make_norm(opts)
+        self.attn = CausalSelfAttention(opts)
+        self.norm_2 = make_norm(opts)
+        self.mlp = nn.Sequential(
+            nn.Linear(opts.n_embd, 4 * opts.n_embd, bias=opts.bias),
+            nn.GELU(),
+            nn.Linear(4 * opts.n_embd, opts.n_embd, bias=opts.bias),
+        )
+        self.dropout = dropout_layer(opts.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm_1(x)))
+        return x + self.dropout(self.mlp(self.norm_2(x)))  # (B, T, C)
+
+
+class TinyTransformer(nn.Module):
+    """Token ids (B, T) -> logits (B, T, vocab)."""
+
+    def __init__(self, opts: TinyTransformerOptions, vocab_size: int):
+        super().__init__()
+        self.opts = opts
+        self.vocab_size = vocab_size
+        self.context_length = opts.context_length
+        self.token_embedding = nn.Embedding(vocab_size, opts.n_embd)
+        self.position_embedding = nn.Embedding(opts.context_length, opts.n_embd)
+        self.dropout = dropout_layer(opts.dropout)
+        self.blocks = nn.ModuleList([Block(opts) for _ in range(opts.n_layer)])
+        self.norm_f = make_norm(opts)
+        self.head = nn.Linear(opts.n_embd, vocab_size, bias=opts.bias)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; embedding tables (lookups, not matmuls) excluded by default."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.token_embedding.weight.numel() + self.position_embedding.weight.numel()
+        return n
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM appendix B)."""
+        o = self.opts
+        return 6 * self.num_params() + 12 * o.n_layer * o.n_embd * o.context_length
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        T = idx.size(1)
+        if T > self.context_length:
+            raise ValueError(f"sequence of {T} tokens exceeds model.context_length {self.context_length}")
+        pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.dropout(self.token_embedding(idx) + self.position_embedding(pos))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm_f(x))  # (B, T, vocab)

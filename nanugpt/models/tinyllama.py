@@ -1,0 +1,282 @@
+"""``tinyllama``: a Llama-style decoder in plain PyTorch.
+
+Token embedding, pre-RMSNorm blocks of grouped-query causal self-attention
+with rotary position embeddings (``scaled_dot_product_attention``, no
+flash-attn or CUDA extension) and a SwiGLU MLP, a final RMSNorm and a head
+that is tied to the embedding or not. No biases anywhere.
+
+Parameter names, the RoPE convention (``rotate_half`` over the two halves of
+each head) and the RMSNorm arithmetic are those of Hugging Face
+``LlamaForCausalLM``, so ``model.state_dict()`` loads unchanged into
+``LlamaForCausalLM(LlamaConfig(**model.hf_config()))`` and gives the same
+logits. The vocabulary is padded to a multiple of ``pad_vocab_to`` for faster
+matmuls; the Hugging Face ``vocab_size`` is that padded size (the padded ids
+are never produced by the tokenizer), or slice ``embed_tokens`` and
+``lm_head`` to the first ``vocab_size`` rows for an unpadded export.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import Field, ValidationInfo, field_validator
+
+from nanugpt.components import ModelOptions
+from nanugpt.models.nanogpt import KVCache
+
+
+class TinyLlamaOptions(ModelOptions):
+    """Llama-style decoder: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, optional tied head."""
+
+    n_layer: int = Field(gt=0, description="transformer blocks (HF num_hidden_layers)")
+    n_head: int = Field(gt=0, description="query heads (HF num_attention_heads)")
+    n_kv_head: int | None = Field(
+        None, gt=0, description="key/value heads for grouped-query attention; must divide n_head; null = n_head"
+    )
+    n_embd: int = Field(gt=0, description="embedding width (HF hidden_size); n_embd / n_head must be even")
+    intermediate_size: int | None = Field(
+        None, gt=0, description="SwiGLU hidden width; null = 8/3 n_embd rounded up to a multiple of 64"
+    )
+    rope_theta: float = Field(10000.0, gt=0, description="rotary embedding base (Llama 2: 1e4, Llama 3: 5e5)")
+    rms_norm_eps: float = Field(1e-5, gt=0, description="epsilon of every RMSNorm")
+    tie_word_embeddings: bool = Field(False, description="share the token embedding with the output head")
+    init_std: float = Field(0.02, gt=0, description="std of the normal init of Linear and Embedding weights")
+    pad_vocab_to: int = Field(64, gt=0, description="round the vocabulary up to a multiple of this")
+
+    @field_validator("n_kv_head")
+    @classmethod
+    def _kv_heads_divide_heads(cls, n_kv_head: int | None, info: ValidationInfo) -> int | None:
+        n_head = info.data.get("n_head")
+        if n_kv_head is not None and n_head is not None and n_head % n_kv_head:
+            divisors = ", ".join(str(d) for d in range(1, n_head + 1) if n_head % d == 0)
+            raise ValueError(
+                f"must divide n_head ({n_head}): each key/value head serves n_head / n_kv_head query heads; "
+                f"use one of {divisors}"
+            )
+        return n_kv_head
+
+    @field_validator("n_embd")
+    @classmethod
+    def _even_head_size(cls, n_embd: int, info: ValidationInfo) -> int:
+        n_head = info.data.get("n_head")
+        if n_head is not None and (n_embd % n_head or (n_embd // n_head) % 2):
+            raise ValueError(
+                f"must be n_head ({n_head}) x an even head size (rotary embeddings turn pairs of dimensions)"
+            )
+        return n_embd
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: ``n_kv_head``, or ``n_head`` when it is not set."""
+        return self.n_kv_head or self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        """The SwiGLU hidden width: ``intermediate_size`` or its Llama-like default."""
+        return self.intermediate_size or 64 * math.ceil(8 * self.n_embd / 3 / 64)
+
+    def build(self, vocab_size: int) -> "TinyLlama":
+        return TinyLlama(self, vocab_size)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned gain, computed in float32 (as Hugging Face ``LlamaRMSNorm``)."""
+
+    def __init__(self, width: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.rms_norm(x.float(), (x.size(-1),), eps=self.eps)  # (..., C) in float32
+        return self.weight * normed.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Cosines and sines of rotary position embeddings (RoFormer) for positions 0..context_length-1.
+
+    Layout of Hugging Face Llama: the frequencies ``theta^(-2i/hs)`` repeated over the two halves of a head,
+    to be used with :func:`apply_rotary`. Buffers only (not saved in the state dict).
+    """
+
+    def __init__(self, head_size: int, context_length: int, base: float):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float) / head_size))  # (hs/2,)
+        angles = torch.outer(torch.arange(context_length, dtype=torch.float), inv_freq)  # (T_max, hs/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (T_max, hs)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) of positions ``start .. start + length - 1``, each (T, hs)."""
+        return self.cos[start : start + length], self.sin[start : start + length]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, nh, T, hs) queries or keys by their positions' angles; ``rotate_half`` convention."""
+    x1, x2 = x.chunk(2, dim=-1)  # 2 x (B, nh, T, hs/2)
+    rotated = torch.cat([-x2, x1], dim=-1)  # (B, nh, T, hs)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
+    """Causal ``scaled_dot_product_attention`` of T new queries over ``past`` cached and T new keys.
+
+    q is (B, nh, T, hs); k and v are (B, nkv, past + T, hs) with nkv dividing nh (grouped-query
+    attention when fewer). Returns (B, nh, T, hs).
+    """
+    nh, T = q.size(1), q.size(2)
+    if k.size(1) != nh:
+        # grouped-query attention: each key/value head serves nh / nkv consecutive query heads
+        # (repeated here, as SDPA's enable_gqa needs torch >= 2.5 and the project supports 2.4)
+        k = k.repeat_interleave(nh // k.size(1), dim=1)  # (B, nh, past + T, hs)
+        v = v.repeat_interleave(nh // v.size(1), dim=1)  # (B, nh, past + T, hs)
+    if past == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    # new queries see every cached position and the causal part of the new ones
+    mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)  # (T, past + T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, opts: TinyLlamaOptions):
+        super().__init__()
+        self.n_head, self.n_kv_head = opts.n_head, opts.kv_heads
+        self.head_size = opts.n_embd // opts.n_head
+        self.q_proj = nn.Linear(opts.n_embd, self.n_head * self.head_size, bias=False)
+        self.k_proj = nn.Linear(opts.n_embd, self.n_kv_head * self.head_size, bias=False)
+        self.v_proj = nn.Linear(opts.n_embd, self.n_kv_head * self.head_size, bias=False)
+        self.o_proj = nn.Linear(self.n_head * self.head_size, opts.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.extend(layer, k, v)  # (B, nkv, past + T, hs)
+        y = causal_attention(q, k, v, past)  # (B, nh, T, hs)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size))  # (B, T, C)
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, opts: TinyLlamaOptions):
+        super().__init__()
+        self.gate_proj = nn.Linear(opts.n_embd, opts.mlp_width, bias=False)
+        self.up_proj = nn.Linear(opts.n_embd, opts.mlp_width, bias=False)
+        self.down_proj = nn.Linear(opts.mlp_width, opts.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, C)
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, opts: TinyLlamaOptions):
+        super().__init__()
+        self.input_layernorm = RMSNorm(opts.n_embd, opts.rms_norm_eps)
+        self.self_attn = LlamaAttention(opts)
+        self.post_attention_layernorm = RMSNorm(opts.n_embd, opts.rms_norm_eps)
+        self.mlp = LlamaMLP(opts)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaBody(nn.Module):
+    """The decoder without its head (Hugging Face ``LlamaModel``): embedding, layers, final norm."""
+
+    def __init__(self, opts: TinyLlamaOptions, padded_vocab: int):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(padded_vocab, opts.n_embd)
+        self.layers = nn.ModuleList([LlamaDecoderLayer(opts) for _ in range(opts.n_layer)])
+        self.norm = RMSNorm(opts.n_embd, opts.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(opts.n_embd // opts.n_head, opts.context_length, opts.rope_theta)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        past = cache.length if cache is not None else 0
+        cos, sin = self.rotary_emb(past, idx.size(1))  # (T, hs) each
+        x = self.embed_tokens(idx)  # (B, T, C)
+        for layer, block in enumerate(self.layers):
+            x = block(x, cos, sin, cache, layer)
+        return self.norm(x)  # (B, T, C)
+
+
+class TinyLlama(nn.Module):
+    """Token ids (B, T) -> logits (B, T, padded vocab), with Hugging Face ``LlamaForCausalLM`` names."""
+
+    def __init__(self, opts: TinyLlamaOptions, vocab_size: int):
+        super().__init__()
+        self.opts = opts
+        self.vocab_size = vocab_size
+        self.padded_vocab_size = math.ceil(vocab_size / opts.pad_vocab_to) * opts.pad_vocab_to
+        self.context_length = opts.context_length
+        self.model = LlamaBody(opts, self.padded_vocab_size)
+        self.lm_head = nn.Linear(opts.n_embd, self.padded_vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if opts.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):  # as Hugging Face Llama (initializer_range)
+            nn.init.normal_(module.weight, mean=0.0, std=self.opts.init_std)
+
+    def hf_config(self) -> dict[str, Any]:
+        """Keyword arguments of ``transformers.LlamaConfig`` describing this network.
+
+        ``LlamaForCausalLM(LlamaConfig(**model.hf_config()))`` loads ``model.state_dict()`` as it is;
+        ``vocab_size`` is the padded vocabulary.
+        """
+        o = self.opts
+        return {
+            "vocab_size": self.padded_vocab_size,
+            "hidden_size": o.n_embd,
+            "intermediate_size": o.mlp_width,
+            "num_hidden_layers": o.n_layer,
+            "num_attention_heads": o.n_head,
+            "num_key_value_heads": o.kv_heads,
+            "hidden_act": "silu",
+            "max_position_embeddings": o.context_length,
+            "rms_norm_eps": o.rms_norm_eps,
+            "rope_theta": o.rope_theta,
+            "tie_word_embeddings": o.tie_word_embeddings,
+            "attention_bias": False,
+            "mlp_bias": False,
+            "initializer_range": o.init_std,
+        }
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without the embedding table unless it is also the head."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and not self.opts.tie_word_embeddings:
+            n -= self.model.embed_tokens.weight.numel()
+        return n
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM appendix B)."""
+        o = self.opts
+        return 6 * self.num_params() + 12 * o.n_layer * o.n_embd * o.context_length
+
+    def new_cache(self) -> KVCache:
+        """An empty key/value cache for :meth:`forward` during generation."""
+        return KVCache(self.opts.n_layer)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        past = cache.length if cache is not None else 0
+        if past + idx.size(1) > self.context_length:
+            raise ValueError(
+                f"sequence of {past + idx.size(1)} tokens exceeds model.context_length {self.context_length}"
+            )
+        x = self.model(idx, cache)  # (B, T, C)
+        if cache is not None:
+            cache.length += idx.size(1)
+        return self.lm_head(x)  # (B, T, padded vocab)
