@@ -83,7 +83,10 @@ def load_trained_model(ckpt_path: Path, device: torch.device) -> tuple[torch.nn.
     """Rebuild the model of a checkpoint with its weights; return it with the params it was trained with."""
     state = load_checkpoint(ckpt_path, device)
     trained = params_from_checkpoint(state["params"])
-    model = trained.model.build(state["vocab_size"]).to(device)
+    options = trained.model
+    if getattr(options, "pretrained", None):  # the weights are in the checkpoint: don't read the start folder again
+        options = options.model_copy(update={"pretrained": None})
+    model = options.build(state["vocab_size"]).to(device)
     model.load_state_dict(state["model"])
     model.eval()
     return model, trained, state

@@ -82,8 +82,11 @@ class OptimizerOptions(ComponentOptions):
 class SchedulerOptions(ComponentOptions):
     """A learning-rate schedule (``scheduler:`` section)."""
 
-    def build(self, max_steps: int) -> Any:
-        """Return an object whose ``factor(step)`` multiplies the peak lr."""
+    def build(self, max_steps: int, base_lr: float) -> Any:
+        """Return an object whose ``factor(step)`` multiplies the peak lr ``base_lr`` (``optimizer.lr``).
+
+        It may also have ``report(lrs, losses) -> dict``, written to ``train_summary.json`` after training.
+        """
         raise NotImplementedError
 
 

@@ -179,7 +179,7 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
     optimizer = params.optimizer.build(raw_model, device.type)
     for group in optimizer.param_groups:  # the schedule scales each group's own peak lr (e.g. Muon's AdamW part)
         group.setdefault("base_lr", group["lr"])
-    schedule = params.scheduler.build(t.max_steps)
+    schedule = params.scheduler.build(t.max_steps, params.optimizer.lr)
     scaler = params.scaler.build(device.type, params.general.dtype)
     loss_fn = params.loss.build()
 
@@ -297,9 +297,12 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
             if final or run.step % t.log_every == 0 or val_loss is not None or stopping:
                 losses = all_reduce_mean(torch.stack([p[3] for p in pending]), info).tolist()
                 train_loss = losses[-1]
-                if not math.isfinite(train_loss):
-                    raise TrainingError(f"train loss is {train_loss} at step {run.step}; lower optimizer.lr")
                 history += [(r, l) for (_, _, r, _), l in zip(pending, losses)]
+                if not math.isfinite(train_loss):
+                    if not hasattr(schedule, "report"):
+                        raise TrainingError(f"train loss is {train_loss} at step {run.step}; lower optimizer.lr")
+                    log(f"train loss is {train_loss} at step {run.step}: the sweep diverged; stopping it here")
+                    break
                 if train_log:
                     train_log.write(
                         [{"step": s, "tokens": n, "train_loss": l, "lr": r} for (s, n, r, _), l in zip(pending, losses)]

@@ -53,7 +53,7 @@ STAGES: dict[str, Stage] = {
             module="pipeline.launch",
             code=(
                 "stages/train.py", "pipeline/launch.py", "nanugpt/train.py", "nanugpt/data.py", "nanugpt/models",
-                "nanugpt/optimizers.py", "nanugpt/schedulers.py", "nanugpt/losses.py", "nanugpt/scalers.py",
+                "nanugpt/optimizers.py", "nanugpt/muon.py", "nanugpt/schedulers.py", "nanugpt/losses.py", "nanugpt/scalers.py",
                 "nanugpt/checkpoint.py", "nanugpt/distributed.py", "nanugpt/device.py", "nanugpt/evaluate.py",
             ),
             params=(

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 TIMEOUT_S = 300
 NEW_LR = 0.001
 NEW_TEMPERATURE = 0.5
-STAGE_NAMES = ("tokenize", "train", "evaluate", "generate")
+STAGE_NAMES = ("tokenize", "train", "evaluate", "generate", "export")
 PARAMS = tiny_params("corpus.txt")  # the corpus is written into the workspace
 
 
@@ -176,7 +176,7 @@ def test_second_repro_runs_nothing(session: Session) -> None:
 
 def test_new_lr_reruns_train_evaluate_generate_but_not_tokenize(session: Session) -> None:
     assert skipped_stages(session.exp_lr) == ["tokenize"]
-    assert ran_stages(session.exp_lr) == ["train", "evaluate", "generate"]
+    assert ran_stages(session.exp_lr) == ["train", "evaluate", "generate", "export"]
     assert session.token_files_mtime_after_exp == session.token_files_mtime  # token files untouched
     assert session.token_files_mtime
     params = yaml.safe_load((session.ws / "params.yaml").read_text())
@@ -198,7 +198,7 @@ def test_exp_show_lists_baseline_and_experiment_with_val_loss(session: Session) 
 
 
 def test_new_temperature_reruns_only_generate(session: Session) -> None:
-    assert skipped_stages(session.exp_temperature) == ["tokenize", "train", "evaluate"]
+    assert skipped_stages(session.exp_temperature) == ["tokenize", "train", "evaluate", "export"]
     assert ran_stages(session.exp_temperature) == ["generate"]
     assert session.samples_after_temperature != session.samples_before_temperature
 

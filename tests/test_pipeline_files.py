@@ -23,8 +23,8 @@ def names(entries: list) -> list[str]:
     return [e if isinstance(e, str) else next(iter(e)) for e in entries]
 
 
-def test_stage_names_are_the_four_in_both() -> None:
-    assert list(dvc_stages()) == ["tokenize", "train", "evaluate", "generate"] == list(STAGES)
+def test_stage_names_are_the_five_in_both() -> None:
+    assert list(dvc_stages()) == ["tokenize", "train", "evaluate", "generate", "export"] == list(STAGES)
 
 
 def test_dvc_yaml_matches_the_stage_table() -> None:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 TIMEOUT_S = 300
 NEW_LR = 0.001
 NEW_TEMPERATURE = 0.5
-RULES = ("tokenize", "train", "evaluate", "generate")
+RULES = ("tokenize", "train", "evaluate", "generate", "export")
 
 
 @dataclass
@@ -154,7 +154,7 @@ def test_second_run_has_nothing_to_do(session: Session) -> None:
 
 
 def test_new_lr_reruns_train_evaluate_generate_but_not_tokenize(session: Session) -> None:
-    assert sorted(session.new_lr.reasons) == ["evaluate", "generate", "train"]
+    assert sorted(session.new_lr.reasons) == ["evaluate", "export", "generate", "train"]
     assert session.new_lr.reasons["train"].startswith("Params have changed since last execution")
     assert f"'lr': {NEW_LR}" in session.new_lr.reasons["train"]
     assert session.token_files_mtime_after_lr == session.token_files_mtime  # token files untouched

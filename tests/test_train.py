@@ -153,3 +153,18 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_exactly(tmp_path: Path
     assert rerun.returncode == 0 and f"resumed from step {stopped}" in rerun.stdout
     train.run(params, data_root=data, out_dir=tmp_path / "uninterrupted")
     assert train_losses(tmp_path / "out") == train_losses(tmp_path / "uninterrupted")
+
+
+def test_lr_range_test_run_reports_a_suggested_lr(tmp_path: Path, corpus: Path) -> None:
+    import json
+
+    tree = tiny_params(corpus, training={"max_steps": 40, "checkpoint_every": 0}, eval={"eval_every": 0})
+    tree["scheduler"] = {"module": "lr_range_test", "min_lr": 1e-5, "max_lr": 10.0}
+    params = load_params(write_params(tmp_path / "params.yaml", tree))
+    tokenize.run(params, data_root=tmp_path / "data")
+    train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "train_summary.json").read_text())["schedule"]
+    assert 1e-6 <= report["suggested_lr"] <= 1.0
+    with open(tmp_path / "out" / "plots" / "train.csv") as f:
+        lrs = [float(row["lr"]) for row in csv.DictReader(f)]
+    assert lrs[0] == pytest.approx(1e-5) and all(b > a for a, b in zip(lrs, lrs[1:]))  # the sweep: loss vs lr

@@ -1,0 +1,109 @@
+"""Quality at nanoGPT's CPU budget: val loss of our reference recipe and of our modern recipe, side by side.
+
+    python bench/quality.py [--corpus PATH] [--steps 2000]
+
+nanoGPT's README trains "shakespeare_char on CPU" (4 layers, 4 heads, 128 wide,
+context 64, batch 12, 2000 steps = 1.536M tokens) to a val loss of 1.88. This
+script trains, in one invocation:
+
+1. ``nanogpt`` + ``adamw_nanogpt`` at nanoGPT's settings (lr 1e-3, warmup 100,
+   cosine to 1e-4, beta2 0.99, weight decay 0.1, no dropout);
+2. the modern recipe (``nanogpt_modern`` + ``muon``, warmup-stable-decay) for
+   the same number of tokens;
+3. the modern recipe for as many steps as fit in the wall time run 1 took
+   (at the step time run 2 measured, in this invocation).
+
+All three are evaluated on the same 200 fixed validation batches. The corpus
+is Tiny Shakespeare: ``--corpus`` or ``$NANUGPT_TINYSHAKESPEARE``.
+Prints a table and writes ``bench/results/quality.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from nanugpt.evaluate import evaluate_checkpoint  # noqa: E402
+from nanugpt.params import Params, validate_params  # noqa: E402
+from stages import tokenize, train  # noqa: E402
+
+SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "context_length": 64}
+BATCH = 12
+VAL_BATCHES = 200
+
+
+def recipe(name: str, corpus: Path, steps: int) -> Params:
+    """Params of one of the two recipes for ``steps`` steps."""
+    base: dict[str, Any] = {
+        "general": {"seed": 1337, "device_type": "cpu"},
+        "data": {"module": "tokenized", "dataset": "tinyshakespeare", "source": str(corpus)},
+        "tokenizer": {"module": "char"},
+        "training": {"max_steps": steps, "device_batch_size": BATCH, "global_batch_size": BATCH,
+                     "log_every": 250, "resume": "never", "peak_flops": 1e12},
+        "eval": {"eval_every": 0, "eval_iters": VAL_BATCHES},
+        "logging": {"dvclive": False},
+    }
+    if name == "nanogpt":
+        base |= {
+            "model": {"module": "nanogpt", **SHAPE, "dropout": 0.0},
+            "optimizer": {"module": "adamw_nanogpt", "lr": 1e-3, "beta2": 0.99, "weight_decay": 0.1},
+            "scheduler": {"module": "cosine", "warmup_steps": 100, "min_lr_ratio": 0.1},
+        }
+    else:
+        base |= {
+            "model": {"module": "nanogpt_modern", **SHAPE},
+            "optimizer": {"module": "muon", "lr": 0.02},
+            "scheduler": {"module": "constant", "warmup_steps": min(50, steps // 10), "cooldown_steps": steps // 2},
+        }
+    return validate_params(base, f"bench recipe {name}")
+
+
+def run(params: Params, data_root: Path, out_dir: Path) -> dict[str, float]:
+    start = time.perf_counter()
+    summary = train.run(params, data_root=data_root, out_dir=out_dir)
+    seconds = time.perf_counter() - start
+    metrics = evaluate_checkpoint(params, out_dir / "checkpoints" / "last.pt",
+                                  data_root / "tinyshakespeare" / "char")
+    return {"steps": summary["step"], "tokens": summary["tokens_seen"], "seconds": seconds,
+            "tokens_per_s": summary["tokens_per_s"], "val_loss": metrics["val_loss"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=os.environ.get("NANUGPT_TINYSHAKESPEARE"))
+    parser.add_argument("--steps", type=int, default=2000)
+    args = parser.parse_args()
+    if not args.corpus:
+        sys.exit("give --corpus PATH or set NANUGPT_TINYSHAKESPEARE to a copy of Tiny Shakespeare")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        tokenize.run(recipe("nanogpt", Path(args.corpus), 1), data_root=root / "data")
+        results = {"nanogpt": run(recipe("nanogpt", Path(args.corpus), args.steps), root / "data", root / "a")}
+        results["modern_same_tokens"] = run(recipe("modern", Path(args.corpus), args.steps), root / "data", root / "b")
+        step_seconds = results["modern_same_tokens"]["seconds"] / args.steps
+        same_time_steps = max(1, int(results["nanogpt"]["seconds"] / step_seconds))
+        results["modern_same_time"] = run(recipe("modern", Path(args.corpus), same_time_steps), root / "data",
+                                          root / "c")
+    goals = {"nanogpt": 1.90, "modern_same_tokens": 1.55, "modern_same_time": 1.60}
+    print("\n| run | steps | tokens | wall s | tok/s | val loss | goal | |\n|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        verdict = "PASS" if r["val_loss"] <= goals[name] else "MISS"
+        print(f"| {name} | {r['steps']} | {r['tokens']:,} | {r['seconds']:.0f} | {r['tokens_per_s']:,.0f} | "
+              f"{r['val_loss']:.4f} | <= {goals[name]} | {verdict} |")
+    out = REPO / "bench" / "results" / "quality.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"results": results, "goals": goals, "val_batches": VAL_BATCHES}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Export stage: ``OUT_DIR/checkpoints/last.pt`` -> ``OUT_DIR/hf/`` (Hugging Face format).
+
+    python -m stages.export [params.yaml]
+
+Writes ``model.safetensors``, ``config.json``, ``generation_config.json`` and
+the tokenizer files, so that, offline::
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained("out/hf")
+    tokenizer = AutoTokenizer.from_pretrained("out/hf")
+
+gives the logits of our model and the ids of our tokenizer. ``nanogpt`` is
+written as GPT-2, ``tinyllama`` as Llama, ``hf_gpt2`` / ``hf_llama`` as they
+are; ``model.pretrained: out/hf`` (hf_gpt2 / hf_llama) starts a new run from
+the folder. The tokenizer is rebuilt from the token files' ``meta.json``.
+Needs ``transformers`` and ``safetensors`` (``pip install 'nanugpt[hf]'``).
+Reads: data.dataset, tokenizer.module.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nanugpt.data import read_meta
+from nanugpt.export import export_checkpoint
+from nanugpt.params import Params
+from pipeline import paths
+from pipeline.cli import stage_main
+
+
+def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> Path:
+    """Export the last checkpoint to ``OUT_DIR/hf``; return that folder."""
+    data_dir = paths.tokenized_dir(params, data_root)
+    folder = (out_dir or paths.out_dir()) / "hf"
+    written = export_checkpoint(paths.last_checkpoint(out_dir), read_meta(data_dir), data_dir, folder)
+    print(f"wrote {folder}: {', '.join(written)}")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(argv, __doc__, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
