@@ -1,4 +1,4 @@
-# The pipeline under Snakemake: the same four stages, commands and outputs as dvc.yaml,
+# The pipeline under Snakemake: the same five stages, commands and outputs as dvc.yaml,
 # built from the table in pipeline/stages.py.
 #
 #   snakemake -j 2                                                   # locally
@@ -14,6 +14,7 @@ import yaml
 
 sys.path.insert(0, workflow.basedir)
 from pipeline.stages import STAGES, code_files, param_values, render
+from nanugpt.params import LaunchParams
 
 PARAMS_FILE = config.get("params", "params.yaml")
 DATA_ROOT = str(config.get("data_root") or os.environ.get("DATA_ROOT") or "data")
@@ -25,18 +26,52 @@ with open(PARAMS_FILE) as f:
 DATA_DIR = f"{DATA_ROOT}/{PARAMS['data']['dataset']}/{PARAMS['tokenizer']['module']}"
 
 
+# Persistent folders (checkpoints) are known to Snakemake by a marker file inside, so that it does not
+# delete them before a rerun: an interrupted or requeued train job then resumes from its checkpoint.
+MARKERS = {folder: marker for s in STAGES.values() for folder, marker in s.persist.items()}
+
+
 def paths(stage, kind):
     """Rendered artifact paths of a stage; folders wrapped in directory() for outputs."""
     s = STAGES[stage]
     rendered = []
     for template in getattr(s, kind):
-        path = render(template, DATA_DIR, OUT_DIR)
-        rendered.append(directory(path) if kind == "outs" and template in s.dirs else path)
+        if template in MARKERS:
+            rendered.append(render(MARKERS[template], DATA_DIR, OUT_DIR))
+        elif kind == "outs" and template in s.dirs:
+            rendered.append(directory(render(template, DATA_DIR, OUT_DIR)))
+        else:
+            rendered.append(render(template, DATA_DIR, OUT_DIR))
     return rendered
 
 
 def outputs(stage):
     return paths(stage, "outs") + paths(stage, "metrics") + paths(stage, "plots")
+
+
+def train_resources():
+    """The train job's portable resources, from params' ``launch`` section (defaults filled in).
+
+    One task per node runs the launcher (torchrun starts ``nproc_per_node`` processes inside it),
+    so cpus_per_task and mem_mb are per node. Cluster specifics (slurm_partition, slurm_account,
+    qos) live in the workflow profile (profiles/slurm), not here.
+    """
+    launch = LaunchParams.model_validate(PARAMS.get("launch") or {})
+    resources = dict(
+        runtime=launch.runtime_min,
+        mem_mb=launch.mem_mb,
+        cpus_per_task=launch.cpus,
+        nodes=launch.nnodes,
+        tasks=launch.nnodes,
+    )
+    if launch.gpus_per_node:
+        resources["gres"] = f"gpu:{launch.gpus_per_node}"  # per node
+        resources["tasks_per_gpu"] = 0  # keep the slurm plugin from turning `tasks` into --ntasks-per-gpu
+    if launch.nnodes > 1:
+        # The job runs the rule's command once, on the first node, instead of inside `srun -n1`;
+        # pipeline.launch then starts one torchrun per node with its own `srun`.
+        resources["mpi"] = "srun"
+    return resources
 
 
 def command(stage):
@@ -45,8 +80,8 @@ def command(stage):
 
 rule all:
     input:
-        outputs("evaluate"),
-        outputs("generate"),
+        # plain strings: directory() flags are for outputs only
+        [str(path) for stage in ("evaluate", "generate", "export") for path in outputs(stage)],
 
 
 rule tokenize:
@@ -72,6 +107,8 @@ rule train:
         values=param_values(STAGES["train"], PARAMS),
     log:
         f"{OUT_DIR}/logs/train.log",
+    resources:
+        **train_resources(),
     shell:
         command("train")
 
@@ -102,3 +139,17 @@ rule generate:
         f"{OUT_DIR}/logs/generate.log",
     shell:
         command("generate")
+
+
+rule export:
+    input:
+        paths("export", "deps"),
+        code_files(STAGES["export"]),
+    output:
+        outputs("export"),
+    params:
+        values=param_values(STAGES["export"], PARAMS),
+    log:
+        f"{OUT_DIR}/logs/export.log",
+    shell:
+        command("export")

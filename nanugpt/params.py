@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
 from nanugpt import registry
 from nanugpt.components import (
@@ -88,8 +88,37 @@ class LoggingParams(Section):
 
 
 class LaunchParams(Section):
+    """How the train stage is started, and what its job asks a cluster for (Snakemake's portable resources).
+
+    Cluster specifics (partition, account, qos) belong in the Snakemake profile, not here.
+    """
+
     nproc_per_node: int = Field(1, gt=0, description="processes per node; > 1 runs the train stage under torchrun")
     nnodes: int = Field(1, gt=0, description="nodes; > 1 needs a Slurm allocation (srun + torchrun)")
+    runtime_min: int = Field(
+        60, gt=0, description="wall-clock limit of the train job on a cluster, in minutes (Snakemake resource runtime)"
+    )
+    mem_mb: int = Field(8000, gt=0, description="memory per node of the train job, in MB (Snakemake resource mem_mb)")
+    cpus_per_node: int | None = Field(
+        None, gt=0, description="CPU cores per node of the train job (one task per node); null = nproc_per_node"
+    )
+    gpus_per_node: int = Field(
+        0, ge=0, description="GPUs per node of the train job; 0 = none; else at least nproc_per_node (a GPU per process)"
+    )
+
+    @model_validator(mode="after")
+    def _a_gpu_per_process(self) -> LaunchParams:
+        if 0 < self.gpus_per_node < self.nproc_per_node:
+            raise ValueError(
+                f"gpus_per_node ({self.gpus_per_node}) is fewer than nproc_per_node ({self.nproc_per_node}): each "
+                "process uses the GPU of its local rank; set gpus_per_node to 0 (CPU) or >= nproc_per_node"
+            )
+        return self
+
+    @property
+    def cpus(self) -> int:
+        """CPU cores per node the train job asks for."""
+        return self.cpus_per_node or self.nproc_per_node
 
 
 class Params(Section):
@@ -237,7 +266,8 @@ def _describe(exc: ValidationError, model: type[BaseModel], prefix: str, where: 
         elif error["type"] == "missing":
             message = "required key is missing"
         else:
-            message = f"{error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"
+            text = error["msg"].removeprefix("Value error, ")  # a validator's own words need no prefix
+            message = f"{text[0].lower()}{text[1:]}, got {error['input']!r}"
         lines.append(f"{where(key)}: {key}: {message}")
     return lines
 
@@ -254,11 +284,13 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
                 f"got {training.global_batch_size}",
             )
         )
-    warmup = getattr(params.scheduler, "warmup_steps", 0)
-    if warmup > training.max_steps:
-        problems.append(
-            ("scheduler.warmup_steps", f"must be <= training.max_steps ({training.max_steps}), got {warmup}")
-        )
+    for key in ("warmup_steps", "cooldown_steps"):
+        steps = getattr(params.scheduler, key, 0)
+        if steps > training.max_steps:
+            problems.append((f"scheduler.{key}", f"must be <= training.max_steps ({training.max_steps}), got {steps}"))
+    if params.scaler.module == "keller" and training.grad_clip > 0:
+        problems.append(("training.grad_clip", "must be 0 with scaler.module keller, which already normalises each "
+                                               f"gradient (clipping would shrink them all), got {training.grad_clip}"))
     n_embd, n_head = getattr(params.model, "n_embd", None), getattr(params.model, "n_head", None)
     if n_embd is not None and n_head and n_embd % n_head:
         problems.append(("model.n_embd", f"must be divisible by model.n_head ({n_head}), got {n_embd}"))

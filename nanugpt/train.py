@@ -335,6 +335,8 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
             if sink:
                 sink.close()
 
+    if info.is_main and not (ckpt_dir / "last.pt").exists():  # resumed from an older step file at the end
+        save()
     train_seconds = clock.elapsed()
     steps_run = run.step - start_step
     summary = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from nanugpt.errors import UserError
 from nanugpt.params import Params, ParamsError, load_params
 from pipeline.cli import parse_argv
+from nanugpt.train import STOP_SIGNALS
 from stages.train import LAUNCH_COMMAND_ENV
 
 RDZV_PORT = 29500
@@ -42,6 +44,9 @@ def build_command(params: Params, stage_argv: Sequence[str], env: Mapping[str, s
     stage = ["-m", "stages.train", *stage_argv]
     if nnodes > 1:
         job_id, nodelist = env.get("SLURM_JOB_ID"), env.get("SLURM_JOB_NODELIST")
+        if job_id and not nodelist:  # Snakemake's Slurm jobstep strips SLURM_JOB_NODELIST: ask Slurm
+            nodelist = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True,
+                                      timeout=60).stdout.strip()
         if not job_id or not nodelist:
             raise UserError(f"launch.nnodes is {nnodes}: run inside a Slurm allocation of {nnodes} nodes (sbatch/salloc)")
         head = first_slurm_node(nodelist)
@@ -78,7 +83,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train.main([path, *overrides])
     printable = shlex.join(command)
     print(f"launch: {printable}", flush=True)
-    return subprocess.run(command, env={**os.environ, LAUNCH_COMMAND_ENV: printable}).returncode
+    return run_forwarding_signals(command, {**os.environ, LAUNCH_COMMAND_ENV: printable})
+
+
+def run_forwarding_signals(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` and wait for it; a stop signal (preemption, requeue, Ctrl-C) is passed on to it.
+
+    The launcher keeps waiting while torchrun and its ranks save their checkpoint, instead of dying
+    at once and leaving them to be killed with the job step.
+    """
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
+    try:
+        return child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

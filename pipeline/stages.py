@@ -9,6 +9,7 @@ so changing ``optimizer.lr`` re-runs train and what follows, never tokenize.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ class Stage:
     metrics: tuple[str, ...] = ()
     plots: tuple[str, ...] = ()  # uncached outputs that dvc.yaml's top-level plots draw
     dirs: frozenset[str] = field(default_factory=frozenset)  # outs that are folders
-    persist: frozenset[str] = field(default_factory=frozenset)  # outs DVC keeps between runs (resume)
+    # Folders kept between runs so an interrupted run resumes: DVC marks them `persist`; Snakemake, which
+    # deletes a rule's declared outputs before it runs, declares only the marker file inside instead.
+    persist: Mapping[str, str] = field(default_factory=dict)
 
     def command(self, params_file: str = "params.yaml") -> str:
         """The shell command both orchestrators run."""
@@ -65,7 +68,7 @@ STAGES: dict[str, Stage] = {
             metrics=("{out_dir}/train_summary.json",),
             plots=("{out_dir}/plots/train.csv", "{out_dir}/plots/val.csv"),
             dirs=frozenset({"{out_dir}/checkpoints"}),
-            persist=frozenset({"{out_dir}/checkpoints"}),  # an interrupted `dvc repro` resumes
+            persist={"{out_dir}/checkpoints": "{out_dir}/checkpoints/last.pt"},
         ),
         Stage(
             name="evaluate",

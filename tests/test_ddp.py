@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, tiny_params, write_params
+
 from nanugpt.params import load_params
 from stages import tokenize, train
 

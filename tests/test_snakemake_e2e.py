@@ -166,3 +166,18 @@ def test_new_temperature_reruns_only_generate(session: Session) -> None:
     assert list(session.new_temperature.reasons) == ["generate"]
     assert session.new_temperature.reasons["generate"].startswith("Params have changed since last execution")
     assert session.samples_after_temperature != session.samples_before_temperature
+
+
+def test_forced_train_rerun_keeps_and_resumes_its_checkpoints(session: Session) -> None:
+    """Snakemake deletes a rule's outputs before running it: the step checkpoints must survive that."""
+    data_root = session.token_dir.parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        ["snakemake", "-j", "1", "--forcerun", "train", "--config", f"data_root={data_root}",
+         f"out_dir={session.out_dir}"],
+        cwd=session.ws, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (session.out_dir / "logs" / "train.log").read_text()
+    assert "resumed from step 20" in log, log
