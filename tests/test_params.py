@@ -54,6 +54,7 @@ def test_wrong_type_names_expected_and_found(tmp_path: Path, corpus: Path) -> No
         ("training", {"global_batch_size": 10},
          "training.global_batch_size: must be a multiple of training.device_batch_size (4), got 10"),
         ("data", {"val_fraction": 1.5}, "data.val_fraction: input should be less than 1"),
+        ("scaler", {"module": "keller"}, "training.grad_clip: must be 0 with scaler.module keller"),
     ],
 )
 def test_out_of_range_values(tmp_path: Path, corpus: Path, section: str, values: dict, message: str) -> None:
