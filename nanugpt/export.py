@@ -64,6 +64,10 @@ class ExportError(UserError):
     """A checkpoint or tokenizer that cannot be written in the Hugging Face format."""
 
 
+class NoHFCounterpart(ExportError):
+    """A model family that transformers has no class for (e.g. ``tiny_transformer``)."""
+
+
 def export_checkpoint(ckpt_path: Path, meta: dict[str, Any], data_dir: Path, folder: Path) -> list[str]:
     """Write the checkpoint at ``ckpt_path`` with the tokenizer of ``meta`` into ``folder``; return its file names.
 
@@ -100,7 +104,7 @@ def hf_weights(model: torch.nn.Module, module: str, transformers: ModuleType) ->
         config = copy.deepcopy(model.hf.config)
         config.architectures = [type(model.hf).__name__]
         return config, untied(model.hf.state_dict(), config)
-    raise ExportError(
+    raise NoHFCounterpart(
         f"model.module {module!r} has no Hugging Face counterpart; export supports nanogpt, tinyllama, hf_gpt2 "
         "and hf_llama"
     )

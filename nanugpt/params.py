@@ -288,6 +288,9 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
         steps = getattr(params.scheduler, key, 0)
         if steps > training.max_steps:
             problems.append((f"scheduler.{key}", f"must be <= training.max_steps ({training.max_steps}), got {steps}"))
+    data_prime, tokenizer_prime = getattr(params.data, "prime", None), getattr(params.tokenizer, "prime", None)
+    if data_prime is not None and tokenizer_prime is not None and data_prime != tokenizer_prime:
+        problems.append(("tokenizer.prime", f"must equal data.prime ({data_prime}), got {tokenizer_prime}"))
     if params.scaler.module == "keller" and training.grad_clip > 0:
         problems.append(("training.grad_clip", "must be 0 with scaler.module keller, which already normalises each "
                                                f"gradient (clipping would shrink them all), got {training.grad_clip}"))

@@ -9,38 +9,56 @@ names imports nothing.
 from __future__ import annotations
 
 import importlib
+import re
 
 from nanugpt.components import KIND_BASES, ComponentOptions
 
 BUILTIN: dict[str, dict[str, str]] = {
     "data": {
         "tokenized": "nanugpt.data:TokenizedDataOptions",
+        "grokking": "nanugpt.tasks:GrokkingDataOptions",
+        "arithmetic": "nanugpt.tasks:ArithmeticDataOptions",
     },
     "tokenizer": {
         "byte": "nanugpt.tokenizers.byte:ByteTokenizerOptions",
         "char": "nanugpt.tokenizers.char:CharTokenizerOptions",
         "tiktoken": "nanugpt.tokenizers.tiktoken_bpe:TiktokenOptions",
         "hf": "nanugpt.tokenizers.hf:HFTokenizerOptions",
+        "grokking": "nanugpt.tokenizers.grokking:GrokkingTokenizerOptions",
+        "arithmetic": "nanugpt.tokenizers.arithmetic:ArithmeticTokenizerOptions",
     },
     "model": {
         "nanogpt": "nanugpt.models.nanogpt:NanoGPTOptions",
+        "hf_gpt2": "nanugpt.models.hf_models:HFGPT2Options",
+        "hf_llama": "nanugpt.models.hf_models:HFLlamaOptions",
+        "nanogpt_modern": "nanugpt.models.nanogpt_modern:NanoGPTModernOptions",
+        "tinyllama": "nanugpt.models.tinyllama:TinyLlamaOptions",
+        "te_llama3": "nanugpt.models.te_llama3:TELlama3Options",
+        "tiny_transformer": "nanugpt.models.tiny_transformer:TinyTransformerOptions",
     },
     "optimizer": {
         "adamw_nanogpt": "nanugpt.optimizers:AdamWNanoGPTOptions",
         "adamw": "nanugpt.optimizers:AdamWOptions",
+        "muon": "nanugpt.muon:MuonOptions",
     },
     "scheduler": {
         "cosine": "nanugpt.schedulers:CosineOptions",
         "linear": "nanugpt.schedulers:LinearOptions",
         "constant": "nanugpt.schedulers:ConstantOptions",
+        "lr_range_test": "nanugpt.schedulers:LrRangeTestOptions",
     },
     "loss": {
         "autoregressive": "nanugpt.losses:AutoregressiveOptions",
+        "grokking": "nanugpt.losses:GrokkingLossOptions",
+        "arithmetic": "nanugpt.losses:ArithmeticLossOptions",
     },
     "scaler": {
         "amp": "nanugpt.scalers:AmpScalerOptions",
+        "keller": "nanugpt.scalers:KellerScalerOptions",
     },
 }
+
+IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?")
 
 DEFAULT_MODULE: dict[str, str] = {"loss": "autoregressive", "scaler": "amp"}
 
@@ -59,6 +77,8 @@ def resolve(kind: str, module: str) -> type[ComponentOptions]:
     if target is None:
         if "." not in module and ":" not in module:
             raise ComponentNotFound(f"unknown {kind} module {module!r}")
+        if not IMPORT_PATH.fullmatch(module):
+            raise ComponentNotFound(f"{module!r} is not an import path such as 'my_pkg.my_module:MyOptions'")
         target = module
     mod_name, _, attr = target.partition(":") if ":" in target else target.rpartition(".")
     try:

@@ -55,6 +55,8 @@ def test_wrong_type_names_expected_and_found(tmp_path: Path, corpus: Path) -> No
          "training.global_batch_size: must be a multiple of training.device_batch_size (4), got 10"),
         ("data", {"val_fraction": 1.5}, "data.val_fraction: input should be less than 1"),
         ("scaler", {"module": "keller"}, "training.grad_clip: must be 0 with scaler.module keller"),
+        ("scheduler", {"module": "constant", "warmup_steps": 0, "cooldown_steps": 30},
+         "scheduler.cooldown_steps: must be <= training.max_steps (20), got 30"),
     ],
 )
 def test_out_of_range_values(tmp_path: Path, corpus: Path, section: str, values: dict, message: str) -> None:

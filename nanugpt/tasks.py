@@ -1,0 +1,365 @@
+"""Algorithmic tasks as data components: ``grokking`` (``a op b = c`` mod a prime) and ``arithmetic``
+(multi-digit multiplication).
+
+The tokenize stage generates every example of the task as text, encodes it
+with the task's tokenizer (``tokenizer.module`` of the same name) and writes
+each split as fixed-width rows of ``row_length`` tokens (``train.bin``,
+``val.bin``; dtype, row length and counts in ``meta.json``), padded with the
+pad token where examples differ in length. The split depends on
+``data.split_seed`` alone: it is the same on every rank, in every run and for
+every ``general.seed``.
+
+A batch holds whole examples: inputs are ``row[:-1]``, targets are ``row[1:]``
+with every position set to ``IGNORE_INDEX`` except the answer, i.e. the
+tokens after ``=`` that are not padding (grokking: ``c``; arithmetic: the
+digits of the product and the end-of-text token that closes it).
+
+- train: the examples of step ``s`` are drawn, with replacement, from a
+  generator seeded by ``(general.seed, split, s)``; process ``rank`` of
+  ``world_size`` takes micro-batches ``rank, rank + world_size, ...`` of the
+  global batch, as ``nanugpt.data.BatchSource`` does. A pure function of its
+  arguments, so resumed and distributed runs see the same examples.
+- val (any split but train): micro-batch ``k`` (counted over steps,
+  micro-steps and ranks) is the ``k``-th run of ``rows`` examples in split
+  order, the last run shorter, wrapping around; so ``eval.eval_iters =
+  ceil(val_rows / training.device_batch_size)`` evaluates every example
+  exactly once and the reported accuracy is over the whole split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from nanugpt.atomic import atomic_path, write_json
+from nanugpt.components import DataOptions, TokenizerOptions
+from nanugpt.data import DataError, TokenFile
+from nanugpt.errors import UserError
+from nanugpt.tokenizers.arithmetic import EOT
+from nanugpt.tokenizers.grokking import GrokkingTokenizerOptions
+
+IGNORE_INDEX = -100  # the target of every position that is not part of the answer
+SPLITS = ("train", "val")
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+
+Operation = Literal[
+    "x+y", "x-y", "x*y", "x/y", "x^2+y^2", "x^2+xy+y^2", "x^2+xy+y^2+x", "x^3+xy", "x^3+xy^2+x"
+]
+
+
+def _divide(x: np.ndarray, y: np.ndarray, p: int) -> np.ndarray:
+    """x * y^-1 (mod p); y^-1 = y^(p-2) by Fermat's little theorem (p prime, y != 0)."""
+    inverse = np.array([pow(int(v), p - 2, p) for v in range(p)], dtype=np.int64)
+    return x * inverse[y]
+
+
+# operation -> (operator token, c before reduction mod p). Operands are < p <= 10007, so no term overflows int64.
+OPERATIONS: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]]] = {
+    "x+y": ("+", lambda x, y, p: x + y),
+    "x-y": ("-", lambda x, y, p: x - y),
+    "x*y": ("*", lambda x, y, p: x * y),
+    "x/y": ("/", _divide),
+    "x^2+y^2": ("x^2+y^2", lambda x, y, p: x**2 + y**2),
+    "x^2+xy+y^2": ("x^2+xy+y^2", lambda x, y, p: x**2 + x * y + y**2),
+    "x^2+xy+y^2+x": ("x^2+xy+y^2+x", lambda x, y, p: x**2 + x * y + y**2 + x),
+    "x^3+xy": ("x^3+xy", lambda x, y, p: x**3 + x * y),
+    "x^3+xy^2+x": ("x^3+xy^2+x", lambda x, y, p: x**3 + x * y**2 + x),
+}
+
+
+class TaskError(UserError):
+    """Task options that do not fit together (data and tokenizer sections)."""
+
+
+def answer_targets(batch: torch.Tensor, equals_id: int, pad_id: int | None) -> torch.Tensor:
+    """Targets ``batch[:, 1:]`` of rows (B, L) with everything but the answer set to ``IGNORE_INDEX``.
+
+    The answer is every token after the first ``=`` of its row that is not ``pad_id``.
+    """
+    targets = batch[:, 1:]  # (B, L-1): target j is row position j + 1
+    answer = (batch == equals_id).cumsum(dim=1)[:, :-1] > 0  # an '=' at row position <= j
+    if pad_id is not None:
+        answer &= targets != pad_id
+    return torch.where(answer, targets, IGNORE_INDEX)
+
+
+class ExampleBatches:
+    """Whole examples of one split as (inputs, targets) micro-batches, addressed by step (see the module doc)."""
+
+    def __init__(
+        self,
+        examples: np.ndarray,
+        equals_id: int,
+        pad_id: int | None,
+        rows: int,
+        global_rows: int,
+        seed: int,
+        split: str,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.examples = examples  # (N, row_length)
+        self.equals_id = equals_id
+        self.pad_id = pad_id
+        self.rows = rows
+        self.global_rows = global_rows
+        self.seed = seed
+        self.split_id = _SPLIT_IDS[split]
+        self.sampled = split == "train"
+        self.rank = rank
+        self.world_size = world_size
+        self.micro_steps = max(1, global_rows // (rows * world_size))
+        self.runs = math.ceil(len(examples) / rows)  # runs of ``rows`` examples in a walk through the split
+        self._drawn_step: int | None = None
+        self._drawn = np.zeros(0, dtype=np.int64)
+
+    def indices(self, step: int, micro_step: int) -> np.ndarray:
+        """Example numbers of this process's ``micro_step`` of step ``step``."""
+        if not self.sampled:
+            run = ((step * self.micro_steps + micro_step) * self.world_size + self.rank) % self.runs
+            return np.arange(run * self.rows, min((run + 1) * self.rows, len(self.examples)))
+        if self._drawn_step != step:  # the global batch, the same on every rank, drawn once per step
+            rng = np.random.default_rng([self.seed, self.split_id, step])
+            self._drawn = rng.integers(0, len(self.examples), size=self.global_rows)
+            self._drawn_step = step
+        start = (micro_step * self.world_size + self.rank) * self.rows
+        return self._drawn[start : start + self.rows]
+
+    def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (B, row_length - 1) and answer-only targets (B, row_length - 1), int64."""
+        batch = torch.from_numpy(self.examples[self.indices(step, micro_step)].astype(np.int64))  # (B, L)
+        return batch[:, :-1], answer_targets(batch, self.equals_id, self.pad_id)
+
+
+class TaskDataOptions(DataOptions):
+    """Generated examples of an algorithmic task, stored as fixed-width rows (see the module doc)."""
+
+    tokenizer_module: ClassVar[str]
+
+    split_seed: int = Field(0, ge=0, description="seed of the train/val split (independent of general.seed)")
+
+    def examples(self) -> dict[str, list[str]]:
+        """The text of every example of each split, in order."""
+        raise NotImplementedError
+
+    def row_length(self) -> int:
+        """Tokens per row: the longest example."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A one-line description of the generated data (``source`` in meta.json)."""
+        raise NotImplementedError
+
+    def check_tokenizer(self, tokenizer: TokenizerOptions) -> None:
+        """Refuse a tokenizer that cannot write this task's examples."""
+        if tokenizer.module != self.tokenizer_module:
+            raise TaskError(
+                f"data.module {self.module} needs tokenizer.module {self.tokenizer_module}, got {tokenizer.module!r}"
+            )
+
+    def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> dict[str, Any]:
+        """Generate the examples; write ``{train,val}.bin`` as rows of ``row_length()`` tokens and ``meta.json``."""
+        # Imported here so that training, which only reads token files, does not depend on tokenizing code.
+        from nanugpt.tokenize import token_dtype
+
+        self.check_tokenizer(tokenizer)
+        codec = tokenizer.build()
+        texts = self.examples()
+        length = self.row_length()
+        dtype = token_dtype(codec.vocab_size)
+        fill = codec.pad_id if codec.pad_id is not None else 0  # tasks without padding fill every row completely
+        source = hashlib.sha256()  # of the examples as text, one per line, train then val
+        meta: dict[str, Any] = {"source_bytes": 0}
+        for split in SPLITS:
+            rows = np.full((len(texts[split]), length), fill, dtype=dtype.newbyteorder("<"))
+            for i, text in enumerate(texts[split]):
+                ids = codec.encode(text)
+                rows[i, : len(ids)] = ids
+            raw = rows.tobytes()
+            with atomic_path(out_dir / f"{split}.bin") as tmp:
+                tmp.write_bytes(raw)
+            text_bytes = "".join(f"{text}\n" for text in texts[split]).encode("utf-8")
+            source.update(text_bytes)
+            meta["source_bytes"] += len(text_bytes)
+            meta[f"{split}_rows"] = len(rows)
+            meta[f"{split}_tokens"] = rows.size
+            meta[f"{split}_sha256"] = hashlib.sha256(raw).hexdigest()
+        meta.update({
+            "tokenizer": tokenizer.model_dump(mode="json"),
+            "tokenizer_name": codec.name,
+            "vocab_size": codec.vocab_size,
+            "vocab": codec.vocab(),
+            "eot_id": codec.eot_id,
+            "pad_id": codec.pad_id,
+            "equals_id": codec.equals_id,
+            "dtype": dtype.name,
+            "row_length": length,
+            "data": self.model_dump(mode="json"),
+            "source": self.describe(),
+            "source_sha256": source.hexdigest(),
+        })
+        write_json(out_dir / "meta.json", meta)
+        return meta
+
+    def batches(self, data_dir: Path, meta: dict[str, Any], split: str, context_length: int, rows: int,
+                global_rows: int, seed: int, rank: int = 0, world_size: int = 1) -> ExampleBatches | None:
+        """Whole examples of ``split`` (see the module doc); refuses token files written for other options."""
+        if meta.get("data") != self.model_dump(mode="json"):
+            raise DataError(
+                f"{data_dir}/meta.json was written for data {meta.get('data')}, but params say data "
+                f"{self.model_dump(mode='json')}; re-run the tokenize stage"
+            )
+        token_file = TokenFile(data_dir / f"{split}.bin", meta, split)
+        if token_file.n_tokens == 0:
+            return None
+        length = meta["row_length"]
+        if context_length < length - 1:
+            raise DataError(
+                f"model.context_length ({context_length}) is shorter than the {length - 1} input tokens of a "
+                f"{self.module} example; set model.context_length to {length - 1}"
+            )
+        examples = token_file.tokens.reshape(-1, length)
+        return ExampleBatches(examples, meta["equals_id"], meta["pad_id"], rows, global_rows, seed, split, rank,
+                              world_size)
+
+
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, math.isqrt(n) + 1))
+
+
+class GrokkingDataOptions(TaskDataOptions):
+    """Every ``a op b = c (mod prime)``, split at random into train and val (Power et al., 2022)."""
+
+    tokenizer_module: ClassVar[str] = "grokking"
+
+    prime: int = Field(97, ge=2, le=10007, description="the prime modulus p; examples are all pairs 0 <= a, b < p")
+    operation: Operation = Field(
+        "x/y", description="c as a function of a (x) and b (y), mod p; x/y is x times y's inverse, with y != 0"
+    )
+    train_fraction: float = Field(0.5, gt=0, lt=1, description="share of all pairs in the train split; the rest is val")
+
+    @field_validator("prime")
+    @classmethod
+    def _prime(cls, value: int) -> int:
+        if not _is_prime(value):
+            raise ValueError("must be a prime (division and the modular group need one)")
+        return value
+
+    @model_validator(mode="after")
+    def _both_splits(self) -> GrokkingDataOptions:
+        n = self.n_examples()
+        n_train = self.n_train()
+        if not 0 < n_train < n:
+            raise ValueError(
+                f"train_fraction {self.train_fraction} of the {n} examples leaves {n_train} for train and "
+                f"{n - n_train} for val; both need at least one: pick a fraction between {1 / n:.4g} and "
+                f"{1 - 1 / n:.4g}"
+            )
+        return self
+
+    def n_examples(self) -> int:
+        """All pairs (a, b): p * p, or p * (p - 1) for division (b != 0)."""
+        return self.prime * (self.prime - (self.operation == "x/y"))
+
+    def n_train(self) -> int:
+        """Examples in the train split: ``floor(train_fraction * n_examples)``."""
+        return int(self.train_fraction * self.n_examples())
+
+    def equations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(a, b, c)`` of every example, a-major then b, with ``c = a op b mod p``."""
+        p = self.prime
+        first_b = 1 if self.operation == "x/y" else 0
+        a, b = (grid.ravel() for grid in np.meshgrid(np.arange(p), np.arange(first_b, p), indexing="ij"))
+        c = np.mod(OPERATIONS[self.operation][1](a, b, p), p)
+        return a, b, c
+
+    def split_order(self) -> dict[str, np.ndarray]:
+        """Example numbers (into ``equations()``) of each split: a permutation seeded by ``split_seed``."""
+        order = np.random.default_rng(self.split_seed).permutation(self.n_examples())
+        return {"train": order[: self.n_train()], "val": order[self.n_train() :]}
+
+    def examples(self) -> dict[str, list[str]]:
+        symbol = OPERATIONS[self.operation][0]
+        a, b, c = (column.tolist() for column in self.equations())
+        return {
+            split: [f"{a[i]} {symbol} {b[i]} = {c[i]}" for i in order] for split, order in self.split_order().items()
+        }
+
+    def row_length(self) -> int:
+        return 5  # a op b = c
+
+    def describe(self) -> str:
+        return f"grokking: every {self.operation} mod {self.prime}"
+
+    def check_tokenizer(self, tokenizer: TokenizerOptions) -> None:
+        super().check_tokenizer(tokenizer)
+        if isinstance(tokenizer, GrokkingTokenizerOptions) and tokenizer.prime != self.prime:
+            raise TaskError(
+                f"tokenizer.prime ({tokenizer.prime}) differs from data.prime ({self.prime}); "
+                "set both to the same prime"
+            )
+
+
+class ArithmeticDataOptions(TaskDataOptions):
+    """Multiplication problems ``a*b=c`` with up to ``digits`` digits per operand, sampled without repeats."""
+
+    tokenizer_module: ClassVar[str] = "arithmetic"
+
+    digits: int = Field(3, ge=1, le=9, description="operands are uniform over 0 .. 10^digits - 1")
+    train_problems: int = Field(100_000, gt=0, description="problems in the train split")
+    val_problems: int = Field(1_000, description="problems in the val split (>= 1), none of them in train")
+    reverse_answer: bool = Field(
+        False, description="write the product least-significant digit first, which small models learn more easily"
+    )
+
+    @field_validator("val_problems")
+    @classmethod
+    def _val_not_empty(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("the validation split must not be empty: set it to 1 or more")
+        return value
+
+    @model_validator(mode="after")
+    def _enough_problems(self) -> ArithmeticDataOptions:
+        distinct = 10 ** (2 * self.digits)
+        wanted = self.train_problems + self.val_problems
+        if wanted > distinct:
+            raise ValueError(
+                f"train_problems + val_problems ({wanted}) exceeds the {distinct} distinct problems with "
+                f"{self.digits}-digit operands; lower them or raise digits"
+            )
+        return self
+
+    def operands(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``(a, b)`` of each split: distinct pairs drawn by a generator seeded by ``split_seed``."""
+        base = 10**self.digits
+        drawn = np.random.default_rng(self.split_seed).choice(
+            base * base, size=self.train_problems + self.val_problems, replace=False
+        )
+        parts = {"train": drawn[: self.train_problems], "val": drawn[self.train_problems :]}
+        return {split: (pairs // base, pairs % base) for split, pairs in parts.items()}
+
+    def answer(self, a: int, b: int) -> str:
+        """The product's digits as written in an example (reversed when ``reverse_answer``)."""
+        product = str(a * b)
+        return product[::-1] if self.reverse_answer else product
+
+    def examples(self) -> dict[str, list[str]]:
+        return {
+            split: [f"{x}*{y}={self.answer(x, y)}{EOT}" for x, y in zip(a.tolist(), b.tolist())]
+            for split, (a, b) in self.operands().items()
+        }
+
+    def row_length(self) -> int:
+        return 4 * self.digits + 3  # digits, '*', digits, '=', 2 * digits, end-of-text
+
+    def describe(self) -> str:
+        order = ", answers reversed" if self.reverse_answer else ""
+        return f"arithmetic: multiplication of up to {self.digits}-digit numbers{order}"
