@@ -144,8 +144,9 @@ def test_wandb_offline_logs_params_metrics_and_no_environment(tmp_path: Path, co
     params, data = prepare(tmp_path, corpus, logging={"wandb": True})
     train.run(params, data_root=data, out_dir=tmp_path / "out")
     samples = generate.run(params, data_root=data, out_dir=tmp_path / "out")
-    runs = list((tmp_path / "out").rglob("offline-run-*"))
-    assert len({run.name.rsplit("-", 1)[-1] for run in runs}) == 1, "generate logs to the training run"
+    runs = [run for run in (tmp_path / "out").rglob("offline-run-*") if run.is_dir()]
+    run_ids = {record.stem.removeprefix("run-") for run in runs for record in run.glob("*.wandb")}
+    assert len(run_ids) == 1, f"generate logs to the training run, got runs {run_ids}"
     files = [p for run in runs for p in run.rglob("*") if p.is_file()]
     assert len(runs) == 2 and sum(p.suffix == ".wandb" for p in files) == 2  # train, then generate's samples
     for path in files:
