@@ -59,7 +59,7 @@ def evaluate_checkpoint(params: Params, ckpt_path: Path, data_dir: Path) -> dict
     rows = params.training.device_batch_size
     metrics: dict[str, Any] = {"step": state["step"], "tokens_seen": state["tokens_seen"]}
     for split in ("val", "test"):
-        if not (data_dir / f"{split}.bin").exists():
+        if split == "test" and not (data_dir / "test.bin").exists():  # a test split is optional
             continue
         batches = trained.data.batches(data_dir, meta, split, trained.model.context_length, rows, rows,
                                        params.general.seed)

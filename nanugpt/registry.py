@@ -16,6 +16,7 @@ from nanugpt.components import KIND_BASES, ComponentOptions
 BUILTIN: dict[str, dict[str, str]] = {
     "data": {
         "tokenized": "nanugpt.data:TokenizedDataOptions",
+        "hf_dataset": "nanugpt.streaming:HFDatasetOptions",
         "grokking": "nanugpt.tasks:GrokkingDataOptions",
         "arithmetic": "nanugpt.tasks:ArithmeticDataOptions",
     },
