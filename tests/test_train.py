@@ -37,7 +37,7 @@ def test_loss_falls_and_outputs_written(tmp_path: Path, corpus: Path) -> None:
     assert summary["val_loss"] is not None and summary["step"] == 60
     assert (tmp_path / "out" / "run_info.json").exists()
     kept = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
-    assert kept == ["last.pt"] + [f"step-{s:07d}.pt" for s in (20, 30, 40, 50, 60)]  # keep_last: 5
+    assert kept == ["best.pt", "last.pt"] + [f"step-{s:07d}.pt" for s in (20, 30, 40, 50, 60)]  # keep_last: 5
 
 
 def test_checkpoint_holds_plain_values_and_round_trips(tmp_path: Path, corpus: Path) -> None:
@@ -84,7 +84,7 @@ def test_resume_auto_ignores_checkpoint_of_other_params(tmp_path: Path, corpus: 
         train.run(other, data_root=data, out_dir=tmp_path / "out")
         printed = capsys.readouterr().out
         assert "trained with different params; starting from step 0" in printed
-        assert "removed 3 checkpoint files of an earlier run" in printed  # last.pt + step 10 and 20
+        assert "removed 4 checkpoint files of an earlier run" in printed  # last.pt, best.pt, step 10 and 20
     assert train.run(other, data_root=data, out_dir=tmp_path / "out")["step"] == 30  # resumed at the end: no work
 
 

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from pydantic import Field
 
 from nanugpt.components import TokenizerOptions
@@ -108,6 +109,10 @@ class TiktokenTokenizer:
     def encode(self, text: str) -> list[int]:
         """Ids of ``text``; special-token text is encoded as ordinary text."""
         return self.encoding.encode_ordinary(text)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """``encode`` as a uint32 array, without a Python list in between (what the tokenize stage uses)."""
+        return self.encoding.encode_to_numpy(text, disallowed_special=())
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.encoding.decode(list(ids), errors="replace")
