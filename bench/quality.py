@@ -86,7 +86,7 @@ def main() -> None:
         sys.exit("give --corpus PATH or set NANUGPT_TINYSHAKESPEARE to a copy of Tiny Shakespeare")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        tokenize.run(recipe("nanogpt", Path(args.corpus), 1), data_root=root / "data")
+        tokenize.run(recipe("nanogpt", Path(args.corpus), args.steps), data_root=root / "data")
         results = {"nanogpt": run(recipe("nanogpt", Path(args.corpus), args.steps), root / "data", root / "a")}
         results["modern_same_tokens"] = run(recipe("modern", Path(args.corpus), args.steps), root / "data", root / "b")
         step_seconds = results["modern_same_tokens"]["seconds"] / args.steps
