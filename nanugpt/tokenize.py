@@ -310,7 +310,8 @@ def _write_tokens(
             write(split, ids)
             progress.update(len(payload))
 
-        if workers > 1 and large:
+        # Bytes need no encoding work (one frombuffer): a pool would only add pickling and memory.
+        if workers > 1 and large and not isinstance(tokenizer, ByteTokenizer):
             pool = stack.enter_context(
                 multiprocessing.get_context("fork").Pool(
                     workers, initializer=_init_worker, initargs=(options.model_dump(), vocab)
