@@ -56,6 +56,22 @@ def dropout_layer(p: float) -> nn.Module:
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
+class DecoderMixin:
+    """FLOP count and KV cache of a decoder whose ``opts`` has n_layer, n_embd and context_length
+    and which counts its matmul weights with ``num_params()``."""
+
+    opts: ModelOptions
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM appendix B)."""
+        o = self.opts
+        return 6 * self.num_params() + 12 * o.n_layer * o.n_embd * o.context_length
+
+    def new_cache(self) -> KVCache:
+        """An empty key/value cache for ``forward`` during generation."""
+        return KVCache(self.opts.n_layer)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, opts: NanoGPTOptions):
         super().__init__()
@@ -108,7 +124,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT(nn.Module):
+class GPT(DecoderMixin, nn.Module):
     """Token ids (B, T) -> logits (B, T, padded vocab)."""
 
     def __init__(self, opts: NanoGPTOptions, vocab_size: int):
@@ -146,15 +162,6 @@ class GPT(nn.Module):
         """Parameter count; position embeddings excluded by default, as in FLOP estimates."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
-
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM appendix B)."""
-        o = self.opts
-        return 6 * self.num_params() + 12 * o.n_layer * o.n_embd * o.context_length
-
-    def new_cache(self) -> KVCache:
-        """An empty key/value cache for :meth:`forward` during generation."""
-        return KVCache(self.opts.n_layer)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T = idx.shape

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field, ValidationInfo, field_validator
 
 from nanugpt.components import ModelOptions
-from nanugpt.models.nanogpt import KVCache
+from nanugpt.models.nanogpt import DecoderMixin, KVCache
 from nanugpt.models.tinyllama import RotaryEmbedding, apply_rotary, causal_attention
 
 
@@ -107,7 +107,7 @@ class Block(nn.Module):
         return x + self.mlp(rms_norm(x))
 
 
-class ModernGPT(nn.Module):
+class ModernGPT(DecoderMixin, nn.Module):
     """Token ids (B, T) -> logits (B, T, padded vocab)."""
 
     def __init__(self, opts: NanoGPTModernOptions, vocab_size: int):
@@ -135,15 +135,6 @@ class ModernGPT(nn.Module):
         """Parameter count; the token embedding (a lookup, not a matmul) excluded by default."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wte.weight.numel() if non_embedding else n
-
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM appendix B)."""
-        o = self.opts
-        return 6 * self.num_params() + 12 * o.n_layer * o.n_embd * o.context_length
-
-    def new_cache(self) -> KVCache:
-        """An empty key/value cache for :meth:`forward` during generation."""
-        return KVCache(self.opts.n_layer)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         T = idx.size(1)

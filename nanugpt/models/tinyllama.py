@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field, ValidationInfo, field_validator
 
 from nanugpt.components import ModelOptions
-from nanugpt.models.nanogpt import KVCache
+from nanugpt.models.nanogpt import DecoderMixin, KVCache
 
 
 class TinyLlamaOptions(ModelOptions):
@@ -211,7 +211,7 @@ class LlamaBody(nn.Module):
         return self.norm(x)  # (B, T, C)
 
 
-class TinyLlama(nn.Module):
+class TinyLlama(DecoderMixin, nn.Module):
     """Token ids (B, T) -> logits (B, T, padded vocab), with Hugging Face ``LlamaForCausalLM`` names."""
 
     def __init__(self, opts: TinyLlamaOptions, vocab_size: int):
@@ -260,15 +260,6 @@ class TinyLlama(nn.Module):
         if non_embedding and not self.opts.tie_word_embeddings:
             n -= self.model.embed_tokens.weight.numel()
         return n
-
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM appendix B)."""
-        o = self.opts
-        return 6 * self.num_params() + 12 * o.n_layer * o.n_embd * o.context_length
-
-    def new_cache(self) -> KVCache:
-        """An empty key/value cache for :meth:`forward` during generation."""
-        return KVCache(self.opts.n_layer)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         past = cache.length if cache is not None else 0
