@@ -26,11 +26,11 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from nanugpt.components import ModelOptions
 from nanugpt.models.nanogpt import DecoderMixin, KVCache
-from nanugpt.models.tinyllama import RotaryEmbedding, apply_rotary, causal_attention
+from nanugpt.models.tinyllama import RotaryEmbedding, apply_rotary, causal_attention, even_rotary_head_size
 
 
 class NanoGPTModernOptions(ModelOptions):
@@ -45,15 +45,7 @@ class NanoGPTModernOptions(ModelOptions):
     )
     pad_vocab_to: int = Field(64, gt=0, description="round the vocabulary up to a multiple of this")
 
-    @field_validator("n_embd")
-    @classmethod
-    def _even_head_size(cls, n_embd: int, info: ValidationInfo) -> int:
-        n_head = info.data.get("n_head")
-        if n_head is not None and (n_embd % n_head or (n_embd // n_head) % 2):
-            raise ValueError(
-                f"must be n_head ({n_head}) x an even head size (rotary embeddings turn pairs of dimensions)"
-            )
-        return n_embd
+    _even_head_size = field_validator("n_embd")(even_rotary_head_size)
 
     def build(self, vocab_size: int) -> "ModernGPT":
         return ModernGPT(self, vocab_size)

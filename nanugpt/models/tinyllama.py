@@ -29,6 +29,14 @@ from nanugpt.components import ModelOptions
 from nanugpt.models.nanogpt import DecoderMixin, KVCache
 
 
+def even_rotary_head_size(cls: type, n_embd: int, info: ValidationInfo) -> int:
+    """Validator of ``n_embd`` for rotary models: n_head times an even head size."""
+    n_head = info.data.get("n_head")
+    if n_head is not None and (n_embd % n_head or (n_embd // n_head) % 2):
+        raise ValueError(f"must be n_head ({n_head}) x an even head size (rotary embeddings turn pairs of dimensions)")
+    return n_embd
+
+
 class TinyLlamaOptions(ModelOptions):
     """Llama-style decoder: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, optional tied head."""
 
@@ -59,15 +67,7 @@ class TinyLlamaOptions(ModelOptions):
             )
         return n_kv_head
 
-    @field_validator("n_embd")
-    @classmethod
-    def _even_head_size(cls, n_embd: int, info: ValidationInfo) -> int:
-        n_head = info.data.get("n_head")
-        if n_head is not None and (n_embd % n_head or (n_embd // n_head) % 2):
-            raise ValueError(
-                f"must be n_head ({n_head}) x an even head size (rotary embeddings turn pairs of dimensions)"
-            )
-        return n_embd
+    _even_head_size = field_validator("n_embd")(even_rotary_head_size)
 
     @property
     def kv_heads(self) -> int:
