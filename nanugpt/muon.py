@@ -14,9 +14,12 @@ and every scalar or vector (norm gains, biases).
 
 Learning rates and the schedule: the train loop sets every param group's
 ``lr`` to ``optimizer.lr * factor(step)``. Each group also holds ``lr_ratio``
-and steps with ``group["lr"] * group["lr_ratio"]``: 1 for the Muon group and
-``adamw_lr / lr`` for the AdamW groups, so the schedule scales both and their
-ratio stays as configured.
+and steps with ``group["lr"] * group["lr_ratio"]``: 1 for the Muon group,
+``embed_lr / lr`` for the embedding tables and ``adamw_lr / lr`` for the other
+AdamW groups, so the schedule scales all of them and their ratios stay as
+configured. Embeddings get an lr of their own because a table whose rows are
+normalised before use (``nanogpt_modern``) learns at the pace of lr / row
+scale, and its rows start at unit scale, far above the head's.
 
 With ``torch.distributed`` initialised and more than one process, the
 Newton-Schulz work is sharded: each rank orthogonalises a slice of the
@@ -61,6 +64,9 @@ class MuonOptions(OptimizerOptions):
     nesterov: bool = Field(True, description="Nesterov momentum (orthogonalise g + momentum * buffer)")
     ns_steps: int = Field(5, gt=0, description="Newton-Schulz iterations per update")
     adamw_lr: float = Field(3e-3, gt=0, description="peak lr of the AdamW groups; the schedule scales it like lr")
+    embed_lr: float | None = Field(
+        None, gt=0, description="peak lr of the embedding tables (AdamW); null = adamw_lr"
+    )
     adamw_betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW (beta1, beta2), each in [0, 1)")
     adamw_eps: float = Field(1e-8, gt=0, description="AdamW denominator epsilon")
     weight_decay: float = Field(
@@ -77,27 +83,33 @@ class MuonOptions(OptimizerOptions):
     def build(self, model: nn.Module, device_type: str) -> Muon:
         """Split the model's parameters into Muon and AdamW groups and return the optimizer."""
         split = split_params(model)
-        adamw = {"kind": "adamw", "lr": self.lr, "lr_ratio": self.adamw_lr / self.lr,
-                 "betas": self.adamw_betas, "eps": self.adamw_eps}
+        adamw = {"kind": "adamw", "lr": self.lr, "betas": self.adamw_betas, "eps": self.adamw_eps}
+        embed_lr = self.embed_lr if self.embed_lr is not None else self.adamw_lr
         groups = [
             {"kind": "muon", "params": split["muon"], "lr": self.lr, "lr_ratio": 1.0,
              "weight_decay": self.weight_decay, "momentum": self.momentum, "momentum_start": self.momentum_start,
              "momentum_warmup_steps": self.momentum_warmup_steps, "nesterov": self.nesterov,
              "ns_steps": self.ns_steps},
-            {**adamw, "params": split["adamw_decay"], "weight_decay": self.weight_decay},
-            {**adamw, "params": split["adamw_no_decay"], "weight_decay": 0.0},
+            {**adamw, "params": split["embedding"], "lr_ratio": embed_lr / self.lr, "weight_decay": self.weight_decay},
+            {**adamw, "params": split["adamw_decay"], "lr_ratio": self.adamw_lr / self.lr,
+             "weight_decay": self.weight_decay},
+            {**adamw, "params": split["adamw_no_decay"], "lr_ratio": self.adamw_lr / self.lr, "weight_decay": 0.0},
         ]
         return Muon([g for g in groups if g["params"]], lr=self.lr)
 
 
 def split_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters by destination: ``muon`` (2-D hidden matrices), ``adamw_decay`` (embeddings,
-    output head, other matrices of 3 or more dims) and ``adamw_no_decay`` (scalars and vectors).
+    """Trainable parameters by destination: ``muon`` (2-D hidden matrices), ``embedding`` (tables of
+    ``nn.Embedding`` modules), ``adamw_decay`` (the output head, matrices of 3 or more dims) and
+    ``adamw_no_decay`` (scalars and vectors).
 
     Each parameter appears once, in ``model.parameters()`` order (a tied head is its embedding).
     """
+    embeddings: set[int] = set()
     not_hidden: set[int] = set()
     for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding):
+            embeddings.update(id(p) for p in module.parameters(recurse=False))
         if isinstance(module, nn.Embedding) or name.rsplit(".", 1)[-1] in HEAD_MODULE_NAMES:
             not_hidden.update(id(p) for p in module.parameters(recurse=False))
     output_embeddings = getattr(model, "get_output_embeddings", None)
@@ -105,11 +117,13 @@ def split_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     if isinstance(head, nn.Module):
         not_hidden.update(id(p) for p in head.parameters(recurse=False))
 
-    split: dict[str, list[nn.Parameter]] = {"muon": [], "adamw_decay": [], "adamw_no_decay": []}
+    split: dict[str, list[nn.Parameter]] = {"muon": [], "embedding": [], "adamw_decay": [], "adamw_no_decay": []}
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        if p.dim() < 2:
+        if id(p) in embeddings:
+            split["embedding"].append(p)
+        elif p.dim() < 2:
             split["adamw_no_decay"].append(p)
         elif p.dim() == 2 and id(p) not in not_hidden:
             split["muon"].append(p)
@@ -124,9 +138,9 @@ def newton_schulz(g: torch.Tensor, steps: int, dtype: torch.dtype = torch.float3
     Returns ``U f(S) V^T`` for ``g = U S V^T`` in ``dtype``, where ``f`` is the quintic NS polynomial
     iterated ``steps`` times on singular values scaled by the Frobenius norm (see NS_COEFFICIENTS).
     bfloat16 suits GPUs (tensor cores; the iteration corrects its own rounding); float32 suits CPUs,
-    most of which multiply bfloat16 matrices far slower than float32.
+    most of which multiply bfloat16 matrices far slower than float32. In float32, matrices far from
+    square take the cheaper of the two equal computations (see ``gram_iterations_are_cheaper``).
     """
-    a, b, c = NS_COEFFICIENTS
     x = g.to(dtype)
     batched = x.dim() == 3
     if not batched:
@@ -135,13 +149,59 @@ def newton_schulz(g: torch.Tensor, steps: int, dtype: torch.dtype = torch.float3
     if not wide:  # iterate on the (k, small, large) side: X X^T is then the smaller Gram matrix
         x = x.mT
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # all singular values now <= 1
+    m, n = x.shape[-2:]
+    if dtype == torch.float32 and gram_iterations_are_cheaper(m, n, steps):
+        x = _gram_iterations(x, steps)
+    else:
+        x = _direct_iterations(x, steps)
+    if not wide:
+        x = x.mT
+    return x if batched else x.squeeze(0)
+
+
+def _direct_iterations(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """``steps`` NS iterations on (k, m, n) ``x`` (m <= n): X <- a X + (b A + c A^2) X with A = X X^T."""
+    a, b, c = NS_COEFFICIENTS
     for _ in range(steps):
         gram = x @ x.mT  # (k, m, m)
         poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
         x = torch.baddbmm(x, poly, x, beta=a)  # a X + (b A + c A^2) X
-    if not wide:
-        x = x.mT
-    return x if batched else x.squeeze(0)
+    return x
+
+
+def _gram_iterations(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The same iterations as ``_direct_iterations``, carried out on (k, m, m) matrices only.
+
+    Every iterate is ``X_i = Q_i X_0`` with ``Q_i`` a polynomial in ``A_0 = X_0 X_0^T``, so all the
+    matrices involved are symmetric and commute: ``P_i = a I + b A_i + c A_i^2``, ``Q_{i+1} = P_i Q_i``
+    and ``A_{i+1} = X_{i+1} X_{i+1}^T = P_i A_i P_i``. Only the first Gram matrix and the final
+    ``Q X_0`` touch the long side n, which makes this cheaper when n is a few times m.
+    """
+    a, b, c = NS_COEFFICIENTS
+
+    def polynomial(gram: torch.Tensor) -> torch.Tensor:
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
+        poly.diagonal(dim1=-2, dim2=-1).add_(a)  # a I + b A + c A^2
+        return poly
+
+    gram = x @ x.mT  # (k, m, m)
+    q = poly = polynomial(gram)
+    for _ in range(steps - 1):
+        gram = poly @ gram @ poly
+        poly = polynomial(gram)
+        q = poly @ q
+    return q @ x  # (k, m, n)
+
+
+def gram_iterations_are_cheaper(m: int, n: int, steps: int) -> bool:
+    """Whether ``_gram_iterations`` needs fewer FLOPs than ``_direct_iterations`` for (m, n), m <= n.
+
+    Direct: each step multiplies X X^T, A^2 and P X, ``steps * (4 m^2 n + 2 m^3)``. Gram: X X^T and the
+    final Q X once (``4 m^2 n``) plus ``4 steps - 3`` (m, m) products.
+    """
+    direct = steps * (4 * m * m * n + 2 * m**3)
+    gram = 4 * m * m * n + (4 * steps - 3) * 2 * m**3
+    return gram < direct
 
 
 def shape_scale(shape: torch.Size) -> float:

@@ -14,7 +14,15 @@ import torch.multiprocessing as mp
 from conftest import tiny_params, write_params
 from torch import nn
 
-from nanugpt.muon import NS_COEFFICIENTS, Muon, newton_schulz, split_params
+from nanugpt.muon import (
+    NS_COEFFICIENTS,
+    Muon,
+    _direct_iterations,
+    _gram_iterations,
+    gram_iterations_are_cheaper,
+    newton_schulz,
+    split_params,
+)
 from nanugpt.params import Params, load_params, validate_params
 from stages import tokenize, train
 
@@ -50,7 +58,7 @@ def ns_band(steps: int, smallest: float) -> tuple[float, float]:
     return x.min().item(), x.max().item()
 
 
-@pytest.mark.parametrize("shape", [(128, 512), (512, 128)])
+@pytest.mark.parametrize("shape", [(128, 512), (512, 128), (96, 128)])  # Gram iterations, Gram, direct
 def test_newton_schulz_singular_values_near_one(shape: tuple[int, int]) -> None:
     # NS multiplies G = U S V^T by polynomials of G G^T, so it keeps U and V and maps each singular value
     # s / |G|_F through the scalar quintic 5 times. For a Gaussian 128 x 512 matrix s / |G|_F >= ~0.04;
@@ -71,6 +79,18 @@ def test_newton_schulz_singular_values_near_one(shape: tuple[int, int]) -> None:
     torch.testing.assert_close(out.double(), u @ torch.diag(x) @ vh, atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("steps", [1, 3, 5])
+def test_gram_iterations_equal_direct_ones(steps: int) -> None:
+    x = torch.randn(3, 64, 256, generator=torch.Generator().manual_seed(2))
+    x = x / x.norm(dim=(-2, -1), keepdim=True)
+    torch.testing.assert_close(_gram_iterations(x, steps), _direct_iterations(x, steps), atol=2e-6, rtol=0)
+
+
+def test_gram_iterations_are_chosen_only_where_they_save_flops() -> None:
+    assert gram_iterations_are_cheaper(128, 512, 5) and gram_iterations_are_cheaper(128, 384, 3)
+    assert not gram_iterations_are_cheaper(128, 128, 5) and not gram_iterations_are_cheaper(128, 160, 5)
+
+
 def test_newton_schulz_in_bfloat16_stays_in_the_band() -> None:
     # what GPUs run: bf16 rounding (2^-8) is corrected by the next iteration, so only the last one's shows
     g = torch.randn(64, 256, generator=torch.Generator().manual_seed(1))
@@ -82,13 +102,15 @@ def test_newton_schulz_in_bfloat16_stays_in_the_band() -> None:
 def test_split_puts_embeddings_head_and_vectors_in_adamw() -> None:
     model, optimizer = muon_setup()
     names = {id(p): n for n, p in model.named_parameters()}
-    groups = {(g["kind"], g["weight_decay"] > 0): sorted(names[id(p)] for p in g["params"])
-              for g in optimizer.param_groups}
+    groups = [(g["kind"], g["weight_decay"] > 0, sorted(names[id(p)] for p in g["params"]))
+              for g in optimizer.param_groups]
     hidden = [f"transformer.h.{i}.{m}.weight" for i in (0, 1)
               for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
-    assert groups[("muon", True)] == sorted(hidden)
-    assert groups[("adamw", True)] == ["transformer.wpe.weight", "transformer.wte.weight"]  # head tied to wte
-    assert groups[("adamw", False)] == sorted(n for n, p in model.named_parameters() if p.dim() == 1)
+    assert groups == [
+        ("muon", True, sorted(hidden)),
+        ("adamw", True, ["transformer.wpe.weight", "transformer.wte.weight"]),  # embeddings; the head is tied to wte
+        ("adamw", False, sorted(n for n, p in model.named_parameters() if p.dim() == 1)),
+    ]
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
 
 
@@ -112,7 +134,7 @@ def test_split_finds_untied_and_hf_style_heads_by_module_not_shape() -> None:
     for model, head in ((Untied(), "lm_head.weight"), (HFStyle(), "out.weight")):
         names = {id(p): n for n, p in model.named_parameters()}
         split = {k: sorted(names[id(p)] for p in v) for k, v in split_params(model).items()}
-        assert split == {"muon": ["hidden.weight"], "adamw_decay": sorted(["embed.weight", head]),
+        assert split == {"muon": ["hidden.weight"], "embedding": ["embed.weight"], "adamw_decay": [head],
                          "adamw_no_decay": ["hidden.bias"]}
 
 
@@ -123,7 +145,7 @@ def test_adamw_groups_step_like_torch_adamw_at_their_own_lr() -> None:
     reference = copy.deepcopy(model)
     split = split_params(reference)
     factor = 0.5
-    groups = [{"params": split["adamw_decay"], "weight_decay": 0.01},
+    groups = [{"params": split["embedding"] + split["adamw_decay"], "weight_decay": 0.01},
               {"params": split["adamw_no_decay"], "weight_decay": 0.0}]
     torch_adamw = torch.optim.AdamW(groups, lr=3e-3 * factor, betas=(0.9, 0.95), eps=1e-8)
     for step in range(3):
@@ -136,6 +158,18 @@ def test_adamw_groups_step_like_torch_adamw_at_their_own_lr() -> None:
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         if p.dim() != 2 or "wte" in name or "wpe" in name:
             torch.testing.assert_close(p, q, msg=name)
+
+
+def test_embeddings_step_at_embed_lr_and_the_rest_at_adamw_lr() -> None:
+    # AdamW's first step moves every element by lr (|m / sqrt(v)| = 1 after bias correction)
+    model, optimizer = muon_setup(embed_lr=0.1, weight_decay=0.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    set_grads(model, 0)
+    optimizer.step()
+    moved = {n: (p - before[n]).abs() for n, p in model.named_parameters()}
+    torch.testing.assert_close(moved["transformer.wte.weight"], torch.full_like(moved["transformer.wte.weight"], 0.1))
+    bias = moved["transformer.h.0.attn.c_attn.bias"]
+    torch.testing.assert_close(bias, torch.full_like(bias, 3e-3))
 
 
 def test_momentum_warms_up_from_momentum_start() -> None:
