@@ -20,10 +20,10 @@ from conftest import tiny_params
 
 from nanugpt.errors import UserError
 from nanugpt.generate import sample
-from nanugpt.models.nanogpt_modern import NanoGPTModernOptions
+from nanugpt.models.nanogpt_modern import NanoGPTModernOptions, relu_squared, rms_norm
 from nanugpt.models.te_llama3 import TE_INSTALL, TELlama3Options, unavailable_reason
 from nanugpt.models.tiny_transformer import TinyTransformerOptions
-from nanugpt.models.tinyllama import TinyLlamaOptions
+from nanugpt.models.tinyllama import TinyLlamaOptions, apply_rotary
 from nanugpt.params import GenerateParams, Params, ParamsError, validate_params
 from stages import tokenize, train
 
@@ -153,6 +153,38 @@ def test_nanogpt_modern_recipe() -> None:
     logits = randomize(model)(torch.randint(0, VOCAB, (2, 8)))
     assert logits.abs().max() <= 15.0  # the default soft cap
     assert build("nanogpt_modern", logit_softcap=None).opts.logit_softcap is None
+
+
+def test_nanogpt_modern_hand_written_gradients_are_autograd_s() -> None:
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(rms_norm, (x,))
+    assert torch.autograd.gradcheck(relu_squared, (x,))
+    y = torch.randn(4, 16, 32)
+    torch.testing.assert_close(rms_norm(y), F.rms_norm(y, (32,)))
+    torch.testing.assert_close(relu_squared(y), F.relu(y).square())
+
+
+def test_nanogpt_modern_attention_is_the_textbook_one() -> None:
+    # q, k, v are the three C-wide slices of c_attn, split into heads; QK-norm, then RoPE, then causal SDPA
+    model = randomize(build("nanogpt_modern"))
+    attn, (B, T, C, nh) = model.transformer.h[0].attn, (2, 8, 32, 2)
+    x = torch.randn(B, T, C, generator=torch.Generator().manual_seed(3))
+    cos, sin = model.rotary(0, T)
+    q, k, v = (t.view(B, T, nh, C // nh).transpose(1, 2) for t in attn.c_attn(x).split(C, dim=2))
+    q, k = (apply_rotary(F.rms_norm(t, (C // nh,)), cos, sin) for t in (q, k))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+    torch.testing.assert_close(attn(x, cos, sin), attn.c_proj(y))
+
+
+def test_nanogpt_modern_attention_scale() -> None:
+    # QK-norm makes every q.k at most head size: the default scale 1/sqrt(hs) caps attention logits at
+    # sqrt(hs); attn_scale sets the multiplier, and 1/sqrt(hs) given explicitly is the default
+    idx = torch.randint(0, VOCAB, (2, 8), generator=torch.Generator().manual_seed(0))
+    default = randomize(build("nanogpt_modern"))(idx)
+    explicit = randomize(build("nanogpt_modern", attn_scale=(32 / 2) ** -0.5))(idx)
+    sharper = randomize(build("nanogpt_modern", attn_scale=1.0))(idx)
+    torch.testing.assert_close(default, explicit)
+    assert not torch.allclose(default, sharper)
 
 
 def test_tiny_transformer_options() -> None:

@@ -44,6 +44,10 @@ class NanoGPTModernOptions(ModelOptions):
         15.0, gt=0, description="cap logits by cap * tanh(logits / cap); null = no cap"
     )
     pad_vocab_to: int = Field(64, gt=0, description="round the vocabulary up to a multiple of this")
+    attn_scale: float | None = Field(
+        None, gt=0, description="multiplier of q.k in attention; null = 1/sqrt(head size), which with QK-norm "
+        "caps attention logits at sqrt(head size)"
+    )
 
     _even_head_size = field_validator("n_embd")(even_rotary_head_size)
 
@@ -51,29 +55,73 @@ class NanoGPTModernOptions(ModelOptions):
         return ModernGPT(self, vocab_size)
 
 
+class _RMSNorm(torch.autograd.Function):
+    """Parameter-free RMSNorm with a hand-written backward, ``dx = (dy - y mean(dy y)) / rms``.
+
+    On CPU, autograd through ``F.rms_norm``'s decomposition runs about twice as many passes over the
+    activations as this; with 18 norms per step, that was a tenth of the small model's step time.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        rstd = torch.rsqrt(x.square().mean(-1, keepdim=True) + torch.finfo(x.dtype).eps)  # (..., 1)
+        y = x * rstd
+        ctx.save_for_backward(y, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor) -> torch.Tensor:
+        y, rstd = ctx.saved_tensors
+        return torch.addcmul(dy, y, (dy * y).mean(-1, keepdim=True), value=-1.0).mul_(rstd)
+
+
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
-    """RMSNorm over the last dimension, without learnable parameters."""
-    return F.rms_norm(x, (x.size(-1),))
+    """RMSNorm over the last dimension, without learnable parameters (eps: the dtype's machine epsilon)."""
+    if x.device.type == "cpu":
+        return _RMSNorm.apply(x)
+    return F.rms_norm(x, (x.size(-1),))  # a fused kernel on GPUs
+
+
+class _ReluSquared(torch.autograd.Function):
+    """``relu(x)^2``, keeping only ``relu(x)`` for a one-pass backward ``dx = 2 relu(x) dy``."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        r = torch.relu(x)
+        ctx.save_for_backward(r)
+        return r * r
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor) -> torch.Tensor:
+        (r,) = ctx.saved_tensors
+        return (2 * r).mul_(dy)
+
+
+def relu_squared(x: torch.Tensor) -> torch.Tensor:
+    """``relu(x)^2``, the MLP activation."""
+    return _ReluSquared.apply(x)
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, opts: NanoGPTModernOptions):
         super().__init__()
         self.n_head = opts.n_head
+        self.scale = opts.attn_scale
         self.c_attn = nn.Linear(opts.n_embd, 3 * opts.n_embd, bias=False)
         self.c_proj = nn.Linear(opts.n_embd, opts.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
                 layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        q, k = apply_rotary(rms_norm(q), cos, sin), apply_rotary(rms_norm(k), cos, sin)  # QK-norm, then RoPE
+        nh = self.n_head
+        qkv = self.c_attn(x).view(B, T, 3 * nh, C // nh).transpose(1, 2)  # (B, 3 nh, T, hs): q, k, v heads
+        qk = apply_rotary(rms_norm(qkv[:, : 2 * nh]), cos, sin)  # QK-norm, then RoPE, on q and k at once
+        q, k, v = qk[:, :nh], qk[:, nh:], qkv[:, 2 * nh :]  # (B, nh, T, hs) each
         past = 0
         if cache is not None:
             past = cache.length
             k, v = cache.extend(layer, k, v)  # (B, nh, past + T, hs)
-        y = causal_attention(q, k, v, past)  # (B, nh, T, hs)
+        y = causal_attention(q, k, v, past, self.scale)  # (B, nh, T, hs)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))  # (B, T, C)
 
 
@@ -84,7 +132,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * opts.n_embd, opts.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.relu(self.c_fc(x)).square())  # (B, T, C)
+        return self.c_proj(relu_squared(self.c_fc(x)))  # (B, T, C)
 
 
 class Block(nn.Module):

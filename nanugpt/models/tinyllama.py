@@ -123,11 +123,13 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, scale: float | None = None
+) -> torch.Tensor:
     """Causal ``scaled_dot_product_attention`` of T new queries over ``past`` cached and T new keys.
 
     q is (B, nh, T, hs); k and v are (B, nkv, past + T, hs) with nkv dividing nh (grouped-query
-    attention when fewer). Returns (B, nh, T, hs).
+    attention when fewer). ``scale`` multiplies q.k (None: 1 / sqrt(hs)). Returns (B, nh, T, hs).
     """
     nh, T = q.size(1), q.size(2)
     if k.size(1) != nh:
@@ -136,10 +138,10 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: in
         k = k.repeat_interleave(nh // k.size(1), dim=1)  # (B, nh, past + T, hs)
         v = v.repeat_interleave(nh // v.size(1), dim=1)  # (B, nh, past + T, hs)
     if past == 0:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
     # new queries see every cached position and the causal part of the new ones
     mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)  # (T, past + T)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
 class LlamaAttention(nn.Module):
