@@ -10,8 +10,21 @@ import torch
 
 from nanugpt.errors import UserError
 
-# bf16 dense peak FLOP/s of common GPUs, for MFU (matched against torch.cuda.get_device_name()).
-GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "V100": 125e12}
+# Dense peak FLOP/s of common GPUs from their data sheets, for MFU: (bfloat16/float16 tensor cores, float32
+# without TF32, which torch leaves off for matmuls by default). Matched in this order as a substring of
+# torch.cuda.get_device_name(), so variants come before their family ("NVIDIA H100 PCIe" before "H100",
+# which is the SXM part, e.g. "NVIDIA H100 80GB HBM3").
+GPU_PEAK_FLOPS: tuple[tuple[str, float, float], ...] = (
+    ("H200 NVL", 835e12, 60e12),
+    ("H200", 989e12, 67e12),
+    ("H100 NVL", 835e12, 60e12),
+    ("H100 PCIe", 756e12, 51e12),
+    ("H100", 989e12, 67e12),
+    ("A100", 312e12, 19.5e12),
+    ("L40S", 362e12, 91.6e12),
+    ("A10G", 125e12, 31.2e12),
+    ("V100", 125e12, 15.7e12),  # float16 tensor cores; it has no bfloat16 hardware
+)
 
 
 def pick_device(device_type: str, local_rank: int = 0) -> torch.device:
@@ -32,13 +45,24 @@ def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractCon
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
-def peak_flops(device: torch.device, configured: float | None) -> float | None:
-    """The device's peak FLOP/s for MFU: configured, a known GPU, or a matmul measured on CPU."""
+def gpu_peak_flops(name: str, dtype: str) -> float | None:
+    """Dense peak FLOP/s of the GPU called ``name`` for matmuls in ``dtype`` (``general.dtype``); None when
+    the GPU is not in GPU_PEAK_FLOPS (set ``training.peak_flops`` then)."""
+    for key, half, single in GPU_PEAK_FLOPS:
+        if key in name:
+            if dtype == "bfloat16" and key == "V100":
+                return None  # emulated: no meaningful peak
+            return single if dtype == "float32" else half
+    return None
+
+
+def peak_flops(device: torch.device, configured: float | None, dtype: str) -> float | None:
+    """The device's peak FLOP/s for MFU: configured, a known GPU's peak for ``dtype``, or a matmul
+    measured on CPU."""
     if configured:
         return configured
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((flops for key, flops in GPU_PEAK_FLOPS.items() if key in name), None)
+        return gpu_peak_flops(torch.cuda.get_device_name(device), dtype)
     a = torch.full((2048, 2048), 0.5)  # not random: the global RNG stream must not move
     a @ a  # warm up
     best = math.inf

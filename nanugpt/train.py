@@ -206,7 +206,7 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
     accum = t.global_batch_size // per_step_rows
     tokens_per_step = t.global_batch_size * context
     flops_per_token = raw_model.flops_per_token() if hasattr(raw_model, "flops_per_token") else None
-    peak = peak_flops(device, t.peak_flops) if flops_per_token else None
+    peak = peak_flops(device, t.peak_flops, params.general.dtype) if flops_per_token else None
 
     train_log = val_log = wandb = None
     if info.is_main:
