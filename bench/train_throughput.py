@@ -201,7 +201,8 @@ def main() -> None:
         "rows": rows,
     }
     goal_ratio = 1.0
-    goal_mfu = {("small", False): 0.45, ("gpt2", False): 0.65}.get((args.shape, args.compile), 0.75)
+    goal_mfu = {("small", False): 0.45, ("small", True): 0.45, ("gpt2", False): 0.65, ("gpt2", True): 0.75}[
+        (args.shape, args.compile)]  # issue 7: compiled >= 0.75 is the GPT-2-like shape's goal
     verdict = lambda ok: "PASS" if ok else "MISS"  # noqa: E731
     print(f"\n| shape | compile | pairs kept | ours tok/s | reference tok/s | ours / reference | CPU MFU |\n"
           f"|---|---|---|---|---|---|---|\n"

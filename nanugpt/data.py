@@ -171,6 +171,7 @@ class BatchSource:
         self.micro_steps = global_rows // (rows * world_size)
         self._offsets_step: int | None = None
         self._offsets = np.zeros(0, dtype=np.int64)
+        self._window = np.arange(context_length + 1)  # positions within a window, for one gather per batch
 
     def offsets(self, step: int) -> np.ndarray:
         """Start offsets of the whole global batch of ``step`` (same on every rank), computed once per step."""
@@ -186,8 +187,7 @@ class BatchSource:
         window = self.context_length + 1
         offsets = self.offsets(step)[start : start + self.rows]
         self.file.prefetch(offsets, window)
-        batch = np.stack([self.file.tokens[o : o + window] for o in offsets])
-        batch = torch.from_numpy(batch.astype(np.int64))
+        batch = torch.from_numpy(self.file.tokens[offsets[:, None] + self._window].astype(np.int64))  # (rows, window)
         return batch[:, :-1], batch[:, 1:]
 
 
