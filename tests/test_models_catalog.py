@@ -176,6 +176,14 @@ def test_nanogpt_modern_attention_is_the_textbook_one() -> None:
     torch.testing.assert_close(attn(x, cos, sin), attn.c_proj(y))
 
 
+def test_nanogpt_modern_dropout_only_in_training() -> None:
+    model = randomize(build("nanogpt_modern", dropout=0.5))
+    idx = torch.randint(0, VOCAB, (2, 8), generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(model.train()(idx), model(idx))
+    torch.testing.assert_close(model.eval()(idx), model(idx))
+    assert not any(isinstance(m, torch.nn.Dropout) for m in build("nanogpt_modern").modules())  # 0: no modules
+
+
 def test_nanogpt_modern_attention_scale() -> None:
     # QK-norm makes every q.k at most head size: the default scale 1/sqrt(hs) caps attention logits at
     # sqrt(hs); attn_scale sets the multiplier, and 1/sqrt(hs) given explicitly is the default

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nanugpt.components import ModelOptions
-from nanugpt.models.nanogpt import DecoderMixin, KVCache
+from nanugpt.models.nanogpt import DecoderMixin, KVCache, dropout_layer
 from nanugpt.models.tinyllama import RotaryEmbedding, apply_rotary, causal_attention, even_rotary_head_size
 
 
@@ -44,6 +44,7 @@ class NanoGPTModernOptions(ModelOptions):
         15.0, gt=0, description="cap logits by cap * tanh(logits / cap); null = no cap"
     )
     pad_vocab_to: int = Field(64, gt=0, description="round the vocabulary up to a multiple of this")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the embeddings and on every residual branch")
     attn_scale: float | None = Field(
         None, gt=0, description="multiplier of q.k in attention; null = 1/sqrt(head size), which with QK-norm "
         "caps attention logits at sqrt(head size)"
@@ -109,6 +110,7 @@ class CausalSelfAttention(nn.Module):
         self.scale = opts.attn_scale
         self.c_attn = nn.Linear(opts.n_embd, 3 * opts.n_embd, bias=False)
         self.c_proj = nn.Linear(opts.n_embd, opts.n_embd, bias=False)
+        self.dropout = dropout_layer(opts.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
                 layer: int = 0) -> torch.Tensor:
@@ -122,7 +124,7 @@ class CausalSelfAttention(nn.Module):
             past = cache.length
             k, v = cache.extend(layer, k, v)  # (B, nh, past + T, hs)
         y = causal_attention(q, k, v, past, self.scale)  # (B, nh, T, hs)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))  # (B, T, C)
+        return self.dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))  # (B, T, C)
 
 
 class MLP(nn.Module):
@@ -130,9 +132,10 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(opts.n_embd, 4 * opts.n_embd, bias=False)
         self.c_proj = nn.Linear(4 * opts.n_embd, opts.n_embd, bias=False)
+        self.dropout = dropout_layer(opts.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(relu_squared(self.c_fc(x)))  # (B, T, C)
+        return self.dropout(self.c_proj(relu_squared(self.c_fc(x))))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -159,6 +162,7 @@ class ModernGPT(DecoderMixin, nn.Module):
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(padded, opts.n_embd),  # PyTorch's N(0, 1) init; normalised before use
+                drop=dropout_layer(opts.dropout),
                 h=nn.ModuleList([Block(opts) for _ in range(opts.n_layer)]),
             )
         )
@@ -182,7 +186,7 @@ class ModernGPT(DecoderMixin, nn.Module):
         if past + T > self.context_length:
             raise ValueError(f"sequence of {past + T} tokens exceeds model.context_length {self.context_length}")
         cos, sin = self.rotary(past, T)  # (T, hs) each
-        x = rms_norm(self.transformer.wte(idx))  # (B, T, C)
+        x = self.transformer.drop(rms_norm(self.transformer.wte(idx)))  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, cos, sin, cache, layer)
         if cache is not None:
