@@ -6,9 +6,9 @@ Each pair runs our ``nanugpt.train.train`` for ``--steps`` steps and a
 hand-written reference (a compact GPT and a bare AdamW loop over random
 windows of the same token file) for the same steps, alternating which goes
 first. Both do the same work per step: the same model shape, one fused AdamW
-param group (our ``adamw``), gradient clipping. Both are timed from their first step to their last, in tokens/s; the
-figure is the median over pairs of ours / reference, so machine noise that
-hits both cancels. Also printed: "CPU MFU", model FLOP/s (6N + attention) over
+param group (our ``adamw``), gradient clipping. Both are timed from their first
+step to their last, in tokens/s; the figure is the median over pairs of ours /
+reference, so machine noise that hits both cancels. Also printed: "CPU MFU", model FLOP/s (6N + attention) over
 the FLOP/s of a 2048^2 fp32 matmul timed in the same rounds. Pairs during
 which other processes used more than 0.2 vCPU (from /proc/stat) are reported
 and left out of the medians.

@@ -83,7 +83,8 @@ class MuonOptions(OptimizerOptions):
     def build(self, model: nn.Module, device_type: str) -> Muon:
         """Split the model's parameters into Muon and AdamW groups and return the optimizer."""
         split = split_params(model)
-        adamw = {"kind": "adamw", "lr": self.lr, "betas": self.adamw_betas, "eps": self.adamw_eps}
+        adamw = {"kind": "adamw", "lr": self.lr, "lr_ratio": self.adamw_lr / self.lr,
+                 "betas": self.adamw_betas, "eps": self.adamw_eps}
         embed_lr = self.embed_lr if self.embed_lr is not None else self.adamw_lr
         groups = [
             {"kind": "muon", "params": split["muon"], "lr": self.lr, "lr_ratio": 1.0,
@@ -91,9 +92,8 @@ class MuonOptions(OptimizerOptions):
              "momentum_warmup_steps": self.momentum_warmup_steps, "nesterov": self.nesterov,
              "ns_steps": self.ns_steps},
             {**adamw, "params": split["embedding"], "lr_ratio": embed_lr / self.lr, "weight_decay": self.weight_decay},
-            {**adamw, "params": split["adamw_decay"], "lr_ratio": self.adamw_lr / self.lr,
-             "weight_decay": self.weight_decay},
-            {**adamw, "params": split["adamw_no_decay"], "lr_ratio": self.adamw_lr / self.lr, "weight_decay": 0.0},
+            {**adamw, "params": split["adamw_decay"], "weight_decay": self.weight_decay},
+            {**adamw, "params": split["adamw_no_decay"], "weight_decay": 0.0},
         ]
         return Muon([g for g in groups if g["params"]], lr=self.lr)
 
@@ -106,16 +106,16 @@ def split_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     Each parameter appears once, in ``model.parameters()`` order (a tied head is its embedding).
     """
     embeddings: set[int] = set()
-    not_hidden: set[int] = set()
+    heads: set[int] = set()
     for name, module in model.named_modules():
         if isinstance(module, nn.Embedding):
             embeddings.update(id(p) for p in module.parameters(recurse=False))
-        if isinstance(module, nn.Embedding) or name.rsplit(".", 1)[-1] in HEAD_MODULE_NAMES:
-            not_hidden.update(id(p) for p in module.parameters(recurse=False))
+        elif name.rsplit(".", 1)[-1] in HEAD_MODULE_NAMES:
+            heads.update(id(p) for p in module.parameters(recurse=False))
     output_embeddings = getattr(model, "get_output_embeddings", None)
     head = output_embeddings() if callable(output_embeddings) else None
     if isinstance(head, nn.Module):
-        not_hidden.update(id(p) for p in head.parameters(recurse=False))
+        heads.update(id(p) for p in head.parameters(recurse=False))
 
     split: dict[str, list[nn.Parameter]] = {"muon": [], "embedding": [], "adamw_decay": [], "adamw_no_decay": []}
     for p in model.parameters():
@@ -125,7 +125,7 @@ def split_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
             split["embedding"].append(p)
         elif p.dim() < 2:
             split["adamw_no_decay"].append(p)
-        elif p.dim() == 2 and id(p) not in not_hidden:
+        elif p.dim() == 2 and id(p) not in heads:
             split["muon"].append(p)
         else:
             split["adamw_decay"].append(p)
