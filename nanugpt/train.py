@@ -9,8 +9,9 @@ has no host sync per micro-step.
 
 Outputs under ``out_dir`` (rank 0 only): ``checkpoints/`` (``last.pt`` and the
 newest step files), ``plots/train.csv`` and ``plots/val.csv``,
-``run_info.json``, and ``train_summary.json`` (final losses, tokens/s, and the
-schedule's ``report(lrs, losses)`` when it has one, e.g. an lr range test). SIGTERM, SIGINT and SIGUSR1 save a checkpoint at the end of
+``run_info.json``, and ``train_summary.json`` (final losses, tokens/s over all
+steps and after the first ``WARMUP_STEPS``, and the schedule's
+``report(lrs, losses)`` when it has one, e.g. an lr range test). SIGTERM, SIGINT and SIGUSR1 save a checkpoint at the end of
 the current step and stop, so a preempted or requeued job resumes where it
 was (``training.resume: auto``).
 """
@@ -46,6 +47,9 @@ RESUME_KEYS = (
     "training.max_steps", "training.device_batch_size", "training.global_batch_size", "training.grad_clip",
 )
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+# Steps of each process left out of ``steady_tokens_per_s``: the first ones pay for torch.compile,
+# the allocator's first requests and the optimizer state's creation.
+WARMUP_STEPS = 3
 
 class TrainingError(UserError):
     """A run that cannot start or continue as configured."""
@@ -262,6 +266,7 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
     pending: list[tuple[int, int, float, torch.Tensor]] = []  # (step, tokens, lr, loss on device)
     clock, interval = Stopwatch(), Stopwatch()
     interval_start_step = start_step = run.step
+    warm_seconds: float | None = None  # training seconds when WARMUP_STEPS steps were done
     last_val: float | None = None
     train_loss = float("nan")
     history: list[tuple[float, float]] = []  # (lr, train loss) of every step this process ran
@@ -277,6 +282,10 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
             run.tokens_seen += tokens_per_step
             pending.append((run.step, run.tokens_seen, lr, step_loss))
             progress.update(1)
+            if run.step - start_step == WARMUP_STEPS:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # the steps queued so far belong to the warm-up
+                warm_seconds = clock.elapsed()
 
             final = run.step == t.max_steps
             stopping = any_rank(stop.signal is not None, info)  # a signal may reach the ranks at different steps
@@ -348,6 +357,10 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
         "seconds": clock.wall(),
         "train_seconds": train_seconds,
         "tokens_per_s": steps_run * tokens_per_step / train_seconds if steps_run else 0.0,
+        "steady_tokens_per_s": (
+            (steps_run - WARMUP_STEPS) * tokens_per_step / (train_seconds - warm_seconds)
+            if warm_seconds is not None and steps_run > WARMUP_STEPS else None
+        ),
     }
     if hasattr(schedule, "report") and history:  # e.g. an lr range test's suggested lr
         summary["schedule"] = schedule.report([lr for lr, _ in history], [loss for _, loss in history])

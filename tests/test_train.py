@@ -13,7 +13,7 @@ from conftest import tiny_params, write_params
 from nanugpt.checkpoint import CheckpointError, load_checkpoint
 from nanugpt.data import DataError
 from nanugpt.params import load_params
-from nanugpt.train import TrainingError
+from nanugpt.train import WARMUP_STEPS, TrainingError
 from stages import tokenize, train
 
 
@@ -35,9 +35,16 @@ def test_loss_falls_and_outputs_written(tmp_path: Path, corpus: Path) -> None:
     assert sorted(losses) == list(range(1, 61))
     assert losses[60] < losses[1] - 1.0, (losses[1], losses[60])
     assert summary["val_loss"] is not None and summary["step"] == 60
+    assert summary["steady_tokens_per_s"] > 0 and summary["tokens_per_s"] > 0
     assert (tmp_path / "out" / "run_info.json").exists()
     kept = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
     assert kept == ["best.pt", "last.pt"] + [f"step-{s:07d}.pt" for s in (20, 30, 40, 50, 60)]  # keep_last: 5
+
+
+def test_run_within_the_warmup_has_no_steady_throughput(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus, training={"max_steps": WARMUP_STEPS})
+    summary = train.run(params, data_root=data, out_dir=tmp_path / "out")
+    assert summary["steady_tokens_per_s"] is None and summary["tokens_per_s"] > 0
 
 
 def test_checkpoint_holds_plain_values_and_round_trips(tmp_path: Path, corpus: Path) -> None:
