@@ -1,10 +1,20 @@
-"""``tokenized``: batches of random windows from the ``.bin`` token files of the tokenize stage.
+"""``tokenized``: batches of windows from the ``.bin`` token files of the tokenize stage.
 
-Sampling is a pure function of ``(seed, split, step)``: the global batch of a
-step is drawn from a generator seeded by those three numbers, every row
-independently, and each process takes its own slice of it. So a resumed run
-sees exactly the batches it would have seen, and one process or N processes
-train on the same global batches. The dtype comes from ``meta.json``.
+Sampling is a pure function of ``(seed, split, step)``, and each process
+takes its own slice of a step's global batch. So a resumed run sees exactly
+the batches it would have seen, and one process or N processes train on the
+same global batches. Two ways to pick the windows of the train split:
+
+- ``random`` (nanoGPT's): every window start is drawn independently, from a
+  generator seeded by ``(seed, split, step)``. After as many tokens as the
+  file holds, about e^-1 = 37% of its tokens have never been a target.
+- ``epochs``: the file is cut into non-overlapping windows whose targets
+  cover every token once; each pass (epoch) takes them in a new shuffled
+  order, with the cut moved by a random shift of under one window. No token
+  is seen twice before every token was seen once.
+
+Validation batches are always ``random``, so that runs with either sampling
+are evaluated on the same batches. The dtype comes from ``meta.json``.
 
 Token files are memory-mapped with ``MADV_RANDOM``: a batch touches a few
 pages instead of faulting in megabytes of read-ahead.
@@ -47,6 +57,10 @@ class TokenizedDataOptions(DataOptions):
         TINYSHAKESPEARE_URL, description="URL, text file, folder of .txt files, or hf:<dataset> (Hugging Face datasets)"
     )
     hf: HFSourceOptions = Field(HFSourceOptions(), description="split and column of an hf: source")
+    sampling: Literal["random", "epochs"] = Field(
+        "random", description="train windows: 'random' starts (nanoGPT's) or 'epochs', shuffled passes over "
+        "non-overlapping windows (every token a target once per pass); val batches are always random"
+    )
 
     def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> dict[str, Any]:
         # Imported here so that training, which only reads token files, does not depend on tokenizing code.
@@ -66,7 +80,8 @@ class TokenizedDataOptions(DataOptions):
         token_file = TokenFile(data_dir / f"{split}.bin", meta, split, verify_sha256=self.verify == "sha256")
         if token_file.n_tokens == 0:
             return None
-        return BatchSource(token_file, context_length, rows, global_rows, seed, split, rank, world_size)
+        sampling = self.sampling if split == "train" else "random"
+        return BatchSource(token_file, context_length, rows, global_rows, seed, split, rank, world_size, sampling)
     sha256: str | None = Field(None, description="expected sha256 of a single-file source; null = not checked")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the corpus (its end) held out for val")
     tokenize_workers: int | None = Field(None, gt=0, description="processes for tokenizing; null = all cores")
@@ -138,7 +153,7 @@ class TokenFile:
 
 
 class BatchSource:
-    """Random windows of ``context_length + 1`` tokens, addressed by step.
+    """Windows of ``context_length + 1`` tokens, addressed by step, ``random`` or in ``epochs`` (module doc).
 
     ``global_rows`` rows are drawn per step; process ``rank`` of ``world_size``
     takes micro-batches ``rank, rank + world_size, ...`` of ``rows`` rows each.
@@ -154,6 +169,7 @@ class BatchSource:
         split: str,
         rank: int = 0,
         world_size: int = 1,
+        sampling: Literal["random", "epochs"] = "random",
     ):
         if token_file.n_tokens < context_length + 2:
             raise DataError(
@@ -172,14 +188,42 @@ class BatchSource:
         self._offsets_step: int | None = None
         self._offsets = np.zeros(0, dtype=np.int64)
         self._window = np.arange(context_length + 1)  # positions within a window, for one gather per batch
+        self.sampling = sampling
+        # epochs: windows start at shift + i * context_length, i < windows_per_epoch, shift <= max_shift,
+        # so that window i's targets are tokens shift + i * context_length + 1 ... + context_length
+        self.windows_per_epoch = (token_file.n_tokens - 1) // context_length
+        self.max_shift = token_file.n_tokens - 1 - self.windows_per_epoch * context_length
+        self._epochs: dict[int, tuple[int, np.ndarray]] = {}  # epoch: (shift, window order), the last two used
 
     def offsets(self, step: int) -> np.ndarray:
         """Start offsets of the whole global batch of ``step`` (same on every rank), computed once per step."""
         if self._offsets_step != step:
-            rng = np.random.default_rng([self.seed, self.split_id, step])
-            self._offsets = rng.integers(0, self.file.n_tokens - self.context_length - 1, size=self.global_rows)
+            if self.sampling == "epochs":
+                self._offsets = self._epoch_offsets(step)
+            else:
+                rng = np.random.default_rng([self.seed, self.split_id, step])
+                self._offsets = rng.integers(0, self.file.n_tokens - self.context_length - 1, size=self.global_rows)
             self._offsets_step = step
         return self._offsets
+
+    def _epoch_offsets(self, step: int) -> np.ndarray:
+        """Offsets of ``step``'s rows: window numbers ``step * global_rows ...`` of the concatenated epochs."""
+        epochs, positions = np.divmod(step * self.global_rows + np.arange(self.global_rows), self.windows_per_epoch)
+        offsets = np.empty(self.global_rows, dtype=np.int64)
+        for epoch in np.unique(epochs).tolist():  # one, or two when the step straddles an epoch's end
+            shift, order = self._epoch(epoch)
+            rows = epochs == epoch
+            offsets[rows] = shift + order[positions[rows]] * self.context_length
+        return offsets
+
+    def _epoch(self, epoch: int) -> tuple[int, np.ndarray]:
+        """The shift and the shuffled window order of ``epoch``, from a generator seeded by (seed, split, epoch)."""
+        if epoch not in self._epochs:
+            rng = np.random.default_rng([self.seed, self.split_id, epoch, 1])  # 4 numbers: not a random step's seed
+            shift = int(rng.integers(0, self.max_shift + 1))
+            self._epochs = {e: v for e, v in self._epochs.items() if e == epoch - 1}
+            self._epochs[epoch] = (shift, rng.permutation(self.windows_per_epoch))
+        return self._epochs[epoch]
 
     def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, each (rows, context_length) int64, of this rank's ``micro_step``."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nanugpt.data import BatchSource, DataError, TokenFile
+from nanugpt.data import BatchSource, DataError, TokenFile, TokenizedDataOptions
 
 
 def make_split(tmp_path: Path, n: int, dtype: str = "uint16") -> tuple[TokenFile, dict]:
@@ -53,6 +54,43 @@ def test_ranks_take_distinct_slices_of_the_same_global_batch(tmp_path: Path) -> 
     two_processes = [ranks[r].micro_batch(3, m)[0] for m in range(2) for r in range(2)]
     assert all((a == b).all() for a, b in zip(one_process, two_processes))
     assert not (ranks[0].micro_batch(3, 0)[0] == ranks[1].micro_batch(3, 0)[0]).all()
+
+
+def epoch_targets(source: BatchSource, steps: range) -> np.ndarray:
+    """Token positions predicted by the rows of ``steps`` (one row per target), in order."""
+    offsets = np.concatenate([source.offsets(step) for step in steps])
+    return (offsets[:, None] + 1 + np.arange(source.context_length)).ravel()
+
+
+def test_epochs_predict_every_token_once_per_pass(tmp_path: Path) -> None:
+    file, _ = make_split(tmp_path, 1003)  # 1002 targets: 125 windows of 8 per epoch, max shift 2
+    source = BatchSource(file, 8, rows=5, global_rows=5, seed=1, split="train", sampling="epochs")
+    assert (source.windows_per_epoch, source.max_shift) == (125, 2)
+    first, second = epoch_targets(source, range(25)), epoch_targets(source, range(25, 50))  # 125 rows each
+    for targets in (first, second):
+        assert len(np.unique(targets)) == 1000 and targets.min() >= 1 and targets.max() <= 1002
+        assert (np.sort(targets)[1:] - np.sort(targets)[:-1] == 1).all()  # one block of consecutive tokens
+    assert not (first == second).all()  # a new order (and shift) every pass
+
+
+def test_epoch_boundary_inside_a_step_and_resumed_loaders(tmp_path: Path) -> None:
+    file, _ = make_split(tmp_path, 1003)
+    source = BatchSource(file, 8, rows=4, global_rows=8, seed=1, split="train", sampling="epochs")  # 125 = 15 * 8 + 5
+    straddling = epoch_targets(source, range(15, 16))  # 5 rows of epoch 0, 3 of epoch 1
+    whole = np.concatenate([epoch_targets(source, range(15)), straddling[: 5 * 8]])
+    assert len(np.unique(whole)) == 1000  # epoch 0 completed by the first 5 rows
+    fresh = BatchSource(file, 8, rows=4, global_rows=8, seed=1, split="train", sampling="epochs")
+    assert (fresh.micro_batch(15, 1)[0] == source.micro_batch(15, 1)[0]).all()  # a pure function of the step
+    assert (fresh.micro_batch(3, 0)[0] == source.micro_batch(3, 0)[0]).all()
+
+
+def test_val_batches_are_random_whatever_the_train_sampling(tmp_path: Path) -> None:
+    make_split(tmp_path, 10_000)
+    shutil.copy(tmp_path / "train.bin", tmp_path / "val.bin")
+    meta = {"dtype": "uint16", "train_tokens": 10_000, "val_tokens": 10_000}
+    opts = TokenizedDataOptions(module="tokenized", dataset="d", sampling="epochs", verify="size")
+    sources = {split: opts.batches(tmp_path, meta, split, 8, 4, 4, seed=1) for split in ("train", "val")}
+    assert sources["train"].sampling == "epochs" and sources["val"].sampling == "random"
 
 
 def test_uint32_tokens(tmp_path: Path) -> None:
