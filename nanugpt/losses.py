@@ -26,7 +26,8 @@ class _CrossEntropy(torch.autograd.Function):
     (N, V) gradient of them and then the gradient of the logits: three full-size tensors, each a fresh
     allocation and several passes over memory. Here forward keeps only the (N,) log-sum-exp, computed
     in row chunks, and backward writes ``softmax - one_hot`` once, chunk by chunk. On a 2048 x 50304
-    batch (GPT-2's vocabulary) forward + backward took 0.43x the time of ``F.cross_entropy`` on CPU.
+    batch (GPT-2's vocabulary), 2 CPU threads, forward + backward took 0.62x the time of
+    ``F.cross_entropy`` (median of 4 rounds, each call including a copy of the logits).
     """
 
     @staticmethod
