@@ -13,6 +13,7 @@ from nanugpt.losses import _CrossEntropy, cross_entropy
 @pytest.mark.parametrize("chunk_elements", [7, 64, 1 << 20])  # many chunks with a ragged last one; one chunk
 def test_cross_entropy_matches_pytorch(monkeypatch: pytest.MonkeyPatch, chunk_elements: int) -> None:
     monkeypatch.setattr(losses, "CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)  # these small logits take our path too
     torch.manual_seed(0)
     logits = (3 * torch.randn(2, 9, 11)).requires_grad_()
     targets = torch.randint(0, 11, (2, 9))
@@ -35,7 +36,8 @@ def test_cross_entropy_gradient_is_exact() -> None:
     assert torch.autograd.gradcheck(lambda x: _CrossEntropy.apply(x, targets, -1), (logits,))
 
 
-def test_cross_entropy_of_half_precision_logits_is_computed_in_float32() -> None:
+def test_cross_entropy_of_half_precision_logits_is_computed_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
     torch.manual_seed(0)
     logits = torch.randn(4, 3, 50).to(torch.bfloat16).requires_grad_()
     targets = torch.randint(0, 50, (4, 3))
@@ -45,6 +47,7 @@ def test_cross_entropy_of_half_precision_logits_is_computed_in_float32() -> None
     torch.testing.assert_close(loss, F.cross_entropy(logits.float().view(-1, 50), targets.view(-1)))
 
 
-def test_cross_entropy_with_every_target_ignored_is_nan_like_pytorch() -> None:
+def test_cross_entropy_with_every_target_ignored_is_nan_like_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
     logits, targets = torch.randn(3, 4), torch.full((3,), -100)
     assert cross_entropy(logits, targets).isnan() and F.cross_entropy(logits, targets).isnan()
