@@ -4,10 +4,12 @@
 
 Times the model's forward + backward and the optimizer step separately for
 ``nanogpt`` + ``adamw_nanogpt`` at batch 12 (nanoGPT's CPU run) and
-``nanogpt_modern`` + ``muon`` at batch 24 and 12, in interleaved rounds, per
-768 tokens so the batch sizes compare; then prints the ``torch.profiler`` ops
-that take the most self CPU time in each. Random token ids: the time of a step
-does not depend on the data. Writes ``bench/results/step_profile.json``.
+``nanogpt_modern`` + ``muon`` at batch 24 (eager, and compiled as ``quality.py``
+runs it) and 12, in interleaved rounds, per 768 tokens so the batch sizes
+compare (the first round's warm-up step compiles the compiled one); then
+prints the ``torch.profiler`` ops that take the most self CPU time in each.
+Random token ids: the time of a step does not depend on the data. Writes
+``bench/results/step_profile.json``.
 """
 
 from __future__ import annotations
@@ -30,14 +32,17 @@ from nanugpt.params import validate_params  # noqa: E402
 
 VOCAB = 65
 TOKENS = 12 * 64  # figures are per nanoGPT step
-RECIPES = {  # name: (model, optimizer, batch)
-    "nanogpt + adamw_nanogpt, batch 12": ("nanogpt", {"module": "adamw_nanogpt", "lr": 1e-3}, 12),
-    "nanogpt_modern + muon, batch 24": ("nanogpt_modern", {"module": "muon", "lr": 0.02}, 24),
-    "nanogpt_modern + muon, batch 12": ("nanogpt_modern", {"module": "muon", "lr": 0.02}, 12),
+MUON = {"module": "muon", "lr": 0.02}
+RECIPES = {  # name: (model, optimizer, batch, torch.compile)
+    "nanogpt + adamw_nanogpt, batch 12": ("nanogpt", {"module": "adamw_nanogpt", "lr": 1e-3}, 12, False),
+    "nanogpt_modern + muon, batch 24": ("nanogpt_modern", MUON, 24, False),
+    "nanogpt_modern + muon, batch 24, compiled": ("nanogpt_modern", MUON, 24, True),
+    "nanogpt_modern + muon, batch 12": ("nanogpt_modern", MUON, 12, False),
 }
 
 
-def build(model: str, optimizer: dict[str, Any], batch: int) -> tuple[torch.nn.Module, Any, Any, torch.Tensor]:
+def build(model: str, optimizer: dict[str, Any], batch: int,
+          compiled: bool) -> tuple[torch.nn.Module, Any, Any, torch.Tensor]:
     params = validate_params({
         "general": {"seed": 0, "device_type": "cpu"},
         "data": {"module": "tokenized", "dataset": "bench", "source": "unused"},
@@ -49,7 +54,8 @@ def build(model: str, optimizer: dict[str, Any], batch: int) -> tuple[torch.nn.M
     torch.manual_seed(0)
     net = params.model.build(VOCAB)
     ids = torch.randint(0, VOCAB, (batch, 65), generator=torch.Generator().manual_seed(0))
-    return net, params.optimizer.build(net, "cpu"), params.loss.build(), ids
+    optimizer = params.optimizer.build(net, "cpu")
+    return torch.compile(net) if compiled else net, optimizer, params.loss.build(), ids
 
 
 def step(net: torch.nn.Module, optimizer: Any, loss_fn: Any, ids: torch.Tensor) -> tuple[float, float]:
