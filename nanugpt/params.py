@@ -46,7 +46,10 @@ class GeneralParams(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="autocast dtype of forward/backward; float32 on CPUs without bf16 hardware"
     )
-    torch_compile: bool = Field(False, description="compile the model with torch.compile")
+    torch_compile: bool = Field(
+        False, description="compile the model with torch.compile; runs then agree to rounding, not bitwise "
+        "(inductor kernels), unlike eager CPU runs"
+    )
 
 
 class TrainingParams(Section):
