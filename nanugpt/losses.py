@@ -19,8 +19,9 @@ from nanugpt.components import LossOptions
 # chunk's temporaries stay in cache, large enough that the per-chunk Python overhead is negligible.
 CHUNK_ELEMENTS = 1 << 20
 # Logits with fewer elements (32 MiB of float32) go to F.cross_entropy: while they are about cache-sized,
-# its fused kernels win (1 thread, medians of 5 rounds: 0.74 vs 1.38 ms at 768 x 128, 36 vs 56 ms at 2048 x 2048); from
-# 64 MiB up, _CrossEntropy does (353 vs 257 ms at 4096 x 4096, 725 vs 479 ms at 2048 x 16384).
+# its fused kernels win (1 thread, medians of 5 rounds: 0.74 vs 1.38 ms at 768 x 128, 36 vs 56 ms at
+# 2048 x 2048); from 64 MiB up, _CrossEntropy does (353 vs 257 ms at 4096 x 4096, 725 vs 479 ms at
+# 2048 x 16384).
 NATIVE_BELOW_ELEMENTS = 1 << 23
 
 
@@ -38,7 +39,7 @@ class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, targets: torch.Tensor,
                 ignore_index: int) -> torch.Tensor:
-        rows = max(1, CHUNK_ELEMENTS // logits.size(1))
+        rows = ctx.rows = max(1, CHUNK_ELEMENTS // logits.size(1))  # rows per chunk
         lse = logits.new_empty(logits.size(0))  # (N,)
         for start in range(0, logits.size(0), rows):
             torch.logsumexp(logits[start : start + rows], dim=1, out=lse[start : start + rows])
@@ -54,7 +55,7 @@ class _CrossEntropy(torch.autograd.Function):
         logits, safe_targets, counted, lse, count = ctx.saved_tensors
         row_scale = (counted * (grad_loss / count))[:, None]  # (N, 1): d loss / d row loss
         grad = torch.empty_like(logits)
-        rows = max(1, CHUNK_ELEMENTS // logits.size(1))
+        rows = ctx.rows
         for start in range(0, logits.size(0), rows):
             chunk = grad[start : start + rows]
             torch.sub(logits[start : start + rows], lse[start : start + rows, None], out=chunk)
