@@ -95,8 +95,8 @@ def run(params: Params, data_root: Path, out_dir: Path) -> dict[str, float]:
     metrics = evaluate_checkpoint(params, out_dir / "checkpoints" / "last.pt",
                                   data_root / "tinyshakespeare" / "char")
     return {"steps": summary["step"], "tokens": summary["tokens_seen"], "seconds": seconds,
-            "train_seconds": summary["train_seconds"], "tokens_per_s": summary["tokens_per_s"], "steady_tokens_per_s": summary["steady_tokens_per_s"],
-            "val_loss": metrics["val_loss"]}
+            "train_seconds": summary["train_seconds"], "tokens_per_s": summary["tokens_per_s"],
+            "steady_tokens_per_s": summary["steady_tokens_per_s"], "val_loss": metrics["val_loss"]}
 
 
 def warmup_seconds(probe: Params, data_root: Path, out_dir: Path, seconds_per_step: float) -> float:

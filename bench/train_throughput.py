@@ -10,8 +10,8 @@ param group (our ``adamw``), gradient clipping. Both are timed after their
 first ``WARMUP_STEPS`` (3) steps, which pay for torch.compile and the first
 allocations, to their last, in tokens/s (ours: ``steady_tokens_per_s`` of the
 train summary); the figure is the median over pairs of ours / reference, so
-machine noise that hits both cancels. Also printed: "CPU MFU", model FLOP/s (6N + attention) over
-the FLOP/s of a 2048^2 fp32 matmul timed in the same rounds. Pairs during
+machine noise that hits both cancels. Also printed: "CPU MFU", model FLOP/s
+(6N + attention) over the FLOP/s of a 2048^2 fp32 matmul timed in the same rounds. Pairs during
 which other processes used more than 0.2 vCPU (from /proc/stat) are reported
 and left out of the medians.
 

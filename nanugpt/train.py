@@ -11,9 +11,9 @@ Outputs under ``out_dir`` (rank 0 only): ``checkpoints/`` (``last.pt`` and the
 newest step files), ``plots/train.csv`` and ``plots/val.csv``,
 ``run_info.json``, and ``train_summary.json`` (final losses, tokens/s over all
 steps and after the first ``WARMUP_STEPS``, and the schedule's
-``report(lrs, losses)`` when it has one, e.g. an lr range test). SIGTERM, SIGINT and SIGUSR1 save a checkpoint at the end of
-the current step and stop, so a preempted or requeued job resumes where it
-was (``training.resume: auto``).
+``report(lrs, losses)`` when it has one, e.g. an lr range test). SIGTERM,
+SIGINT and SIGUSR1 save a checkpoint at the end of the current step and stop,
+so a preempted or requeued job resumes where it was (``training.resume: auto``).
 """
 
 from __future__ import annotations
