@@ -20,7 +20,8 @@ from conftest import tiny_params
 
 from nanugpt.errors import UserError
 from nanugpt.generate import sample
-from nanugpt.models.nanogpt_modern import NanoGPTModernOptions, relu_squared, rms_norm
+from nanugpt.models.nanogpt_modern import NanoGPTModernOptions, ShortConv, relu_squared, rms_norm
+from nanugpt.muon import split_params
 from nanugpt.models.te_llama3 import TE_INSTALL, TELlama3Options, unavailable_reason
 from nanugpt.models.tiny_transformer import TinyTransformerOptions
 from nanugpt.models.tinyllama import TinyLlamaOptions, apply_rotary
@@ -29,11 +30,10 @@ from stages import tokenize, train
 
 VOCAB = 65  # padded to 128 by the models that pad to a multiple of 64
 
+MODERN = {"module": "nanogpt_modern", "n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16}
 CPU_MODELS: dict[str, tuple[dict[str, Any], type, int]] = {  # name: (model section, options class, logits width)
-    "nanogpt_modern": (
-        {"module": "nanogpt_modern", "n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16},
-        NanoGPTModernOptions, 128,
-    ),
+    "nanogpt_modern": (MODERN, NanoGPTModernOptions, 128),
+    "nanogpt_modern_short_conv": ({**MODERN, "short_conv": 3}, NanoGPTModernOptions, 128),
     "tinyllama": (
         {"module": "tinyllama", "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 32, "intermediate_size": 64,
          "context_length": 16},
@@ -44,7 +44,7 @@ CPU_MODELS: dict[str, tuple[dict[str, Any], type, int]] = {  # name: (model sect
         TinyTransformerOptions, VOCAB,
     ),
 }
-CACHED_MODELS = ["nanogpt_modern", "tinyllama"]
+CACHED_MODELS = ["nanogpt_modern", "nanogpt_modern_short_conv", "tinyllama"]
 TE_READY = importlib.util.find_spec("transformer_engine") is not None and torch.cuda.is_available()
 
 
@@ -162,6 +162,31 @@ def test_nanogpt_modern_hand_written_gradients_are_autograd_s() -> None:
     y = torch.randn(4, 16, 32)
     torch.testing.assert_close(rms_norm(y), F.rms_norm(y, (32,)))
     torch.testing.assert_close(relu_squared(y), F.relu(y).square())
+
+
+def test_short_conv_is_a_causal_depthwise_convolution() -> None:
+    torch.manual_seed(0)
+    conv = ShortConv(8, 3)
+    x = torch.randn(2, 6, 8)
+    assert torch.equal(conv(x), x)  # zero-initialised: the identity
+    with torch.no_grad():
+        conv.weight.normal_()
+    depthwise = conv.weight.permute(2, 1, 0)  # (kernel, 1, width) -> nn.Conv1d's (width, 1, kernel)
+    y = x + F.conv1d(F.pad(x.transpose(1, 2), (2, 0)), depthwise, groups=8).transpose(1, 2)
+    torch.testing.assert_close(conv(x), y)
+    changed = x.clone()
+    changed[:, 3] += 1.0
+    moved = (conv(changed) - conv(x)).abs().amax(dim=(0, 2))  # per position
+    assert moved[:3].eq(0).all() and moved[3:6].gt(0).all()  # position 3 reaches positions 3, 4 and 5 only
+
+
+def test_short_conv_sits_before_every_attention_and_mlp() -> None:
+    model = build("nanogpt_modern_short_conv")
+    convs = {name: p.shape for name, p in model.named_parameters() if "conv" in name}
+    assert convs == {f"transformer.h.{i}.{kind}_conv.weight": (3, 1, 32) for i in range(2) for kind in ("attn", "mlp")}
+    assert not any(p.any() for p in model.parameters() if p.dim() == 3)
+    assert {id(p) for p in model.parameters() if p.dim() == 3} <= {id(p) for p in split_params(model)["adamw_decay"]}
+    assert not any("conv" in name for name, _ in build("nanogpt_modern").named_parameters())  # off by default
 
 
 def test_nanogpt_modern_attention_is_the_textbook_one() -> None:
