@@ -21,10 +21,10 @@ from conftest import tiny_params
 from nanugpt.errors import UserError
 from nanugpt.generate import sample
 from nanugpt.models.nanogpt_modern import NanoGPTModernOptions, ShortConv, relu_squared, rms_norm
-from nanugpt.muon import split_params
 from nanugpt.models.te_llama3 import TE_INSTALL, TELlama3Options, unavailable_reason
 from nanugpt.models.tiny_transformer import TinyTransformerOptions
 from nanugpt.models.tinyllama import TinyLlamaOptions, apply_rotary
+from nanugpt.muon import split_params
 from nanugpt.params import GenerateParams, Params, ParamsError, validate_params
 from stages import tokenize, train
 

@@ -120,7 +120,11 @@ def relu_squared(x: torch.Tensor) -> torch.Tensor:
 class ShortConv(nn.Module):
     """``x + conv(x)``: each channel of each position plus a learned mix of the same channel at this and
     the ``kernel - 1`` positions before it; zeros stand in for positions before the sequence's start.
-    Zero-initialised, so it starts as the identity."""
+    Zero-initialised, so it starts as the identity.
+
+    Cost, 4-layer 128-wide model, batch 24 x 64, 2 threads, kernel 4: forward + backward 80.3 -> 80.4 ms
+    compiled, 100.9 -> 120.2 ms eager (a hand-written backward saved only 3 of those 19 ms).
+    """
 
     def __init__(self, width: int, kernel: int):
         super().__init__()
@@ -131,16 +135,15 @@ class ShortConv(nn.Module):
         self.weight = nn.Parameter(torch.zeros(kernel, 1, width))
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, slot: str = "") -> torch.Tensor:
-        B, T, C = x.shape
         kernel = self.weight.size(0)
         if cache is None:
             padded = F.pad(x, (0, 0, kernel - 1, 0))  # (B, kernel - 1 + T, C)
         else:
             padded = cache.extend_inputs(slot, x, kernel - 1)
-        w = self.weight.view(kernel, C)
+        w = self.weight.view(kernel, -1)
         y = x
-        for j in range(kernel):  # a sum of shifted copies, which torch.compile fuses into one kernel
-            y = torch.addcmul(y, w[j], padded[:, j : j + T])
+        for j in range(kernel):  # a sum of shifted copies, which inductor fuses into its neighbours' kernels
+            y = torch.addcmul(y, w[j], padded[:, j : j + x.size(1)])
         return y
 
 
