@@ -4,9 +4,11 @@
 
 Times the model's forward + backward and the optimizer step separately for
 ``nanogpt`` + ``adamw_nanogpt`` at batch 12 (nanoGPT's CPU run) and
-``nanogpt_modern`` + ``muon`` at batch 24 (eager, and compiled as ``quality.py``
-runs it) and 12, in interleaved rounds, per 768 tokens so the batch sizes
-compare (the first round's warm-up step compiles the compiled one); then
+``nanogpt_modern`` (``short_conv: 4``) + ``muon`` at batch 24 (eager, and
+compiled as ``quality.py`` runs it, and compiled without the short
+convolutions, to show their cost) and 12, in interleaved rounds, per 768
+tokens so the batch sizes compare (the first round's warm-up step compiles
+the compiled ones); then
 prints the ``torch.profiler`` ops that take the most self CPU time in each.
 Random token ids: the time of a step does not depend on the data. Writes
 ``bench/results/step_profile.json``.
@@ -32,22 +34,24 @@ from nanugpt.params import validate_params  # noqa: E402
 
 VOCAB = 65
 TOKENS = 12 * 64  # figures are per nanoGPT step
-MUON = {"module": "muon", "lr": 0.02}
+MUON = {"module": "muon", "lr": 0.015}
+MODERN = {"module": "nanogpt_modern", "short_conv": 4}
 RECIPES = {  # name: (model, optimizer, batch, torch.compile)
-    "nanogpt + adamw_nanogpt, batch 12": ("nanogpt", {"module": "adamw_nanogpt", "lr": 1e-3}, 12, False),
-    "nanogpt_modern + muon, batch 24": ("nanogpt_modern", MUON, 24, False),
-    "nanogpt_modern + muon, batch 24, compiled": ("nanogpt_modern", MUON, 24, True),
-    "nanogpt_modern + muon, batch 12": ("nanogpt_modern", MUON, 12, False),
+    "nanogpt + adamw_nanogpt, batch 12": ({"module": "nanogpt"}, {"module": "adamw_nanogpt", "lr": 1e-3}, 12, False),
+    "nanogpt_modern + muon, batch 24": (MODERN, MUON, 24, False),
+    "nanogpt_modern + muon, batch 24, compiled": (MODERN, MUON, 24, True),
+    "nanogpt_modern + muon, batch 24, compiled, no short_conv": ({**MODERN, "short_conv": 0}, MUON, 24, True),
+    "nanogpt_modern + muon, batch 12": (MODERN, MUON, 12, False),
 }
 
 
-def build(model: str, optimizer: dict[str, Any], batch: int,
+def build(model: dict[str, Any], optimizer: dict[str, Any], batch: int,
           compiled: bool) -> tuple[torch.nn.Module, Any, Any, torch.Tensor]:
     params = validate_params({
         "general": {"seed": 0, "device_type": "cpu"},
         "data": {"module": "tokenized", "dataset": "bench", "source": "unused"},
         "tokenizer": {"module": "char"},
-        "model": {"module": model, "n_layer": 4, "n_head": 4, "n_embd": 128, "context_length": 64},
+        "model": {**model, "n_layer": 4, "n_head": 4, "n_embd": 128, "context_length": 64},
         "training": {"max_steps": 10, "device_batch_size": batch, "global_batch_size": batch},
         "optimizer": optimizer, "scheduler": {"module": "constant"}, "logging": {"dvclive": False},
     }, "bench")
