@@ -29,8 +29,9 @@ sees its input mixed with the same channels of the 3 positions before it
 (val 1.5454 vs 1.5807 without; 1.5548 with one on the embedding only;
 with them, Muon's lr is 0.015 rather than 0.02: 1.5356, bench/README.md).
 It is compiled: inductor fuses the elementwise work of RMSNorm, rotary,
-ReLU^2 and the short convolutions, for about 25 s of compiling when
-inductor's cache is cold (less when warm).
+ReLU^2 and the short convolutions, for about 40 s of compiling when
+inductor's cache is cold (its first 3 steps took 41.8 s on 11-30; less when
+warm).
 
 All three are evaluated on the same 200 fixed validation batches. The corpus
 is Tiny Shakespeare: ``--corpus`` or ``$NANUGPT_TINYSHAKESPEARE``.

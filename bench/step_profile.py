@@ -8,10 +8,9 @@ Times the model's forward + backward and the optimizer step separately for
 compiled as ``quality.py`` runs it, and compiled without the short
 convolutions, to show their cost) and 12, in interleaved rounds, per 768
 tokens so the batch sizes compare (the first round's warm-up step compiles
-the compiled ones); then
-prints the ``torch.profiler`` ops that take the most self CPU time in each.
-Random token ids: the time of a step does not depend on the data. Writes
-``bench/results/step_profile.json``.
+the compiled ones); then prints the ``torch.profiler`` ops that take the most
+self CPU time in each. Random token ids: the time of a step does not depend
+on the data. Writes ``bench/results/step_profile.json``.
 """
 
 from __future__ import annotations

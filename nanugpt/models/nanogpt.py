@@ -36,12 +36,12 @@ class NanoGPTOptions(ModelOptions):
 
 class KVCache:
     """Keys and values of past positions for incremental decoding, one slot per layer; also the last
-    inputs of short convolutions (``nanogpt_modern``'s ``short_conv``), one slot per convolution."""
+    inputs of short convolutions (``nanogpt_modern``'s ``short_conv``), keyed by the convolution module."""
 
     def __init__(self, n_layer: int):
         self.keys: list[torch.Tensor | None] = [None] * n_layer
         self.values: list[torch.Tensor | None] = [None] * n_layer
-        self.conv_inputs: dict[str, torch.Tensor] = {}
+        self.conv_inputs: dict[nn.Module, torch.Tensor] = {}
         self.length = 0
 
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,15 +52,15 @@ class KVCache:
         self.keys[layer], self.values[layer] = k, v
         return k, v
 
-    def extend_inputs(self, slot: str, x: torch.Tensor, keep: int) -> torch.Tensor:
-        """Prepend the ``keep`` positions kept in ``slot`` (zeros at the start of a sequence, as in training)
+    def extend_inputs(self, conv: nn.Module, x: torch.Tensor, keep: int) -> torch.Tensor:
+        """Prepend the ``keep`` positions kept for ``conv`` (zeros at the start of a sequence, as in training)
         to this step's (B, T, C) ``x``, keep the last ``keep`` positions of the result and return it:
         (B, keep + T, C)."""
-        past = self.conv_inputs.get(slot)
+        past = self.conv_inputs.get(conv)
         if past is None:
             past = x.new_zeros(x.size(0), keep, x.size(2))
         whole = torch.cat([past, x], dim=1)
-        self.conv_inputs[slot] = whole[:, whole.size(1) - keep :]
+        self.conv_inputs[conv] = whole[:, whole.size(1) - keep :]
         return whole
 
 

@@ -122,8 +122,9 @@ class ShortConv(nn.Module):
     the ``kernel - 1`` positions before it; zeros stand in for positions before the sequence's start.
     Zero-initialised, so it starts as the identity.
 
-    Cost, 4-layer 128-wide model, batch 24 x 64, 2 threads, kernel 4: forward + backward 80.3 -> 80.4 ms
-    compiled, 100.9 -> 120.2 ms eager (a hand-written backward saved only 3 of those 19 ms).
+    Cost, 4-layer 128-wide model, batch 24 x 64, 2 threads, kernel 4: compiled, within the machine's noise
+    (+0.1%, -5% and +11% in three measurements, bench/README.md); eager, forward + backward 100.9 -> 120.2
+    ms (a hand-written backward saved only 3 of those 19 ms).
     """
 
     def __init__(self, width: int, kernel: int):
@@ -134,15 +135,15 @@ class ShortConv(nn.Module):
         # so Muon leaves it to AdamW.
         self.weight = nn.Parameter(torch.zeros(kernel, 1, width))
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, slot: str = "") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         kernel = self.weight.size(0)
         if cache is None:
             padded = F.pad(x, (0, 0, kernel - 1, 0))  # (B, kernel - 1 + T, C)
         else:
-            padded = cache.extend_inputs(slot, x, kernel - 1)
+            padded = cache.extend_inputs(self, x, kernel - 1)
         w = self.weight.view(kernel, -1)
         y = x
-        for j in range(kernel):  # a sum of shifted copies, which inductor fuses into its neighbours' kernels
+        for j in range(kernel):  # a sum of shifted copies, which inductor compiles into fused kernels
             y = torch.addcmul(y, w[j], padded[:, j : j + x.size(1)])
         return y
 
@@ -195,11 +196,11 @@ class Block(nn.Module):
                 layer: int = 0) -> torch.Tensor:
         h = rms_norm(x)
         if self.attn_conv is not None:
-            h = self.attn_conv(h, cache, f"{layer}.attn")
+            h = self.attn_conv(h, cache)
         x = x + self.attn(h, cos, sin, cache, layer)
         h = rms_norm(x)
         if self.mlp_conv is not None:
-            h = self.mlp_conv(h, cache, f"{layer}.mlp")
+            h = self.mlp_conv(h, cache)
         return x + self.mlp(h)
 
 
