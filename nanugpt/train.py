@@ -38,6 +38,7 @@ from nanugpt.distributed import DistInfo, all_reduce_mean, any_rank, process_gro
 from nanugpt.errors import UserError
 from nanugpt.evaluate import evaluate_split
 from nanugpt.metrics import TRAIN_COLUMNS, VAL_COLUMNS, CsvLog, Stopwatch, WandbSink, format_log_line
+from nanugpt.models.nanogpt import DecoderMixin
 from nanugpt.params import Params
 
 # What must match for ``resume: auto`` to continue a checkpoint: everything that shapes the numbers
@@ -249,7 +250,11 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
             last_micro = micro == accum - 1
             with contextlib.nullcontext() if last_micro or info.world_size == 1 else model.no_sync():
                 with autocast_context(device, params.general.dtype):
-                    loss = loss_fn(model(x), y)
+                    if isinstance(raw_model, DecoderMixin):  # large logits never fill memory: Loss.from_hidden
+                        weight, cap = raw_model.linear_head()
+                        loss = loss_fn.from_hidden(model(x, hidden_only=True), weight, y, cap)
+                    else:
+                        loss = loss_fn(model(x), y)
                     if accum > 1:
                         loss = loss / accum
                 scaler.scale(loss).backward()

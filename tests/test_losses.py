@@ -1,4 +1,5 @@
-"""Our cross-entropy against PyTorch's: same loss, same gradient, in every chunking and with ignored targets."""
+"""Our cross-entropy, and the head fused with it, against PyTorch's: same loss, same gradients, in every
+chunking, with ignored targets and with soft-capped logits."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from nanugpt import losses
-from nanugpt.losses import _CrossEntropy, cross_entropy
+from nanugpt.losses import (_CrossEntropy, _LinearCrossEntropy, AnswerLoss, LastPositionLoss, Loss, cross_entropy,
+                            linear_cross_entropy, soft_cap)
 
 
 @pytest.mark.parametrize("chunk_elements", [7, 64, 1 << 20])  # many chunks with a ragged last one; one chunk
@@ -51,3 +53,92 @@ def test_cross_entropy_with_every_target_ignored_is_nan_like_pytorch(monkeypatch
     monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
     logits, targets = torch.randn(3, 4), torch.full((3,), -100)
     assert cross_entropy(logits, targets).isnan() and F.cross_entropy(logits, targets).isnan()
+
+
+def reference_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                                   cap: float | None) -> torch.Tensor:
+    logits = soft_cap(hidden @ weight.t(), cap)
+    return F.cross_entropy(logits.reshape(-1, weight.size(0)), targets.reshape(-1), ignore_index=-100)
+
+
+@pytest.mark.parametrize("cap", [None, 2.0])
+@pytest.mark.parametrize("chunk_elements", [50, 1 << 20])  # 5 rows per chunk with a ragged last one; one chunk
+def test_linear_cross_entropy_matches_pytorch(monkeypatch: pytest.MonkeyPatch, chunk_elements: int,
+                                              cap: float | None) -> None:
+    monkeypatch.setattr(losses, "HEAD_CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)  # these small logits take the fused path too
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 13, 6, requires_grad=True)
+    weight = torch.randn(10, 6, requires_grad=True)
+    targets = torch.randint(0, 10, (2, 13))
+    targets[1, 5:9] = -100
+    ours = linear_cross_entropy(hidden, weight, targets, cap=cap)
+    assert ours.grad_fn is not None and "LinearCrossEntropy" in type(ours.grad_fn).__name__
+    (3 * ours).backward()  # a d loss other than 1 reaches both gradients
+    ours_grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    reference = reference_linear_cross_entropy(hidden, weight, targets, cap)
+    (3 * reference).backward()
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(ours_grads, (hidden.grad, weight.grad))
+    assert ours_grads[0][1, 5:9].abs().max() == 0  # ignored rows get no gradient
+
+
+@pytest.mark.parametrize("cap", [None, 1.5])
+def test_linear_cross_entropy_gradient_is_exact(monkeypatch: pytest.MonkeyPatch, cap: float | None) -> None:
+    monkeypatch.setattr(losses, "HEAD_CHUNK_ELEMENTS", 12)  # 3 rows per chunk
+    torch.manual_seed(0)
+    hidden = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([0, 3, -100, 2, 2, 1, 3])
+    assert torch.autograd.gradcheck(
+        lambda h, w: _LinearCrossEntropy.apply(h, w, targets, -100, cap, True), (hidden, weight))
+
+
+def test_linear_cross_entropy_without_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
+    torch.manual_seed(0)
+    hidden, weight, targets = torch.randn(9, 4), torch.randn(20, 4, requires_grad=True), torch.randint(0, 20, (9,))
+    with torch.no_grad():
+        loss = linear_cross_entropy(hidden, weight, targets, cap=3.0)
+    assert loss.grad_fn is None
+    torch.testing.assert_close(loss, reference_linear_cross_entropy(hidden, weight, targets, 3.0))
+
+
+def test_linear_cross_entropy_leaves_half_precision_and_autocast_to_the_unfused_head(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
+    torch.manual_seed(0)
+    hidden, weight, targets = torch.randn(5, 8), torch.randn(30, 8, requires_grad=True), torch.randint(0, 30, (5,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = linear_cross_entropy(hidden, weight, targets)
+        expected = cross_entropy(F.linear(hidden, weight), targets)
+    assert "LinearCrossEntropy" not in type(autocast.grad_fn).__name__
+    torch.testing.assert_close(autocast, expected)
+    half = linear_cross_entropy(hidden.bfloat16(), weight.bfloat16(), targets)
+    torch.testing.assert_close(half, cross_entropy(F.linear(hidden.bfloat16(), weight.bfloat16()), targets))
+
+
+def test_linear_cross_entropy_with_every_target_ignored_is_nan_like_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
+    hidden, weight = torch.randn(3, 4), torch.randn(6, 4)
+    assert linear_cross_entropy(hidden, weight, torch.full((3,), -100)).isnan()
+
+
+@pytest.mark.parametrize("loss", [Loss(), LastPositionLoss(), AnswerLoss()], ids=["autoregressive", "last", "answer"])
+@pytest.mark.parametrize("native_below", [0, 1 << 30], ids=["fused", "unfused"])
+def test_every_loss_from_hidden_equals_the_loss_of_its_logits(monkeypatch: pytest.MonkeyPatch, loss: Loss,
+                                                              native_below: int) -> None:
+    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", native_below)
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(3, 5, 8, requires_grad=True), torch.randn(16, 8, requires_grad=True)
+    targets = torch.randint(0, 16, (3, 5))
+    targets[0, :2] = -100
+    from_hidden = loss.from_hidden(hidden, weight, targets, cap=4.0)
+    from_hidden.backward()
+    grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    of_logits = loss(soft_cap(hidden @ weight.t(), 4.0), targets)
+    of_logits.backward()
+    torch.testing.assert_close(from_hidden, of_logits)
+    torch.testing.assert_close(grads, (hidden.grad, weight.grad))

@@ -1,4 +1,4 @@
-"""The nanogpt model: shapes, init, tying, padding and the KV cache."""
+"""The nanogpt model: shapes, init, tying, padding, the KV cache and the hidden states under the head."""
 
 from __future__ import annotations
 
@@ -29,6 +29,14 @@ def test_head_tied_and_residual_projections_scaled() -> None:
 def test_same_seed_same_init() -> None:
     a, b = build(), build()
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_hidden_states_and_linear_head_give_the_logits() -> None:
+    model = build()
+    idx = torch.randint(0, 65, (2, 12))
+    weight, cap = model.linear_head()
+    assert weight is model.transformer.wte.weight and cap is None
+    torch.testing.assert_close(model(idx, hidden_only=True) @ weight.t(), model(idx))
 
 
 def test_kv_cache_matches_full_forward() -> None:

@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_params
 
+from nanugpt import losses
 from nanugpt.errors import UserError
 from nanugpt.generate import sample
+from nanugpt.losses import soft_cap
 from nanugpt.models.nanogpt_modern import NanoGPTModernOptions, ShortConv, relu_squared, rms_norm
 from nanugpt.models.te_llama3 import TE_INSTALL, TELlama3Options, unavailable_reason
 from nanugpt.models.tiny_transformer import TinyTransformerOptions
@@ -112,6 +114,32 @@ def test_loss_falls_in_the_train_stage(name: str, tmp_path: Path, corpus: Path) 
     losses = train_losses(tmp_path / "out")
     assert len(losses) == 30 and summary["step"] == 30
     assert losses[-1] < losses[0] - 0.5, (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("name", CACHED_MODELS)  # the DecoderMixin models (nanogpt: test_model.py)
+def test_hidden_states_and_linear_head_give_the_logits(name: str) -> None:
+    model = randomize(build(name))
+    idx = torch.randint(0, VOCAB, (2, 16))
+    weight, cap = model.linear_head()
+    assert cap == (15.0 if name.startswith("nanogpt_modern") else None)
+    torch.testing.assert_close(soft_cap(model(idx, hidden_only=True) @ weight.t(), cap), model(idx))
+
+
+def test_fused_head_trains_like_the_unfused_one(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The train step's loss with the head fused into it (forced here on small logits) gives the same run."""
+    params = params_for(CPU_MODELS["nanogpt_modern"][0], corpus,
+                        training={"max_steps": 8, "log_every": 1, "checkpoint_every": 0},
+                        eval={"eval_every": 0, "eval_iters": 1})
+    tokenize.run(params, data_root=tmp_path / "data")
+    unfused = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "unfused")
+    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
+    fused_calls = []
+    original = losses._LinearCrossEntropy.apply
+    monkeypatch.setattr(losses._LinearCrossEntropy, "apply", lambda *args: fused_calls.append(1) or original(*args))
+    fused = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "fused")
+    assert len(fused_calls) == 8 * 2  # 2 micro-steps per step
+    assert train_losses(tmp_path / "fused") == pytest.approx(train_losses(tmp_path / "unfused"), rel=1e-5)
+    assert fused["val_loss"] == pytest.approx(unfused["val_loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("name", CACHED_MODELS)

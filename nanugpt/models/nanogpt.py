@@ -74,6 +74,7 @@ class DecoderMixin:
     and which counts its matmul weights with ``num_params()``."""
 
     opts: ModelOptions
+    lm_head: nn.Linear
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM appendix B)."""
@@ -83,6 +84,12 @@ class DecoderMixin:
     def new_cache(self) -> KVCache:
         """An empty key/value cache for ``forward`` during generation."""
         return KVCache(self.opts.n_layer)
+
+    def linear_head(self) -> tuple[torch.Tensor, float | None]:
+        """The (padded vocab, C) weight of the bias-free head and the soft cap of its logits (None: none):
+        ``forward(idx)`` is ``soft_cap(forward(idx, hidden_only=True) @ weight.T, cap)``, which lets the
+        train step compute the loss with ``Loss.from_hidden``, without the logits in memory."""
+        return self.lm_head.weight, getattr(self.opts, "logit_softcap", None)
 
 
 class CausalSelfAttention(nn.Module):
@@ -176,7 +183,8 @@ class GPT(DecoderMixin, nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, hidden_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, padded vocab), or with ``hidden_only`` the (B, T, C) input of the head."""
         B, T = idx.shape
         past = cache.length if cache is not None else 0
         if past + T > self.context_length:
@@ -187,4 +195,5 @@ class GPT(DecoderMixin, nn.Module):
             x = block(x, cache, layer)
         if cache is not None:
             cache.length += T
-        return self.lm_head(self.transformer.ln_f(x))  # (B, T, padded vocab)
+        x = self.transformer.ln_f(x)
+        return x if hidden_only else self.lm_head(x)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nanugpt.components import ModelOptions
+from nanugpt.losses import soft_cap
 from nanugpt.models.nanogpt import DecoderMixin, KVCache, dropout_layer
 from nanugpt.models.tinyllama import RotaryEmbedding, apply_rotary, causal_attention, even_rotary_head_size
 
@@ -234,7 +235,8 @@ class ModernGPT(DecoderMixin, nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wte.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, hidden_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, padded vocab), or with ``hidden_only`` the (B, T, C) input of the head."""
         T = idx.size(1)
         past = cache.length if cache is not None else 0
         if past + T > self.context_length:
@@ -245,6 +247,5 @@ class ModernGPT(DecoderMixin, nn.Module):
             x = block(x, cos, sin, cache, layer)
         if cache is not None:
             cache.length += T
-        logits = self.lm_head(rms_norm(x))  # (B, T, padded vocab)
-        cap = self.opts.logit_softcap
-        return cap * torch.tanh(logits / cap) if cap is not None else logits
+        x = rms_norm(x)
+        return x if hidden_only else soft_cap(self.lm_head(x), self.opts.logit_softcap)

@@ -263,7 +263,8 @@ class TinyLlama(DecoderMixin, nn.Module):
             n -= self.model.embed_tokens.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, hidden_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, padded vocab), or with ``hidden_only`` the (B, T, C) input of the head."""
         past = cache.length if cache is not None else 0
         if past + idx.size(1) > self.context_length:
             raise ValueError(
@@ -272,4 +273,4 @@ class TinyLlama(DecoderMixin, nn.Module):
         x = self.model(idx, cache)  # (B, T, C)
         if cache is not None:
             cache.length += idx.size(1)
-        return self.lm_head(x)  # (B, T, padded vocab)
+        return x if hidden_only else self.lm_head(x)
