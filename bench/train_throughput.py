@@ -11,7 +11,8 @@ first ``WARMUP_STEPS`` (3) steps, which pay for torch.compile and the first
 allocations, to their last, in tokens/s (ours: ``steady_tokens_per_s`` of the
 train summary); the figure is the median over pairs of ours / reference, so
 machine noise that hits both cancels. Also printed: "CPU MFU", model FLOP/s
-(6N + attention) over the FLOP/s of a 2048^2 fp32 matmul timed in the same rounds. Pairs during
+(6N + attention) over the FLOP/s of a 2048^2 fp32 matmul, the mean of one timing right
+before and one right after our run (the machine's speed drifts within a pair). Pairs during
 which other processes used more than 0.2 vCPU (from /proc/stat) are reported
 and left out of the medians.
 
@@ -120,13 +121,14 @@ def own_cpu_seconds() -> float:
     return t.user + t.system
 
 
-def matmul_flops() -> float:
+def matmul_flops(repeats: int = 5) -> float:
+    """FLOP/s of a 2048^2 fp32 matmul at this moment (about 0.5 s)."""
     a = torch.full((2048, 2048), 0.5)
     a @ a
     start = time.perf_counter()
-    for _ in range(3):
+    for _ in range(repeats):
         a @ a
-    return 3 * 2 * 2048**3 / (time.perf_counter() - start)
+    return repeats * 2 * 2048**3 / (time.perf_counter() - start)
 
 
 def make_data(folder: Path, shape: dict) -> tuple[Path, np.ndarray]:
@@ -175,11 +177,14 @@ def main() -> None:
         rows = []
         for pair in range(args.pairs):
             order = ("ours", "ref") if pair % 2 == 0 else ("ref", "ours")
-            result: dict[str, float] = {"matmul_flops": matmul_flops()}
+            result: dict[str, float] = {}
             started, busy, own = time.perf_counter(), cpu_busy_seconds(), own_cpu_seconds()
             for who in order:
                 if who == "ours":
+                    result["matmul_flops_before"] = matmul_flops()
                     summary = train(params, data_dir, Path(tmp) / f"out{pair}")
+                    result["matmul_flops_after"] = matmul_flops()
+                    result["matmul_flops"] = (result["matmul_flops_before"] + result["matmul_flops_after"]) / 2
                     result["ours"] = summary["steady_tokens_per_s"]
                 else:
                     result["ref"] = reference_tokens_per_s(shape, tokens, args.steps, args.compile)
