@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nanugpt.params import validate_params  # noqa: E402
-from nanugpt.train import WARMUP_STEPS, train  # noqa: E402
+from nanugpt.metrics import WARMUP_STEPS  # noqa: E402
+from nanugpt.train import train  # noqa: E402
 
 MAX_OTHER_VCPU = 0.2  # pairs during which other processes used more than this are reported and dropped
 SHAPES = {

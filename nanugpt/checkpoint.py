@@ -30,12 +30,16 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep_last: i
     path = folder / f"step-{step:07d}.pt"
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-    last = folder / "last.pt"
-    with atomic_path(last) as tmp:
-        os.link(path, tmp)
+    point_last_at(folder, path)
     for old in sorted(folder.glob("step-*.pt"))[:-keep_last]:
         old.unlink()
     return path
+
+
+def point_last_at(folder: Path, path: Path) -> None:
+    """Make ``folder/last.pt`` a hard link to the step file ``path``, atomically."""
+    with atomic_path(folder / "last.pt") as tmp:
+        os.link(path, tmp)
 
 
 def save_best(folder: Path, state: dict[str, Any]) -> Path:
@@ -44,14 +48,6 @@ def save_best(folder: Path, state: dict[str, Any]) -> Path:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return path
-
-
-def clear_checkpoints(folder: Path) -> int:
-    """Remove the checkpoints of an earlier, different run from ``folder``; return how many."""
-    stale = [p for p in (folder / "last.pt", folder / "best.pt", *folder.glob("step-*.pt")) if p.exists()]
-    for path in stale:
-        path.unlink()
-    return len(stale)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

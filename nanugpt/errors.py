@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """A problem with the user's params, data, checkpoint or environment, with a message naming the fix."""
+
+
+class TrainingError(UserError):
+    """A run that cannot start or continue as configured (batch sizes that do not divide, a diverged loss)."""

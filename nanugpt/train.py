@@ -1,24 +1,31 @@
 """The training loop: one code path for one CPU process, N processes under torchrun, and N nodes.
 
 ``train(params, data_dir, out_dir)`` runs ``training.max_steps`` optimizer
-steps. Each step accumulates gradients over ``global_batch_size /
-(device_batch_size * world_size)`` micro-batches per process (DDP syncs
-gradients only on the last one), clips, and steps the optimizer at the lr of
-the schedule. Losses stay on the device until a log interval, so the hot loop
-has no host sync per micro-step.
+steps. Read it top to bottom: ``Trainer.loop`` is the loop; each part it
+calls decides its own timing and owns its state, as in torchtitan's trainer:
 
-Outputs under ``out_dir`` (rank 0 only): ``checkpoints/`` (``last.pt`` and the
-newest step files), ``plots/train.csv`` and ``plots/val.csv``,
-``run_info.json``, and ``train_summary.json`` (final losses, tokens/s over all
-steps and after the first ``WARMUP_STEPS``, and the schedule's
-``report(lrs, losses)`` when it has one, e.g. an lr range test). SIGTERM,
-SIGINT and SIGUSR1 save a checkpoint at the end of the current step and stop,
-so a preempted or requeued job resumes where it was (``training.resume: auto``).
+- ``nanugpt.build``: the run's parts (model, optimizer, schedule, scaler,
+  loss, batch sources) and the gradient accumulation;
+- ``nanugpt.train_step``: one optimizer step over the global batch;
+- ``nanugpt.validator``: evaluation and the best val loss;
+- ``nanugpt.checkpointer``: when to save, where to resume from;
+- ``nanugpt.metrics``: per-step losses, throughput, and the sinks they go to
+  (CSV files DVC plots, W&B, the console line);
+- ``nanugpt.previous_run``: an earlier run's outputs, kept until this run has
+  saved a checkpoint, and put back if it fails before.
+
+A checkpoint is the sum of the parts' ``state_dict()`` (``Trainer.state_dict``).
+Outputs under ``out_dir`` (rank 0 only): ``checkpoints/`` (``last.pt``, the
+newest step files, ``best.pt``), ``plots/train.csv`` and ``plots/val.csv``,
+``run_info.json``, and ``train_summary.json``. SIGTERM, SIGINT and SIGUSR1
+save a checkpoint at the end of the current step and stop, so a preempted or
+requeued job resumes where it was (``training.resume: auto``). A run resumed
+at ``training.max_steps`` changes nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import math
 import signal
 import sys
@@ -27,52 +34,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanugpt import checkpoint, run_info
 from nanugpt.atomic import write_json
-from nanugpt.data import DataError, read_meta, to_device
-from nanugpt.device import autocast_context, peak_flops
-from nanugpt.distributed import DistInfo, all_reduce_mean, any_rank, process_group
-from nanugpt.errors import UserError
-from nanugpt.evaluate import evaluate_split
-from nanugpt.metrics import TRAIN_COLUMNS, VAL_COLUMNS, CsvLog, Stopwatch, WandbSink, format_log_line
-from nanugpt.models.nanogpt import DecoderMixin
+from nanugpt.build import build_run, wrap_model
+from nanugpt.checkpointer import Checkpointer, load_rng_state, rng_state
+from nanugpt.device import peak_flops
+from nanugpt.distributed import DistInfo, any_rank, process_group
+from nanugpt.errors import TrainingError
+from nanugpt.metrics import ConsoleSink, MetricSink, TrainMetrics, WandbSink, csv_sinks
 from nanugpt.params import Params
+from nanugpt.previous_run import PreviousRun
+from nanugpt.protocols import ReportingSchedule
+from nanugpt.train_step import TrainStep
+from nanugpt.validator import Validator
 
-# What must match for ``resume: auto`` to continue a checkpoint: everything that shapes the numbers
-# (not logging, checkpointing or launch settings), so a resumed run equals an uninterrupted one.
-RESUME_KEYS = (
-    "general.seed", "general.dtype", "data", "tokenizer", "model", "optimizer", "scheduler", "loss", "scaler",
-    "training.max_steps", "training.device_batch_size", "training.global_batch_size", "training.grad_clip",
-)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-# Steps of each process left out of ``steady_tokens_per_s``: the first ones pay for torch.compile,
-# the allocator's first requests and the optimizer state's creation.
-WARMUP_STEPS = 3
-
-class TrainingError(UserError):
-    """A run that cannot start or continue as configured."""
-
-
-@dataclass
-class RunState:
-    """What a checkpoint needs besides model and optimizer."""
-
-    step: int = 0
-    tokens_seen: int = 0
-    best_val_loss: float | None = None
-
-
-def check_tokenized(meta: dict[str, Any], params: Params, data_dir: Path) -> None:
-    """Refuse token files written by another tokenizer than the params name."""
-    expected = params.tokenizer.model_dump(mode="json")
-    if meta.get("tokenizer") != expected:
-        raise DataError(
-            f"{data_dir}/meta.json: tokenized with {meta.get('tokenizer')}, but params say tokenizer {expected}; "
-            "re-run the tokenize stage"
-        )
 
 
 class StopRequest:
@@ -86,291 +64,219 @@ class StopRequest:
         self.signal = signum
 
     def restore(self) -> None:
+        """Put back the handlers that were there before."""
         for s, handler in self._previous.items():
             signal.signal(s, handler)
 
 
-def _resume_state(params: Params, ckpt_dir: Path, device: torch.device, log: Any) -> dict[str, Any] | None:
-    setting = params.training.resume
-    if setting == "never":
-        return None
-    if setting != "auto":
-        return checkpoint.load_checkpoint(Path(setting), device)
-    found = checkpoint.newest_loadable(ckpt_dir, device)
-    if found is None:
-        return None
-    path, state = found
-    if state.get("params_digest") != params.digest(RESUME_KEYS):
-        log(f"not resuming from {path}: it was trained with different params; starting from step 0")
-        return None
-    if state["step"] >= params.training.max_steps:
-        log(f"{path} is at step {state['step']} >= training.max_steps; nothing left to train")
-    return state
+@dataclass
+class Progress:
+    """Where the run is: optimizer steps done and tokens trained on."""
 
+    step: int = 0
+    tokens_seen: int = 0
 
-def _load_state(raw_model: torch.nn.Module, optimizer: Any, scaler: Any, state: dict[str, Any], source: str) -> RunState:
-    try:
-        raw_model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise checkpoint.CheckpointError(f"{source}: checkpoint does not fit this model.* shape ({first})") from None
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if torch.cuda.is_available() and state["rng"].get("cuda"):
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return RunState(state["step"], state["tokens_seen"], state.get("best_val_loss"))
+    def advance(self, tokens: int) -> int:
+        """Count one more step of ``tokens``; return the new step."""
+        self.step += 1
+        self.tokens_seen += tokens
+        return self.step
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "tokens_seen": self.tokens_seen}
 
-def _checkpoint_state(
-    raw_model: torch.nn.Module, optimizer: Any, schedule: Any, scaler: Any, run: RunState, params: Params, vocab_size: int
-) -> dict[str, Any]:
-    return {
-        "model": raw_model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": schedule.state_dict(),
-        "scaler": scaler.state_dict(),
-        "step": run.step,
-        "tokens_seen": run.tokens_seen,
-        "best_val_loss": run.best_val_loss,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        },
-        "data": {"seed": params.general.seed, "next_step": run.step},
-        "params": params.to_dict(),
-        "params_digest": params.digest(RESUME_KEYS),
-        "vocab_size": vocab_size,
-    }
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
 
 
 def train(params: Params, data_dir: Path, out_dir: Path, launch_command: str | None = None) -> dict[str, Any]:
     """Run the training loop; return a summary (final losses, steps, tokens/s)."""
     with process_group(params.general.device_type) as info:
-        return _train(params, data_dir, out_dir, info, launch_command)
+        return Trainer(params, data_dir, out_dir, info, launch_command).run()
 
 
-def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch_command: str | None) -> dict[str, Any]:
-    t = params.training
-    device = info.device
+class Trainer:
+    """One training run: its parts, and the loop over them."""
 
-    def log(message: str) -> None:
-        if info.is_main:
+    def __init__(self, params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch_command: str | None):
+        self.params, self.data_dir, self.out_dir, self.info = params, data_dir, out_dir, info
+        self.launch_command = launch_command
+        self.parts = build_run(params, data_dir, info, self.log)
+        self.progress = Progress()
+        self.validator = Validator(self.parts.val_batches, params.eval.eval_every, params.eval.eval_iters, info,
+                                   params.general.dtype, self.parts.loss_fn)
+        self.checkpointer = Checkpointer(out_dir / "checkpoints", params, info, self.log)
+        self.previous = PreviousRun(out_dir)
+        self.metrics: TrainMetrics
+
+    def log(self, message: str) -> None:
+        """A line on rank 0's console (through tqdm, so a progress bar stays below it)."""
+        if self.info.is_main:
             tqdm.write(message, file=sys.stdout)
             sys.stdout.flush()
 
-    per_step_rows = t.device_batch_size * info.world_size
-    if t.global_batch_size % per_step_rows:
-        raise TrainingError(
-            f"training.global_batch_size ({t.global_batch_size}) must be a multiple of training.device_batch_size "
-            f"x world size ({t.device_batch_size} x {info.world_size} = {per_step_rows})"
-        )
-    if params.general.dtype != "float32" and device.type == "cpu":
-        log(f"note: general.dtype {params.general.dtype} on CPU is slow without bf16/fp16 matmul hardware")
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly: the sum of the parts' states."""
+        parts, params = self.parts, self.params
+        return {
+            "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.schedule.state_dict(),
+            "scaler": parts.scaler.state_dict(),
+            **self.progress.state_dict(),
+            **self.validator.state_dict(),
+            "rng": rng_state(),
+            "data": {"seed": params.general.seed, "next_step": self.progress.step},
+            "params": params.to_dict(),
+            "params_digest": self.checkpointer.digest,
+            "vocab_size": parts.vocab_size,
+        }
 
-    meta = read_meta(data_dir)
-    check_tokenized(meta, params, data_dir)
-    context = params.model.context_length
-    train_source = params.data.batches(data_dir, meta, "train", context, t.device_batch_size, t.global_batch_size,
-                                       params.general.seed, info.rank, info.world_size)
-    if train_source is None:
-        raise DataError(f"{data_dir}: the train split is empty; re-run the tokenize stage with more data")
-    val_source = params.data.batches(data_dir, meta, "val", context, t.device_batch_size, t.device_batch_size,
-                                     params.general.seed)
-    vocab_size = meta["vocab_size"]
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's ``state_dict()``."""
+        checkpoint.check_vocab(state, self.parts.meta, self.data_dir)
+        try:
+            self.parts.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise checkpoint.CheckpointError(
+                f"{self.params.training.resume}: checkpoint does not fit this model.* shape ({first})"
+            ) from None
+        self.parts.optimizer.load_state_dict(state["optimizer"])
+        self.parts.scaler.load_state_dict(state["scaler"])
+        load_rng_state(state["rng"])
+        self.progress.load_state_dict(state)
+        self.validator.load_state_dict(state)
 
-    torch.manual_seed(params.general.seed)
-    raw_model = params.model.build(vocab_size).to(device)
-    optimizer = params.optimizer.build(raw_model, device.type)
-    for group in optimizer.param_groups:  # the schedule scales each group's own peak lr (e.g. Muon's AdamW part)
-        group.setdefault("base_lr", group["lr"])
-    schedule = params.scheduler.build(t.max_steps, params.optimizer.lr)
-    scaler = params.scaler.build(device.type, params.general.dtype)
-    loss_fn = params.loss.build()
+    def run(self) -> dict[str, Any]:
+        """Resume or start, train to ``training.max_steps``, and return the summary."""
+        if self.info.is_main and self.previous.recover():
+            self.log(f"put back the outputs an interrupted run had set aside in {self.previous.aside}")
+        state = self.checkpointer.resume_state()
+        if state is not None:
+            self.load_state_dict(state)
+            self.log(f"resumed from step {self.progress.step} ({self.progress.tokens_seen:,} tokens seen)")
+            if self.progress.step >= self.params.training.max_steps:
+                self.log("nothing left to train: training.max_steps is reached; every output stays as it is")
+                return self.finished_summary()
+        elif self.info.is_main and (moved := self.previous.set_aside()):
+            self.log(f"set aside the earlier run's {', '.join(moved)} in {self.previous.aside}: deleted when this "
+                     "run saves its first checkpoint, put back if it fails before")
+        del state
+        if self.progress.step == 0:  # dropout and anything else random: the seed per rank (same init everywhere)
+            torch.manual_seed(self.params.general.seed + self.info.rank)
+        try:
+            return self.loop(wrap_model(self.parts.model, self.params, self.info))
+        except BaseException:
+            if self.info.is_main:
+                self.previous.restore()  # a no-op once this run has saved a checkpoint
+            raise
 
-    ckpt_dir = out_dir / "checkpoints"
-    run = RunState()
-    state = _resume_state(params, ckpt_dir, device, log)
-    if state is not None:
-        checkpoint.check_vocab(state, meta, data_dir)
-        run = _load_state(raw_model, optimizer, scaler, state, params.training.resume)
-        log(f"resumed from step {run.step} ({run.tokens_seen:,} tokens seen)")
-    elif info.is_main and (removed := checkpoint.clear_checkpoints(ckpt_dir)):
-        log(f"removed {removed} checkpoint files of an earlier run from {ckpt_dir}")
-    del state
-    # Dropout masks and anything else random continue from the seed per rank (same init everywhere).
-    if run.step == 0:
-        torch.manual_seed(params.general.seed + info.rank)
-
-    model: torch.nn.Module = raw_model
-    if params.general.torch_compile:
-        model = torch.compile(model)
-    if info.world_size > 1:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    accum = t.global_batch_size // per_step_rows
-    tokens_per_step = t.global_batch_size * context
-    flops_per_token = raw_model.flops_per_token() if hasattr(raw_model, "flops_per_token") else None
-    peak = peak_flops(device, t.peak_flops, params.general.dtype) if flops_per_token else None
-
-    train_log = val_log = wandb = None
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(
-            out_dir / "run_info.json",
-            run_info.collect(params.to_dict(), str(device), info.world_size, launch_command),
-        )
-        if params.logging.dvclive:
-            train_log = CsvLog(out_dir / "plots" / "train.csv", TRAIN_COLUMNS, run.step)
-            val_columns = (*VAL_COLUMNS, *(f"val_{name}" for name in loss_fn.metric_names))
-            val_log = CsvLog(out_dir / "plots" / "val.csv", val_columns, run.step)
-        if params.logging.wandb:
-            wandb = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), out_dir)
-        log(
-            f"training {sum(p.numel() for p in raw_model.parameters()):,} parameters on {info.world_size} x {device}, "
-            f"{accum} micro-steps of {t.device_batch_size} x {context} tokens per process per step, "
-            f"{tokens_per_step:,} tokens per step"
-        )
-
-    def checkpoint_state() -> dict[str, Any]:
-        return _checkpoint_state(raw_model, optimizer, schedule, scaler, run, params, vocab_size)
-
-    def save() -> None:
-        if info.is_main:
-            checkpoint.save_checkpoint(ckpt_dir, run.step, checkpoint_state(), t.keep_last)
-
-    trainable = [p for p in raw_model.parameters() if p.requires_grad]
-
-    def train_step() -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step over the global batch of ``run.step``; returns (mean loss, grad norm) on device."""
-        step_loss = torch.zeros((), device=device)
-        for micro in range(accum):
-            x, y = train_source.micro_batch(run.step, micro)
-            x, y = to_device(x, device), to_device(y, device)
-            last_micro = micro == accum - 1
-            with contextlib.nullcontext() if last_micro or info.world_size == 1 else model.no_sync():
-                with autocast_context(device, params.general.dtype):
-                    if isinstance(raw_model, DecoderMixin):  # large logits never fill memory: Loss.from_hidden
-                        weight, cap = raw_model.linear_head()
-                        loss = loss_fn.from_hidden(model(x, hidden_only=True), weight, y, cap)
-                    else:
-                        loss = loss_fn(model(x), y)
-                    if accum > 1:
-                        loss = loss / accum
-                scaler.scale(loss).backward()
-            step_loss += loss.detach()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip or math.inf)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return step_loss, grad_norm
-
-    stop = StopRequest()
-    progress = tqdm(total=t.max_steps, initial=run.step, desc="train", disable=None if info.is_main else True)
-    pending: list[tuple[int, int, float, torch.Tensor]] = []  # (step, tokens, lr, loss on device)
-    clock, interval = Stopwatch(), Stopwatch()
-    interval_start_step = start_step = run.step
-    warm_seconds: float | None = None  # training seconds when WARMUP_STEPS steps were done
-    last_val: float | None = None
-    train_loss = float("nan")
-    history: list[tuple[float, float]] = []  # (lr, train loss) of every step this process ran
-    model.train()
-    try:
-        while run.step < t.max_steps:
-            factor = schedule.factor(run.step)
-            lr = params.optimizer.lr * factor
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
-            step_loss, grad_norm = train_step()
-            run.step += 1
-            run.tokens_seen += tokens_per_step
-            pending.append((run.step, run.tokens_seen, lr, step_loss))
-            progress.update(1)
-            if run.step - start_step == WARMUP_STEPS:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)  # the steps queued so far belong to the warm-up
-                warm_seconds = clock.elapsed()
-
-            final = run.step == t.max_steps
-            stopping = any_rank(stop.signal is not None, info)  # a signal may reach the ranks at different steps
-            val_loss = None
-            if val_source is not None and (final or (params.eval.eval_every and run.step % params.eval.eval_every == 0)):
-                with clock.paused(), interval.paused():
-                    figures = evaluate_split(raw_model, val_source, params.eval.eval_iters, info,
-                                             params.general.dtype, loss_fn)
-                val_loss = last_val = figures["loss"]
-                if run.best_val_loss is None or val_loss < run.best_val_loss:
-                    run.best_val_loss = val_loss
-                    if info.is_main:
-                        with clock.paused(), interval.paused():
-                            checkpoint.save_best(ckpt_dir, checkpoint_state())
-                if val_log:
-                    val_log.write([{"step": run.step, "tokens": run.tokens_seen,
-                                    **{f"val_{name}": value for name, value in figures.items()}}])
-            if final or run.step % t.log_every == 0 or val_loss is not None or stopping:
-                losses = all_reduce_mean(torch.stack([p[3] for p in pending]), info).tolist()
-                train_loss = losses[-1]
-                history += [(r, l) for (_, _, r, _), l in zip(pending, losses)]
-                if not math.isfinite(train_loss):
-                    if not hasattr(schedule, "report"):
-                        raise TrainingError(f"train loss is {train_loss} at step {run.step}; lower optimizer.lr")
-                    log(f"train loss is {train_loss} at step {run.step}: the sweep diverged; stopping it here")
+    def loop(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Train from ``progress.step`` to ``training.max_steps``; return the summary."""
+        t, parts, progress = self.params.training, self.parts, self.progress
+        train_step = TrainStep(parts, model, self.info, self.params.optimizer.lr, self.params.general.dtype,
+                               t.grad_clip)
+        metrics = self.metrics = self.start_metrics()
+        bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", disable=None if self.info.is_main else True)
+        stop = StopRequest()
+        model.train()
+        try:
+            while progress.step < t.max_steps:
+                result = train_step(progress.step)
+                step = progress.advance(parts.tokens_per_step)
+                metrics.record(step, progress.tokens_seen, result.lr, result.loss, result.grad_norm)
+                bar.update(1)
+                final, stopping = step == t.max_steps, any_rank(stop.signal is not None, self.info)
+                validate = self.validator.should_validate(step, final)
+                save = self.checkpointer.should_save(step, final, stopping)
+                if not (metrics.should_log(step) or validate or save):
+                    continue
+                if self.diverged(metrics.reduce(), step):
                     break
-                if train_log:
-                    train_log.write(
-                        [{"step": s, "tokens": n, "train_loss": l, "lr": r} for (s, n, r, _), l in zip(pending, losses)]
-                    )
-                steps_done = run.step - interval_start_step
-                seconds = interval.lap()  # training time only: evaluation and checkpoints are paused out
-                tokens_per_s = steps_done * tokens_per_step / seconds
-                mfu = flops_per_token * tokens_per_s / peak if flops_per_token and peak else None
-                eta = (t.max_steps - run.step) * seconds / steps_done
-                log(format_log_line(run.step, t.max_steps, train_loss, val_loss, lr, grad_norm.item(),
-                                    tokens_per_s, mfu, clock.wall(), eta))
-                if wandb:
-                    metrics = {"train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s, "tokens": run.tokens_seen}
-                    if val_loss is not None:
-                        metrics["val_loss"] = val_loss
-                    wandb.log(metrics, run.step)
-                pending.clear()
-                interval_start_step = run.step
-            if final or (t.checkpoint_every and run.step % t.checkpoint_every == 0) or stopping:
-                with clock.paused(), interval.paused():
-                    save()
-            if stopping and not final:
-                signum = stop.signal or signal.SIGTERM
-                log(f"received signal {signum}: saved a checkpoint at step {run.step} and stopped")
-                raise SystemExit(128 + signum)
-    finally:
-        stop.restore()
-        progress.close()
-        for sink in (train_log, val_log, wandb):
-            if sink:
-                sink.close()
+                metrics.write(step, self.validate(model, step) if validate else None)
+                if save:
+                    self.save(step)
+                if stopping and not final:
+                    self.log(f"received signal {stop.signal}: saved a checkpoint at step {step} and stopped")
+                    raise SystemExit(128 + (stop.signal or signal.SIGTERM))
+        finally:
+            stop.restore()
+            bar.close()
+            metrics.close()
+        return self.finish()
 
-    if info.is_main and not (ckpt_dir / "last.pt").exists():  # resumed from an older step file at the end
-        save()
-    train_seconds = clock.elapsed()
-    steps_run = run.step - start_step
-    summary = {
-        "step": run.step,
-        "tokens_seen": run.tokens_seen,
-        "train_loss": train_loss,
-        "val_loss": last_val,
-        "best_val_loss": run.best_val_loss,
-        "seconds": clock.wall(),
-        "train_seconds": train_seconds,
-        "tokens_per_s": steps_run * tokens_per_step / train_seconds if steps_run else 0.0,
-        "steady_tokens_per_s": (
-            (steps_run - WARMUP_STEPS) * tokens_per_step / (train_seconds - warm_seconds)
-            if warm_seconds is not None and steps_run > WARMUP_STEPS else None
-        ),
-    }
-    if hasattr(schedule, "report") and history:  # e.g. an lr range test's suggested lr
-        summary["schedule"] = schedule.report([lr for lr, _ in history], [loss for _, loss in history])
-    if info.is_main:
-        write_json(out_dir / "train_summary.json", summary)
-    log(f"done: {run.step} steps, val loss {last_val}, {summary['tokens_per_s']:,.0f} tok/s while training, "
-        f"{summary['seconds']:.1f} s in all")
-    return summary
+    def start_metrics(self) -> TrainMetrics:
+        """Write ``run_info.json`` and open the metric sinks (rank 0); the metrics of this run."""
+        params, parts, info = self.params, self.parts, self.info
+        sinks: list[MetricSink] = []
+        if info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.out_dir / "run_info.json",
+                       run_info.collect(params.to_dict(), str(info.device), info.world_size, self.launch_command))
+            if params.logging.dvclive:
+                sinks += csv_sinks(self.out_dir / "plots", parts.loss_fn.metric_names, self.progress.step)
+            if params.logging.wandb:
+                sinks.append(WandbSink(params.general.project_name, params.general.run_name, params.to_dict(),
+                                       self.out_dir))
+            sinks.append(ConsoleSink(self.log, params.training.max_steps))
+            self.log(f"training {sum(p.numel() for p in parts.model.parameters()):,} parameters on "
+                     f"{info.world_size} x {info.device}, {parts.accum} micro-steps of "
+                     f"{params.training.device_batch_size} x {params.model.context_length} tokens per process per "
+                     f"step, {parts.tokens_per_step:,} tokens per step")
+        flops = parts.model.flops_per_token()
+        peak = peak_flops(info.device, params.training.peak_flops, params.general.dtype)
+        return TrainMetrics(sinks, info, params.training.log_every, params.training.max_steps, parts.tokens_per_step,
+                            flops, peak, self.progress.step)
+
+    def diverged(self, losses: list[float], step: int) -> bool:
+        """False while every loss is finite; True where a sweep schedule ends at divergence; else an error."""
+        bad = next((loss for loss in losses if not math.isfinite(loss)), None)
+        if bad is None:
+            return False
+        if isinstance(self.parts.schedule, ReportingSchedule):
+            self.log(f"train loss is {bad} at step {step}: the sweep diverged; stopping it here "
+                     "(the diverged state is not saved)")
+            return True
+        raise TrainingError(f"train loss is {bad} at step {step}; lower optimizer.lr")
+
+    def validate(self, model: torch.nn.Module, step: int) -> dict[str, float]:
+        """Evaluate (outside the training time) and save ``best.pt`` at a new best val loss."""
+        with self.metrics.clock.paused():
+            figures, improved = self.validator.validate(model, step)
+            if improved:
+                self.checkpointer.save_best(self.state_dict())
+        return figures
+
+    def save(self, step: int) -> None:
+        """Save the state of ``step`` (outside the training time); the earlier run's outputs are then replaced."""
+        with self.metrics.clock.paused():
+            self.checkpointer.save(step, self.state_dict())
+        if self.info.is_main:
+            self.previous.discard()
+
+    def finish(self) -> dict[str, Any]:
+        """Write ``train_summary.json`` and return it."""
+        summary = {
+            **self.metrics.summary(self.progress.step, self.progress.tokens_seen),
+            "val_loss": self.validator.last_loss,
+            "best_val_loss": self.validator.best_loss,
+        }
+        if isinstance(self.parts.schedule, ReportingSchedule) and self.metrics.history:  # e.g. an lr range test
+            lrs, losses = zip(*self.metrics.history)
+            summary["schedule"] = self.parts.schedule.report(list(lrs), list(losses))
+        if self.info.is_main:
+            write_json(self.out_dir / "train_summary.json", summary)
+            self.previous.discard()
+        tokens_per_s = summary["tokens_per_s"] or 0.0
+        self.log(f"done: {summary['step']} steps, val loss {summary['val_loss']}, {tokens_per_s:,.0f} tok/s while "
+                 f"training, {summary['seconds']:.1f} s in all")
+        return summary
+
+    def finished_summary(self) -> dict[str, Any]:
+        """The summary a finished run wrote, read back (or, when it is missing, what the checkpoint tells)."""
+        path = self.out_dir / "train_summary.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {**self.progress.state_dict(), "best_val_loss": self.validator.best_loss}

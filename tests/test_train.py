@@ -10,10 +10,12 @@ import pytest
 import torch
 from conftest import tiny_params, write_params
 
+from nanugpt.build import accumulation
 from nanugpt.checkpoint import CheckpointError, load_checkpoint
 from nanugpt.data import DataError
 from nanugpt.params import load_params
-from nanugpt.train import WARMUP_STEPS, TrainingError
+from nanugpt.errors import TrainingError
+from nanugpt.metrics import WARMUP_STEPS
 from stages import tokenize, train
 
 
@@ -91,7 +93,8 @@ def test_resume_auto_ignores_checkpoint_of_other_params(tmp_path: Path, corpus: 
         train.run(other, data_root=data, out_dir=tmp_path / "out")
         printed = capsys.readouterr().out
         assert "trained with different params; starting from step 0" in printed
-        assert "removed 4 checkpoint files of an earlier run" in printed  # last.pt, best.pt, step 10 and 20
+        assert "set aside the earlier run's checkpoints, plots, run_info.json, train_summary.json" in printed
+        assert not (tmp_path / "out" / ".previous-run").exists()  # deleted once this run saved a checkpoint
     assert train.run(other, data_root=data, out_dir=tmp_path / "out")["step"] == 30  # resumed at the end: no work
 
 
@@ -123,13 +126,12 @@ def test_tokens_of_another_tokenizer_are_refused(tmp_path: Path, corpus: Path) -
         train.run(byte, data_root=data, out_dir=tmp_path / "out")
 
 
-def test_global_batch_not_divisible_by_world(tmp_path: Path, corpus: Path, monkeypatch) -> None:
-    params, data = prepare(tmp_path, corpus, training={"device_batch_size": 4, "global_batch_size": 4})
-    from nanugpt.distributed import DistInfo
-    from nanugpt.train import _train
-
+def test_global_batch_not_divisible_by_world(tmp_path: Path, corpus: Path) -> None:
+    params = load_params(write_params(tmp_path / "params.yaml", tiny_params(
+        corpus, training={"device_batch_size": 4, "global_batch_size": 4})))
+    assert accumulation(params, 1) == 1
     with pytest.raises(TrainingError, match=r"multiple of training.device_batch_size x world size \(4 x 2 = 8\)"):
-        _train(params, data / "tiny" / "char", tmp_path / "out", DistInfo(0, 0, 2, torch.device("cpu")), None)
+        accumulation(params, 2)
 
 
 @pytest.mark.slow

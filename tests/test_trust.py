@@ -152,6 +152,6 @@ def test_wandb_offline_logs_params_metrics_and_no_environment(tmp_path: Path, co
     for path in files:
         assert secret.encode() not in path.read_bytes(), path
     record = b"".join(p.read_bytes() for run in runs for p in run.glob("*.wandb"))  # what `wandb sync` uploads
-    assert b"adamw_nanogpt" in record and b"max_steps" in record and b"train_loss" in record
+    assert b"adamw_nanogpt" in record and b"max_steps" in record and b"train/loss" in record
     tables = [p.read_text() for run in runs for p in run.rglob("samples_*.table.json")]
     assert len(tables) == 1 and json.loads(tables[0])["data"] == [[s] for s in samples]

@@ -1,0 +1,108 @@
+"""The parts of a training run, built from params before its first step (torchtitan's ``build`` step).
+
+``build_run`` reads the token files' ``meta.json``, builds the batch sources,
+the model (seeded by ``general.seed``, the same on every rank), optimizer,
+schedule, scaler and loss, and derives the gradient accumulation.
+``wrap_model`` compiles and DDP-wraps the model after a checkpoint, if any,
+has been loaded into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from nanugpt.data import Batches, DataError, read_meta
+from nanugpt.distributed import DistInfo
+from nanugpt.errors import TrainingError
+from nanugpt.losses import Loss
+from nanugpt.params import Params
+from nanugpt.protocols import Scaler, Schedule
+
+
+@dataclass
+class RunParts:
+    """Everything a run is made of. ``model`` is the plain module (never compiled or wrapped)."""
+
+    model: torch.nn.Module
+    meta: dict[str, Any]  # the token files' meta.json
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    scaler: Scaler
+    loss_fn: Loss
+    train_batches: Batches
+    val_batches: Batches | None
+    vocab_size: int
+    accum: int  # micro-steps per optimizer step on each process
+    tokens_per_step: int  # over all processes
+
+
+def check_tokenized(meta: dict[str, Any], params: Params, data_dir: Path) -> None:
+    """Refuse token files written by another tokenizer than the params name."""
+    expected = params.tokenizer.model_dump(mode="json")
+    if meta.get("tokenizer") != expected:
+        raise DataError(
+            f"{data_dir}/meta.json: tokenized with {meta.get('tokenizer')}, but params say tokenizer {expected}; "
+            "re-run the tokenize stage"
+        )
+
+
+def accumulation(params: Params, world_size: int) -> int:
+    """Micro-steps per optimizer step: ``global_batch_size / (device_batch_size * world_size)``."""
+    t = params.training
+    per_step_rows = t.device_batch_size * world_size
+    if t.global_batch_size % per_step_rows:
+        raise TrainingError(
+            f"training.global_batch_size ({t.global_batch_size}) must be a multiple of training.device_batch_size "
+            f"x world size ({t.device_batch_size} x {world_size} = {per_step_rows})"
+        )
+    return t.global_batch_size // per_step_rows
+
+
+def build_run(params: Params, data_dir: Path, info: DistInfo, log: Callable[[str], None]) -> RunParts:
+    """Build the parts of a run of ``params`` on the token files in ``data_dir``."""
+    t, device = params.training, info.device
+    accum = accumulation(params, info.world_size)
+    if params.general.dtype != "float32" and device.type == "cpu":
+        log(f"note: general.dtype {params.general.dtype} on CPU is slow without bf16/fp16 matmul hardware")
+    meta = read_meta(data_dir)
+    check_tokenized(meta, params, data_dir)
+    context, seed = params.model.context_length, params.general.seed
+    train_batches = params.data.batches(data_dir, meta, "train", context, t.device_batch_size, t.global_batch_size,
+                                        seed, info.rank, info.world_size)
+    if train_batches is None:
+        raise DataError(f"{data_dir}: the train split is empty; re-run the tokenize stage with more data")
+    val_batches = params.data.batches(data_dir, meta, "val", context, t.device_batch_size, t.device_batch_size, seed)
+
+    torch.manual_seed(seed)
+    model = params.model.build(meta["vocab_size"]).to(device)
+    optimizer = params.optimizer.build(model, device.type)
+    for group in optimizer.param_groups:  # the schedule scales each group's own peak lr (e.g. Muon's AdamW part)
+        group.setdefault("base_lr", group["lr"])
+    return RunParts(
+        model=model,
+        meta=meta,
+        optimizer=optimizer,
+        schedule=params.scheduler.build(t.max_steps, params.optimizer.lr),
+        scaler=params.scaler.build(device.type, params.general.dtype),
+        loss_fn=params.loss.build(),
+        train_batches=train_batches,
+        val_batches=val_batches,
+        vocab_size=meta["vocab_size"],
+        accum=accum,
+        tokens_per_step=t.global_batch_size * context,
+    )
+
+
+def wrap_model(model: torch.nn.Module, params: Params, info: DistInfo) -> torch.nn.Module:
+    """The module the train step calls: ``model`` compiled (``general.torch_compile``) and DDP-wrapped on N ranks."""
+    if params.general.torch_compile:
+        model = torch.compile(model)
+    if info.world_size > 1:
+        model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    return model
