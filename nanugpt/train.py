@@ -9,8 +9,8 @@ calls decides its own timing and owns its state, as in torchtitan's trainer:
 - ``nanugpt.train_step``: one optimizer step over the global batch;
 - ``nanugpt.validator``: evaluation and the best val loss;
 - ``nanugpt.checkpointer``: when to save, where to resume from;
-- ``nanugpt.metrics``: per-step losses, throughput, and the sinks they go to
-  (CSV files DVC plots, W&B, the console line);
+- ``nanugpt.metrics``: per-step losses and throughput, sent to the sinks of
+  ``nanugpt.sinks`` (CSV files DVC plots, W&B, the console line);
 - ``nanugpt.previous_run``: an earlier run's outputs, kept until this run has
   saved a checkpoint, and put back if it fails before.
 
@@ -43,7 +43,8 @@ from nanugpt.checkpointer import Checkpointer, load_rng_state, rng_state
 from nanugpt.device import peak_flops
 from nanugpt.distributed import DistInfo, any_rank, process_group
 from nanugpt.errors import TrainingError
-from nanugpt.metrics import ConsoleSink, MetricSink, TrainMetrics, WandbSink, csv_sinks
+from nanugpt.metrics import TrainMetrics
+from nanugpt.sinks import ConsoleSink, MetricSink, WandbSink, csv_sinks
 from nanugpt.params import Params
 from nanugpt.previous_run import PreviousRun
 from nanugpt.protocols import ReportingSchedule

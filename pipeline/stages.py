@@ -59,6 +59,8 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/streaming.py", "nanugpt/models", "nanugpt/optimizers.py", "nanugpt/muon.py", "nanugpt/schedulers.py",
                 "nanugpt/losses.py", "nanugpt/scalers.py",
                 "nanugpt/checkpoint.py", "nanugpt/distributed.py", "nanugpt/device.py", "nanugpt/evaluate.py",
+                "nanugpt/build.py", "nanugpt/train_step.py", "nanugpt/validator.py", "nanugpt/checkpointer.py",
+                "nanugpt/previous_run.py", "nanugpt/protocols.py", "nanugpt/metrics.py",
             ),
             params=(
                 "general", "data", "tokenizer", "model", "training", "optimizer", "scheduler", "loss",

@@ -20,7 +20,7 @@ from nanugpt.checkpoint import check_vocab, load_trained_model
 from nanugpt.data import read_meta
 from nanugpt.device import pick_device
 from nanugpt.generate import GenerateError, read_prompt, sample
-from nanugpt.metrics import WandbSink
+from nanugpt.sinks import WandbSink
 from nanugpt.params import Params
 from nanugpt.tokenizers import tokenizer_from_meta
 from pipeline import paths

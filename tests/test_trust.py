@@ -17,7 +17,7 @@ from conftest import REPO, tiny_params, write_params
 from nanugpt.checkpoint import CheckpointError, load_checkpoint
 from nanugpt.data import DataError
 from nanugpt.errors import UserError
-from nanugpt.metrics import format_log_line
+from nanugpt.sinks import format_log_line
 from nanugpt.params import ParamsError, load_params
 from stages import evaluate, generate, tokenize, train
 
