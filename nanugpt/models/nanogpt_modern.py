@@ -37,9 +37,11 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nanugpt.components import ModelOptions
-from nanugpt.losses import soft_cap
 from nanugpt.models.nanogpt import DecoderMixin, KVCache, dropout_layer
 from nanugpt.models.tinyllama import RotaryEmbedding, apply_rotary, causal_attention, even_rotary_head_size
+from nanugpt.ops.cross_entropy import soft_cap
+from nanugpt.ops.relu_squared import relu_squared
+from nanugpt.ops.rms_norm import rms_norm
 
 
 class NanoGPTModernOptions(ModelOptions):
@@ -67,55 +69,6 @@ class NanoGPTModernOptions(ModelOptions):
 
     def build(self, vocab_size: int) -> "ModernGPT":
         return ModernGPT(self, vocab_size)
-
-
-class _RMSNorm(torch.autograd.Function):
-    """Parameter-free RMSNorm with a hand-written backward, ``dx = (dy - y mean(dy y)) / rms``.
-
-    On CPU, ``F.rms_norm`` is a decomposition (pow, mean, rsqrt, mul) that autograd differentiates op
-    by op: 7 full-size passes over the activations forward and backward, against 5 here. Together
-    with ``relu_squared`` and one QK-norm call for q and k, forward + backward of the 4-layer, 128-wide
-    CPU shape went from 62.4 to 54.4 ms (bench/README.md).
-    """
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
-        rstd = torch.rsqrt(x.square().mean(-1, keepdim=True) + torch.finfo(x.dtype).eps)  # (..., 1)
-        y = x * rstd
-        ctx.save_for_backward(y, rstd)
-        return y
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor) -> torch.Tensor:
-        y, rstd = ctx.saved_tensors
-        return torch.addcmul(dy, y, (dy * y).mean(-1, keepdim=True), value=-1.0).mul_(rstd)
-
-
-def rms_norm(x: torch.Tensor) -> torch.Tensor:
-    """RMSNorm over the last dimension, without learnable parameters (eps: the dtype's machine epsilon)."""
-    if x.device.type == "cpu":
-        return _RMSNorm.apply(x)
-    return F.rms_norm(x, (x.size(-1),))  # a fused kernel on GPUs
-
-
-class _ReluSquared(torch.autograd.Function):
-    """``relu(x)^2``, keeping only ``relu(x)`` for a one-pass backward ``dx = 2 relu(x) dy``."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
-        r = torch.relu(x)
-        ctx.save_for_backward(r)
-        return r * r
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor) -> torch.Tensor:
-        (r,) = ctx.saved_tensors
-        return (2 * r).mul_(dy)
-
-
-def relu_squared(x: torch.Tensor) -> torch.Tensor:
-    """``relu(x)^2``, the MLP activation."""
-    return _ReluSquared.apply(x)
 
 
 class ShortConv(nn.Module):
