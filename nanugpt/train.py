@@ -38,7 +38,7 @@ from nanugpt.distributed import DistInfo, all_reduce_mean, any_rank, process_gro
 from nanugpt.errors import UserError
 from nanugpt.evaluate import evaluate_split
 from nanugpt.metrics import TRAIN_COLUMNS, VAL_COLUMNS, CsvLog, Stopwatch, WandbSink, format_log_line
-from nanugpt.models.nanogpt import DecoderMixin
+from nanugpt.models.base import DecoderMixin
 from nanugpt.params import Params
 
 # What must match for ``resume: auto`` to continue a checkpoint: everything that shapes the numbers

@@ -22,10 +22,11 @@ from nanugpt.components import LossOptions
 from nanugpt.errors import UserError
 from nanugpt.generate import sample
 from nanugpt.losses import Loss
+from nanugpt.models.layers import apply_rotary
 from nanugpt.models.nanogpt_modern import NanoGPTModernOptions, ShortConv
 from nanugpt.models.te_llama3 import TE_INSTALL, TELlama3Options, unavailable_reason
 from nanugpt.models.tiny_transformer import TinyTransformerOptions
-from nanugpt.models.tinyllama import TinyLlamaOptions, apply_rotary
+from nanugpt.models.tinyllama import TinyLlamaOptions
 from nanugpt.muon import split_params
 from nanugpt.ops.cross_entropy import KernelSizes, soft_cap
 from nanugpt.ops.relu_squared import relu_squared

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nanugpt.components import ModelOptions
-from nanugpt.models.nanogpt import DecoderMixin, KVCache, dropout_layer
-from nanugpt.models.tinyllama import RotaryEmbedding, apply_rotary, causal_attention, even_rotary_head_size
+from nanugpt.models.base import DecoderMixin, KVCache, padded_vocab
+from nanugpt.models.layers import RotaryEmbedding, apply_rotary, causal_attention, dropout_layer, even_rotary_head_size
 from nanugpt.ops.cross_entropy import soft_cap
 from nanugpt.ops.relu_squared import relu_squared
 from nanugpt.ops.rms_norm import rms_norm
@@ -158,15 +158,15 @@ class Block(nn.Module):
         return x + self.mlp(h)
 
 
-class ModernGPT(DecoderMixin, nn.Module):
+class ModernGPT(DecoderMixin):
     """Token ids (B, T) -> logits (B, T, padded vocab)."""
 
     def __init__(self, opts: NanoGPTModernOptions, vocab_size: int):
-        super().__init__()
+        padded = padded_vocab(vocab_size, opts.pad_vocab_to)
+        super().__init__(vocab_size=vocab_size, padded_vocab=padded, context_length=opts.context_length,
+                         n_layer=opts.n_layer, n_embd=opts.n_embd)
         self.opts = opts
-        self.vocab_size = vocab_size
-        padded = math.ceil(vocab_size / opts.pad_vocab_to) * opts.pad_vocab_to
-        self.context_length = opts.context_length
+        self.logit_softcap = opts.logit_softcap
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(padded, opts.n_embd),  # PyTorch's N(0, 1) init; normalised before use
@@ -183,17 +183,11 @@ class ModernGPT(DecoderMixin, nn.Module):
                 else:  # std 0.5 / sqrt(fan_in), as modded-nanogpt
                     nn.init.normal_(module.weight, mean=0.0, std=0.5 / math.sqrt(module.in_features))
 
-    def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; the token embedding (a lookup, not a matmul) excluded by default."""
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wte.weight.numel() if non_embedding else n
-
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, hidden_only: bool = False) -> torch.Tensor:
         """Logits (B, T, padded vocab), or with ``hidden_only`` the (B, T, C) input of the head."""
         T = idx.size(1)
         past = cache.length if cache is not None else 0
-        if past + T > self.context_length:
-            raise ValueError(f"sequence of {past + T} tokens exceeds model.context_length {self.context_length}")
+        self.check_length(past + T)
         cos, sin = self.rotary(past, T)  # (T, hs) each
         x = self.transformer.drop(rms_norm(self.transformer.wte(idx)))  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
@@ -201,4 +195,4 @@ class ModernGPT(DecoderMixin, nn.Module):
         if cache is not None:
             cache.length += T
         x = rms_norm(x)
-        return x if hidden_only else soft_cap(self.lm_head(x), self.opts.logit_softcap)
+        return x if hidden_only else soft_cap(self.lm_head(x), self.logit_softcap)
