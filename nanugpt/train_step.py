@@ -16,7 +16,7 @@ from nanugpt.build import RunParts
 from nanugpt.data import to_device
 from nanugpt.device import autocast_context
 from nanugpt.distributed import DistInfo
-from nanugpt.models.nanogpt import DecoderMixin
+from nanugpt.models.base import DecoderMixin
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanugpt import losses
-from nanugpt.losses import (_CrossEntropy, _LinearCrossEntropy, AnswerLoss, LastPositionLoss, Loss, cross_entropy,
-                            linear_cross_entropy, soft_cap)
+from nanugpt.losses import AnswerLoss, LastPositionLoss, Loss
+from nanugpt.ops.cpu_cross_entropy import ChunkedCrossEntropy, LinearCrossEntropy
+from nanugpt.ops.cross_entropy import KernelSizes, cross_entropy, linear_cross_entropy, soft_cap
+
+ALWAYS_CHUNKED = KernelSizes(cpu_chunked_from=0)  # small logits take the CPU kernels too
 
 
 @pytest.mark.parametrize("chunk_elements", [7, 64, 1 << 20])  # many chunks with a ragged last one; one chunk
-def test_cross_entropy_matches_pytorch(monkeypatch: pytest.MonkeyPatch, chunk_elements: int) -> None:
-    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", chunk_elements)
-    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)  # these small logits take our path too
+def test_cross_entropy_matches_pytorch(chunk_elements: int) -> None:
     torch.manual_seed(0)
     logits = (3 * torch.randn(2, 9, 11)).requires_grad_()
     targets = torch.randint(0, 11, (2, 9))
     targets[0, :4] = -100  # ignored positions
-    ours = cross_entropy(logits, targets)
+    ours = cross_entropy(logits, targets, sizes=KernelSizes(cpu_chunked_from=0, chunk_elements=chunk_elements))
+    assert "ChunkedCrossEntropy" in type(ours.grad_fn).__name__
     ours.backward()
     ours_grad = logits.grad.clone()
     logits.grad = None
@@ -35,24 +36,22 @@ def test_cross_entropy_gradient_is_exact() -> None:
     torch.manual_seed(0)
     logits = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     targets = torch.tensor([0, 4, -1, 2, 2, 1])
-    assert torch.autograd.gradcheck(lambda x: _CrossEntropy.apply(x, targets, -1), (logits,))
+    assert torch.autograd.gradcheck(lambda x: ChunkedCrossEntropy.apply(x, targets, -1, 7), (logits,))
 
 
-def test_cross_entropy_of_half_precision_logits_is_computed_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
+def test_cross_entropy_of_half_precision_logits_is_computed_in_float32() -> None:
     torch.manual_seed(0)
     logits = torch.randn(4, 3, 50).to(torch.bfloat16).requires_grad_()
     targets = torch.randint(0, 50, (4, 3))
-    loss = cross_entropy(logits, targets)
+    loss = cross_entropy(logits, targets, sizes=ALWAYS_CHUNKED)
     loss.backward()
     assert loss.dtype == torch.float32 and logits.grad.dtype == torch.bfloat16
     torch.testing.assert_close(loss, F.cross_entropy(logits.float().view(-1, 50), targets.view(-1)))
 
 
-def test_cross_entropy_with_every_target_ignored_is_nan_like_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
+def test_cross_entropy_with_every_target_ignored_is_nan_like_pytorch() -> None:
     logits, targets = torch.randn(3, 4), torch.full((3,), -100)
-    assert cross_entropy(logits, targets).isnan() and F.cross_entropy(logits, targets).isnan()
+    assert cross_entropy(logits, targets, sizes=ALWAYS_CHUNKED).isnan() and F.cross_entropy(logits, targets).isnan()
 
 
 def reference_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -63,16 +62,14 @@ def reference_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, t
 
 @pytest.mark.parametrize("cap", [None, 2.0])
 @pytest.mark.parametrize("chunk_elements", [50, 1 << 20])  # 5 rows per chunk with a ragged last one; one chunk
-def test_linear_cross_entropy_matches_pytorch(monkeypatch: pytest.MonkeyPatch, chunk_elements: int,
-                                              cap: float | None) -> None:
-    monkeypatch.setattr(losses, "HEAD_CHUNK_ELEMENTS", chunk_elements)
-    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)  # these small logits take the fused path too
+def test_linear_cross_entropy_matches_pytorch(chunk_elements: int, cap: float | None) -> None:
     torch.manual_seed(0)
     hidden = torch.randn(2, 13, 6, requires_grad=True)
     weight = torch.randn(10, 6, requires_grad=True)
     targets = torch.randint(0, 10, (2, 13))
     targets[1, 5:9] = -100
-    ours = linear_cross_entropy(hidden, weight, targets, cap=cap)
+    ours = linear_cross_entropy(hidden, weight, targets, cap=cap,
+                                sizes=KernelSizes(cpu_chunked_from=0, head_chunk_elements=chunk_elements))
     assert ours.grad_fn is not None and "LinearCrossEntropy" in type(ours.grad_fn).__name__
     (3 * ours).backward()  # a d loss other than 1 reaches both gradients
     ours_grads = hidden.grad.clone(), weight.grad.clone()
@@ -85,56 +82,53 @@ def test_linear_cross_entropy_matches_pytorch(monkeypatch: pytest.MonkeyPatch, c
 
 
 @pytest.mark.parametrize("cap", [None, 1.5])
-def test_linear_cross_entropy_gradient_is_exact(monkeypatch: pytest.MonkeyPatch, cap: float | None) -> None:
-    monkeypatch.setattr(losses, "HEAD_CHUNK_ELEMENTS", 12)  # 3 rows per chunk
+def test_linear_cross_entropy_gradient_is_exact(cap: float | None) -> None:
     torch.manual_seed(0)
     hidden = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     targets = torch.tensor([0, 3, -100, 2, 2, 1, 3])
     assert torch.autograd.gradcheck(
-        lambda h, w: _LinearCrossEntropy.apply(h, w, targets, -100, cap, True), (hidden, weight))
+        lambda h, w: LinearCrossEntropy.apply(h, w, targets, -100, cap, True, 12), (hidden, weight))  # 3 rows a chunk
 
 
-def test_linear_cross_entropy_without_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
+def test_linear_cross_entropy_without_gradients() -> None:
     torch.manual_seed(0)
     hidden, weight, targets = torch.randn(9, 4), torch.randn(20, 4, requires_grad=True), torch.randint(0, 20, (9,))
     with torch.no_grad():
-        loss = linear_cross_entropy(hidden, weight, targets, cap=3.0)
+        loss = linear_cross_entropy(hidden, weight, targets, cap=3.0, sizes=ALWAYS_CHUNKED)
     assert loss.grad_fn is None
     torch.testing.assert_close(loss, reference_linear_cross_entropy(hidden, weight, targets, 3.0))
 
 
-def test_linear_cross_entropy_leaves_half_precision_and_autocast_to_the_unfused_head(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
+def test_linear_cross_entropy_leaves_half_precision_and_autocast_to_the_unfused_head() -> None:
     torch.manual_seed(0)
     hidden, weight, targets = torch.randn(5, 8), torch.randn(30, 8, requires_grad=True), torch.randint(0, 30, (5,))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        autocast = linear_cross_entropy(hidden, weight, targets)
-        expected = cross_entropy(F.linear(hidden, weight), targets)
+        autocast = linear_cross_entropy(hidden, weight, targets, sizes=ALWAYS_CHUNKED)
+        expected = cross_entropy(F.linear(hidden, weight), targets, sizes=ALWAYS_CHUNKED)
     assert "LinearCrossEntropy" not in type(autocast.grad_fn).__name__
     torch.testing.assert_close(autocast, expected)
-    half = linear_cross_entropy(hidden.bfloat16(), weight.bfloat16(), targets)
-    torch.testing.assert_close(half, cross_entropy(F.linear(hidden.bfloat16(), weight.bfloat16()), targets))
+    half = linear_cross_entropy(hidden.bfloat16(), weight.bfloat16(), targets, sizes=ALWAYS_CHUNKED)
+    assert "LinearCrossEntropy" not in type(half.grad_fn).__name__
+    expected = cross_entropy(F.linear(hidden.bfloat16(), weight.bfloat16()), targets, sizes=ALWAYS_CHUNKED)
+    torch.testing.assert_close(half, expected)
 
 
-def test_linear_cross_entropy_with_every_target_ignored_is_nan_like_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
+def test_linear_cross_entropy_with_every_target_ignored_is_nan_like_pytorch() -> None:
     hidden, weight = torch.randn(3, 4), torch.randn(6, 4)
-    assert linear_cross_entropy(hidden, weight, torch.full((3,), -100)).isnan()
+    assert linear_cross_entropy(hidden, weight, torch.full((3,), -100), sizes=ALWAYS_CHUNKED).isnan()
 
 
-@pytest.mark.parametrize("loss", [Loss(), LastPositionLoss(), AnswerLoss()], ids=["autoregressive", "last", "answer"])
-@pytest.mark.parametrize("native_below", [0, 1 << 30], ids=["fused", "unfused"])
-def test_every_loss_from_hidden_equals_the_loss_of_its_logits(monkeypatch: pytest.MonkeyPatch, loss: Loss,
-                                                              native_below: int) -> None:
-    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", native_below)
+@pytest.mark.parametrize("loss_cls", [Loss, LastPositionLoss, AnswerLoss], ids=["autoregressive", "last", "answer"])
+@pytest.mark.parametrize("chunked_from", [0, 1 << 30], ids=["fused", "unfused"])
+def test_every_loss_from_hidden_equals_the_loss_of_its_logits(loss_cls: type[Loss], chunked_from: int) -> None:
+    loss = loss_cls(sizes=KernelSizes(cpu_chunked_from=chunked_from))
     torch.manual_seed(0)
     hidden, weight = torch.randn(3, 5, 8, requires_grad=True), torch.randn(16, 8, requires_grad=True)
     targets = torch.randint(0, 16, (3, 5))
     targets[0, :2] = -100
     from_hidden = loss.from_hidden(hidden, weight, targets, cap=4.0)
+    assert ("LinearCrossEntropy" in type(from_hidden.grad_fn).__name__) == (chunked_from == 0)
     from_hidden.backward()
     grads = hidden.grad.clone(), weight.grad.clone()
     hidden.grad = weight.grad = None

@@ -18,15 +18,19 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_params
 
-from nanugpt import losses
+from nanugpt.components import LossOptions
 from nanugpt.errors import UserError
 from nanugpt.generate import sample
-from nanugpt.losses import soft_cap
-from nanugpt.models.nanogpt_modern import NanoGPTModernOptions, ShortConv, relu_squared, rms_norm
+from nanugpt.losses import Loss
+from nanugpt.models.layers import apply_rotary
+from nanugpt.models.nanogpt_modern import NanoGPTModernOptions, ShortConv
 from nanugpt.models.te_llama3 import TE_INSTALL, TELlama3Options, unavailable_reason
 from nanugpt.models.tiny_transformer import TinyTransformerOptions
-from nanugpt.models.tinyllama import TinyLlamaOptions, apply_rotary
+from nanugpt.models.tinyllama import TinyLlamaOptions
 from nanugpt.muon import split_params
+from nanugpt.ops.cross_entropy import KernelSizes, soft_cap
+from nanugpt.ops.relu_squared import relu_squared
+from nanugpt.ops.rms_norm import rms_norm
 from nanugpt.params import GenerateParams, Params, ParamsError, validate_params
 from stages import tokenize, train
 
@@ -125,19 +129,41 @@ def test_hidden_states_and_linear_head_give_the_logits(name: str) -> None:
     torch.testing.assert_close(soft_cap(model(idx, hidden_only=True) @ weight.t(), cap), model(idx))
 
 
-def test_fused_head_trains_like_the_unfused_one(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The train step's loss with the head fused into it (forced here on small logits) gives the same run."""
-    params = params_for(CPU_MODELS["nanogpt_modern"][0], corpus,
-                        training={"max_steps": 8, "log_every": 1, "checkpoint_every": 0},
-                        eval={"eval_every": 0, "eval_iters": 1})
+HEAD_KERNELS: list[str] = []  # the backward of each loss that ChunkedEverywhereLoss.from_hidden returned
+
+
+class ChunkedEverywhereLoss(Loss):
+    """The autoregressive loss with the CPU kernels chosen even for small logits; notes the head's kernel."""
+
+    def __init__(self) -> None:
+        super().__init__(sizes=KernelSizes(cpu_chunked_from=0))
+
+    def from_hidden(self, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                    cap: float | None = None) -> torch.Tensor:
+        loss = super().from_hidden(hidden, weight, targets, cap)
+        HEAD_KERNELS.append(type(loss.grad_fn).__name__)
+        return loss
+
+
+class ChunkedEverywhereOptions(LossOptions):
+    """A user's own loss component, named by import path in the params."""
+
+    def build(self) -> Loss:
+        return ChunkedEverywhereLoss()
+
+
+def test_fused_head_trains_like_the_unfused_one(tmp_path: Path, corpus: Path) -> None:
+    """The train step's loss with the head fused into it (chosen here on small logits) gives the same run."""
+    sections = {"training": {"max_steps": 8, "log_every": 1, "checkpoint_every": 0},
+                "eval": {"eval_every": 0, "eval_iters": 1}}
+    params = params_for(CPU_MODELS["nanogpt_modern"][0], corpus, **sections)
     tokenize.run(params, data_root=tmp_path / "data")
     unfused = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "unfused")
-    monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
-    fused_calls = []
-    original = losses._LinearCrossEntropy.apply
-    monkeypatch.setattr(losses._LinearCrossEntropy, "apply", lambda *args: fused_calls.append(1) or original(*args))
-    fused = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "fused")
-    assert len(fused_calls) == 8 * 2  # 2 micro-steps per step
+    chunked = params_for(CPU_MODELS["nanogpt_modern"][0], corpus, **sections,
+                         loss={"module": f"{__name__}:ChunkedEverywhereOptions"})
+    HEAD_KERNELS.clear()
+    fused = train.run(chunked, data_root=tmp_path / "data", out_dir=tmp_path / "fused")
+    assert HEAD_KERNELS == ["LinearCrossEntropyBackward"] * 8 * 2  # 2 micro-steps per step
     assert train_losses(tmp_path / "fused") == pytest.approx(train_losses(tmp_path / "unfused"), rel=1e-5)
     assert fused["val_loss"] == pytest.approx(unfused["val_loss"], rel=1e-5)
 

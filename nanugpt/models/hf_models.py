@@ -15,17 +15,18 @@ Needs the ``transformers`` package (``pip install 'nanugpt[hf]'``).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from nanugpt.components import ModelOptions
 from nanugpt.errors import UserError
+from nanugpt.models.base import CausalLM, padded_vocab
+from nanugpt.models.layers import kv_heads_divide_heads, swiglu_width
 
 
 def import_transformers(user: str) -> ModuleType:
@@ -42,33 +43,19 @@ def rope_theta(config: Any) -> float | None:
     return (getattr(config, "rope_parameters", None) or {}).get("rope_theta", getattr(config, "rope_theta", None))
 
 
-class HFCausalLM(nn.Module):
+class HFCausalLM(CausalLM):
     """A transformers causal LM as our models look: token ids (B, T) -> logits (B, T, V)."""
 
-    def __init__(self, hf_model: nn.Module, context_length: int):
-        super().__init__()
+    def __init__(self, hf_model: nn.Module, vocab_size: int, context_length: int):
+        config = hf_model.config
+        super().__init__(vocab_size=vocab_size, padded_vocab=config.vocab_size, context_length=context_length,
+                         n_layer=config.num_hidden_layers, n_embd=config.hidden_size)
         self.hf = hf_model
-        self.context_length = context_length
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        T = idx.size(1)
-        if T > self.context_length:
-            raise ValueError(f"sequence of {T} tokens exceeds model.context_length {self.context_length}")
+        """Logits (B, T, V) of token ids (B, T); V is the transformers model's (padded) vocabulary."""
+        self.check_length(idx.size(1))
         return self.hf(input_ids=idx, use_cache=False).logits  # (B, T, V)
-
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6N for the matmul weights plus 12 L T C for attention (PaLM appendix B).
-
-        Embeddings that are only looked up (GPT-2's positions, an untied input
-        embedding) are left out of N; a head tied to the input embedding counts.
-        """
-        config = self.hf.config
-        head = self.hf.get_output_embeddings().weight
-        lookups = sum(
-            m.weight.numel() for m in self.hf.modules() if isinstance(m, nn.Embedding) and m.weight is not head
-        )
-        n = sum(p.numel() for p in self.parameters()) - lookups
-        return 6 * n + 12 * config.num_hidden_layers * config.hidden_size * self.context_length
 
 
 class HFModelOptions(ModelOptions):
@@ -106,11 +93,11 @@ class HFModelOptions(ModelOptions):
     def build(self, vocab_size: int) -> HFCausalLM:
         transformers = import_transformers(f"model.module {self.module!r}")
         if self.pretrained is None:
-            padded = math.ceil(vocab_size / self.pad_vocab_to) * self.pad_vocab_to
+            padded = padded_vocab(vocab_size, self.pad_vocab_to)
             hf_model = getattr(transformers, self.hf_class)(self.new_config(transformers, padded))
         else:
             hf_model = self.load_pretrained(transformers, vocab_size)
-        return HFCausalLM(hf_model, self.context_length)
+        return HFCausalLM(hf_model, vocab_size, self.context_length)
 
     def load_pretrained(self, transformers: ModuleType, vocab_size: int) -> nn.Module:
         """The model saved in ``pretrained``, after checking it against these options and the data."""
@@ -197,18 +184,12 @@ class HFLlamaOptions(HFModelOptions):
     rms_norm_eps: float = Field(1e-5, gt=0, description="epsilon of every RMSNorm")
     tie_word_embeddings: bool = Field(False, description="share the token embedding with the output head")
 
-    @field_validator("n_kv_head")
-    @classmethod
-    def _divides_heads(cls, value: int | None, info: ValidationInfo) -> int | None:
-        n_head = info.data.get("n_head")
-        if value is not None and n_head and n_head % value:
-            raise ValueError(f"must divide model.n_head ({n_head})")
-        return value
+    _kv_heads_divide_heads = field_validator("n_kv_head")(kv_heads_divide_heads)
 
     @property
     def mlp_width(self) -> int:
         """The SwiGLU hidden width: ``intermediate_size`` or its Llama-like default."""
-        return self.intermediate_size or 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        return swiglu_width(self.n_embd, self.intermediate_size)
 
     def new_config(self, transformers: ModuleType, vocab_size: int) -> Any:
         return transformers.LlamaConfig(

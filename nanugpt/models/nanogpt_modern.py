@@ -37,9 +37,11 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nanugpt.components import ModelOptions
-from nanugpt.losses import soft_cap
-from nanugpt.models.nanogpt import DecoderMixin, KVCache, dropout_layer
-from nanugpt.models.tinyllama import RotaryEmbedding, apply_rotary, causal_attention, even_rotary_head_size
+from nanugpt.models.base import DecoderMixin, KVCache, padded_vocab
+from nanugpt.models.layers import RotaryEmbedding, apply_rotary, causal_attention, dropout_layer, even_rotary_head_size
+from nanugpt.ops.cross_entropy import soft_cap
+from nanugpt.ops.relu_squared import relu_squared
+from nanugpt.ops.rms_norm import rms_norm
 
 
 class NanoGPTModernOptions(ModelOptions):
@@ -67,55 +69,6 @@ class NanoGPTModernOptions(ModelOptions):
 
     def build(self, vocab_size: int) -> "ModernGPT":
         return ModernGPT(self, vocab_size)
-
-
-class _RMSNorm(torch.autograd.Function):
-    """Parameter-free RMSNorm with a hand-written backward, ``dx = (dy - y mean(dy y)) / rms``.
-
-    On CPU, ``F.rms_norm`` is a decomposition (pow, mean, rsqrt, mul) that autograd differentiates op
-    by op: 7 full-size passes over the activations forward and backward, against 5 here. Together
-    with ``relu_squared`` and one QK-norm call for q and k, forward + backward of the 4-layer, 128-wide
-    CPU shape went from 62.4 to 54.4 ms (bench/README.md).
-    """
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
-        rstd = torch.rsqrt(x.square().mean(-1, keepdim=True) + torch.finfo(x.dtype).eps)  # (..., 1)
-        y = x * rstd
-        ctx.save_for_backward(y, rstd)
-        return y
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor) -> torch.Tensor:
-        y, rstd = ctx.saved_tensors
-        return torch.addcmul(dy, y, (dy * y).mean(-1, keepdim=True), value=-1.0).mul_(rstd)
-
-
-def rms_norm(x: torch.Tensor) -> torch.Tensor:
-    """RMSNorm over the last dimension, without learnable parameters (eps: the dtype's machine epsilon)."""
-    if x.device.type == "cpu":
-        return _RMSNorm.apply(x)
-    return F.rms_norm(x, (x.size(-1),))  # a fused kernel on GPUs
-
-
-class _ReluSquared(torch.autograd.Function):
-    """``relu(x)^2``, keeping only ``relu(x)`` for a one-pass backward ``dx = 2 relu(x) dy``."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
-        r = torch.relu(x)
-        ctx.save_for_backward(r)
-        return r * r
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor) -> torch.Tensor:
-        (r,) = ctx.saved_tensors
-        return (2 * r).mul_(dy)
-
-
-def relu_squared(x: torch.Tensor) -> torch.Tensor:
-    """``relu(x)^2``, the MLP activation."""
-    return _ReluSquared.apply(x)
 
 
 class ShortConv(nn.Module):
@@ -205,15 +158,15 @@ class Block(nn.Module):
         return x + self.mlp(h)
 
 
-class ModernGPT(DecoderMixin, nn.Module):
+class ModernGPT(DecoderMixin):
     """Token ids (B, T) -> logits (B, T, padded vocab)."""
 
     def __init__(self, opts: NanoGPTModernOptions, vocab_size: int):
-        super().__init__()
+        padded = padded_vocab(vocab_size, opts.pad_vocab_to)
+        super().__init__(vocab_size=vocab_size, padded_vocab=padded, context_length=opts.context_length,
+                         n_layer=opts.n_layer, n_embd=opts.n_embd)
         self.opts = opts
-        self.vocab_size = vocab_size
-        padded = math.ceil(vocab_size / opts.pad_vocab_to) * opts.pad_vocab_to
-        self.context_length = opts.context_length
+        self.logit_softcap = opts.logit_softcap
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(padded, opts.n_embd),  # PyTorch's N(0, 1) init; normalised before use
@@ -230,17 +183,11 @@ class ModernGPT(DecoderMixin, nn.Module):
                 else:  # std 0.5 / sqrt(fan_in), as modded-nanogpt
                     nn.init.normal_(module.weight, mean=0.0, std=0.5 / math.sqrt(module.in_features))
 
-    def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; the token embedding (a lookup, not a matmul) excluded by default."""
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wte.weight.numel() if non_embedding else n
-
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, hidden_only: bool = False) -> torch.Tensor:
         """Logits (B, T, padded vocab), or with ``hidden_only`` the (B, T, C) input of the head."""
         T = idx.size(1)
         past = cache.length if cache is not None else 0
-        if past + T > self.context_length:
-            raise ValueError(f"sequence of {past + T} tokens exceeds model.context_length {self.context_length}")
+        self.check_length(past + T)
         cos, sin = self.rotary(past, T)  # (T, hs) each
         x = self.transformer.drop(rms_norm(self.transformer.wte(idx)))  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
@@ -248,4 +195,4 @@ class ModernGPT(DecoderMixin, nn.Module):
         if cache is not None:
             cache.length += T
         x = rms_norm(x)
-        return x if hidden_only else soft_cap(self.lm_head(x), self.opts.logit_softcap)
+        return x if hidden_only else soft_cap(self.lm_head(x), self.logit_softcap)

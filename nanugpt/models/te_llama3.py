@@ -16,13 +16,13 @@ the context window per token (no key/value cache).
 from __future__ import annotations
 
 import importlib.util
-import math
 
 import torch
 import torch.nn as nn
 from pydantic import Field
 
 from nanugpt.errors import UserError
+from nanugpt.models.base import CausalLM, padded_vocab
 from nanugpt.models.tinyllama import TinyLlamaOptions
 
 TE_INSTALL = "pip install transformer-engine[pytorch]"
@@ -61,18 +61,17 @@ class TELlama3Options(TinyLlamaOptions):
         return TELlama3(self, vocab_size)
 
 
-class TELlama3(nn.Module):
+class TELlama3(CausalLM):
     """Token ids (B, T) on a CUDA device -> logits (B, T, padded vocab)."""
 
     def __init__(self, opts: TELlama3Options, vocab_size: int):
         import transformer_engine.pytorch as te
         from transformer_engine.pytorch.attention import RotaryPositionEmbedding
 
-        super().__init__()
+        padded = padded_vocab(vocab_size, opts.pad_vocab_to)
+        super().__init__(vocab_size=vocab_size, padded_vocab=padded, context_length=opts.context_length,
+                         n_layer=opts.n_layer, n_embd=opts.n_embd)
         self.opts = opts
-        self.vocab_size = vocab_size
-        padded = math.ceil(vocab_size / opts.pad_vocab_to) * opts.pad_vocab_to
-        self.context_length = opts.context_length
 
         def init(weight: torch.Tensor) -> None:
             nn.init.normal_(weight, mean=0.0, std=opts.init_std)
@@ -111,18 +110,6 @@ class TELlama3(nn.Module):
         rope = RotaryPositionEmbedding(opts.n_embd // opts.n_head, rotary_base=opts.rope_theta)
         self.register_buffer("rope_freqs", rope(max_seq_len=opts.context_length), persistent=False)  # (T_max, 1, 1, hs)
 
-    def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; by default without the embedding table unless it is also the head."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding and not self.opts.tie_word_embeddings:
-            n -= self.embed_tokens.weight.numel()
-        return n
-
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM appendix B)."""
-        o = self.opts
-        return 6 * self.num_params() + 12 * o.n_layer * o.n_embd * o.context_length
-
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)
         if idx.device.type != "cuda":
@@ -130,8 +117,7 @@ class TELlama3(nn.Module):
                 f"model.module te_llama3 runs on CUDA only, got input on {idx.device}; set general.device_type "
                 "to 'auto' or 'cuda'"
             )
-        if T > self.context_length:
-            raise ValueError(f"sequence of {T} tokens exceeds model.context_length {self.context_length}")
+        self.check_length(T)
         x = self.embed_tokens(idx)  # (B, T, C)
         for layer in self.layers:
             x = layer(x, rotary_pos_emb=self.rope_freqs[:T])  # (B, T, C)

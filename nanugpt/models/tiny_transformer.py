@@ -16,11 +16,11 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from pydantic import Field
 
 from nanugpt.components import ModelOptions
-from nanugpt.models.nanogpt import dropout_layer
+from nanugpt.models.base import CausalLM
+from nanugpt.models.layers import causal_attention, dropout_layer
 
 
 class TinyTransformerOptions(ModelOptions):
@@ -54,7 +54,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        y = causal_attention(q, k, v, dropout=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))  # (B, T, C)
 
 
@@ -76,14 +76,13 @@ class Block(nn.Module):
         return x + self.dropout(self.mlp(self.norm_2(x)))  # (B, T, C)
 
 
-class TinyTransformer(nn.Module):
+class TinyTransformer(CausalLM):
     """Token ids (B, T) -> logits (B, T, vocab)."""
 
     def __init__(self, opts: TinyTransformerOptions, vocab_size: int):
-        super().__init__()
+        super().__init__(vocab_size=vocab_size, padded_vocab=vocab_size, context_length=opts.context_length,
+                         n_layer=opts.n_layer, n_embd=opts.n_embd)
         self.opts = opts
-        self.vocab_size = vocab_size
-        self.context_length = opts.context_length
         self.token_embedding = nn.Embedding(vocab_size, opts.n_embd)
         self.position_embedding = nn.Embedding(opts.context_length, opts.n_embd)
         self.dropout = dropout_layer(opts.dropout)
@@ -91,22 +90,9 @@ class TinyTransformer(nn.Module):
         self.norm_f = make_norm(opts)
         self.head = nn.Linear(opts.n_embd, vocab_size, bias=opts.bias)
 
-    def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; embedding tables (lookups, not matmuls) excluded by default."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.token_embedding.weight.numel() + self.position_embedding.weight.numel()
-        return n
-
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM appendix B)."""
-        o = self.opts
-        return 6 * self.num_params() + 12 * o.n_layer * o.n_embd * o.context_length
-
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)
-        if T > self.context_length:
-            raise ValueError(f"sequence of {T} tokens exceeds model.context_length {self.context_length}")
+        self.check_length(T)
         pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.dropout(self.token_embedding(idx) + self.position_embedding(pos))  # (B, T, C)
         for block in self.blocks:

@@ -17,24 +17,17 @@ are never produced by the tokenizer), or slice ``embed_tokens`` and
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from nanugpt.components import ModelOptions
-from nanugpt.models.nanogpt import DecoderMixin, KVCache
-
-
-def even_rotary_head_size(cls: type, n_embd: int, info: ValidationInfo) -> int:
-    """Validator of ``n_embd`` for rotary models: n_head times an even head size."""
-    n_head = info.data.get("n_head")
-    if n_head is not None and (n_embd % n_head or (n_embd // n_head) % 2):
-        raise ValueError(f"must be n_head ({n_head}) x an even head size (rotary embeddings turn pairs of dimensions)")
-    return n_embd
+from nanugpt.models.base import DecoderMixin, KVCache, padded_vocab
+from nanugpt.models.layers import (RotaryEmbedding, apply_rotary, causal_attention, even_rotary_head_size,
+                                   kv_heads_divide_heads, swiglu_width)
 
 
 class TinyLlamaOptions(ModelOptions):
@@ -55,18 +48,7 @@ class TinyLlamaOptions(ModelOptions):
     init_std: float = Field(0.02, gt=0, description="std of the normal init of Linear and Embedding weights")
     pad_vocab_to: int = Field(64, gt=0, description="round the vocabulary up to a multiple of this")
 
-    @field_validator("n_kv_head")
-    @classmethod
-    def _kv_heads_divide_heads(cls, n_kv_head: int | None, info: ValidationInfo) -> int | None:
-        n_head = info.data.get("n_head")
-        if n_kv_head is not None and n_head is not None and n_head % n_kv_head:
-            divisors = ", ".join(str(d) for d in range(1, n_head + 1) if n_head % d == 0)
-            raise ValueError(
-                f"must divide n_head ({n_head}): each key/value head serves n_head / n_kv_head query heads; "
-                f"use one of {divisors}"
-            )
-        return n_kv_head
-
+    _kv_heads_divide_heads = field_validator("n_kv_head")(kv_heads_divide_heads)
     _even_head_size = field_validator("n_embd")(even_rotary_head_size)
 
     @property
@@ -77,7 +59,7 @@ class TinyLlamaOptions(ModelOptions):
     @property
     def mlp_width(self) -> int:
         """The SwiGLU hidden width: ``intermediate_size`` or its Llama-like default."""
-        return self.intermediate_size or 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        return swiglu_width(self.n_embd, self.intermediate_size)
 
     def build(self, vocab_size: int) -> "TinyLlama":
         return TinyLlama(self, vocab_size)
@@ -94,54 +76,6 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normed = F.rms_norm(x.float(), (x.size(-1),), eps=self.eps)  # (..., C) in float32
         return self.weight * normed.to(x.dtype)
-
-
-class RotaryEmbedding(nn.Module):
-    """Cosines and sines of rotary position embeddings (RoFormer) for positions 0..context_length-1.
-
-    Layout of Hugging Face Llama: the frequencies ``theta^(-2i/hs)`` repeated over the two halves of a head,
-    to be used with :func:`apply_rotary`. Buffers only (not saved in the state dict).
-    """
-
-    def __init__(self, head_size: int, context_length: int, base: float):
-        super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float) / head_size))  # (hs/2,)
-        angles = torch.outer(torch.arange(context_length, dtype=torch.float), inv_freq)  # (T_max, hs/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (T_max, hs)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
-
-    def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin) of positions ``start .. start + length - 1``, each (T, hs)."""
-        return self.cos[start : start + length], self.sin[start : start + length]
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, nh, T, hs) queries or keys by their positions' angles; ``rotate_half`` convention."""
-    x1, x2 = x.chunk(2, dim=-1)  # 2 x (B, nh, T, hs/2)
-    rotated = torch.cat([-x2, x1], dim=-1)  # (B, nh, T, hs)
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
-
-
-def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, scale: float | None = None
-) -> torch.Tensor:
-    """Causal ``scaled_dot_product_attention`` of T new queries over ``past`` cached and T new keys.
-
-    q is (B, nh, T, hs); k and v are (B, nkv, past + T, hs) with nkv dividing nh (grouped-query
-    attention when fewer). ``scale`` multiplies q.k (None: 1 / sqrt(hs)). Returns (B, nh, T, hs).
-    """
-    nh, T = q.size(1), q.size(2)
-    if k.size(1) != nh:
-        # grouped-query attention: each key/value head serves nh / nkv consecutive query heads
-        # (repeated here, as SDPA's enable_gqa needs torch >= 2.5 and the project supports 2.4)
-        k = k.repeat_interleave(nh // k.size(1), dim=1)  # (B, nh, past + T, hs)
-        v = v.repeat_interleave(nh // v.size(1), dim=1)  # (B, nh, past + T, hs)
-    if past == 0:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-    # new queries see every cached position and the causal part of the new ones
-    mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)  # (T, past + T)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
 class LlamaAttention(nn.Module):
@@ -197,9 +131,9 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaBody(nn.Module):
     """The decoder without its head (Hugging Face ``LlamaModel``): embedding, layers, final norm."""
 
-    def __init__(self, opts: TinyLlamaOptions, padded_vocab: int):
+    def __init__(self, opts: TinyLlamaOptions, vocab: int):
         super().__init__()
-        self.embed_tokens = nn.Embedding(padded_vocab, opts.n_embd)
+        self.embed_tokens = nn.Embedding(vocab, opts.n_embd)
         self.layers = nn.ModuleList([LlamaDecoderLayer(opts) for _ in range(opts.n_layer)])
         self.norm = RMSNorm(opts.n_embd, opts.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(opts.n_embd // opts.n_head, opts.context_length, opts.rope_theta)
@@ -213,17 +147,15 @@ class LlamaBody(nn.Module):
         return self.norm(x)  # (B, T, C)
 
 
-class TinyLlama(DecoderMixin, nn.Module):
+class TinyLlama(DecoderMixin):
     """Token ids (B, T) -> logits (B, T, padded vocab), with Hugging Face ``LlamaForCausalLM`` names."""
 
     def __init__(self, opts: TinyLlamaOptions, vocab_size: int):
-        super().__init__()
+        super().__init__(vocab_size=vocab_size, padded_vocab=padded_vocab(vocab_size, opts.pad_vocab_to),
+                         context_length=opts.context_length, n_layer=opts.n_layer, n_embd=opts.n_embd)
         self.opts = opts
-        self.vocab_size = vocab_size
-        self.padded_vocab_size = math.ceil(vocab_size / opts.pad_vocab_to) * opts.pad_vocab_to
-        self.context_length = opts.context_length
-        self.model = LlamaBody(opts, self.padded_vocab_size)
-        self.lm_head = nn.Linear(opts.n_embd, self.padded_vocab_size, bias=False)
+        self.model = LlamaBody(opts, self.padded_vocab)
+        self.lm_head = nn.Linear(opts.n_embd, self.padded_vocab, bias=False)
         self.apply(self._init_weights)
         if opts.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
@@ -240,7 +172,7 @@ class TinyLlama(DecoderMixin, nn.Module):
         """
         o = self.opts
         return {
-            "vocab_size": self.padded_vocab_size,
+            "vocab_size": self.padded_vocab,
             "hidden_size": o.n_embd,
             "intermediate_size": o.mlp_width,
             "num_hidden_layers": o.n_layer,
@@ -256,20 +188,10 @@ class TinyLlama(DecoderMixin, nn.Module):
             "initializer_range": o.init_std,
         }
 
-    def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; by default without the embedding table unless it is also the head."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding and not self.opts.tie_word_embeddings:
-            n -= self.model.embed_tokens.weight.numel()
-        return n
-
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, hidden_only: bool = False) -> torch.Tensor:
         """Logits (B, T, padded vocab), or with ``hidden_only`` the (B, T, C) input of the head."""
         past = cache.length if cache is not None else 0
-        if past + idx.size(1) > self.context_length:
-            raise ValueError(
-                f"sequence of {past + idx.size(1)} tokens exceeds model.context_length {self.context_length}"
-            )
+        self.check_length(past + idx.size(1))
         x = self.model(idx, cache)  # (B, T, C)
         if cache is not None:
             cache.length += idx.size(1)
