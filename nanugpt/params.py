@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
 from nanugpt import registry
 from nanugpt.components import (
@@ -90,42 +90,12 @@ class LoggingParams(Section):
     dvclive: bool = Field(True, description="write DVC metrics and plots files under OUT_DIR")
 
 
-class LaunchParams(Section):
-    """How the train stage is started, and what its job asks a cluster for (Snakemake's portable resources).
-
-    Cluster specifics (partition, account, qos) belong in the Snakemake profile, not here.
-    """
-
-    nproc_per_node: int = Field(1, gt=0, description="processes per node; > 1 runs the train stage under torchrun")
-    nnodes: int = Field(1, gt=0, description="nodes; > 1 needs a Slurm allocation (srun + torchrun)")
-    runtime_min: int = Field(
-        60, gt=0, description="wall-clock limit of the train job on a cluster, in minutes (Snakemake resource runtime)"
-    )
-    mem_mb: int = Field(8000, gt=0, description="memory per node of the train job, in MB (Snakemake resource mem_mb)")
-    cpus_per_node: int | None = Field(
-        None, gt=0, description="CPU cores per node of the train job (one task per node); null = nproc_per_node"
-    )
-    gpus_per_node: int = Field(
-        0, ge=0, description="GPUs per node of the train job; 0 = none; else at least nproc_per_node (a GPU per process)"
-    )
-
-    @model_validator(mode="after")
-    def _a_gpu_per_process(self) -> LaunchParams:
-        if 0 < self.gpus_per_node < self.nproc_per_node:
-            raise ValueError(
-                f"gpus_per_node ({self.gpus_per_node}) is fewer than nproc_per_node ({self.nproc_per_node}): each "
-                "process uses the GPU of its local rank; set gpus_per_node to 0 (CPU) or >= nproc_per_node"
-            )
-        return self
-
-    @property
-    def cpus(self) -> int:
-        """CPU cores per node the train job asks for."""
-        return self.cpus_per_node or self.nproc_per_node
-
-
 class Params(Section):
-    """A complete, validated params file."""
+    """A complete, validated params file: the library's sections.
+
+    An orchestrator adds its own sections by subclassing (``pipeline.schema.PipelineParams`` adds ``launch``)
+    and passes its class as ``schema`` to ``load_params``.
+    """
 
     general: GeneralParams = GeneralParams()
     data: SerializeAsAny[DataOptions]
@@ -139,7 +109,6 @@ class Params(Section):
     eval: EvalParams = EvalParams()
     generate: GenerateParams = GenerateParams()
     logging: LoggingParams = LoggingParams()
-    launch: LaunchParams = LaunchParams()
 
     def to_dict(self) -> dict[str, Any]:
         """The explicit, plain form of these params (what ``params.yaml`` holds)."""
@@ -164,19 +133,24 @@ class ParamsError(ConfigError):
     """Invalid params: ``problems`` has one line per problem."""
 
 
-def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Params:
-    """Read, resolve and validate a params file, applying ``--section.key value`` overrides."""
+def load_params(path: str | Path, overrides: Sequence[str] = (), schema: type[Params] = Params) -> Params:
+    """Read, resolve and validate a params file against ``schema``, applying ``--section.key value`` overrides."""
     source = str(path)
     override_keys = set(parse_overrides(overrides))
     try:
         tree = load_yaml_tree(path, overrides)
     except ConfigError as exc:
         raise ParamsError(exc.problems) from None
-    return validate_params(tree, source, override_keys)
+    return validate_params(tree, source, override_keys, schema)
 
 
-def validate_params(tree: dict[str, Any], source: str, override_keys: frozenset[str] | set[str] = frozenset()) -> Params:
-    """Validate a resolved params dict; raise ``ParamsError`` naming every problem."""
+def validate_params(
+    tree: dict[str, Any],
+    source: str,
+    override_keys: frozenset[str] | set[str] = frozenset(),
+    schema: type[Params] = Params,
+) -> Params:
+    """Validate a resolved params dict against ``schema``; raise ``ParamsError`` naming every problem."""
     problems: list[str] = []
 
     def where(key: str) -> str:
@@ -192,9 +166,9 @@ def validate_params(tree: dict[str, Any], source: str, override_keys: frozenset[
         options = _validate_component(section, raw, where, problems)
         data[section] = options if options is not None else KIND_BASES[section].model_construct()
     try:
-        params = Params.model_validate(data)
+        params = schema.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_describe(exc, Params, "", where))
+        problems.extend(_describe(exc, schema, "", where))
         raise ParamsError(problems) from None
     if problems:
         raise ParamsError(problems)
@@ -304,5 +278,9 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
 
 
 def params_from_checkpoint(plain: dict[str, Any]) -> Params:
-    """Rebuild ``Params`` from the plain dict stored in a checkpoint or ``run_info.json``."""
-    return validate_params(plain, "checkpoint params")
+    """Rebuild ``Params`` from the plain dict stored in a checkpoint or ``run_info.json``.
+
+    The stored dict holds every section of the run, the orchestrator's too (``launch``); the library
+    validates and returns its own sections and leaves the others to their owner.
+    """
+    return validate_params({k: v for k, v in plain.items() if k in Params.model_fields}, "checkpoint params")

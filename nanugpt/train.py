@@ -40,6 +40,7 @@ from nanugpt.evaluate import evaluate_split
 from nanugpt.metrics import TRAIN_COLUMNS, VAL_COLUMNS, CsvLog, Stopwatch, WandbSink, format_log_line
 from nanugpt.models.nanogpt import DecoderMixin
 from nanugpt.params import Params
+from nanugpt.signals import StopRequest
 
 # What must match for ``resume: auto`` to continue a checkpoint: everything that shapes the numbers
 # (not logging, checkpointing or launch settings), so a resumed run equals an uninterrupted one.
@@ -47,7 +48,6 @@ RESUME_KEYS = (
     "general.seed", "general.dtype", "data", "tokenizer", "model", "optimizer", "scheduler", "loss", "scaler",
     "training.max_steps", "training.device_batch_size", "training.global_batch_size", "training.grad_clip",
 )
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 # Steps of each process left out of ``steady_tokens_per_s``: the first ones pay for torch.compile,
 # the allocator's first requests and the optimizer state's creation.
 WARMUP_STEPS = 3
@@ -73,21 +73,6 @@ def check_tokenized(meta: dict[str, Any], params: Params, data_dir: Path) -> Non
             f"{data_dir}/meta.json: tokenized with {meta.get('tokenizer')}, but params say tokenizer {expected}; "
             "re-run the tokenize stage"
         )
-
-
-class StopRequest:
-    """Turns SIGTERM/SIGINT/SIGUSR1 into a flag checked between steps."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal = signum
-
-    def restore(self) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 def _resume_state(params: Params, ckpt_dir: Path, device: torch.device, log: Any) -> dict[str, Any] | None:

@@ -55,8 +55,8 @@ STAGES: dict[str, Stage] = {
             name="train",
             module="pipeline.launch",
             code=(
-                "stages/train.py", "pipeline/launch.py", "nanugpt/train.py", "nanugpt/data.py", "nanugpt/tasks.py",
-                "nanugpt/streaming.py", "nanugpt/models", "nanugpt/optimizers.py", "nanugpt/muon.py", "nanugpt/schedulers.py",
+                "stages/train.py", "pipeline/launch.py", "nanugpt/train.py", "nanugpt/signals.py", "nanugpt/data.py",
+                "nanugpt/tasks.py", "nanugpt/streaming.py", "nanugpt/models", "nanugpt/optimizers.py", "nanugpt/muon.py", "nanugpt/schedulers.py",
                 "nanugpt/losses.py", "nanugpt/scalers.py",
                 "nanugpt/checkpoint.py", "nanugpt/distributed.py", "nanugpt/device.py", "nanugpt/evaluate.py",
             ),

@@ -31,8 +31,7 @@ from nanugpt.params import Params
 from nanugpt.train import train
 from pipeline import paths
 from pipeline.cli import stage_main
-
-LAUNCH_COMMAND_ENV = "NANUGPT_LAUNCH_COMMAND"
+from pipeline.launch import LAUNCH_COMMAND_ENV
 
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:

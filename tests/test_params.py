@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO, tiny_params, write_params
 
 from nanugpt.params import ParamsError, load_params
+from pipeline.schema import load
 
 
 def problems_of(tmp_path: Path, params: dict, overrides: list[str] | None = None) -> str:
@@ -130,11 +131,11 @@ def test_every_preset_is_valid() -> None:
     presets = sorted((REPO / "params").glob("*.yaml"))
     assert presets
     for preset in presets:
-        load_params(preset)
+        load(preset)  # presets are pipeline files: they hold the launch section
 
 
 def test_params_yaml_is_the_explicit_default_preset() -> None:
     from pipeline.params import explicit_yaml
 
-    expected = explicit_yaml(load_params(REPO / "params" / "tinyshakespeare_char.yaml"), "tinyshakespeare_char")
+    expected = explicit_yaml(load(REPO / "params" / "tinyshakespeare_char.yaml"), "tinyshakespeare_char")
     assert (REPO / "params.yaml").read_text() == expected, "run: python -m pipeline.params use tinyshakespeare_char"
