@@ -10,14 +10,25 @@ beside it::
       module: adamw_nanogpt
       lr: 1.0e-3
 
+A rule that involves another section (the keller scaler needs ``training.grad_clip``
+0, the grokking task's prime must be the tokenizer's) belongs to the component it
+concerns: its ``check(params)`` returns the problems, and ``validate_params`` calls
+the hook of every component section, so a user's own component (named by import
+path) is checked the same way.
+
 This module imports nothing heavy, so params can be validated cheaply.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from nanugpt.params import Params
+
+Problem = tuple[str, str]  # (dotted key, message), e.g. ("training.grad_clip", "must be 0 with ..., got 1.0")
 
 
 class ComponentOptions(BaseModel):
@@ -26,6 +37,10 @@ class ComponentOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     module: str = Field(description="registered short name, or a dotted import path 'pkg.mod:Options'")
+
+    def check(self, params: Params) -> list[Problem]:
+        """Problems of these options in the context of the whole, otherwise valid, ``params``; none by default."""
+        return []
 
 
 class DataOptions(ComponentOptions):
@@ -104,6 +119,13 @@ class ScalerOptions(ComponentOptions):
     def build(self, device_type: str, dtype: str) -> Any:
         """Return an object with torch.amp.GradScaler's interface."""
         raise NotImplementedError
+
+
+def heads_divide_width(n_embd: int, n_head: int) -> list[Problem]:
+    """The problem of attention heads that do not split ``model.n_embd`` evenly (for models' ``check``)."""
+    if n_embd % n_head:
+        return [("model.n_embd", f"must be divisible by model.n_head ({n_head}), got {n_embd}")]
+    return []
 
 
 KIND_BASES: dict[str, type[ComponentOptions]] = {

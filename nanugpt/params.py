@@ -173,6 +173,8 @@ def validate_params(
     if problems:
         raise ParamsError(problems)
     problems.extend(f"{where(key)}: {key}: {message}" for key, message in cross_check(params))
+    for section in COMPONENT_SECTIONS:
+        problems.extend(f"{where(key)}: {key}: {message}" for key, message in getattr(params, section).check(params))
     if problems:
         raise ParamsError(problems)
     return params
@@ -250,31 +252,18 @@ def _describe(exc: ValidationError, model: type[BaseModel], prefix: str, where: 
 
 
 def cross_check(params: Params) -> list[tuple[str, str]]:
-    """Problems that involve more than one key: ``(dotted key, message)`` pairs."""
-    problems: list[tuple[str, str]] = []
+    """Problems that involve more than one key and no single component: ``(dotted key, message)`` pairs.
+
+    Rules of one component (its ``check`` hook) live with the component; see ``nanugpt.components``.
+    """
     training = params.training
     if training.global_batch_size % training.device_batch_size:
-        problems.append(
-            (
-                "training.global_batch_size",
-                f"must be a multiple of training.device_batch_size ({training.device_batch_size}), "
-                f"got {training.global_batch_size}",
-            )
-        )
-    for key in ("warmup_steps", "cooldown_steps"):
-        steps = getattr(params.scheduler, key, 0)
-        if steps > training.max_steps:
-            problems.append((f"scheduler.{key}", f"must be <= training.max_steps ({training.max_steps}), got {steps}"))
-    data_prime, tokenizer_prime = getattr(params.data, "prime", None), getattr(params.tokenizer, "prime", None)
-    if data_prime is not None and tokenizer_prime is not None and data_prime != tokenizer_prime:
-        problems.append(("tokenizer.prime", f"must equal data.prime ({data_prime}), got {tokenizer_prime}"))
-    if params.scaler.module == "keller" and training.grad_clip > 0:
-        problems.append(("training.grad_clip", "must be 0 with scaler.module keller, which already normalises each "
-                                               f"gradient (clipping would shrink them all), got {training.grad_clip}"))
-    n_embd, n_head = getattr(params.model, "n_embd", None), getattr(params.model, "n_head", None)
-    if n_embd is not None and n_head and n_embd % n_head:
-        problems.append(("model.n_embd", f"must be divisible by model.n_head ({n_head}), got {n_embd}"))
-    return problems
+        return [(
+            "training.global_batch_size",
+            f"must be a multiple of training.device_batch_size ({training.device_batch_size}), "
+            f"got {training.global_batch_size}",
+        )]
+    return []
 
 
 def params_from_checkpoint(plain: dict[str, Any]) -> Params:

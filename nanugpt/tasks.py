@@ -39,7 +39,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from nanugpt.atomic import atomic_path, write_json
-from nanugpt.components import DataOptions, TokenizerOptions
+from nanugpt.components import DataOptions, Problem, TokenizerOptions
 from nanugpt.data import DataError, TokenFile
 from nanugpt.errors import UserError
 from nanugpt.tokenizers.arithmetic import EOT
@@ -263,6 +263,13 @@ class GrokkingDataOptions(TaskDataOptions):
                 f"{1 - 1 / n:.4g}"
             )
         return self
+
+    def check(self, params: Any) -> list[Problem]:
+        """The grokking tokenizer must write numbers below the same prime."""
+        tokenizer = params.tokenizer
+        if isinstance(tokenizer, GrokkingTokenizerOptions) and tokenizer.prime != self.prime:
+            return [("tokenizer.prime", f"must equal data.prime ({self.prime}), got {tokenizer.prime}")]
+        return []
 
     def n_examples(self) -> int:
         """All pairs (a, b): p * p, or p * (p - 1) for division (b != 0)."""

@@ -15,7 +15,7 @@ from conftest import REPO
 
 from nanugpt.data import DataError, read_meta
 from nanugpt.losses import ArithmeticLossOptions, GrokkingLossOptions
-from nanugpt.params import ParamsError, load_params
+from nanugpt.params import ParamsError
 from nanugpt.tasks import (
     IGNORE_INDEX,
     OPERATIONS,
@@ -26,6 +26,7 @@ from nanugpt.tasks import (
 )
 from nanugpt.tokenizers.arithmetic import EOT, PAD, ArithmeticTokenizerOptions
 from nanugpt.tokenizers.grokking import GrokkingTokenizerOptions
+from pipeline.schema import load
 from stages import evaluate, generate, tokenize, train
 
 # c = a op b mod p, written independently of nanugpt.tasks (division: the c with c * b = a)
@@ -160,7 +161,7 @@ def test_arithmetic_examples_masks_and_split(tmp_path: Path, reverse: bool) -> N
 
 def test_bad_task_options_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match="data.prime: must be a prime .*, got 91$"):
-        load_params(REPO / "params" / "grokking_prime97.yaml", ["--data.prime", "91"])
+        load(REPO / "params" / "grokking_prime97.yaml", ["--data.prime", "91"])
     with pytest.raises(ValueError, match="both need at least one"):
         grokking(2, "x/y", train_fraction=0.4)  # 2 examples: 0 for train
     with pytest.raises(ValueError, match="validation split must not be empty"):
@@ -246,7 +247,7 @@ def test_preset_tokenizes_trains_evaluates_and_generates(tmp_path: Path, preset:
     small = ["--general.device_type", "cpu", "--training.max_steps", "3", "--training.device_batch_size", "16",
              "--training.global_batch_size", "32", "--training.checkpoint_every", "0", "--eval.eval_every", "2",
              "--eval.eval_iters", "2", "--model.n_layer", "1", "--model.n_embd", "32", "--scheduler.warmup_steps", "1"]
-    params = load_params(REPO / "params" / f"{preset}.yaml", SHRINK[preset] + small)
+    params = load(REPO / "params" / f"{preset}.yaml", SHRINK[preset] + small)
     meta = tokenize.run(params, data_root=tmp_path / "data")
     assert meta["val_rows"] > 0
     summary = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
@@ -264,14 +265,14 @@ def test_preset_tokenizes_trains_evaluates_and_generates(tmp_path: Path, preset:
 
 def test_presets_as_written_validate() -> None:
     for preset in SHRINK:
-        params = load_params(REPO / "params" / f"{preset}.yaml")
+        params = load(REPO / "params" / f"{preset}.yaml")
         assert params.model.module == "tiny_transformer" and params.optimizer.module == "adamw"
-    grok = load_params(REPO / "params" / "grokking_prime97.yaml")
+    grok = load(REPO / "params" / "grokking_prime97.yaml")
     val_rows = grok.data.n_examples() - grok.data.n_train()
     assert grok.eval.eval_iters == math.ceil(val_rows / grok.training.device_batch_size)  # every val example once
     empty = "data.val_problems: the validation split must not be empty: set it to 1 or more, got 0$"
     with pytest.raises(ParamsError, match=empty):
-        load_params(REPO / "params" / "arithmetic.yaml", ["--data.val_problems", "0"])
+        load(REPO / "params" / "arithmetic.yaml", ["--data.val_problems", "0"])
 
 
 def test_tokenizer_prime_must_match_data_prime(tmp_path: Path) -> None:
@@ -280,5 +281,6 @@ def test_tokenizer_prime_must_match_data_prime(tmp_path: Path) -> None:
 
     tree = load_yaml_tree(REPO / "params" / "grokking_prime97.yaml")
     tree["tokenizer"]["prime"] = 89
+    del tree["launch"]  # the pipeline's section, not the library's
     with pytest.raises(ParamsError, match=r"tokenizer.prime: must equal data.prime \(97\), got 89"):
         validate_params(tree, "test")
