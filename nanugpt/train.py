@@ -32,11 +32,13 @@ from tqdm import tqdm
 
 from nanugpt import checkpoint, run_info
 from nanugpt.atomic import write_json
-from nanugpt.data import DataError, read_meta, to_device
+from nanugpt.components import BatchShare
+from nanugpt.data import DataError, to_device
 from nanugpt.device import autocast_context, peak_flops
 from nanugpt.distributed import DistInfo, all_reduce_mean, any_rank, process_group
 from nanugpt.errors import UserError
 from nanugpt.evaluate import evaluate_split
+from nanugpt.meta import TokenMeta, read_meta
 from nanugpt.metrics import TRAIN_COLUMNS, VAL_COLUMNS, CsvLog, Stopwatch, WandbSink, format_log_line
 from nanugpt.models.nanogpt import DecoderMixin
 from nanugpt.params import Params
@@ -65,12 +67,12 @@ class RunState:
     best_val_loss: float | None = None
 
 
-def check_tokenized(meta: dict[str, Any], params: Params, data_dir: Path) -> None:
+def check_tokenized(meta: TokenMeta, params: Params, data_dir: Path) -> None:
     """Refuse token files written by another tokenizer than the params name."""
     expected = params.tokenizer.model_dump(mode="json")
-    if meta.get("tokenizer") != expected:
+    if meta.tokenizer != expected:
         raise DataError(
-            f"{data_dir}/meta.json: tokenized with {meta.get('tokenizer')}, but params say tokenizer {expected}; "
+            f"{data_dir}/meta.json: tokenized with {meta.tokenizer}, but params say tokenizer {expected}; "
             "re-run the tokenize stage"
         )
 
@@ -156,13 +158,13 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
     meta = read_meta(data_dir)
     check_tokenized(meta, params, data_dir)
     context = params.model.context_length
-    train_source = params.data.batches(data_dir, meta, "train", context, t.device_batch_size, t.global_batch_size,
-                                       params.general.seed, info.rank, info.world_size)
+    train_share = BatchShare(t.device_batch_size, t.global_batch_size, info.rank, info.world_size)
+    train_source = params.data.batches(data_dir, meta, "train", context, train_share, params.general.seed)
     if train_source is None:
         raise DataError(f"{data_dir}: the train split is empty; re-run the tokenize stage with more data")
-    val_source = params.data.batches(data_dir, meta, "val", context, t.device_batch_size, t.device_batch_size,
-                                     params.general.seed)
-    vocab_size = meta["vocab_size"]
+    val_share = BatchShare(t.device_batch_size, t.device_batch_size)
+    val_source = params.data.batches(data_dir, meta, "val", context, val_share, params.general.seed)
+    vocab_size = meta.vocab_size
 
     torch.manual_seed(params.general.seed)
     raw_model = params.model.build(vocab_size).to(device)

@@ -45,8 +45,10 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="tokenize",
             module="stages.tokenize",
-            code=("stages/tokenize.py", "nanugpt/data.py", "nanugpt/tasks.py", "nanugpt/streaming.py",
-                  "nanugpt/tokenize.py", "nanugpt/sources.py", "nanugpt/tokenizers"),
+            code=(
+                "stages/tokenize.py", "nanugpt/data.py", "nanugpt/meta.py", "nanugpt/tasks.py", "nanugpt/streaming.py",
+                "nanugpt/tokenize.py", "nanugpt/sources.py", "nanugpt/tokenizers",
+            ),
             params=("data", "tokenizer"),
             outs=("{data_dir}",),
             dirs=frozenset({"{data_dir}"}),
@@ -56,9 +58,10 @@ STAGES: dict[str, Stage] = {
             module="pipeline.launch",
             code=(
                 "stages/train.py", "pipeline/launch.py", "nanugpt/train.py", "nanugpt/signals.py", "nanugpt/data.py",
-                "nanugpt/tasks.py", "nanugpt/streaming.py", "nanugpt/models", "nanugpt/optimizers.py", "nanugpt/muon.py", "nanugpt/schedulers.py",
-                "nanugpt/losses.py", "nanugpt/scalers.py",
-                "nanugpt/checkpoint.py", "nanugpt/distributed.py", "nanugpt/device.py", "nanugpt/evaluate.py",
+                "nanugpt/meta.py", "nanugpt/tasks.py", "nanugpt/streaming.py", "nanugpt/models",
+                "nanugpt/optimizers.py", "nanugpt/muon.py", "nanugpt/schedulers.py", "nanugpt/losses.py",
+                "nanugpt/scalers.py", "nanugpt/checkpoint.py", "nanugpt/distributed.py", "nanugpt/device.py",
+                "nanugpt/evaluate.py",
             ),
             params=(
                 "general", "data", "tokenizer", "model", "training", "optimizer", "scheduler", "loss",
@@ -74,9 +77,11 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="evaluate",
             module="stages.evaluate",
-            code=("stages/evaluate.py", "nanugpt/evaluate.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
-                  "nanugpt/tasks.py", "nanugpt/streaming.py", "nanugpt/device.py", "nanugpt/distributed.py",
-                  "nanugpt/models", "nanugpt/losses.py"),
+            code=(
+                "stages/evaluate.py", "nanugpt/evaluate.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
+                "nanugpt/meta.py", "nanugpt/tasks.py", "nanugpt/streaming.py", "nanugpt/device.py",
+                "nanugpt/distributed.py", "nanugpt/models", "nanugpt/losses.py",
+            ),
             params=("general.seed", "general.device_type", "general.dtype", "data.dataset", "tokenizer.module",
                     "training.device_batch_size", "eval.eval_iters"),
             deps=("{data_dir}", "{out_dir}/checkpoints"),
@@ -85,8 +90,10 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="generate",
             module="stages.generate",
-            code=("stages/generate.py", "nanugpt/generate.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
-                  "nanugpt/device.py", "nanugpt/models", "nanugpt/tokenizers"),
+            code=(
+                "stages/generate.py", "nanugpt/generate.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
+                "nanugpt/meta.py", "nanugpt/device.py", "nanugpt/models", "nanugpt/tokenizers",
+            ),
             params=("general.device_type", "general.project_name", "general.run_name", "data.dataset",
                     "tokenizer.module", "generate", "logging.wandb"),
             deps=("{data_dir}", "{out_dir}/checkpoints"),
@@ -95,8 +102,10 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="export",
             module="stages.export",
-            code=("stages/export.py", "nanugpt/export.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
-                  "nanugpt/models", "nanugpt/tokenizers"),
+            code=(
+                "stages/export.py", "nanugpt/export.py", "nanugpt/checkpoint.py", "nanugpt/data.py", "nanugpt/meta.py",
+                "nanugpt/models", "nanugpt/tokenizers",
+            ),
             params=("data.dataset", "tokenizer.module"),
             deps=("{data_dir}", "{out_dir}/checkpoints"),
             outs=("{out_dir}/hf",),

@@ -22,9 +22,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nanugpt.data import read_meta
 from nanugpt.atomic import atomic_dir
 from nanugpt.export import NoHFCounterpart, export_checkpoint
+from nanugpt.meta import read_meta
 from nanugpt.params import Params
 from pipeline import paths
 from pipeline.cli import stage_main

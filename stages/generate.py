@@ -17,9 +17,9 @@ from pathlib import Path
 
 from nanugpt.atomic import write_text
 from nanugpt.checkpoint import check_vocab, load_trained_model
-from nanugpt.data import read_meta
 from nanugpt.device import pick_device
 from nanugpt.generate import GenerateError, read_prompt, sample
+from nanugpt.meta import read_meta
 from nanugpt.metrics import WandbSink
 from nanugpt.params import Params
 from nanugpt.tokenizers import tokenizer_from_meta
