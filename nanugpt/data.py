@@ -68,7 +68,7 @@ class TokenizedDataOptions(DataOptions):
     tokenize_workers: int | None = Field(None, gt=0, description="processes for tokenizing; null = all cores")
     verify: Literal["sha256", "size"] = Field(
         "sha256", description="check token files against meta.json by sha256 (reads them once) or by size only; "
-        "with 'size', every batch is checked for token ids >= vocab_size instead"
+        "either way every batch is checked for token ids >= vocab_size"
     )
 
     @field_validator("val_fraction")

@@ -93,8 +93,8 @@ class LoggingParams(Section):
 class Params(Section):
     """A complete, validated params file: the library's sections.
 
-    An orchestrator adds its own sections by subclassing (``pipeline.schema.PipelineParams`` adds ``launch``)
-    and passes its class as ``schema`` to ``load_params``.
+    An orchestrator adds its own sections by subclassing it and passing its class as ``schema`` to
+    ``load_params`` (the pipeline adds ``launch`` this way).
     """
 
     general: GeneralParams = GeneralParams()
@@ -256,13 +256,10 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
 
     Rules of one component (its ``check`` hook) live with the component; see ``nanugpt.components``.
     """
-    training = params.training
-    if training.global_batch_size % training.device_batch_size:
-        return [(
-            "training.global_batch_size",
-            f"must be a multiple of training.device_batch_size ({training.device_batch_size}), "
-            f"got {training.global_batch_size}",
-        )]
+    t = params.training
+    if t.global_batch_size % t.device_batch_size:
+        message = f"must be a multiple of training.device_batch_size ({t.device_batch_size}), got {t.global_batch_size}"
+        return [("training.global_batch_size", message)]
     return []
 
 

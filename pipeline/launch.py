@@ -49,7 +49,7 @@ def build_command(params: PipelineParams, stage_argv: Sequence[str], env: Mappin
         job_id, nodelist = env.get("SLURM_JOB_ID"), env.get("SLURM_JOB_NODELIST")
         if job_id and not nodelist:  # Snakemake's Slurm jobstep strips SLURM_JOB_NODELIST: ask Slurm
             nodelist = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True,
-                                      timeout=60).stdout.strip()
+                                      timeout=60, check=False).stdout.strip()
         if not job_id or not nodelist:
             raise UserError(f"launch.nnodes is {nnodes}: run inside a Slurm allocation of {nnodes} nodes (sbatch/salloc)")
         head = first_slurm_node(nodelist)
