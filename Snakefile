@@ -14,7 +14,7 @@ import yaml
 
 sys.path.insert(0, workflow.basedir)
 from pipeline.stages import STAGES, code_files, param_values, render
-from nanugpt.params import LaunchParams
+from pipeline.schema import LaunchParams
 
 PARAMS_FILE = config.get("params", "params.yaml")
 DATA_ROOT = str(config.get("data_root") or os.environ.get("DATA_ROOT") or "data")

@@ -64,8 +64,10 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from nanugpt.components import BatchShare  # noqa: E402
 from nanugpt.data import BatchSource, TokenFile  # noqa: E402
 from nanugpt.losses import AutoregressiveOptions  # noqa: E402
+from nanugpt.meta import TokenMeta  # noqa: E402
 from nanugpt.models.nanogpt import NanoGPTOptions  # noqa: E402
 from nanugpt.optimizers import AdamWNanoGPTOptions  # noqa: E402
 
@@ -132,9 +134,10 @@ class Ours:
     """nanugpt's loader: TokenFile (mmap + MADV_RANDOM) and BatchSource.micro_batch."""
 
     def __init__(self, path: Path, n_tokens: int, shape: dict):
-        meta = {"dtype": "uint16", "train_tokens": n_tokens}
+        meta = TokenMeta(tokenizer={"module": "byte"}, vocab_size=2**16, dtype="uint16", train_tokens=n_tokens)
         rows = shape["batch"]
-        self.source = BatchSource(TokenFile(path, meta, "train"), shape["context_length"], rows, rows, SEED, "train")
+        share = BatchShare(rows, rows)
+        self.source = BatchSource(TokenFile(path, meta, "train"), shape["context_length"], share, SEED, "train")
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.source.micro_batch(step, 0)

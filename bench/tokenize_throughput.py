@@ -220,7 +220,7 @@ def ours(path: Path, out_dir: Path, workers: int) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = tokenize_files([path], TiktokenOptions(module="tiktoken", encoding="gpt2"), out_dir, 0.1, workers=workers)
     shutil.rmtree(out_dir)
-    return meta["train_tokens"] + meta["val_tokens"]
+    return (meta.train_tokens or 0) + (meta.val_tokens or 0)
 
 
 # ---------------------------------------------------------------- memory, one subprocess per measurement

@@ -12,15 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nanugpt.data import Batches, DataError, read_meta
+from nanugpt.components import BatchShare
+from nanugpt.data import Batches
 from nanugpt.distributed import DistInfo
 from nanugpt.errors import TrainingError
 from nanugpt.losses import Loss
+from nanugpt.meta import DataError, TokenMeta, read_meta
 from nanugpt.params import Params
 from nanugpt.protocols import Scaler, Schedule
 
@@ -30,7 +31,7 @@ class RunParts:
     """Everything a run is made of. ``model`` is the plain module (never compiled or wrapped)."""
 
     model: torch.nn.Module
-    meta: dict[str, Any]  # the token files' meta.json
+    meta: TokenMeta  # the token files' meta.json
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     scaler: Scaler
@@ -42,45 +43,45 @@ class RunParts:
     tokens_per_step: int  # over all processes
 
 
-def check_tokenized(meta: dict[str, Any], params: Params, data_dir: Path) -> None:
+def check_tokenized(meta: TokenMeta, params: Params, data_dir: Path) -> None:
     """Refuse token files written by another tokenizer than the params name."""
     expected = params.tokenizer.model_dump(mode="json")
-    if meta.get("tokenizer") != expected:
+    if meta.tokenizer != expected:
         raise DataError(
-            f"{data_dir}/meta.json: tokenized with {meta.get('tokenizer')}, but params say tokenizer {expected}; "
+            f"{data_dir}/meta.json: tokenized with {meta.tokenizer}, but params say tokenizer {expected}; "
             "re-run the tokenize stage"
         )
 
 
-def accumulation(params: Params, world_size: int) -> int:
-    """Micro-steps per optimizer step: ``global_batch_size / (device_batch_size * world_size)``."""
+def train_share(params: Params, info: DistInfo) -> BatchShare:
+    """This process's share of each step's global batch; its ``micro_steps`` is the gradient accumulation."""
     t = params.training
-    per_step_rows = t.device_batch_size * world_size
+    per_step_rows = t.device_batch_size * info.world_size
     if t.global_batch_size % per_step_rows:
         raise TrainingError(
             f"training.global_batch_size ({t.global_batch_size}) must be a multiple of training.device_batch_size "
-            f"x world size ({t.device_batch_size} x {world_size} = {per_step_rows})"
+            f"x world size ({t.device_batch_size} x {info.world_size} = {per_step_rows})"
         )
-    return t.global_batch_size // per_step_rows
+    return BatchShare(t.device_batch_size, t.global_batch_size, info.rank, info.world_size)
 
 
 def build_run(params: Params, data_dir: Path, info: DistInfo, log: Callable[[str], None]) -> RunParts:
     """Build the parts of a run of ``params`` on the token files in ``data_dir``."""
     t, device = params.training, info.device
-    accum = accumulation(params, info.world_size)
+    share = train_share(params, info)
     if params.general.dtype != "float32" and device.type == "cpu":
         log(f"note: general.dtype {params.general.dtype} on CPU is slow without bf16/fp16 matmul hardware")
     meta = read_meta(data_dir)
     check_tokenized(meta, params, data_dir)
     context, seed = params.model.context_length, params.general.seed
-    train_batches = params.data.batches(data_dir, meta, "train", context, t.device_batch_size, t.global_batch_size,
-                                        seed, info.rank, info.world_size)
+    train_batches = params.data.batches(data_dir, meta, "train", context, share, seed)
     if train_batches is None:
         raise DataError(f"{data_dir}: the train split is empty; re-run the tokenize stage with more data")
-    val_batches = params.data.batches(data_dir, meta, "val", context, t.device_batch_size, t.device_batch_size, seed)
+    val_share = BatchShare(t.device_batch_size, t.device_batch_size)
+    val_batches = params.data.batches(data_dir, meta, "val", context, val_share, seed)
 
     torch.manual_seed(seed)
-    model = params.model.build(meta["vocab_size"]).to(device)
+    model = params.model.build(meta.vocab_size).to(device)
     optimizer = params.optimizer.build(model, device.type)
     for group in optimizer.param_groups:  # the schedule scales each group's own peak lr (e.g. Muon's AdamW part)
         group.setdefault("base_lr", group["lr"])
@@ -93,8 +94,8 @@ def build_run(params: Params, data_dir: Path, info: DistInfo, log: Callable[[str
         loss_fn=params.loss.build(),
         train_batches=train_batches,
         val_batches=val_batches,
-        vocab_size=meta["vocab_size"],
-        accum=accum,
+        vocab_size=meta.vocab_size,
+        accum=share.micro_steps,
         tokens_per_step=t.global_batch_size * context,
     )
 

@@ -18,6 +18,7 @@ import torch
 
 from nanugpt.atomic import atomic_path
 from nanugpt.errors import UserError
+from nanugpt.meta import TokenMeta
 from nanugpt.params import Params, params_from_checkpoint
 
 
@@ -88,10 +89,10 @@ def load_trained_model(ckpt_path: Path, device: torch.device) -> tuple[torch.nn.
     return model, trained, state
 
 
-def check_vocab(state: dict[str, Any], meta: dict[str, Any], data_dir: Path) -> None:
+def check_vocab(state: dict[str, Any], meta: TokenMeta, data_dir: Path) -> None:
     """Refuse a checkpoint whose vocabulary differs from the token files' (trained on other data)."""
-    if state["vocab_size"] != meta["vocab_size"]:
+    if state["vocab_size"] != meta.vocab_size:
         raise CheckpointError(
             f"the checkpoint has a vocabulary of {state['vocab_size']} tokens, {data_dir}/meta.json "
-            f"{meta['vocab_size']}: it was trained on other data or another tokenizer"
+            f"{meta.vocab_size}: it was trained on other data or another tokenizer"
         )

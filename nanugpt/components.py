@@ -10,14 +10,28 @@ beside it::
       module: adamw_nanogpt
       lr: 1.0e-3
 
+A rule that involves another section (the keller scaler needs ``training.grad_clip``
+0, the grokking task's prime must be the tokenizer's) belongs to the component it
+concerns: its ``check(params)`` returns the problems, and ``validate_params`` calls
+the hook of every component section, so a user's own component (named by import
+path) is checked the same way.
+
 This module imports nothing heavy, so params can be validated cheaply.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from nanugpt.meta import TokenMeta
+    from nanugpt.params import Params
+
+Problem = tuple[str, str]  # (dotted key, message), e.g. ("training.grad_clip", "must be 0 with ..., got 1.0")
 
 
 class ComponentOptions(BaseModel):
@@ -26,6 +40,37 @@ class ComponentOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     module: str = Field(description="registered short name, or a dotted import path 'pkg.mod:Options'")
+
+    def check(self, params: Params) -> list[Problem]:
+        """Problems of these options in the context of the whole, otherwise valid, ``params``; none by default."""
+        return []
+
+
+@dataclass(frozen=True)
+class BatchShare:
+    """One process's share of each step's global batch: every data component slices ranks with it.
+
+    A step draws ``global_rows`` rows; process ``rank`` of ``world_size`` takes micro-batches
+    ``rank, rank + world_size, ...`` of ``rows`` rows each, ``micro_steps`` of them per step.
+    """
+
+    rows: int
+    global_rows: int
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.global_rows % (self.rows * self.world_size) or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"{self}: global_rows must be a positive multiple of rows x world_size, rank < world_size")
+
+    @property
+    def micro_steps(self) -> int:
+        """Micro-batches per step on each process."""
+        return self.global_rows // (self.rows * self.world_size)
+
+    def first_row(self, micro_step: int) -> int:
+        """The position in the step's global batch of this process's ``micro_step``'s first row."""
+        return (micro_step * self.world_size + self.rank) * self.rows
 
 
 class DataOptions(ComponentOptions):
@@ -36,18 +81,15 @@ class DataOptions(ComponentOptions):
         description="dataset name (letters, digits, '_', '-', '.'); token files go to DATA_ROOT/<dataset>/<tokenizer>/",
     )
 
-
-    def tokenize(self, tokenizer: "TokenizerOptions", out_dir: Any, raw_dir: Any) -> dict[str, Any]:
-        """Write the dataset's token files and ``meta.json`` into ``out_dir``; return the meta.
-
-        ``raw_dir`` is where downloads may be kept (``DATA_ROOT/<dataset>/raw``).
-        """
+    def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> TokenMeta:
+        """Write the dataset's token files and then ``meta.json`` (``nanugpt.meta.write_meta``) into ``out_dir``;
+        return the meta. ``raw_dir`` is where downloads may be kept (``DATA_ROOT/<dataset>/raw``)."""
         raise NotImplementedError
 
-    def batches(self, data_dir: Any, meta: dict[str, Any], split: str, context_length: int, rows: int,
-                global_rows: int, seed: int, rank: int = 0, world_size: int = 1) -> Any:
-        """A source of (inputs, targets) micro-batches of ``split`` (see ``nanugpt.data.Batches``), or None
-        when the split is empty."""
+    def batches(self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare,
+                seed: int) -> Any:
+        """A source of (inputs, targets) micro-batches of ``split`` for this process's ``share`` (see
+        ``nanugpt.data.Batches``), or None when the split is empty. ``meta`` is ``read_meta(data_dir)``."""
         raise NotImplementedError
 
 
@@ -65,7 +107,10 @@ class ModelOptions(ComponentOptions):
     context_length: int = Field(gt=0, description="tokens of context the model sees")
 
     def build(self, vocab_size: int) -> Any:
-        """Return an ``nn.Module`` mapping token ids (B, T) to logits (B, T, V)."""
+        """Return an ``nn.Module`` that maps token ids (B, T) to logits (B, T, V) of ``vocab_size`` (or more,
+        padded) tokens; decoders (``DecoderMixin``) also give their final hidden states
+        (``forward(idx, hidden_only=True)``) and their head (``linear_head()``), so the loss can apply the head
+        itself."""
         raise NotImplementedError
 
 
@@ -104,6 +149,13 @@ class ScalerOptions(ComponentOptions):
     def build(self, device_type: str, dtype: str) -> Any:
         """Return an object with torch.amp.GradScaler's interface."""
         raise NotImplementedError
+
+
+def heads_divide_width(n_embd: int, n_head: int) -> list[Problem]:
+    """The problem of attention heads that do not split ``model.n_embd`` evenly (for models' ``check``)."""
+    if n_embd % n_head:
+        return [("model.n_embd", f"must be divisible by model.n_head ({n_head}), got {n_embd}")]
+    return []
 
 
 KIND_BASES: dict[str, type[ComponentOptions]] = {

@@ -22,18 +22,17 @@ pages instead of faulting in megabytes of read-ahead.
 
 from __future__ import annotations
 
-import json
 import mmap
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nanugpt.components import DataOptions, TokenizerOptions
-from nanugpt.errors import UserError
+from nanugpt.components import BatchShare, DataOptions, TokenizerOptions
 from nanugpt.hashing import sha256_file
+from nanugpt.meta import RETOKENIZE, DataError, TokenMeta
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -61,8 +60,26 @@ class TokenizedDataOptions(DataOptions):
         "random", description="train windows: 'random' starts (nanoGPT's) or 'epochs', shuffled passes over "
         "non-overlapping windows (every token a target once per pass); val batches are always random"
     )
+    sha256: str | None = Field(None, description="expected sha256 of a single-file source; null = not checked")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of the corpus (its end) held out for val; 0 is refused, because "
+        "training evaluates the val split (val loss, the best checkpoint) and would have none"
+    )
+    tokenize_workers: int | None = Field(None, gt=0, description="processes for tokenizing; null = all cores")
+    verify: Literal["sha256", "size"] = Field(
+        "sha256", description="check token files against meta.json by sha256 (reads them once) or by size only; "
+        "either way every batch is checked for token ids >= vocab_size"
+    )
 
-    def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> dict[str, Any]:
+    @field_validator("val_fraction")
+    @classmethod
+    def _val_split_not_empty(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("must be > 0: training evaluates the val split (val loss, best checkpoint), and 0 "
+                             "leaves it empty; use e.g. 0.1")
+        return value
+
+    def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> TokenMeta:
         # Imported here so that training, which only reads token files, does not depend on tokenizing code.
         from nanugpt.sources import HF_PREFIX, load_hf_documents, resolve_source
         from nanugpt.tokenize import tokenize_documents, tokenize_files
@@ -75,31 +92,13 @@ class TokenizedDataOptions(DataOptions):
         files = resolve_source(self.source, self.dataset, self.sha256, raw_dir)
         return tokenize_files(files, tokenizer, out_dir, self.val_fraction, self.tokenize_workers, source=self.source)
 
-    def batches(self, data_dir: Path, meta: dict[str, Any], split: str, context_length: int, rows: int,
-                global_rows: int, seed: int, rank: int = 0, world_size: int = 1) -> "BatchSource | None":
+    def batches(self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare,
+                seed: int) -> BatchSource | None:
         token_file = TokenFile(data_dir / f"{split}.bin", meta, split, verify_sha256=self.verify == "sha256")
         if token_file.n_tokens == 0:
             return None
         sampling = self.sampling if split == "train" else "random"
-        return BatchSource(token_file, context_length, rows, global_rows, seed, split, rank, world_size, sampling)
-    sha256: str | None = Field(None, description="expected sha256 of a single-file source; null = not checked")
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the corpus (its end) held out for val")
-    tokenize_workers: int | None = Field(None, gt=0, description="processes for tokenizing; null = all cores")
-    verify: Literal["sha256", "size"] = Field(
-        "sha256", description="check token files against meta.json by sha256 (reads them once) or by size only"
-    )
-
-
-class DataError(UserError):
-    """Token files that are missing, corrupt, or do not fit the model."""
-
-
-def read_meta(data_dir: Path) -> dict[str, Any]:
-    """The ``meta.json`` written by the tokenize stage, with a clear error when it is missing."""
-    path = data_dir / "meta.json"
-    if not path.is_file():
-        raise DataError(f"{path} not found: run the tokenize stage first (python -m stages.tokenize)")
-    return json.loads(path.read_text())
+        return BatchSource(token_file, context_length, share, seed, split, sampling)
 
 
 class Batches(Protocol):
@@ -112,24 +111,20 @@ class Batches(Protocol):
 
 
 class TokenFile:
-    """A read-only view of one ``.bin`` split whose size (and optionally sha256) is checked against ``meta.json``."""
+    """A read-only view of one ``.bin`` split of a checked ``meta.json`` (``read_meta`` compared the sizes),
+    optionally verified by sha256."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], split: str, verify_sha256: bool = False):
+    def __init__(self, path: Path, meta: TokenMeta, split: str, verify_sha256: bool = False):
         self.path = path
-        self.dtype = np.dtype(meta["dtype"]).newbyteorder("<")
-        expected = meta.get(f"{split}_tokens")
+        self.dtype = np.dtype(meta.dtype).newbyteorder("<")
+        self.vocab_size = meta.vocab_size
         if not path.is_file():
-            raise DataError(f"{path} not found: run the tokenize stage first")
-        size = path.stat().st_size
-        if expected is not None and size != expected * self.dtype.itemsize:
-            raise DataError(
-                f"{path}: {size} bytes, but meta.json says {expected} {self.dtype.name} tokens "
-                f"({expected * self.dtype.itemsize} bytes): the file is truncated or from another run; re-tokenize"
-            )
-        expected_sha = meta.get(f"{split}_sha256")
+            raise DataError(f"{path} not found: {RETOKENIZE}")
+        expected_sha = meta.split_sha256(split)
         if verify_sha256 and expected_sha and sha256_file(path) != expected_sha:
-            raise DataError(f"{path}: sha256 differs from meta.json: the file is corrupt or from another run; re-tokenize")
-        self.n_tokens = size // self.dtype.itemsize
+            raise DataError(f"{path}: sha256 differs from meta.json: the file is corrupt or from another run; "
+                            f"{RETOKENIZE}")
+        self.n_tokens = path.stat().st_size // self.dtype.itemsize
         if self.n_tokens == 0:
             self.tokens = np.zeros(0, dtype=self.dtype)
             return
@@ -139,6 +134,11 @@ class TokenFile:
             self._mmap.madvise(mmap.MADV_RANDOM)
         self.tokens = np.frombuffer(self._mmap, dtype=self.dtype)
 
+    def check_ids(self, ids: np.ndarray) -> None:
+        """Refuse token ids outside the vocabulary (a corrupt file that ``verify: size`` does not read whole)."""
+        if ids.size and (largest := int(ids.max())) >= self.vocab_size:
+            raise DataError(f"{self.path}: token id {largest} is >= vocab_size {self.vocab_size} of meta.json: the "
+                            f"file is corrupt; {RETOKENIZE}, or set data.verify: sha256 to catch it before training")
 
     def prefetch(self, offsets: np.ndarray, window: int) -> None:
         """Ask the kernel to read every window at once (a cold batch then waits for one round of reads, not one
@@ -155,20 +155,16 @@ class TokenFile:
 class BatchSource:
     """Windows of ``context_length + 1`` tokens, addressed by step, ``random`` or in ``epochs`` (module doc).
 
-    ``global_rows`` rows are drawn per step; process ``rank`` of ``world_size``
-    takes micro-batches ``rank, rank + world_size, ...`` of ``rows`` rows each.
+    ``share.global_rows`` rows are drawn per step; this process takes its ``share`` of them.
     """
 
     def __init__(
         self,
         token_file: TokenFile,
         context_length: int,
-        rows: int,
-        global_rows: int,
+        share: BatchShare,
         seed: int,
         split: str,
-        rank: int = 0,
-        world_size: int = 1,
         sampling: Literal["random", "epochs"] = "random",
     ):
         if token_file.n_tokens < context_length + 2:
@@ -178,13 +174,9 @@ class BatchSource:
             )
         self.file = token_file
         self.context_length = context_length
-        self.rows = rows
-        self.global_rows = global_rows
+        self.share = share
         self.seed = seed
         self.split_id = _SPLIT_IDS[split]
-        self.rank = rank
-        self.world_size = world_size
-        self.micro_steps = global_rows // (rows * world_size)
         self._offsets_step: int | None = None
         self._offsets = np.zeros(0, dtype=np.int64)
         self._window = np.arange(context_length + 1)  # positions within a window, for one gather per batch
@@ -202,14 +194,16 @@ class BatchSource:
                 self._offsets = self._epoch_offsets(step)
             else:
                 rng = np.random.default_rng([self.seed, self.split_id, step])
-                self._offsets = rng.integers(0, self.file.n_tokens - self.context_length - 1, size=self.global_rows)
+                high = self.file.n_tokens - self.context_length - 1
+                self._offsets = rng.integers(0, high, size=self.share.global_rows)
             self._offsets_step = step
         return self._offsets
 
     def _epoch_offsets(self, step: int) -> np.ndarray:
         """Offsets of ``step``'s rows: window numbers ``step * global_rows ...`` of the concatenated epochs."""
-        epochs, positions = np.divmod(step * self.global_rows + np.arange(self.global_rows), self.windows_per_epoch)
-        offsets = np.empty(self.global_rows, dtype=np.int64)
+        n = self.share.global_rows
+        epochs, positions = np.divmod(step * n + np.arange(n), self.windows_per_epoch)
+        offsets = np.empty(n, dtype=np.int64)
         for epoch in np.unique(epochs).tolist():  # one, or two when the step straddles an epoch's end
             shift, order = self._epoch(epoch)
             rows = epochs == epoch
@@ -227,11 +221,13 @@ class BatchSource:
 
     def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, each (rows, context_length) int64, of this rank's ``micro_step``."""
-        start = (micro_step * self.world_size + self.rank) * self.rows
+        start = self.share.first_row(micro_step)
         window = self.context_length + 1
-        offsets = self.offsets(step)[start : start + self.rows]
+        offsets = self.offsets(step)[start : start + self.share.rows]
         self.file.prefetch(offsets, window)
-        batch = torch.from_numpy(self.file.tokens[offsets[:, None] + self._window].astype(np.int64))  # (rows, window)
+        ids = self.file.tokens[offsets[:, None] + self._window]  # (rows, window)
+        self.file.check_ids(ids)
+        batch = torch.from_numpy(ids.astype(np.int64))
         return batch[:, :-1], batch[:, 1:]
 
 

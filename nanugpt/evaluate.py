@@ -9,10 +9,12 @@ from typing import Any
 import torch
 
 from nanugpt.checkpoint import check_vocab, load_trained_model
-from nanugpt.data import Batches, read_meta, to_device
+from nanugpt.components import BatchShare
+from nanugpt.data import Batches, to_device
 from nanugpt.device import autocast_context, pick_device
 from nanugpt.distributed import DistInfo
 from nanugpt.losses import Loss
+from nanugpt.meta import read_meta
 from nanugpt.params import Params
 
 
@@ -61,7 +63,7 @@ def evaluate_checkpoint(params: Params, ckpt_path: Path, data_dir: Path) -> dict
     for split in ("val", "test"):
         if split == "test" and not (data_dir / "test.bin").exists():  # a test split is optional
             continue
-        batches = trained.data.batches(data_dir, meta, split, trained.model.context_length, rows, rows,
+        batches = trained.data.batches(data_dir, meta, split, trained.model.context_length, BatchShare(rows, rows),
                                        params.general.seed)
         if batches is None:
             continue

@@ -44,6 +44,7 @@ import torch
 from nanugpt.atomic import atomic_dir
 from nanugpt.checkpoint import check_vocab, load_trained_model
 from nanugpt.errors import UserError
+from nanugpt.meta import TokenMeta
 from nanugpt.models.hf_models import HFCausalLM, import_transformers
 from nanugpt.models.nanogpt import GPT
 from nanugpt.models.tinyllama import TinyLlama
@@ -68,7 +69,7 @@ class NoHFCounterpart(ExportError):
     """A model family that transformers has no class for (e.g. ``tiny_transformer``)."""
 
 
-def export_checkpoint(ckpt_path: Path, meta: dict[str, Any], data_dir: Path, folder: Path) -> list[str]:
+def export_checkpoint(ckpt_path: Path, meta: TokenMeta, data_dir: Path, folder: Path) -> list[str]:
     """Write the checkpoint at ``ckpt_path`` with the tokenizer of ``meta`` into ``folder``; return its file names.
 
     ``folder`` appears only complete: it is written under a temporary name and renamed into place.
@@ -88,7 +89,7 @@ def export_checkpoint(ckpt_path: Path, meta: dict[str, Any], data_dir: Path, fol
                 bos_token_id=tokenizer.eot_id, eos_token_id=tokenizer.eot_id, suppress_tokens=padded_ids or None
             ).save_pretrained(tmp)
         if not write_tokenizer(tokenizer, tmp, trained.model.context_length):
-            print(f"note: no Hugging Face tokenizer files for tokenizer {meta['tokenizer']} (the model is exported)")
+            print(f"note: no Hugging Face tokenizer files for tokenizer {meta.tokenizer} (the model is exported)")
         return sorted(p.name for p in tmp.iterdir())
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
 from nanugpt import registry
 from nanugpt.components import (
@@ -90,42 +90,12 @@ class LoggingParams(Section):
     dvclive: bool = Field(True, description="write DVC metrics and plots files under OUT_DIR")
 
 
-class LaunchParams(Section):
-    """How the train stage is started, and what its job asks a cluster for (Snakemake's portable resources).
-
-    Cluster specifics (partition, account, qos) belong in the Snakemake profile, not here.
-    """
-
-    nproc_per_node: int = Field(1, gt=0, description="processes per node; > 1 runs the train stage under torchrun")
-    nnodes: int = Field(1, gt=0, description="nodes; > 1 needs a Slurm allocation (srun + torchrun)")
-    runtime_min: int = Field(
-        60, gt=0, description="wall-clock limit of the train job on a cluster, in minutes (Snakemake resource runtime)"
-    )
-    mem_mb: int = Field(8000, gt=0, description="memory per node of the train job, in MB (Snakemake resource mem_mb)")
-    cpus_per_node: int | None = Field(
-        None, gt=0, description="CPU cores per node of the train job (one task per node); null = nproc_per_node"
-    )
-    gpus_per_node: int = Field(
-        0, ge=0, description="GPUs per node of the train job; 0 = none; else at least nproc_per_node (a GPU per process)"
-    )
-
-    @model_validator(mode="after")
-    def _a_gpu_per_process(self) -> LaunchParams:
-        if 0 < self.gpus_per_node < self.nproc_per_node:
-            raise ValueError(
-                f"gpus_per_node ({self.gpus_per_node}) is fewer than nproc_per_node ({self.nproc_per_node}): each "
-                "process uses the GPU of its local rank; set gpus_per_node to 0 (CPU) or >= nproc_per_node"
-            )
-        return self
-
-    @property
-    def cpus(self) -> int:
-        """CPU cores per node the train job asks for."""
-        return self.cpus_per_node or self.nproc_per_node
-
-
 class Params(Section):
-    """A complete, validated params file."""
+    """A complete, validated params file: the library's sections.
+
+    An orchestrator adds its own sections by subclassing it and passing its class as ``schema`` to
+    ``load_params`` (the pipeline adds ``launch`` this way).
+    """
 
     general: GeneralParams = GeneralParams()
     data: SerializeAsAny[DataOptions]
@@ -139,7 +109,6 @@ class Params(Section):
     eval: EvalParams = EvalParams()
     generate: GenerateParams = GenerateParams()
     logging: LoggingParams = LoggingParams()
-    launch: LaunchParams = LaunchParams()
 
     def to_dict(self) -> dict[str, Any]:
         """The explicit, plain form of these params (what ``params.yaml`` holds)."""
@@ -164,19 +133,24 @@ class ParamsError(ConfigError):
     """Invalid params: ``problems`` has one line per problem."""
 
 
-def load_params(path: str | Path, overrides: Sequence[str] = ()) -> Params:
-    """Read, resolve and validate a params file, applying ``--section.key value`` overrides."""
+def load_params(path: str | Path, overrides: Sequence[str] = (), schema: type[Params] = Params) -> Params:
+    """Read, resolve and validate a params file against ``schema``, applying ``--section.key value`` overrides."""
     source = str(path)
     override_keys = set(parse_overrides(overrides))
     try:
         tree = load_yaml_tree(path, overrides)
     except ConfigError as exc:
         raise ParamsError(exc.problems) from None
-    return validate_params(tree, source, override_keys)
+    return validate_params(tree, source, override_keys, schema)
 
 
-def validate_params(tree: dict[str, Any], source: str, override_keys: frozenset[str] | set[str] = frozenset()) -> Params:
-    """Validate a resolved params dict; raise ``ParamsError`` naming every problem."""
+def validate_params(
+    tree: dict[str, Any],
+    source: str,
+    override_keys: frozenset[str] | set[str] = frozenset(),
+    schema: type[Params] = Params,
+) -> Params:
+    """Validate a resolved params dict against ``schema``; raise ``ParamsError`` naming every problem."""
     problems: list[str] = []
 
     def where(key: str) -> str:
@@ -192,13 +166,15 @@ def validate_params(tree: dict[str, Any], source: str, override_keys: frozenset[
         options = _validate_component(section, raw, where, problems)
         data[section] = options if options is not None else KIND_BASES[section].model_construct()
     try:
-        params = Params.model_validate(data)
+        params = schema.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_describe(exc, Params, "", where))
+        problems.extend(_describe(exc, schema, "", where))
         raise ParamsError(problems) from None
     if problems:
         raise ParamsError(problems)
     problems.extend(f"{where(key)}: {key}: {message}" for key, message in cross_check(params))
+    for section in COMPONENT_SECTIONS:
+        problems.extend(f"{where(key)}: {key}: {message}" for key, message in getattr(params, section).check(params))
     if problems:
         raise ParamsError(problems)
     return params
@@ -276,33 +252,21 @@ def _describe(exc: ValidationError, model: type[BaseModel], prefix: str, where: 
 
 
 def cross_check(params: Params) -> list[tuple[str, str]]:
-    """Problems that involve more than one key: ``(dotted key, message)`` pairs."""
-    problems: list[tuple[str, str]] = []
-    training = params.training
-    if training.global_batch_size % training.device_batch_size:
-        problems.append(
-            (
-                "training.global_batch_size",
-                f"must be a multiple of training.device_batch_size ({training.device_batch_size}), "
-                f"got {training.global_batch_size}",
-            )
-        )
-    for key in ("warmup_steps", "cooldown_steps"):
-        steps = getattr(params.scheduler, key, 0)
-        if steps > training.max_steps:
-            problems.append((f"scheduler.{key}", f"must be <= training.max_steps ({training.max_steps}), got {steps}"))
-    data_prime, tokenizer_prime = getattr(params.data, "prime", None), getattr(params.tokenizer, "prime", None)
-    if data_prime is not None and tokenizer_prime is not None and data_prime != tokenizer_prime:
-        problems.append(("tokenizer.prime", f"must equal data.prime ({data_prime}), got {tokenizer_prime}"))
-    if params.scaler.module == "keller" and training.grad_clip > 0:
-        problems.append(("training.grad_clip", "must be 0 with scaler.module keller, which already normalises each "
-                                               f"gradient (clipping would shrink them all), got {training.grad_clip}"))
-    n_embd, n_head = getattr(params.model, "n_embd", None), getattr(params.model, "n_head", None)
-    if n_embd is not None and n_head and n_embd % n_head:
-        problems.append(("model.n_embd", f"must be divisible by model.n_head ({n_head}), got {n_embd}"))
-    return problems
+    """Problems that involve more than one key and no single component: ``(dotted key, message)`` pairs.
+
+    Rules of one component (its ``check`` hook) live with the component; see ``nanugpt.components``.
+    """
+    t = params.training
+    if t.global_batch_size % t.device_batch_size:
+        message = f"must be a multiple of training.device_batch_size ({t.device_batch_size}), got {t.global_batch_size}"
+        return [("training.global_batch_size", message)]
+    return []
 
 
 def params_from_checkpoint(plain: dict[str, Any]) -> Params:
-    """Rebuild ``Params`` from the plain dict stored in a checkpoint or ``run_info.json``."""
-    return validate_params(plain, "checkpoint params")
+    """Rebuild ``Params`` from the plain dict stored in a checkpoint or ``run_info.json``.
+
+    The stored dict holds every section of the run, the orchestrator's too (``launch``); the library
+    validates and returns its own sections and leaves the others to their owner.
+    """
+    return validate_params({k: v for k, v in plain.items() if k in Params.model_fields}, "checkpoint params")

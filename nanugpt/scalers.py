@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from nanugpt.components import ScalerOptions
+from nanugpt.components import Problem, ScalerOptions
 from nanugpt.errors import UserError
 
 
@@ -31,6 +31,15 @@ class KellerScalerOptions(ScalerOptions):
 
     target_norm: float = Field(1.0, gt=0, description="norm of every parameter's gradient after unscale_")
     eps: float = Field(1e-8, gt=0, description="added to each gradient's norm before dividing by it (0/0 guard)")
+
+    def check(self, params: Any) -> list[Problem]:
+        """Clipping would shrink every normalised gradient: ``training.grad_clip`` must be 0."""
+        grad_clip = params.training.grad_clip
+        if grad_clip > 0:
+            message = (f"must be 0 with scaler.module keller, which already normalises each gradient (clipping would "
+                       f"shrink them all), got {grad_clip}")
+            return [("training.grad_clip", message)]
+        return []
 
     def build(self, device_type: str, dtype: str) -> KellerScaler:
         """The scaler; float16 is refused because this scaler does not scale the loss against underflow."""

@@ -14,12 +14,25 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from nanugpt.components import SchedulerOptions
+from nanugpt.components import Problem, SchedulerOptions
 
 
 class WarmupOptions(SchedulerOptions):
     warmup_steps: int = Field(0, ge=0, description="linear warmup steps")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr as a share of optimizer.lr")
+
+    def check(self, params: Any) -> list[Problem]:
+        """Warmup (and a cooldown, where there is one) must fit in ``training.max_steps``."""
+        max_steps = params.training.max_steps
+        return [
+            (f"scheduler.{key}", f"must be <= training.max_steps ({max_steps}), got {steps}")
+            for key, steps in self.phase_steps().items()
+            if steps > max_steps
+        ]
+
+    def phase_steps(self) -> dict[str, int]:
+        """The steps of each phase with a fixed length, by key."""
+        return {"warmup_steps": self.warmup_steps}
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,9 @@ class ConstantOptions(WarmupOptions):
 
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="lr at the end of the cooldown, as a share")
     cooldown_steps: int = Field(0, ge=0, description="final steps of linear decay; 0 = constant to the end")
+
+    def phase_steps(self) -> dict[str, int]:
+        return {"warmup_steps": self.warmup_steps, "cooldown_steps": self.cooldown_steps}
 
     def build(self, max_steps: int, base_lr: float) -> Schedule:
         return Schedule("constant", max_steps, self.warmup_steps, self.min_lr_ratio, self.cooldown_steps)

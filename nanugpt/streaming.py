@@ -18,15 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from nanugpt.atomic import write_json
-from nanugpt.components import DataOptions, TokenizerOptions
+from nanugpt.components import BatchShare, DataOptions, TokenizerOptions
 from nanugpt.errors import UserError
+from nanugpt.meta import TokenMeta, write_meta
 from nanugpt.tokenizers import Tokenizer, tokenizer_from_meta
 
 
@@ -63,39 +62,41 @@ class HFDatasetOptions(DataOptions):
 
         return documents
 
-    def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> dict[str, Any]:
+    def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> TokenMeta:
         codec = tokenizer.build()
         for split in (self.split, self.val_split):
             next(self.open(split)(), None)  # fail now, not in the middle of training, if a split does not open
-        meta = {
-            "tokenizer": tokenizer.model_dump(mode="json"),
-            "tokenizer_name": codec.name,
-            "vocab_size": codec.vocab_size,
-            "vocab": codec.vocab(),
-            "eot_id": codec.eot_id,
-            "source": f"hf:{self.name}",
-            "streamed": True,
-        }
-        write_json(out_dir / "meta.json", meta)
-        return {**meta, "source_bytes": 0, "train_tokens": 0, "val_tokens": 0, "dtype": "streamed"}
+        meta = TokenMeta(
+            tokenizer=tokenizer.model_dump(mode="json"),
+            tokenizer_name=codec.name,
+            vocab_size=codec.vocab_size,
+            vocab=codec.vocab(),
+            eot_id=codec.eot_id,
+            dtype="streamed",
+            source=f"hf:{self.name}",
+            train_tokens=0,
+            val_tokens=0,
+            streamed=True,
+        )
+        write_meta(out_dir, meta)
+        return meta
 
-    def batches(self, data_dir: Path, meta: dict[str, Any], split: str, context_length: int, rows: int,
-                global_rows: int, seed: int, rank: int = 0, world_size: int = 1) -> "StreamBatches":
+    def batches(self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare,
+                seed: int) -> StreamBatches:
         name = self.split if split == "train" else self.val_split
-        return StreamBatches(self.open(name), tokenizer_from_meta(meta), context_length, rows, global_rows, rank,
-                             world_size)
+        return StreamBatches(self.open(name), tokenizer_from_meta(meta), context_length, share)
 
 
 class StreamBatches:
     """Consecutive rows of ``context_length + 1`` tokens of a document stream, addressed by step."""
 
-    def __init__(self, documents: Callable[[], Iterator[str]], tokenizer: Tokenizer, context_length: int, rows: int,
-                 global_rows: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, documents: Callable[[], Iterator[str]], tokenizer: Tokenizer, context_length: int,
+                 share: BatchShare):
         if tokenizer.eot_id is None:
             raise UserError("data.module hf_dataset needs a tokenizer with an end-of-text token (byte, tiktoken, hf)")
         self.documents, self.tokenizer = documents, tokenizer
         self.width = context_length + 1
-        self.rows, self.global_rows, self.rank, self.world_size = rows, global_rows, rank, world_size
+        self.share = share
         self._restart()
 
     def _restart(self) -> None:
@@ -119,6 +120,7 @@ class StreamBatches:
 
     def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets (rows, context_length) of this process's ``micro_step`` of global batch ``step``."""
-        first = step * self.global_rows + (micro_step * self.world_size + self.rank) * self.rows
-        batch = torch.from_numpy(np.array([self._row(r) for r in range(first, first + self.rows)], dtype=np.int64))
+        first = step * self.share.global_rows + self.share.first_row(micro_step)
+        rows = range(first, first + self.share.rows)
+        batch = torch.from_numpy(np.array([self._row(r) for r in rows], dtype=np.int64))
         return batch[:, :-1], batch[:, 1:]

@@ -17,7 +17,7 @@ digits of the product and the end-of-text token that closes it).
 - train: the examples of step ``s`` are drawn, with replacement, from a
   generator seeded by ``(general.seed, split, s)``; process ``rank`` of
   ``world_size`` takes micro-batches ``rank, rank + world_size, ...`` of the
-  global batch, as ``nanugpt.data.BatchSource`` does. A pure function of its
+  global batch (its ``BatchShare``), as ``nanugpt.data.BatchSource`` does. A pure function of its
   arguments, so resumed and distributed runs see the same examples.
 - val (any split but train): micro-batch ``k`` (counted over steps,
   micro-steps and ranks) is the ``k``-th run of ``rows`` examples in split
@@ -38,10 +38,11 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from nanugpt.atomic import atomic_path, write_json
-from nanugpt.components import DataOptions, TokenizerOptions
+from nanugpt.atomic import atomic_path
+from nanugpt.components import BatchShare, DataOptions, Problem, TokenizerOptions
 from nanugpt.data import DataError, TokenFile
 from nanugpt.errors import UserError
+from nanugpt.meta import TokenMeta, write_meta
 from nanugpt.tokenizers.arithmetic import EOT
 from nanugpt.tokenizers.grokking import GrokkingTokenizerOptions
 
@@ -98,39 +99,33 @@ class ExampleBatches:
         examples: np.ndarray,
         equals_id: int,
         pad_id: int | None,
-        rows: int,
-        global_rows: int,
+        share: BatchShare,
         seed: int,
         split: str,
-        rank: int = 0,
-        world_size: int = 1,
     ):
         self.examples = examples  # (N, row_length)
         self.equals_id = equals_id
         self.pad_id = pad_id
-        self.rows = rows
-        self.global_rows = global_rows
+        self.share = share
         self.seed = seed
         self.split_id = _SPLIT_IDS[split]
         self.sampled = split == "train"
-        self.rank = rank
-        self.world_size = world_size
-        self.micro_steps = max(1, global_rows // (rows * world_size))
-        self.runs = math.ceil(len(examples) / rows)  # runs of ``rows`` examples in a walk through the split
+        self.runs = math.ceil(len(examples) / share.rows)  # runs of ``rows`` examples in a walk through the split
         self._drawn_step: int | None = None
         self._drawn = np.zeros(0, dtype=np.int64)
 
     def indices(self, step: int, micro_step: int) -> np.ndarray:
         """Example numbers of this process's ``micro_step`` of step ``step``."""
+        share = self.share
         if not self.sampled:
-            run = ((step * self.micro_steps + micro_step) * self.world_size + self.rank) % self.runs
-            return np.arange(run * self.rows, min((run + 1) * self.rows, len(self.examples)))
+            run = (step * share.global_rows + share.first_row(micro_step)) // share.rows % self.runs
+            return np.arange(run * share.rows, min((run + 1) * share.rows, len(self.examples)))
         if self._drawn_step != step:  # the global batch, the same on every rank, drawn once per step
             rng = np.random.default_rng([self.seed, self.split_id, step])
-            self._drawn = rng.integers(0, len(self.examples), size=self.global_rows)
+            self._drawn = rng.integers(0, len(self.examples), size=share.global_rows)
             self._drawn_step = step
-        start = (micro_step * self.world_size + self.rank) * self.rows
-        return self._drawn[start : start + self.rows]
+        start = share.first_row(micro_step)
+        return self._drawn[start : start + share.rows]
 
     def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (B, row_length - 1) and answer-only targets (B, row_length - 1), int64."""
@@ -164,7 +159,7 @@ class TaskDataOptions(DataOptions):
                 f"data.module {self.module} needs tokenizer.module {self.tokenizer_module}, got {tokenizer.module!r}"
             )
 
-    def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> dict[str, Any]:
+    def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> TokenMeta:
         """Generate the examples; write ``{train,val}.bin`` as rows of ``row_length()`` tokens and ``meta.json``."""
         # Imported here so that training, which only reads token files, does not depend on tokenizing code.
         from nanugpt.tokenize import token_dtype
@@ -176,7 +171,7 @@ class TaskDataOptions(DataOptions):
         dtype = token_dtype(codec.vocab_size)
         fill = codec.pad_id if codec.pad_id is not None else 0  # tasks without padding fill every row completely
         source = hashlib.sha256()  # of the examples as text, one per line, train then val
-        meta: dict[str, Any] = {"source_bytes": 0}
+        counts: dict[str, Any] = {"source_bytes": 0}  # per split: rows, tokens, sha256
         for split in SPLITS:
             rows = np.full((len(texts[split]), length), fill, dtype=dtype.newbyteorder("<"))
             for i, text in enumerate(texts[split]):
@@ -187,47 +182,48 @@ class TaskDataOptions(DataOptions):
                 tmp.write_bytes(raw)
             text_bytes = "".join(f"{text}\n" for text in texts[split]).encode("utf-8")
             source.update(text_bytes)
-            meta["source_bytes"] += len(text_bytes)
-            meta[f"{split}_rows"] = len(rows)
-            meta[f"{split}_tokens"] = rows.size
-            meta[f"{split}_sha256"] = hashlib.sha256(raw).hexdigest()
-        meta.update({
-            "tokenizer": tokenizer.model_dump(mode="json"),
-            "tokenizer_name": codec.name,
-            "vocab_size": codec.vocab_size,
-            "vocab": codec.vocab(),
-            "eot_id": codec.eot_id,
-            "pad_id": codec.pad_id,
-            "equals_id": codec.equals_id,
-            "dtype": dtype.name,
-            "row_length": length,
-            "data": self.model_dump(mode="json"),
-            "source": self.describe(),
-            "source_sha256": source.hexdigest(),
-        })
-        write_json(out_dir / "meta.json", meta)
+            counts["source_bytes"] += len(text_bytes)
+            counts[f"{split}_rows"] = len(rows)
+            counts[f"{split}_tokens"] = rows.size
+            counts[f"{split}_sha256"] = hashlib.sha256(raw).hexdigest()
+        meta = TokenMeta(
+            tokenizer=tokenizer.model_dump(mode="json"),
+            tokenizer_name=codec.name,
+            vocab_size=codec.vocab_size,
+            vocab=codec.vocab(),
+            eot_id=codec.eot_id,
+            pad_id=codec.pad_id,
+            equals_id=codec.equals_id,
+            dtype=dtype.name,
+            row_length=length,
+            data=self.model_dump(mode="json"),
+            source=self.describe(),
+            source_sha256=source.hexdigest(),
+            **counts,
+        )
+        write_meta(out_dir, meta)
         return meta
 
-    def batches(self, data_dir: Path, meta: dict[str, Any], split: str, context_length: int, rows: int,
-                global_rows: int, seed: int, rank: int = 0, world_size: int = 1) -> ExampleBatches | None:
+    def batches(self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare,
+                seed: int) -> ExampleBatches | None:
         """Whole examples of ``split`` (see the module doc); refuses token files written for other options."""
-        if meta.get("data") != self.model_dump(mode="json"):
+        if meta.data != self.model_dump(mode="json") or meta.row_length is None or meta.equals_id is None:
             raise DataError(
-                f"{data_dir}/meta.json was written for data {meta.get('data')}, but params say data "
+                f"{data_dir}/meta.json was written for data {meta.data}, but params say data "
                 f"{self.model_dump(mode='json')}; re-run the tokenize stage"
             )
         token_file = TokenFile(data_dir / f"{split}.bin", meta, split)
         if token_file.n_tokens == 0:
             return None
-        length = meta["row_length"]
+        length = meta.row_length
         if context_length < length - 1:
             raise DataError(
                 f"model.context_length ({context_length}) is shorter than the {length - 1} input tokens of a "
                 f"{self.module} example; set model.context_length to {length - 1}"
             )
         examples = token_file.tokens.reshape(-1, length)
-        return ExampleBatches(examples, meta["equals_id"], meta["pad_id"], rows, global_rows, seed, split, rank,
-                              world_size)
+        token_file.check_ids(examples)  # at most a few million tokens: checked whole, once
+        return ExampleBatches(examples, meta.equals_id, meta.pad_id, share, seed, split)
 
 
 def _is_prime(n: int) -> bool:
@@ -263,6 +259,13 @@ class GrokkingDataOptions(TaskDataOptions):
                 f"{1 - 1 / n:.4g}"
             )
         return self
+
+    def check(self, params: Any) -> list[Problem]:
+        """The grokking tokenizer must write numbers below the same prime."""
+        tokenizer = params.tokenizer
+        if isinstance(tokenizer, GrokkingTokenizerOptions) and tokenizer.prime != self.prime:
+            return [("tokenizer.prime", f"must equal data.prime ({self.prime}), got {tokenizer.prime}")]
+        return []
 
     def n_examples(self) -> int:
         """All pairs (a, b): p * p, or p * (p - 1) for division (b != 0)."""

@@ -25,9 +25,10 @@ from typing import Any, BinaryIO
 import numpy as np
 from tqdm import tqdm
 
-from nanugpt.atomic import atomic_path, write_json
+from nanugpt.atomic import atomic_path
 from nanugpt.components import TokenizerOptions
 from nanugpt.errors import UserError
+from nanugpt.meta import TokenMeta, write_meta
 from nanugpt.tokenizers import Tokenizer
 from nanugpt.tokenizers.byte import ByteTokenizer
 from nanugpt.tokenizers.char import CharTokenizer
@@ -210,7 +211,7 @@ def tokenize_files(
     source: str = "",
     chunk_bytes: int = CHUNK_BYTES,
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
-) -> dict[str, Any]:
+) -> TokenMeta:
     """Tokenize text files into ``out_dir/{train,val}.bin`` and ``out_dir/meta.json``; return the meta.
 
     Each file is a document. ``workers`` processes encode chunks of
@@ -236,7 +237,7 @@ def tokenize_documents(
     workers: int | None = None,
     source: str = "",
     parallel_min_documents: int = 10_000,
-) -> dict[str, Any]:
+) -> TokenMeta:
     """Tokenize ``n_documents`` documents (``batches()`` yields them in order, in lists) like ``tokenize_files``.
 
     The last ``val_fraction`` of the documents, in their given order, become the
@@ -274,7 +275,7 @@ def _write_tokens(
     total: int,
     unit: str,
     source: str,
-) -> dict[str, Any]:
+) -> TokenMeta:
     """Encode units of work in order (in a process pool when ``large``), write the splits and meta.json."""
     tokenizer = options.build(vocab=vocab)
     if isinstance(tokenizer, CharTokenizer) and tokenizer.vocab_size == 0:
@@ -337,18 +338,20 @@ def _write_tokens(
         if val_fraction > 0 and counts["val"] == 0:
             raise CorpusError("the validation split is empty: raise data.val_fraction or use a larger corpus")
 
-    meta = {
-        "tokenizer": options.model_dump(mode="json"),
-        "tokenizer_name": tokenizer.name,
-        "vocab_size": tokenizer.vocab_size,
-        "vocab": tokenizer.vocab(),
-        "eot_id": tokenizer.eot_id,
-        "dtype": dtype.name,
-        "source": source,
-        "source_sha256": source_digest.hexdigest(),
-        "source_bytes": source_bytes,
-        **{f"{split}_tokens": counts[split] for split in SPLITS},
-        **{f"{split}_sha256": digests[split].hexdigest() for split in SPLITS},
-    }
-    write_json(out_dir / "meta.json", meta)
+    meta = TokenMeta(
+        tokenizer=options.model_dump(mode="json"),
+        tokenizer_name=tokenizer.name,
+        vocab_size=tokenizer.vocab_size,
+        vocab=tokenizer.vocab(),
+        eot_id=tokenizer.eot_id,
+        dtype=dtype.name,
+        source=source,
+        source_sha256=source_digest.hexdigest(),
+        source_bytes=source_bytes,
+        train_tokens=counts["train"],
+        val_tokens=counts["val"],
+        train_sha256=digests["train"].hexdigest(),
+        val_sha256=digests["val"].hexdigest(),
+    )
+    write_meta(out_dir, meta)
     return meta

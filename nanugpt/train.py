@@ -44,31 +44,13 @@ from nanugpt.device import peak_flops
 from nanugpt.distributed import DistInfo, any_rank, process_group
 from nanugpt.errors import TrainingError
 from nanugpt.metrics import TrainMetrics
+from nanugpt.signals import StopRequest
 from nanugpt.sinks import ConsoleSink, MetricSink, WandbSink, csv_sinks
 from nanugpt.params import Params
 from nanugpt.previous_run import PreviousRun
 from nanugpt.protocols import ReportingSchedule
 from nanugpt.train_step import TrainStep
 from nanugpt.validator import Validator
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-
-
-class StopRequest:
-    """Turns SIGTERM/SIGINT/SIGUSR1 into a flag checked between steps."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal = signum
-
-    def restore(self) -> None:
-        """Put back the handlers that were there before."""
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
 
 @dataclass
 class Progress:

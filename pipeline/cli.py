@@ -1,4 +1,8 @@
-"""The command line shared by every stage: ``python -m stages.<name> [PARAMS_FILE] [--section.key value ...]``."""
+"""The command line shared by every stage: ``python -m stages.<name> [PARAMS_FILE] [--section.key value ...]``.
+
+``run_command`` is the one error path of every command in ``pipeline/`` and ``stages/``: invalid params
+print one line per problem and exit 2; any other user error prints one ``error: ...`` line and exits 1.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from nanugpt.errors import UserError
-from nanugpt.params import Params, ParamsError, load_params
+from nanugpt.params import ParamsError
+from pipeline.schema import PipelineParams, load
 
 
 def parse_argv(argv: Sequence[str]) -> tuple[str, list[str]]:
@@ -17,21 +22,32 @@ def parse_argv(argv: Sequence[str]) -> tuple[str, list[str]]:
     return "params.yaml", argv
 
 
-def stage_main(argv: Sequence[str] | None, doc: str, run: Callable[[Params], object]) -> int:
-    """Load and validate params, then call ``run``; user errors become one message and exit code 1 or 2."""
+def run_command(body: Callable[[], int | None]) -> int:
+    """Run a command's body and return its exit code: 0 (or what it returns), 2 for bad params, 1 for user errors.
+
+    No traceback reaches the user for their own mistakes: ``ParamsError`` prints its problems, one per line,
+    and ``UserError`` prints ``error: <message>``, both on stderr.
+    """
+    try:
+        code = body()
+    except ParamsError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return code or 0
+
+
+def stage_main(argv: Sequence[str] | None, doc: str, run: Callable[[PipelineParams], object]) -> int:
+    """Load and validate params, then call ``run``, through ``run_command``; ``-h`` prints ``doc``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("-h", "--help"):
         print(doc.strip())
         return 0
     path, overrides = parse_argv(argv)
-    try:
-        params = load_params(path, overrides)
-    except ParamsError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return 2
-    try:
-        run(params)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    def body() -> None:
+        run(load(path, overrides))
+
+    return run_command(body)

@@ -2,15 +2,17 @@
 
     python -m pipeline.launch [params.yaml] [--section.key value ...]
 
-* ``launch.nnodes: 1`` and ``launch.nproc_per_node: 1``: the train stage runs
-  in this process (no torchrun start-up cost).
+* ``launch.nnodes: 1`` and ``launch.nproc_per_node: 1``: the launcher execs
+  ``python -m stages.train ...`` in its place (no torchrun start-up cost; signals
+  reach the stage directly).
 * ``launch.nproc_per_node: N`` on one node: ``torchrun --standalone
   --nproc-per-node=N -m stages.train ...``.
 * ``launch.nnodes: M`` inside a Slurm allocation: ``srun`` starts one
   ``torchrun`` per node with c10d rendezvous on the first node of
   ``$SLURM_JOB_NODELIST`` and ``--rdzv-id=$SLURM_JOB_ID``.
 
-The command is printed and recorded in ``run_info.json``.
+The command is printed and recorded in ``run_info.json``. The launcher imports
+no stage and no torch: it runs the train stage as a command.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from nanugpt.errors import UserError
-from nanugpt.params import Params, ParamsError, load_params
-from pipeline.cli import parse_argv
-from nanugpt.train import STOP_SIGNALS
-from stages.train import LAUNCH_COMMAND_ENV
+from nanugpt.signals import STOP_SIGNALS
+from pipeline.cli import parse_argv, run_command
+from pipeline.schema import PipelineParams, load
 
 RDZV_PORT = 29500
+# The environment variable that hands the launch command to the train stage, which records it in run_info.json.
+LAUNCH_COMMAND_ENV = "NANUGPT_LAUNCH_COMMAND"
 
 
 def first_slurm_node(nodelist: str) -> str:
@@ -37,8 +40,8 @@ def first_slurm_node(nodelist: str) -> str:
     return out.stdout.split()[0]
 
 
-def build_command(params: Params, stage_argv: Sequence[str], env: Mapping[str, str]) -> list[str] | None:
-    """The command that runs the train stage, or None to run it in this process."""
+def build_command(params: PipelineParams, stage_argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """The command that runs the train stage: plain Python, ``torchrun`` or ``srun torchrun``."""
     nproc, nnodes = params.launch.nproc_per_node, params.launch.nnodes
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
     stage = ["-m", "stages.train", *stage_argv]
@@ -46,7 +49,7 @@ def build_command(params: Params, stage_argv: Sequence[str], env: Mapping[str, s
         job_id, nodelist = env.get("SLURM_JOB_ID"), env.get("SLURM_JOB_NODELIST")
         if job_id and not nodelist:  # Snakemake's Slurm jobstep strips SLURM_JOB_NODELIST: ask Slurm
             nodelist = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True,
-                                      timeout=60).stdout.strip()
+                                      timeout=60, check=False).stdout.strip()
         if not job_id or not nodelist:
             raise UserError(f"launch.nnodes is {nnodes}: run inside a Slurm allocation of {nnodes} nodes (sbatch/salloc)")
         head = first_slurm_node(nodelist)
@@ -57,33 +60,29 @@ def build_command(params: Params, stage_argv: Sequence[str], env: Mapping[str, s
         ]
     if nproc > 1:
         return [*torchrun, "--standalone", f"--nproc-per-node={nproc}", *stage]
-    return None
+    return [sys.executable, *stage]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Build the train stage's command from params and run it (exec for one process); exit code as the stage's."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0
     path, overrides = parse_argv(argv)
-    try:
-        params = load_params(path, overrides)
-        command = build_command(params, [path, *overrides], os.environ)
-    except ParamsError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return 2
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if command is None:
-        from stages import train
 
-        os.environ[LAUNCH_COMMAND_ENV] = shlex.join([sys.executable, "-m", "stages.train", path, *overrides])
-        print(f"launch: {os.environ[LAUNCH_COMMAND_ENV]} (in this process)", flush=True)
-        return train.main([path, *overrides])
-    printable = shlex.join(command)
-    print(f"launch: {printable}", flush=True)
-    return run_forwarding_signals(command, {**os.environ, LAUNCH_COMMAND_ENV: printable})
+    def body() -> int:
+        params = load(path, overrides)
+        command = build_command(params, [path, *overrides], os.environ)
+        printable = shlex.join(command)
+        env = {**os.environ, LAUNCH_COMMAND_ENV: printable}
+        if params.launch.nnodes == 1 and params.launch.nproc_per_node == 1:
+            print(f"launch: {printable} (in this process)", flush=True)
+            os.execvpe(command[0], command, env)  # never returns
+        print(f"launch: {printable}", flush=True)
+        return run_forwarding_signals(command, env)
+
+    return run_command(body)
 
 
 def run_forwarding_signals(command: list[str], env: dict[str, str]) -> int:

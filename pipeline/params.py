@@ -24,7 +24,9 @@ from pydantic import BaseModel
 from nanugpt import registry
 from nanugpt.atomic import write_text
 from nanugpt.components import KIND_BASES
-from nanugpt.params import Params, ParamsError, load_params
+from nanugpt.params import ParamsError
+from pipeline.cli import run_command
+from pipeline.schema import PipelineParams, load
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "params"
 HEADER = (
@@ -42,14 +44,14 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def explicit_yaml(params: Params, preset: str) -> str:
+def explicit_yaml(params: PipelineParams, preset: str) -> str:
     """The YAML text of ``params`` with every key written out."""
     return HEADER.format(preset=preset) + yaml.safe_dump(params.to_dict(), sort_keys=False, width=120)
 
 
-def use(preset: str, target: Path = Path("params.yaml")) -> Params:
+def use(preset: str, target: Path = Path("params.yaml")) -> PipelineParams:
     """Write the explicit form of a preset to ``target``."""
-    params = load_params(preset_path(preset))
+    params = load(preset_path(preset))
     write_text(target, explicit_yaml(params, preset))
     return params
 
@@ -62,7 +64,7 @@ def component_classes() -> dict[str, dict[str, type[BaseModel]]]:
 def json_schema() -> dict[str, Any]:
     """JSON schema of the params file: fixed sections, plus each component's options."""
     return {
-        "params": Params.model_json_schema(),
+        "params": PipelineParams.model_json_schema(),
         "components": {
             kind: {name: cls.model_json_schema() for name, cls in classes.items()}
             for kind, classes in component_classes().items()
@@ -97,7 +99,7 @@ def _rows(prefix: str, model: type[BaseModel], skip: Sequence[str] = ()) -> list
 def reference() -> str:
     """Markdown tables of every key, generated from the schema so the README cannot drift from it."""
     lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-    for section, field in Params.model_fields.items():
+    for section, field in PipelineParams.model_fields.items():
         if section in KIND_BASES:
             continue
         lines += _rows(section, field.annotation)  # type: ignore[arg-type]
@@ -111,17 +113,19 @@ def reference() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one params tool (see the module doc); exit 2 with one line per problem for invalid params."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    try:
+
+    def body() -> int:
         if command == "use" and len(rest) == 1:
             use(rest[0])
             print(f"wrote params.yaml from {preset_path(rest[0])}")
         elif command == "check":
-            load_params(rest[0] if rest else "params.yaml", rest[1:])
+            load(rest[0] if rest else "params.yaml", rest[1:])
             print("ok")
         elif command == "schema":
             text = json.dumps(json_schema(), indent=2) + "\n"
@@ -131,10 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(__doc__.strip(), file=sys.stderr)
             return 2
-    except ParamsError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,24 @@
 Both are environment variables defaulting to ``data`` and ``out`` in the
 working directory, where DVC can version them. Under Snakemake they may be any
 absolute path (``--config data_root=... out_dir=...``).
+
+Every stage calls ``writable`` on its output folder before any work, so a
+read-only ``OUT_DIR`` or a file in its place fails at once, not after
+training or sampling.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
+from nanugpt.errors import UserError
 from nanugpt.params import Params
+
+
+class OutputFolderError(UserError):
+    """An output folder that cannot be created or written."""
 
 
 def data_root() -> Path:
@@ -21,6 +31,26 @@ def data_root() -> Path:
 def out_dir() -> Path:
     """``$OUT_DIR`` or ``out``."""
     return Path(os.environ.get("OUT_DIR") or "out")
+
+
+def writable(folder: Path, variable: str) -> Path:
+    """Create ``folder`` if needed and write a file there; return it, or fail in one line naming the fix.
+
+    ``variable`` is the environment variable that places the folder (``OUT_DIR``, ``DATA_ROOT``).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise OutputFolderError(
+            f"{folder}: a file stands where the output folder should be; remove it or set {variable} to a folder"
+        ) from None
+    except OSError as exc:
+        raise OutputFolderError(
+            f"{folder}: cannot write there ({exc.strerror}); make it writable or set {variable} to a writable folder"
+        ) from None
+    return folder
 
 
 def tokenized_dir(params: Params, root: Path | None = None) -> Path:

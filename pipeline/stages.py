@@ -45,8 +45,10 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="tokenize",
             module="stages.tokenize",
-            code=("stages/tokenize.py", "nanugpt/data.py", "nanugpt/tasks.py", "nanugpt/streaming.py",
-                  "nanugpt/tokenize.py", "nanugpt/sources.py", "nanugpt/tokenizers"),
+            code=(
+                "stages/tokenize.py", "nanugpt/data.py", "nanugpt/meta.py", "nanugpt/tasks.py", "nanugpt/streaming.py",
+                "nanugpt/tokenize.py", "nanugpt/sources.py", "nanugpt/tokenizers",
+            ),
             params=("data", "tokenizer"),
             outs=("{data_dir}",),
             dirs=frozenset({"{data_dir}"}),
@@ -55,9 +57,9 @@ STAGES: dict[str, Stage] = {
             name="train",
             module="pipeline.launch",
             code=(
-                "stages/train.py", "pipeline/launch.py", "nanugpt/train.py", "nanugpt/data.py", "nanugpt/tasks.py",
-                "nanugpt/streaming.py", "nanugpt/models", "nanugpt/optimizers.py", "nanugpt/muon.py", "nanugpt/schedulers.py",
-                "nanugpt/losses.py", "nanugpt/ops", "nanugpt/scalers.py",
+                "stages/train.py", "pipeline/launch.py", "nanugpt/train.py", "nanugpt/signals.py", "nanugpt/data.py",
+                "nanugpt/meta.py", "nanugpt/tasks.py", "nanugpt/streaming.py", "nanugpt/models", "nanugpt/optimizers.py",
+                "nanugpt/muon.py", "nanugpt/schedulers.py", "nanugpt/losses.py", "nanugpt/ops", "nanugpt/scalers.py",
                 "nanugpt/checkpoint.py", "nanugpt/distributed.py", "nanugpt/device.py", "nanugpt/evaluate.py",
                 "nanugpt/build.py", "nanugpt/train_step.py", "nanugpt/validator.py", "nanugpt/checkpointer.py",
                 "nanugpt/previous_run.py", "nanugpt/protocols.py", "nanugpt/metrics.py",
@@ -76,9 +78,11 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="evaluate",
             module="stages.evaluate",
-            code=("stages/evaluate.py", "nanugpt/evaluate.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
-                  "nanugpt/tasks.py", "nanugpt/streaming.py", "nanugpt/device.py", "nanugpt/distributed.py",
-                  "nanugpt/models", "nanugpt/ops", "nanugpt/losses.py"),
+            code=(
+                "stages/evaluate.py", "nanugpt/evaluate.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
+                "nanugpt/meta.py", "nanugpt/tasks.py", "nanugpt/streaming.py", "nanugpt/device.py",
+                "nanugpt/distributed.py", "nanugpt/models", "nanugpt/ops", "nanugpt/losses.py",
+            ),
             params=("general.seed", "general.device_type", "general.dtype", "data.dataset", "tokenizer.module",
                     "training.device_batch_size", "eval.eval_iters"),
             deps=("{data_dir}", "{out_dir}/checkpoints"),
@@ -87,8 +91,10 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="generate",
             module="stages.generate",
-            code=("stages/generate.py", "nanugpt/generate.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
-                  "nanugpt/device.py", "nanugpt/models", "nanugpt/ops", "nanugpt/tokenizers"),
+            code=(
+                "stages/generate.py", "nanugpt/generate.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
+                "nanugpt/meta.py", "nanugpt/device.py", "nanugpt/models", "nanugpt/ops", "nanugpt/tokenizers",
+            ),
             params=("general.device_type", "general.project_name", "general.run_name", "data.dataset",
                     "tokenizer.module", "generate", "logging.wandb"),
             deps=("{data_dir}", "{out_dir}/checkpoints"),
@@ -97,8 +103,10 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="export",
             module="stages.export",
-            code=("stages/export.py", "nanugpt/export.py", "nanugpt/checkpoint.py", "nanugpt/data.py",
-                  "nanugpt/models", "nanugpt/ops", "nanugpt/tokenizers"),
+            code=(
+                "stages/export.py", "nanugpt/export.py", "nanugpt/checkpoint.py", "nanugpt/data.py", "nanugpt/meta.py",
+                "nanugpt/models", "nanugpt/ops", "nanugpt/tokenizers",
+            ),
             params=("data.dataset", "tokenizer.module"),
             deps=("{data_dir}", "{out_dir}/checkpoints"),
             outs=("{out_dir}/hf",),

@@ -24,8 +24,9 @@ from pipeline.cli import stage_main
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate the last checkpoint and write ``metrics.json``; return the metrics."""
-    metrics = evaluate_checkpoint(params, paths.last_checkpoint(out_dir), paths.tokenized_dir(params, data_root))
-    write_json(paths.metrics_file(out_dir), metrics)
+    out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
+    metrics = evaluate_checkpoint(params, paths.last_checkpoint(out), paths.tokenized_dir(params, data_root))
+    write_json(paths.metrics_file(out), metrics)
     print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     return metrics
 

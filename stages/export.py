@@ -22,9 +22,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nanugpt.data import read_meta
 from nanugpt.atomic import atomic_dir
 from nanugpt.export import NoHFCounterpart, export_checkpoint
+from nanugpt.meta import read_meta
 from nanugpt.params import Params
 from pipeline import paths
 from pipeline.cli import stage_main
@@ -34,10 +34,11 @@ NOT_EXPORTED = "NOT_EXPORTED.txt"
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> Path:
     """Export the last checkpoint to ``OUT_DIR/hf``; return that folder."""
+    out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
     data_dir = paths.tokenized_dir(params, data_root)
-    folder = (out_dir or paths.out_dir()) / "hf"
+    folder = out / "hf"
     try:
-        written = export_checkpoint(paths.last_checkpoint(out_dir), read_meta(data_dir), data_dir, folder)
+        written = export_checkpoint(paths.last_checkpoint(out), read_meta(data_dir), data_dir, folder)
     except NoHFCounterpart as exc:  # not an error of the run: say so in the output, keep the pipeline going
         with atomic_dir(folder) as tmp:
             (tmp / NOT_EXPORTED).write_text(f"{exc}\n")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from nanugpt.atomic import write_text
 from nanugpt.checkpoint import check_vocab, load_trained_model
-from nanugpt.data import read_meta
 from nanugpt.device import pick_device
 from nanugpt.generate import GenerateError, read_prompt, sample
+from nanugpt.meta import read_meta
 from nanugpt.sinks import WandbSink
 from nanugpt.params import Params
 from nanugpt.tokenizers import tokenizer_from_meta
@@ -31,8 +31,9 @@ SEPARATOR = "\n---------------\n"
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> list[str]:
     """Sample from the last checkpoint; write the samples to ``samples.txt`` and return them."""
+    out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
     device = pick_device(params.general.device_type)
-    model, _, state = load_trained_model(paths.last_checkpoint(out_dir), device)
+    model, _, state = load_trained_model(paths.last_checkpoint(out), device)
     data_dir = paths.tokenized_dir(params, data_root)
     meta = read_meta(data_dir)
     check_vocab(state, meta, data_dir)
@@ -46,10 +47,9 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
         prompt + tokenizer.decode(ids)
         for ids in sample(model, prompt_ids, params.generate, state["vocab_size"], device)
     ]
-    write_text(paths.samples_file(out_dir), SEPARATOR.join(samples) + "\n")
+    write_text(paths.samples_file(out), SEPARATOR.join(samples) + "\n")
     if params.logging.wandb:
-        sink = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(),
-                         out_dir or paths.out_dir())
+        sink = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), out)
         sink.log_samples(samples)
         sink.close()
     print(SEPARATOR.join(samples))

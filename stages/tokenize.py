@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
+from nanugpt.meta import TokenMeta
 from nanugpt.params import Params
 from pipeline import paths
 from pipeline.cli import stage_main
 
 
-def run(params: Params, data_root: Path | None = None) -> dict[str, Any]:
+def run(params: Params, data_root: Path | None = None) -> TokenMeta:
     """Tokenize the corpus of ``params.data`` with ``params.tokenizer``; return ``meta.json``'s content."""
     root = data_root or paths.data_root()
-    out = paths.tokenized_dir(params, root)
+    out = paths.writable(paths.tokenized_dir(params, root), "DATA_ROOT")
     meta = params.data.tokenize(params.tokenizer, out, root / params.data.dataset / "raw")
-    print(f"tokenized {meta['source_bytes']:,} bytes into {meta['train_tokens']:,} train and "
-          f"{meta['val_tokens']:,} val tokens ({meta['dtype']}, vocab {meta['vocab_size']}) in {out}")
+    print(f"tokenized {meta.source_bytes:,} bytes into {meta.train_tokens or 0:,} train and "
+          f"{meta.val_tokens or 0:,} val tokens ({meta.dtype}, vocab {meta.vocab_size}) in {out}")
     return meta
 
 

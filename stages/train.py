@@ -31,16 +31,16 @@ from nanugpt.params import Params
 from nanugpt.train import train
 from pipeline import paths
 from pipeline.cli import stage_main
-
-LAUNCH_COMMAND_ENV = "NANUGPT_LAUNCH_COMMAND"
+from pipeline.launch import LAUNCH_COMMAND_ENV
 
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Train the model of ``params`` on its tokenized data; return the run summary."""
+    out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
     return train(
         params,
         paths.tokenized_dir(params, data_root),
-        out_dir or paths.out_dir(),
+        out,
         launch_command=os.environ.get(LAUNCH_COMMAND_ENV) or " ".join([sys.executable, "-m", "stages.train", *sys.argv[1:]]),
     )
 

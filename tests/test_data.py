@@ -8,19 +8,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nanugpt.components import BatchShare
 from nanugpt.data import BatchSource, DataError, TokenFile, TokenizedDataOptions
+from nanugpt.meta import TokenMeta
 
 
-def make_split(tmp_path: Path, n: int, dtype: str = "uint16") -> tuple[TokenFile, dict]:
+def meta_of(n: int, dtype: str = "uint16", vocab_size: int = 60_000, **counts: int) -> TokenMeta:
+    return TokenMeta(tokenizer={"module": "byte"}, vocab_size=vocab_size, dtype=dtype, train_tokens=n, **counts)
+
+
+def make_split(tmp_path: Path, n: int, dtype: str = "uint16") -> tuple[TokenFile, TokenMeta]:
     tokens = (np.arange(n) % 60000).astype(np.dtype(dtype).newbyteorder("<"))
     tokens.tofile(tmp_path / "train.bin")
-    meta = {"dtype": dtype, "train_tokens": n}
+    meta = meta_of(n, dtype)
     return TokenFile(tmp_path / "train.bin", meta, "train"), meta
 
 
 def test_windows_are_contiguous_targets_shifted(tmp_path: Path) -> None:
     file, _ = make_split(tmp_path, 10_000)
-    source = BatchSource(file, context_length=8, rows=4, global_rows=4, seed=1, split="train")
+    source = BatchSource(file, context_length=8, share=BatchShare(4, 4), seed=1, split="train")
     x, y = source.micro_batch(step=0, micro_step=0)
     assert x.shape == (4, 8) and y.shape == (4, 8)
     assert (y[:, :-1] == x[:, 1:]).all()
@@ -29,17 +35,17 @@ def test_windows_are_contiguous_targets_shifted(tmp_path: Path) -> None:
 
 def test_same_step_same_batch_and_steps_differ(tmp_path: Path) -> None:
     file, _ = make_split(tmp_path, 10_000)
-    a = BatchSource(file, 8, 4, 4, seed=1, split="train")
-    b = BatchSource(file, 8, 4, 4, seed=1, split="train")  # a "resumed" loader: state is (seed, step)
+    a = BatchSource(file, 8, BatchShare(4, 4), seed=1, split="train")
+    b = BatchSource(file, 8, BatchShare(4, 4), seed=1, split="train")  # a "resumed" loader: state is (seed, step)
     assert (a.micro_batch(5, 0)[0] == b.micro_batch(5, 0)[0]).all()
     assert not (a.micro_batch(5, 0)[0] == a.micro_batch(6, 0)[0]).all()
-    other_seed = BatchSource(file, 8, 4, 4, seed=2, split="train")
+    other_seed = BatchSource(file, 8, BatchShare(4, 4), seed=2, split="train")
     assert not (a.micro_batch(5, 0)[0] == other_seed.micro_batch(5, 0)[0]).all()
 
 
 def test_rows_are_independent_windows(tmp_path: Path) -> None:
     file, _ = make_split(tmp_path, 50_000)
-    offsets = BatchSource(file, 8, 64, 64, seed=3, split="train").offsets(0)
+    offsets = BatchSource(file, 8, BatchShare(64, 64), seed=3, split="train").offsets(0)
     gaps = np.diff(offsets)
     assert len(set(offsets.tolist())) > 60
     assert not (np.abs(gaps) == 9).all()  # not neighbouring slices of one long window
@@ -47,9 +53,9 @@ def test_rows_are_independent_windows(tmp_path: Path) -> None:
 
 def test_ranks_take_distinct_slices_of_the_same_global_batch(tmp_path: Path) -> None:
     file, _ = make_split(tmp_path, 10_000)
-    single = BatchSource(file, 8, rows=2, global_rows=8, seed=1, split="train")
-    ranks = [BatchSource(file, 8, rows=2, global_rows=8, seed=1, split="train", rank=r, world_size=2) for r in range(2)]
-    assert single.micro_steps == 4 and ranks[0].micro_steps == 2
+    single = BatchSource(file, 8, BatchShare(2, 8), seed=1, split="train")
+    ranks = [BatchSource(file, 8, BatchShare(2, 8, r, 2), seed=1, split="train") for r in range(2)]
+    assert single.share.micro_steps == 4 and ranks[0].share.micro_steps == 2
     one_process = [single.micro_batch(3, m)[0] for m in range(4)]
     two_processes = [ranks[r].micro_batch(3, m)[0] for m in range(2) for r in range(2)]
     assert all((a == b).all() for a, b in zip(one_process, two_processes))
@@ -64,7 +70,7 @@ def epoch_targets(source: BatchSource, steps: range) -> np.ndarray:
 
 def test_epochs_predict_every_token_once_per_pass(tmp_path: Path) -> None:
     file, _ = make_split(tmp_path, 1003)  # 1002 targets: 125 windows of 8 per epoch, max shift 2
-    source = BatchSource(file, 8, rows=5, global_rows=5, seed=1, split="train", sampling="epochs")
+    source = BatchSource(file, 8, BatchShare(5, 5), seed=1, split="train", sampling="epochs")
     assert (source.windows_per_epoch, source.max_shift) == (125, 2)
     first, second = epoch_targets(source, range(25)), epoch_targets(source, range(25, 50))  # 125 rows each
     for targets in (first, second):
@@ -75,11 +81,11 @@ def test_epochs_predict_every_token_once_per_pass(tmp_path: Path) -> None:
 
 def test_epoch_boundary_inside_a_step_and_resumed_loaders(tmp_path: Path) -> None:
     file, _ = make_split(tmp_path, 1003)
-    source = BatchSource(file, 8, rows=4, global_rows=8, seed=1, split="train", sampling="epochs")  # 125 = 15 * 8 + 5
+    source = BatchSource(file, 8, BatchShare(4, 8), seed=1, split="train", sampling="epochs")  # 125 = 15 * 8 + 5
     straddling = epoch_targets(source, range(15, 16))  # 5 rows of epoch 0, 3 of epoch 1
     whole = np.concatenate([epoch_targets(source, range(15)), straddling[: 5 * 8]])
     assert len(np.unique(whole)) == 1000  # epoch 0 completed by the first 5 rows
-    fresh = BatchSource(file, 8, rows=4, global_rows=8, seed=1, split="train", sampling="epochs")
+    fresh = BatchSource(file, 8, BatchShare(4, 8), seed=1, split="train", sampling="epochs")
     assert (fresh.micro_batch(15, 1)[0] == source.micro_batch(15, 1)[0]).all()  # a pure function of the step
     assert (fresh.micro_batch(3, 0)[0] == source.micro_batch(3, 0)[0]).all()
 
@@ -87,35 +93,21 @@ def test_epoch_boundary_inside_a_step_and_resumed_loaders(tmp_path: Path) -> Non
 def test_val_batches_are_random_whatever_the_train_sampling(tmp_path: Path) -> None:
     make_split(tmp_path, 10_000)
     shutil.copy(tmp_path / "train.bin", tmp_path / "val.bin")
-    meta = {"dtype": "uint16", "train_tokens": 10_000, "val_tokens": 10_000}
+    meta = meta_of(10_000, val_tokens=10_000)
     opts = TokenizedDataOptions(module="tokenized", dataset="d", sampling="epochs", verify="size")
-    sources = {split: opts.batches(tmp_path, meta, split, 8, 4, 4, seed=1) for split in ("train", "val")}
+    sources = {split: opts.batches(tmp_path, meta, split, 8, BatchShare(4, 4), seed=1) for split in ("train", "val")}
     assert sources["train"].sampling == "epochs" and sources["val"].sampling == "random"
 
 
 def test_uint32_tokens(tmp_path: Path) -> None:
     tokens = np.array([70_000, 70_001, 70_002, 70_003] * 10, dtype="<u4")
     tokens.tofile(tmp_path / "train.bin")
-    file = TokenFile(tmp_path / "train.bin", {"dtype": "uint32", "train_tokens": 40}, "train")
-    x, _ = BatchSource(file, 4, 1, 1, seed=0, split="train").micro_batch(0, 0)
+    file = TokenFile(tmp_path / "train.bin", meta_of(40, "uint32", vocab_size=70_004), "train")
+    x, _ = BatchSource(file, 4, BatchShare(1, 1), seed=0, split="train").micro_batch(0, 0)
     assert x.min() >= 70_000
-
-
-def test_truncated_file_is_detected(tmp_path: Path) -> None:
-    _, meta = make_split(tmp_path, 1000)
-    with open(tmp_path / "train.bin", "r+b") as f:
-        f.truncate(1000)
-    with pytest.raises(DataError, match="truncated or from another run"):
-        TokenFile(tmp_path / "train.bin", meta, "train")
-
-
-def test_dtype_disagreeing_with_meta_is_detected(tmp_path: Path) -> None:
-    make_split(tmp_path, 1000, dtype="uint32")
-    with pytest.raises(DataError, match="meta.json says 1000 uint16 tokens"):
-        TokenFile(tmp_path / "train.bin", {"dtype": "uint16", "train_tokens": 1000}, "train")
 
 
 def test_context_longer_than_data(tmp_path: Path) -> None:
     file, _ = make_split(tmp_path, 50)
     with pytest.raises(DataError, match="fewer than model.context_length"):
-        BatchSource(file, context_length=64, rows=1, global_rows=1, seed=0, split="train")
+        BatchSource(file, context_length=64, share=BatchShare(1, 1), seed=0, split="train")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, tiny_params, write_params
 
-from nanugpt.params import load_params
+from pipeline.schema import load
 from stages import tokenize, train
 
 
@@ -24,7 +24,7 @@ def losses(out_dir: Path) -> list[float]:
 def test_two_processes_match_one(tmp_path: Path, corpus: Path) -> None:
     params_file = write_params(tmp_path / "params.yaml", tiny_params(
         corpus, training={"device_batch_size": 2, "global_batch_size": 8}, launch={"nproc_per_node": 2}))
-    params = load_params(params_file)
+    params = load(params_file)
     tokenize.run(params, data_root=tmp_path / "data")
     single = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "one")
 

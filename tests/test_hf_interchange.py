@@ -15,7 +15,7 @@ import torch
 from conftest import REPO, TINY_TEXT, tiny_params, write_params
 
 from nanugpt.checkpoint import load_trained_model
-from nanugpt.data import read_meta
+from nanugpt.meta import read_meta
 from nanugpt.errors import UserError
 from nanugpt.export import write_tokenizer
 from nanugpt.params import Params, load_params, validate_params

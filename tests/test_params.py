@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, tiny_params, write_params
 
-from nanugpt.params import ParamsError, load_params
+from nanugpt.models.nanogpt import NanoGPTOptions
+from nanugpt.params import Params, ParamsError, load_params
+from pipeline.schema import load
 
 
 def problems_of(tmp_path: Path, params: dict, overrides: list[str] | None = None) -> str:
@@ -130,11 +132,38 @@ def test_every_preset_is_valid() -> None:
     presets = sorted((REPO / "params").glob("*.yaml"))
     assert presets
     for preset in presets:
-        load_params(preset)
+        load(preset)  # presets are pipeline files: they hold the launch section
 
 
 def test_params_yaml_is_the_explicit_default_preset() -> None:
     from pipeline.params import explicit_yaml
 
-    expected = explicit_yaml(load_params(REPO / "params" / "tinyshakespeare_char.yaml"), "tinyshakespeare_char")
+    expected = explicit_yaml(load(REPO / "params" / "tinyshakespeare_char.yaml"), "tinyshakespeare_char")
     assert (REPO / "params.yaml").read_text() == expected, "run: python -m pipeline.params use tinyshakespeare_char"
+
+
+class EvenLayersOptions(NanoGPTOptions):
+    """A user's model (named by import path below) with a rule of its own that involves another section."""
+
+    def check(self, params: Params) -> list[tuple[str, str]]:
+        problems = super().check(params)
+        if self.n_layer > params.training.max_steps:
+            problems.append(("model.n_layer", f"must be <= training.max_steps ({params.training.max_steps})"))
+        return problems
+
+
+def test_a_user_components_check_is_honoured(tmp_path: Path, corpus: Path) -> None:
+    model = {"module": f"{__name__}.EvenLayersOptions", "n_layer": 30, "n_embd": 30, "n_head": 4}
+    lines = problems_of(tmp_path, tiny_params(corpus, model=model)).splitlines()
+    assert lines == [
+        f"{tmp_path / 'params.yaml'}: model.n_embd: must be divisible by model.n_head (4), got 30",
+        f"{tmp_path / 'params.yaml'}: model.n_layer: must be <= training.max_steps (20)",
+    ]
+    params = load_params(write_params(tmp_path / "ok.yaml", tiny_params(corpus, model={**model, "n_layer": 2, "n_embd": 32})))
+    assert type(params.model) is EvenLayersOptions
+
+
+def test_every_components_check_runs_and_names_the_override(tmp_path: Path, corpus: Path) -> None:
+    text = problems_of(tmp_path, tiny_params(corpus, scaler={"module": "keller"}), ["--scheduler.warmup_steps", "50"])
+    assert "command line --scheduler.warmup_steps: scheduler.warmup_steps: must be <= training.max_steps" in text
+    assert "training.grad_clip: must be 0 with scaler.module keller" in text

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import REPO
 from nanugpt.config_loader import load_yaml_tree
-from nanugpt.params import load_params
+from pipeline.schema import load
 from stages import tokenize, train
 
 PRESETS = sorted(p for p in (REPO / "params").glob("*.yaml"))
@@ -40,10 +40,10 @@ def shrink(tree: dict, corpus: Path) -> list[str]:
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
 def test_preset_validates_and_trains_three_steps(preset: Path, tmp_path: Path, corpus: Path) -> None:
-    full = load_params(preset)  # the preset as written
+    full = load(preset)  # the preset as written
     assert full.training.max_steps > 0
     tree = load_yaml_tree(preset)
-    params = load_params(preset, shrink(tree, corpus))
+    params = load(preset, shrink(tree, corpus))
     assert params.model.module == full.model.module and params.optimizer.module == full.optimizer.module
     tokenize.run(params, data_root=tmp_path / "data")
     summary = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from nanugpt.params import load_params
+from pipeline.schema import load
 from stages import evaluate, tokenize, train
 
 
 @pytest.mark.slow
 def test_shakespeare_char_cpu_shape_reaches_nanogpt_val_loss(tmp_path: Path, shakespeare: Path) -> None:
-    params = load_params(REPO / "params" / "tinyshakespeare_char.yaml", ["--data.source", str(shakespeare)])
+    params = load(REPO / "params" / "tinyshakespeare_char.yaml", ["--data.source", str(shakespeare)])
     assert (params.model.n_layer, params.model.n_head, params.model.n_embd) == (4, 4, 128)
     assert (params.model.context_length, params.training.global_batch_size, params.training.max_steps) == (64, 12, 2000)
     tokenize.run(params, data_root=tmp_path / "data")

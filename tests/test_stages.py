@@ -20,7 +20,7 @@ def test_four_stages_in_order(tmp_path: Path, params_file: Path) -> None:
     params = load_params(params_file)
     data, out = tmp_path / "data", tmp_path / "out"
     meta = tokenize.run(params, data_root=data)
-    assert (data / "tiny" / "char" / "train.bin").stat().st_size == 2 * meta["train_tokens"]
+    assert (data / "tiny" / "char" / "train.bin").stat().st_size == 2 * meta.train_tokens
     train.run(params, data_root=data, out_dir=out)
     metrics = evaluate.run(params, data_root=data, out_dir=out)
     assert json.loads((out / "metrics.json").read_text()) == metrics
@@ -41,7 +41,7 @@ def test_url_source_offline_uses_local_copy_or_says_how(tmp_path: Path, corpus: 
     with pytest.raises(SourceError, match=r"set NANUGPT_TINY=/path/to/a/local/copy or put the file at .*raw/tiny.txt"):
         tokenize.run(params, data_root=tmp_path / "data")
     monkeypatch.setenv("NANUGPT_TINY", str(corpus))
-    assert tokenize.run(params, data_root=tmp_path / "data")["source_sha256"] == sha
+    assert tokenize.run(params, data_root=tmp_path / "data").source_sha256 == sha
 
 
 def test_local_copy_with_wrong_sha_is_refused(tmp_path: Path, corpus: Path, monkeypatch) -> None:
@@ -93,4 +93,4 @@ def test_tokenize_stage_reads_a_hf_datasets_source(tmp_path: Path, corpus: Path)
         "hf:text", data={"hf": {"data_files": [str(corpus)]}}, tokenizer={"module": "byte"})))
     meta = tokenize.run(params, data_root=tmp_path / "data")
     lines = corpus.read_text().splitlines()
-    assert meta["source"] == "hf:text" and meta["train_tokens"] + meta["val_tokens"] == sum(len(x) + 1 for x in lines)
+    assert meta.source == "hf:text" and meta.train_tokens + meta.val_tokens == sum(len(x) + 1 for x in lines)

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_TEXT, tiny_params
+
+from nanugpt.components import BatchShare
 from nanugpt.params import validate_params
 from stages import evaluate, tokenize, train
 
@@ -28,14 +29,14 @@ def test_rows_are_consecutive_pieces_of_the_token_stream(tmp_path: Path) -> None
     params = hf_params(tmp_path)
     meta = tokenize.run(params, data_root=tmp_path / "data")
     data_dir = tmp_path / "data" / "tiny_stream" / "byte"
-    assert json.loads((data_dir / "meta.json").read_text())["vocab_size"] == 257 and meta["streamed"]
-    source = params.data.batches(data_dir, meta, "train", 16, 4, 8, seed=0)
+    assert json.loads((data_dir / "meta.json").read_text())["vocab_size"] == 257 and meta.streamed
+    source = params.data.batches(data_dir, meta, "train", 16, BatchShare(4, 8), seed=0)
     stream = [i for line in (tmp_path / "train.txt").read_text().splitlines() for i in (*line.encode(), 256)]
     x, y = source.micro_batch(step=1, micro_step=1)  # rows 12..15 of the stream
     assert x[0].tolist() == stream[12 * 17 : 12 * 17 + 16] and y[0].tolist() == stream[12 * 17 + 1 : 13 * 17]
-    fresh = params.data.batches(data_dir, meta, "train", 16, 4, 8, seed=0)  # a resumed run: same rows
+    fresh = params.data.batches(data_dir, meta, "train", 16, BatchShare(4, 8), seed=0)  # a resumed run: same rows
     assert (fresh.micro_batch(1, 1)[0] == x).all() and (source.micro_batch(0, 0)[0] == fresh.micro_batch(0, 0)[0]).all()
-    ranks = [params.data.batches(data_dir, meta, "train", 16, 2, 8, seed=0, rank=r, world_size=2) for r in range(2)]
+    ranks = [params.data.batches(data_dir, meta, "train", 16, BatchShare(2, 8, r, 2), seed=0) for r in range(2)]
     assert (ranks[1].micro_batch(1, 0)[0] == source.micro_batch(1, 0)[0][2:]).all()
 
 

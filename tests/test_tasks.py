@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO
 
-from nanugpt.data import DataError, read_meta
+from nanugpt.components import BatchShare
+from nanugpt.data import DataError
 from nanugpt.losses import ArithmeticLossOptions, GrokkingLossOptions
-from nanugpt.params import ParamsError, load_params
+from nanugpt.meta import read_meta
+from nanugpt.params import ParamsError
 from nanugpt.tasks import (
     IGNORE_INDEX,
     OPERATIONS,
@@ -26,6 +28,7 @@ from nanugpt.tasks import (
 )
 from nanugpt.tokenizers.arithmetic import EOT, PAD, ArithmeticTokenizerOptions
 from nanugpt.tokenizers.grokking import GrokkingTokenizerOptions
+from pipeline.schema import load
 from stages import evaluate, generate, tokenize, train
 
 # c = a op b mod p, written independently of nanugpt.tasks (division: the c with c * b = a)
@@ -55,7 +58,7 @@ def written(data, tokenizer, folder: Path) -> tuple[dict, dict[str, np.ndarray]]
     """Tokenize ``data`` into ``folder``; return meta.json and each split's rows."""
     meta = data.tokenize(tokenizer, folder, folder / "raw")
     assert read_meta(folder) == meta
-    rows = {s: np.fromfile(folder / f"{s}.bin", dtype=meta["dtype"]).reshape(-1, meta["row_length"])
+    rows = {s: np.fromfile(folder / f"{s}.bin", dtype=meta.dtype).reshape(-1, meta.row_length)
             for s in ("train", "val")}
     return meta, rows
 
@@ -76,7 +79,7 @@ def test_every_operation_is_listed_and_every_grokking_example_is_right(tmp_path:
             seen.add((a, b))
         first_b = 1 if operation == "x/y" else 0
         assert seen == {(a, b) for a in range(p) for b in range(first_b, p)}  # every pair exactly once:
-        assert meta["train_rows"] + meta["val_rows"] == len(seen)  # no train/val overlap
+        assert meta.train_rows + meta.val_rows == len(seen)  # no train/val overlap
 
 
 def test_grokking_split_is_seeded_by_split_seed_alone(tmp_path: Path) -> None:
@@ -84,12 +87,12 @@ def test_grokking_split_is_seeded_by_split_seed_alone(tmp_path: Path) -> None:
     meta, rows = written(grokking(97, "x/y", train_fraction=0.3), tokenizer, tmp_path / "a")
     again, _ = written(grokking(97, "x/y", train_fraction=0.3), tokenizer, tmp_path / "b")
     other, _ = written(grokking(97, "x/y", train_fraction=0.3, split_seed=1), tokenizer, tmp_path / "c")
-    assert (meta["train_rows"], meta["val_rows"]) == (int(0.3 * 97 * 96), 97 * 96 - int(0.3 * 97 * 96))
-    assert meta["train_sha256"] == again["train_sha256"] and meta["val_sha256"] == again["val_sha256"]
-    assert meta["train_sha256"] != other["train_sha256"]
+    assert (meta.train_rows, meta.val_rows) == (int(0.3 * 97 * 96), 97 * 96 - int(0.3 * 97 * 96))
+    assert meta.train_sha256 == again.train_sha256 and meta.val_sha256 == again.val_sha256
+    assert meta.train_sha256 != other.train_sha256
     train_pairs = {tuple(r) for r in rows["train"][:, [0, 2]].tolist()}
     val_pairs = {tuple(r) for r in rows["val"][:, [0, 2]].tolist()}
-    assert train_pairs.isdisjoint(val_pairs) and len(val_pairs) == meta["val_rows"] > 0
+    assert train_pairs.isdisjoint(val_pairs) and len(val_pairs) == meta.val_rows > 0
 
 
 def test_train_batches_are_pure_and_ranks_slice_the_global_batch(tmp_path: Path) -> None:
@@ -97,7 +100,7 @@ def test_train_batches_are_pure_and_ranks_slice_the_global_batch(tmp_path: Path)
     meta, rows = written(data, GrokkingTokenizerOptions(module="grokking", prime=97), tmp_path)
 
     def source(rank: int = 0, world: int = 1, seed: int = 3):
-        return data.batches(tmp_path, meta, "train", 4, 8, 32, seed, rank, world)
+        return data.batches(tmp_path, meta, "train", 4, BatchShare(8, 32, rank, world), seed)
 
     whole = [source().micro_batch(5, m)[0] for m in range(4)]  # one process: 4 micro-steps of 8 rows
     ranks = [source(r, 2).micro_batch(5, m)[0] for m in range(2) for r in range(2)]  # 2 processes x 2 micro-steps
@@ -112,8 +115,8 @@ def test_train_batches_are_pure_and_ranks_slice_the_global_batch(tmp_path: Path)
 def test_val_batches_walk_the_split_once(tmp_path: Path) -> None:
     data = grokking(13, "x*y", train_fraction=0.4)
     meta, rows = written(data, GrokkingTokenizerOptions(module="grokking", prime=13), tmp_path)
-    val = data.batches(tmp_path, meta, "val", 4, 16, 16, 0)
-    batches = [val.micro_batch(i, 0)[0] for i in range(math.ceil(meta["val_rows"] / 16))]
+    val = data.batches(tmp_path, meta, "val", 4, BatchShare(16, 16), 0)
+    batches = [val.micro_batch(i, 0)[0] for i in range(math.ceil(meta.val_rows / 16))]
     assert [len(b) for b in batches[:-1]] == [16] * (len(batches) - 1) and 0 < len(batches[-1]) <= 16
     assert torch.equal(torch.cat(batches), torch.from_numpy(rows["val"][:, :-1].astype(np.int64)))
     assert torch.equal(val.micro_batch(len(batches), 0)[0], batches[0])  # wraps around
@@ -122,11 +125,11 @@ def test_val_batches_walk_the_split_once(tmp_path: Path) -> None:
 def test_grokking_targets_are_the_answer_only(tmp_path: Path) -> None:
     data = grokking(97, "x/y")
     meta, _ = written(data, GrokkingTokenizerOptions(module="grokking", prime=97), tmp_path)
-    x, y = data.batches(tmp_path, meta, "train", 4, 64, 64, 0).micro_batch(0, 0)
+    x, y = data.batches(tmp_path, meta, "train", 4, BatchShare(64, 64), 0).micro_batch(0, 0)
     assert x.shape == y.shape == (64, 4) and x.dtype == y.dtype == torch.int64
     assert (y[:, :-1] == IGNORE_INDEX).all()
     assert all(c * b % 97 == a for a, b, c in zip(x[:, 0].tolist(), x[:, 2].tolist(), y[:, -1].tolist()))
-    assert (x[:, 3] == meta["equals_id"]).all()
+    assert (x[:, 3] == meta.equals_id).all()
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -134,7 +137,7 @@ def test_arithmetic_examples_masks_and_split(tmp_path: Path, reverse: bool) -> N
     data = arithmetic(digits=2, train_problems=500, val_problems=60, reverse_answer=reverse)
     meta, rows = written(data, ArithmeticTokenizerOptions(module="arithmetic"), tmp_path)
     codec = ArithmeticTokenizerOptions(module="arithmetic").build()
-    assert meta["row_length"] == 11 and (meta["train_rows"], meta["val_rows"]) == (500, 60)
+    assert meta.row_length == 11 and (meta.train_rows, meta.val_rows) == (500, 60)
     pairs = {}
     for split in ("train", "val"):
         pairs[split] = set()
@@ -149,7 +152,7 @@ def test_arithmetic_examples_masks_and_split(tmp_path: Path, reverse: bool) -> N
             pairs[split].add((a, b))
     assert len(pairs["train"]) == 500 and len(pairs["val"]) == 60 and pairs["train"].isdisjoint(pairs["val"])
 
-    x, y = data.batches(tmp_path, meta, "val", 10, 60, 60, 0).micro_batch(0, 0)  # the whole val split, in order
+    x, y = data.batches(tmp_path, meta, "val", 10, BatchShare(60, 60), 0).micro_batch(0, 0)  # the whole val split, in order
     assert torch.equal(x, torch.from_numpy(rows["val"][:, :-1].astype(np.int64)))
     for row, targets in zip(rows["val"].tolist(), y.tolist()):
         answer_at = [j for j, t in enumerate(targets) if t != IGNORE_INDEX]  # target j is row token j + 1
@@ -160,7 +163,7 @@ def test_arithmetic_examples_masks_and_split(tmp_path: Path, reverse: bool) -> N
 
 def test_bad_task_options_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match="data.prime: must be a prime .*, got 91$"):
-        load_params(REPO / "params" / "grokking_prime97.yaml", ["--data.prime", "91"])
+        load(REPO / "params" / "grokking_prime97.yaml", ["--data.prime", "91"])
     with pytest.raises(ValueError, match="both need at least one"):
         grokking(2, "x/y", train_fraction=0.4)  # 2 examples: 0 for train
     with pytest.raises(ValueError, match="validation split must not be empty"):
@@ -176,9 +179,9 @@ def test_bad_task_options_are_clear_errors(tmp_path: Path) -> None:
 def test_token_files_of_other_options_or_a_short_context_are_refused(tmp_path: Path) -> None:
     meta, _ = written(grokking(11), GrokkingTokenizerOptions(module="grokking", prime=11), tmp_path)
     with pytest.raises(DataError, match="re-run the tokenize stage"):
-        grokking(11, train_fraction=0.3).batches(tmp_path, meta, "train", 4, 8, 8, 0)
+        grokking(11, train_fraction=0.3).batches(tmp_path, meta, "train", 4, BatchShare(8, 8), 0)
     with pytest.raises(DataError, match="set model.context_length to 4"):
-        grokking(11).batches(tmp_path, meta, "train", 3, 8, 8, 0)
+        grokking(11).batches(tmp_path, meta, "train", 3, BatchShare(8, 8), 0)
 
 
 def test_tokenizers_round_trip() -> None:
@@ -246,9 +249,9 @@ def test_preset_tokenizes_trains_evaluates_and_generates(tmp_path: Path, preset:
     small = ["--general.device_type", "cpu", "--training.max_steps", "3", "--training.device_batch_size", "16",
              "--training.global_batch_size", "32", "--training.checkpoint_every", "0", "--eval.eval_every", "2",
              "--eval.eval_iters", "2", "--model.n_layer", "1", "--model.n_embd", "32", "--scheduler.warmup_steps", "1"]
-    params = load_params(REPO / "params" / f"{preset}.yaml", SHRINK[preset] + small)
+    params = load(REPO / "params" / f"{preset}.yaml", SHRINK[preset] + small)
     meta = tokenize.run(params, data_root=tmp_path / "data")
-    assert meta["val_rows"] > 0
+    assert meta.val_rows > 0
     summary = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
     assert summary["step"] == 3 and math.isfinite(summary["train_loss"])
     with open(tmp_path / "out" / "plots" / "val.csv") as f:
@@ -264,14 +267,14 @@ def test_preset_tokenizes_trains_evaluates_and_generates(tmp_path: Path, preset:
 
 def test_presets_as_written_validate() -> None:
     for preset in SHRINK:
-        params = load_params(REPO / "params" / f"{preset}.yaml")
+        params = load(REPO / "params" / f"{preset}.yaml")
         assert params.model.module == "tiny_transformer" and params.optimizer.module == "adamw"
-    grok = load_params(REPO / "params" / "grokking_prime97.yaml")
+    grok = load(REPO / "params" / "grokking_prime97.yaml")
     val_rows = grok.data.n_examples() - grok.data.n_train()
     assert grok.eval.eval_iters == math.ceil(val_rows / grok.training.device_batch_size)  # every val example once
     empty = "data.val_problems: the validation split must not be empty: set it to 1 or more, got 0$"
     with pytest.raises(ParamsError, match=empty):
-        load_params(REPO / "params" / "arithmetic.yaml", ["--data.val_problems", "0"])
+        load(REPO / "params" / "arithmetic.yaml", ["--data.val_problems", "0"])
 
 
 def test_tokenizer_prime_must_match_data_prime(tmp_path: Path) -> None:
@@ -280,5 +283,6 @@ def test_tokenizer_prime_must_match_data_prime(tmp_path: Path) -> None:
 
     tree = load_yaml_tree(REPO / "params" / "grokking_prime97.yaml")
     tree["tokenizer"]["prime"] = 89
+    del tree["launch"]  # the pipeline's section, not the library's
     with pytest.raises(ParamsError, match=r"tokenizer.prime: must equal data.prime \(97\), got 89"):
         validate_params(tree, "test")

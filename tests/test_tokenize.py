@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from conftest import REPO, TINY_TEXT
 
-from nanugpt.tokenize import CorpusError, token_dtype, tokenize_documents, tokenize_files
+from nanugpt.meta import read_meta
+from nanugpt.tokenize import (
+    CorpusError,
+    token_dtype,
+    tokenize_documents,
+    tokenize_files,
+)
 from nanugpt.tokenizers.byte import ByteTokenizerOptions
 from nanugpt.tokenizers.char import CharTokenizerOptions
 from nanugpt.tokenizers.tiktoken_bpe import TiktokenOptions
@@ -28,22 +34,22 @@ def read_bin(path: Path, dtype: str) -> list[int]:
 )
 def test_bins_equal_tokenizer_output(tmp_path: Path, corpus: Path, options) -> None:
     meta = tokenize_files([corpus], options, tmp_path / "out", val_fraction=0.1)
-    tok = options.build(vocab=meta["vocab"])
-    train = read_bin(tmp_path / "out" / "train.bin", meta["dtype"])
-    val = read_bin(tmp_path / "out" / "val.bin", meta["dtype"])
+    tok = options.build(vocab=meta.vocab)
+    train = read_bin(tmp_path / "out" / "train.bin", meta.dtype)
+    val = read_bin(tmp_path / "out" / "val.bin", meta.dtype)
     assert train + val == tok.encode(TINY_TEXT)
     assert tok.decode(train) + tok.decode(val) == TINY_TEXT
-    assert meta["train_tokens"] == len(train) and meta["val_tokens"] == len(val)
+    assert meta.train_tokens == len(train) and meta.val_tokens == len(val)
     assert 0.05 < len(val) / (len(train) + len(val)) < 0.15
-    assert meta["tokenizer"] == options.model_dump(mode="json") and meta["vocab_size"] == tok.vocab_size
+    assert meta.tokenizer == options.model_dump(mode="json") and meta.vocab_size == tok.vocab_size
 
 
 def test_split_is_at_a_line_end_without_shuffling(tmp_path: Path) -> None:
     text = "".join(f"line {i:04d}\n" for i in range(1000))
     (tmp_path / "c.txt").write_text(text)
     meta = tokenize_files([tmp_path / "c.txt"], CharTokenizerOptions(module="char"), tmp_path / "o", 0.25)
-    tok = CharTokenizerOptions(module="char").build(vocab=meta["vocab"])
-    val_text = tok.decode(read_bin(tmp_path / "o" / "val.bin", meta["dtype"]))
+    tok = CharTokenizerOptions(module="char").build(vocab=meta.vocab)
+    val_text = tok.decode(read_bin(tmp_path / "o" / "val.bin", meta.dtype))
     assert val_text.startswith("line 0750\n") and val_text.endswith("line 0999\n")
 
 
@@ -52,10 +58,10 @@ def test_meta_records_dtype_and_hashes(tmp_path: Path, corpus: Path) -> None:
 
     meta = tokenize_files([corpus], ByteTokenizerOptions(module="byte"), tmp_path, 0.1, source="corpus.txt")
     on_disk = json.loads((tmp_path / "meta.json").read_text())
-    assert on_disk == meta
-    assert meta["dtype"] == "uint16"
-    assert meta["source_sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
-    assert meta["train_sha256"] == hashlib.sha256((tmp_path / "train.bin").read_bytes()).hexdigest()
+    assert read_meta(tmp_path) == meta and on_disk["vocab_size"] == 257 and "vocab" not in on_disk  # nulls left out
+    assert meta.dtype == "uint16"
+    assert meta.source_sha256 == hashlib.sha256(corpus.read_bytes()).hexdigest()
+    assert meta.train_sha256 == hashlib.sha256((tmp_path / "train.bin").read_bytes()).hexdigest()
     assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32 and token_dtype(100277) == np.uint32
 
 
@@ -63,7 +69,7 @@ def test_chunking_and_workers_do_not_change_the_output(tmp_path: Path, corpus: P
     options = TiktokenOptions(module="tiktoken")
     whole = tokenize_files([corpus], options, tmp_path / "whole", 0.1)
     chunked = tokenize_files([corpus], options, tmp_path / "chunked", 0.1, workers=2, chunk_bytes=97, parallel_min_bytes=0)
-    assert chunked["train_sha256"] == whole["train_sha256"] and chunked["val_sha256"] == whole["val_sha256"]
+    assert chunked.train_sha256 == whole.train_sha256 and chunked.val_sha256 == whole.val_sha256
 
 
 def test_several_files_are_documents_separated_by_eot(tmp_path: Path) -> None:
@@ -72,7 +78,7 @@ def test_several_files_are_documents_separated_by_eot(tmp_path: Path) -> None:
     (tmp_path / "docs" / "b.txt").write_text("beta\n")
     files = sorted((tmp_path / "docs").glob("*.txt"))
     meta = tokenize_files(files, ByteTokenizerOptions(module="byte"), tmp_path / "o", 0.0)
-    assert read_bin(tmp_path / "o" / "train.bin", meta["dtype"]) == list(b"alpha\n") + [256] + list(b"beta\n")
+    assert read_bin(tmp_path / "o" / "train.bin", meta.dtype) == list(b"alpha\n") + [256] + list(b"beta\n")
 
 
 def test_empty_corpus_is_an_error(tmp_path: Path) -> None:
@@ -89,7 +95,7 @@ def test_non_utf8_corpus(tmp_path: Path) -> None:
         with pytest.raises(CorpusError, match=r"not valid UTF-8 at corpus byte 12"):
             tokenize_files([bad], options, tmp_path / "o", 0.1)
     meta = tokenize_files([bad], ByteTokenizerOptions(module="byte"), tmp_path / "o", 0.1)
-    assert meta["train_tokens"] + meta["val_tokens"] == bad.stat().st_size
+    assert meta.train_tokens + meta.val_tokens == bad.stat().st_size
 
 
 def test_failed_tokenize_leaves_previous_outputs(tmp_path: Path, corpus: Path) -> None:
@@ -98,7 +104,7 @@ def test_failed_tokenize_leaves_previous_outputs(tmp_path: Path, corpus: Path) -
     (tmp_path / "bad.txt").write_bytes(b"ok\n\xff\n")
     with pytest.raises(CorpusError):
         tokenize_files([tmp_path / "bad.txt"], options, tmp_path / "o", 0.1)
-    assert json.loads((tmp_path / "o" / "meta.json").read_text()) == first
+    assert read_meta(tmp_path / "o") == first
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["meta.json", "train.bin", "val.bin"]
 
 
@@ -127,8 +133,8 @@ def test_documents_split_in_order_with_eot(tmp_path: Path) -> None:
     docs = [f"story {i}" for i in range(10)]
     meta = tokenize_documents(lambda: iter([docs[:4], docs[4:]]), 10, ByteTokenizerOptions(module="byte"),
                               tmp_path, val_fraction=0.2, source="docs")
-    train = read_bin(tmp_path / "train.bin", meta["dtype"])
-    val = read_bin(tmp_path / "val.bin", meta["dtype"])
+    train = read_bin(tmp_path / "train.bin", meta.dtype)
+    val = read_bin(tmp_path / "val.bin", meta.dtype)
     assert train == [i for d in docs[:8] for i in (*d.encode(), 256)]
     assert val == [i for d in docs[8:] for i in (*d.encode(), 256)]
 
@@ -139,7 +145,7 @@ def test_documents_in_parallel_equal_serial(tmp_path: Path) -> None:
     options = TiktokenOptions(module="tiktoken")
     serial = tokenize_documents(batches, len(docs), options, tmp_path / "a", 0.1, workers=1)
     parallel = tokenize_documents(batches, len(docs), options, tmp_path / "b", 0.1, workers=2, parallel_min_documents=0)
-    assert serial["train_sha256"] == parallel["train_sha256"] and serial["val_sha256"] == parallel["val_sha256"]
+    assert serial.train_sha256 == parallel.train_sha256 and serial.val_sha256 == parallel.val_sha256
 
 
 def test_hf_datasets_source_from_local_files(tmp_path: Path) -> None:
@@ -150,5 +156,5 @@ def test_hf_datasets_source_from_local_files(tmp_path: Path) -> None:
     batches, count = load_hf_documents("hf:text", "train", "text", data_files=[str(tmp_path / "a.txt")])
     assert count == 50
     meta = tokenize_documents(batches, count, CharTokenizerOptions(module="char"), tmp_path / "o", 0.1, source="hf:text")
-    tok = CharTokenizerOptions(module="char").build(vocab=meta["vocab"])
-    assert tok.decode(read_bin(tmp_path / "o" / "val.bin", meta["dtype"])) == "".join(f"row {i}" for i in range(45, 50))
+    tok = CharTokenizerOptions(module="char").build(vocab=meta.vocab)
+    assert tok.decode(read_bin(tmp_path / "o" / "val.bin", meta.dtype)) == "".join(f"row {i}" for i in range(45, 50))

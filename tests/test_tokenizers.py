@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from nanugpt.meta import TokenMeta
 from nanugpt.tokenizers import tokenizer_from_meta
 from nanugpt.tokenizers.byte import ByteTokenizerOptions
 from nanugpt.tokenizers.char import CharTokenizer
@@ -38,7 +39,8 @@ def test_char_round_trip_and_unknown_character() -> None:
 
 
 def test_char_rebuilds_from_meta() -> None:
-    tok = tokenizer_from_meta({"tokenizer": {"module": "char"}, "vocab": ["a", "b", "\n"]})
+    meta = TokenMeta(tokenizer={"module": "char"}, vocab_size=3, dtype="uint16", vocab=["a", "b", "\n"])
+    tok = tokenizer_from_meta(meta)
     assert tok.encode("ab\n") == [1, 2, 0]
 
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import tiny_params, write_params
 
-from nanugpt.build import accumulation
+from nanugpt.build import train_share
 from nanugpt.checkpoint import CheckpointError, load_checkpoint
 from nanugpt.data import DataError
+from nanugpt.distributed import DistInfo
 from nanugpt.params import load_params
 from nanugpt.errors import TrainingError
 from nanugpt.metrics import WARMUP_STEPS
@@ -129,9 +130,9 @@ def test_tokens_of_another_tokenizer_are_refused(tmp_path: Path, corpus: Path) -
 def test_global_batch_not_divisible_by_world(tmp_path: Path, corpus: Path) -> None:
     params = load_params(write_params(tmp_path / "params.yaml", tiny_params(
         corpus, training={"device_batch_size": 4, "global_batch_size": 4})))
-    assert accumulation(params, 1) == 1
+    assert train_share(params, DistInfo(0, 0, 1, torch.device("cpu"))).micro_steps == 1
     with pytest.raises(TrainingError, match=r"multiple of training.device_batch_size x world size \(4 x 2 = 8\)"):
-        accumulation(params, 2)
+        train_share(params, DistInfo(0, 0, 2, torch.device("cpu")))
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field, field_validator
 
-from nanugpt.components import ModelOptions
+from nanugpt.components import ModelOptions, Problem, heads_divide_width
 from nanugpt.errors import UserError
 from nanugpt.models.base import CausalLM, padded_vocab
 from nanugpt.models.layers import kv_heads_divide_heads, swiglu_width
@@ -89,6 +89,9 @@ class HFModelOptions(ModelOptions):
     def overrides(self) -> dict[str, Any]:
         """Training-time settings applied to a pretrained config (dropout)."""
         return {}
+
+    def check(self, params: Any) -> list[Problem]:
+        return heads_divide_width(self.n_embd, self.n_head)
 
     def build(self, vocab_size: int) -> HFCausalLM:
         transformers = import_transformers(f"model.module {self.module!r}")

@@ -11,12 +11,13 @@ interchange is a table of renames. The vocabulary is padded to a multiple of
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
 from pydantic import Field
 
-from nanugpt.components import ModelOptions
+from nanugpt.components import ModelOptions, Problem, heads_divide_width
 from nanugpt.models.base import DecoderMixin, KVCache, padded_vocab
 from nanugpt.models.layers import causal_attention, dropout_layer
 
@@ -30,6 +31,9 @@ class NanoGPTOptions(ModelOptions):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after attention, MLP and embeddings")
     bias: bool = Field(True, description="biases in Linear and LayerNorm layers (GPT-2 has them)")
     pad_vocab_to: int = Field(64, gt=0, description="round the vocabulary up to a multiple of this")
+
+    def check(self, params: Any) -> list[Problem]:
+        return heads_divide_width(self.n_embd, self.n_head)
 
     def build(self, vocab_size: int) -> "GPT":
         return GPT(self, vocab_size)

@@ -12,13 +12,13 @@ the last one, the answer of ``a op b =``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 from pydantic import Field
 
-from nanugpt.components import ModelOptions
+from nanugpt.components import ModelOptions, Problem, heads_divide_width
 from nanugpt.models.base import CausalLM
 from nanugpt.models.layers import causal_attention, dropout_layer
 
@@ -32,6 +32,9 @@ class TinyTransformerOptions(ModelOptions):
     norm: Literal["layernorm", "none"] = Field("layernorm", description="norm before each sublayer and the head")
     bias: bool = Field(True, description="biases in Linear and LayerNorm layers")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after attention, MLP and embeddings")
+
+    def check(self, params: Any) -> list[Problem]:
+        return heads_divide_width(self.n_embd, self.n_head)
 
     def build(self, vocab_size: int) -> "TinyTransformer":
         return TinyTransformer(self, vocab_size)

@@ -8,7 +8,9 @@ when it was fitted on the corpus, else None).
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence
+
+from nanugpt.meta import TokenMeta
 
 
 class Tokenizer(Protocol):
@@ -25,10 +27,9 @@ class Tokenizer(Protocol):
     def vocab(self) -> list[str] | None: ...
 
 
-def tokenizer_from_meta(meta: dict[str, Any]) -> Tokenizer:
+def tokenizer_from_meta(meta: TokenMeta) -> Tokenizer:
     """Rebuild the tokenizer that wrote a ``meta.json`` (options and any fitted vocabulary)."""
     from nanugpt import registry
 
-    options = meta["tokenizer"]
-    cls = registry.resolve("tokenizer", options["module"])
-    return cls.model_validate(options).build(vocab=meta.get("vocab"))
+    cls = registry.resolve("tokenizer", meta.tokenizer["module"])
+    return cls.model_validate(meta.tokenizer).build(vocab=meta.vocab)

@@ -1,0 +1,60 @@
+"""The params file as the pipeline reads it: the library's sections plus ``launch``, which only the pipeline uses.
+
+Every command of ``pipeline/`` and ``stages/`` loads params through ``load``, so a bad ``launch.*`` key
+stops any stage at load time, and checkpoints and ``run_info.json`` hold the whole resolved file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+from pydantic import Field, model_validator
+
+from nanugpt.params import Params, Section, load_params
+
+
+class LaunchParams(Section):
+    """How the train stage is started, and what its job asks a cluster for (Snakemake's portable resources).
+
+    Cluster specifics (partition, account, qos) belong in the Snakemake profile, not here.
+    """
+
+    nproc_per_node: int = Field(1, gt=0, description="processes per node; > 1 runs the train stage under torchrun")
+    nnodes: int = Field(1, gt=0, description="nodes; > 1 needs a Slurm allocation (srun + torchrun)")
+    runtime_min: int = Field(
+        60, gt=0, description="wall-clock limit of the train job on a cluster, in minutes (Snakemake resource runtime)"
+    )
+    mem_mb: int = Field(8000, gt=0, description="memory per node of the train job, in MB (Snakemake resource mem_mb)")
+    cpus_per_node: int | None = Field(
+        None, gt=0, description="CPU cores per node of the train job (one task per node); null = nproc_per_node"
+    )
+    gpus_per_node: int = Field(
+        0, ge=0, description="GPUs per node of the train job; 0 = none; else at least nproc_per_node (a GPU per process)"
+    )
+
+    @model_validator(mode="after")
+    def _a_gpu_per_process(self) -> LaunchParams:
+        if 0 < self.gpus_per_node < self.nproc_per_node:
+            raise ValueError(
+                f"gpus_per_node ({self.gpus_per_node}) is fewer than nproc_per_node ({self.nproc_per_node}): each "
+                "process uses the GPU of its local rank; set gpus_per_node to 0 (CPU) or >= nproc_per_node"
+            )
+        return self
+
+    @property
+    def cpus(self) -> int:
+        """CPU cores per node the train job asks for."""
+        return self.cpus_per_node or self.nproc_per_node
+
+
+class PipelineParams(Params):
+    """A complete, validated params file as the pipeline's commands read it."""
+
+    launch: LaunchParams = LaunchParams()
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> PipelineParams:
+    """Read, resolve and validate a params file with its ``launch`` section (``nanugpt.params.load_params``)."""
+    return cast(PipelineParams, load_params(path, overrides, schema=PipelineParams))
