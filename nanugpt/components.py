@@ -27,9 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the types that build() returns, named without importing torch
+    import torch
+
+    from nanugpt.losses import Loss
     from nanugpt.meta import TokenMeta
+    from nanugpt.models.base import LanguageModel
     from nanugpt.params import Params
+    from nanugpt.protocols import Scaler, Schedule
 
 Problem = tuple[str, str]  # (dotted key, message), e.g. ("training.grad_clip", "must be 0 with ..., got 1.0")
 
@@ -106,8 +111,8 @@ class ModelOptions(ComponentOptions):
 
     context_length: int = Field(gt=0, description="tokens of context the model sees")
 
-    def build(self, vocab_size: int) -> Any:
-        """Return an ``nn.Module`` that maps token ids (B, T) to logits (B, T, V) of ``vocab_size`` (or more,
+    def build(self, vocab_size: int) -> LanguageModel:
+        """Return an ``nn.Module`` (``nanugpt.models.base.LanguageModel``) that maps token ids (B, T) to logits (B, T, V) of ``vocab_size`` (or more,
         padded) tokens; decoders (``DecoderMixin``) also give their final hidden states
         (``forward(idx, hidden_only=True)``) and their head (``linear_head()``), so the loss can apply the head
         itself."""
@@ -119,7 +124,7 @@ class OptimizerOptions(ComponentOptions):
 
     lr: float = Field(gt=0, description="peak learning rate")
 
-    def build(self, model: Any, device_type: str) -> Any:
+    def build(self, model: torch.nn.Module, device_type: str) -> torch.optim.Optimizer:
         """Return a ``torch.optim.Optimizer`` over the model's parameters."""
         raise NotImplementedError
 
@@ -127,10 +132,10 @@ class OptimizerOptions(ComponentOptions):
 class SchedulerOptions(ComponentOptions):
     """A learning-rate schedule (``scheduler:`` section)."""
 
-    def build(self, max_steps: int, base_lr: float) -> Any:
-        """Return an object whose ``factor(step)`` multiplies the peak lr ``base_lr`` (``optimizer.lr``).
-
-        It may also have ``report(lrs, losses) -> dict``, written to ``train_summary.json`` after training.
+    def build(self, max_steps: int, base_lr: float) -> Schedule:
+        """Return a ``nanugpt.protocols.Schedule``, whose ``factor(step)`` multiplies the peak lr ``base_lr``
+        (``optimizer.lr``). A ``ReportingSchedule`` (an lr range test) also has ``report(lrs, losses)``, written
+        to ``train_summary.json`` after training, and its run ends rather than fails when the loss diverges.
         """
         raise NotImplementedError
 
@@ -138,7 +143,7 @@ class SchedulerOptions(ComponentOptions):
 class LossOptions(ComponentOptions):
     """A training loss (``loss:`` section)."""
 
-    def build(self) -> Any:
+    def build(self) -> Loss:
         """Return a ``nanugpt.losses.Loss``: ``loss(logits, targets) -> scalar`` plus evaluation metrics."""
         raise NotImplementedError
 
@@ -146,8 +151,8 @@ class LossOptions(ComponentOptions):
 class ScalerOptions(ComponentOptions):
     """A gradient scaler (``scaler:`` section)."""
 
-    def build(self, device_type: str, dtype: str) -> Any:
-        """Return an object with torch.amp.GradScaler's interface."""
+    def build(self, device_type: str, dtype: str) -> Scaler:
+        """Return a ``nanugpt.protocols.Scaler``: torch.amp.GradScaler's interface."""
         raise NotImplementedError
 
 
