@@ -56,6 +56,38 @@ def copy_worktree(dest: Path) -> Path:
     return dest
 
 
+def dvc_env(tmp: Path) -> dict[str, str]:
+    """The environment of a workspace's commands: this venv first on PATH, no analytics, DVC and git config of
+    this test only (no user or system settings), a git author, and the default DATA_ROOT / OUT_DIR."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        DVC_SITE_CACHE_DIR=str(tmp / "dvc-site-cache"),
+        DVC_GLOBAL_CONFIG_DIR=str(tmp / "dvc-global-config"),
+        DVC_SYSTEM_CONFIG_DIR=str(tmp / "dvc-system-config"),
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="nanugpt tests",
+        GIT_AUTHOR_EMAIL="tests@nanugpt.invalid",
+        GIT_COMMITTER_NAME="nanugpt tests",
+        GIT_COMMITTER_EMAIL="tests@nanugpt.invalid",
+    )
+    return env
+
+
+def require_slurm() -> None:
+    """Skip the calling test unless a Slurm cluster with an idle node answers here (CI starts one)."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        pytest.skip("no Slurm client here (sinfo/sbatch not on PATH); CI starts a cluster with .ci/slurm-up")
+    try:
+        states = subprocess.run(["sinfo", "-h", "-o", "%T"], check=False, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.skip("sinfo did not answer in 30 s: no Slurm controller running")
+    if states.returncode != 0 or "idle" not in states.stdout.split():
+        pytest.skip(f"no idle Slurm node (sinfo: {(states.stdout + states.stderr).strip() or 'nothing'})")
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """A small text file (about 6 KB) in tmp_path."""
