@@ -59,4 +59,4 @@ test-fast: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:
-	rm -rf out .snakemake .pytest_cache
+	rm -rf out .snakemake .pytest_cache .ruff_cache
