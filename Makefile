@@ -1,6 +1,6 @@
 # nanuGPT: set-up and the two everyday commands. Each target does all set-up it needs, idempotently.
 #   make run    venv + project + DVC, then `dvc repro` of params.yaml
-#   make test   venv + project, then the whole test suite
+#   make test   venv + project, then ruff (lint and format check) and the whole test suite
 #
 # PyTorch: the CPU build is installed when no NVIDIA GPU is visible. TORCH_SPEC / TORCH_INDEX
 # choose another build, e.g. `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
@@ -23,7 +23,7 @@ ifneq ($(SHARED_CORPUS),)
 export NANUGPT_TINYSHAKESPEARE ?= $(SHARED_CORPUS)
 endif
 
-.PHONY: setup run test test-fast clean
+.PHONY: setup run lint test test-fast clean
 
 setup: $(VENV)/.installed .dvc/config
 
@@ -48,11 +48,15 @@ run: setup
 	$(VENV)/bin/dvc repro
 	$(VENV)/bin/dvc metrics show
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:
-	rm -rf out .snakemake .pytest_cache
+	rm -rf out .snakemake .pytest_cache .ruff_cache

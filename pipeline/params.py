@@ -3,7 +3,7 @@
     python -m pipeline.params use <preset>       # params/<preset>.yaml -> explicit params.yaml
     python -m pipeline.params check [FILE]       # validate (exit 2 with one line per problem)
     python -m pipeline.params schema [OUT.json]  # JSON schema of every section and component
-    python -m pipeline.params reference          # Markdown table of every key (the README's reference)
+    python -m pipeline.params reference [OUT.md] # Markdown table of every key (docs/params.md)
 
 ``params.yaml`` must be explicit because DVC only sees literal keys: ``use``
 resolves ``__include__``, ``_copy`` and the rest and writes every key.
@@ -32,6 +32,10 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "params"
 HEADER = (
     "# The active experiment, fully explicit (DVC tracks these literal keys).\n"
     "# Written by `python -m pipeline.params use {preset}`; edit it or run `dvc exp run -S key=value`.\n"
+)
+REFERENCE_NOTE = (
+    "Every key of the params file, generated from the schema by `python -m pipeline.params reference docs/params.md`"
+    " (tests/test_pipeline_files.py fails when this file is stale)."
 )
 
 
@@ -97,8 +101,9 @@ def _rows(prefix: str, model: type[BaseModel], skip: Sequence[str] = ()) -> list
 
 
 def reference() -> str:
-    """Markdown tables of every key, generated from the schema so the README cannot drift from it."""
-    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    """docs/params.md: Markdown tables of every key, generated from the schema so the docs cannot drift from it."""
+    lines = ["# Params reference", "", REFERENCE_NOTE, ""]
+    lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     for section, field in PipelineParams.model_fields.items():
         if section in KIND_BASES:
             continue
@@ -131,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = json.dumps(json_schema(), indent=2) + "\n"
             write_text(rest[0], text) if rest else print(text, end="")
         elif command == "reference":
-            print(reference(), end="")
+            write_text(rest[0], reference()) if rest else print(reference(), end="")
         else:
             print(__doc__.strip(), file=sys.stderr)
             return 2

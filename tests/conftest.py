@@ -22,17 +22,70 @@ TINY_TEXT = (
 ) * 40
 
 
-def copy_worktree(dest: Path) -> Path:
-    """Copy the repository's working tree (tracked files and new, unignored ones) into ``dest``."""
+# What a local run leaves in the checkout (DATA_ROOT / OUT_DIR defaults, DVC's lock): never part of a workspace,
+# even when a user has committed them, so an end-to-end test starts from the code alone.
+PIPELINE_OUTPUTS = ("data/", "out/", "dvc.lock", "dvc_plots/")
+
+
+def tracked_files() -> list[str]:
+    """Tracked files (``git ls-files --cached``) present in the working tree, less the pipeline outputs."""
     listed = subprocess.run(
-        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, text=True, check=True, timeout=60,
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():  # a tracked file deleted in the working tree is skipped
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
+    return [
+        name
+        for name in filter(None, listed)
+        if (REPO / name).is_file() and not name.startswith(PIPELINE_OUTPUTS)  # a tracked file deleted here is skipped
+    ]
+
+
+def copy_worktree(dest: Path) -> Path:
+    """Copy the repository's tracked files, as they are in the working tree (edits included), into ``dest``.
+
+    Untracked files never travel, so the ``data/``, ``out/`` and ``dvc.lock`` that ``make run`` leaves in the
+    checkout cannot leak into a test's workspace; a new source file reaches the end-to-end tests once it is
+    ``git add``-ed.
+    """
+    for name in tracked_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
     return dest
+
+
+def dvc_env(tmp: Path) -> dict[str, str]:
+    """The environment of a workspace's commands: this venv first on PATH, no analytics, DVC and git config of
+    this test only (no user or system settings), a git author, and the default DATA_ROOT / OUT_DIR."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        DVC_SITE_CACHE_DIR=str(tmp / "dvc-site-cache"),
+        DVC_GLOBAL_CONFIG_DIR=str(tmp / "dvc-global-config"),
+        DVC_SYSTEM_CONFIG_DIR=str(tmp / "dvc-system-config"),
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="nanugpt tests",
+        GIT_AUTHOR_EMAIL="tests@nanugpt.invalid",
+        GIT_COMMITTER_NAME="nanugpt tests",
+        GIT_COMMITTER_EMAIL="tests@nanugpt.invalid",
+    )
+    return env
+
+
+def require_slurm() -> None:
+    """Skip the calling test unless a Slurm cluster with an idle node answers here (CI starts one)."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        pytest.skip("no Slurm client here (sinfo/sbatch not on PATH); CI starts a cluster with .ci/slurm-up")
+    try:
+        states = subprocess.run(["sinfo", "-h", "-o", "%T"], check=False, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.skip("sinfo did not answer in 30 s: no Slurm controller running")
+    if states.returncode != 0 or "idle" not in states.stdout.split():
+        pytest.skip(f"no idle Slurm node (sinfo: {(states.stdout + states.stderr).strip() or 'nothing'})")
 
 
 @pytest.fixture
@@ -50,8 +103,14 @@ def tiny_params(source: Path | str, **sections: dict[str, Any]) -> dict[str, Any
         "data": {"module": "tokenized", "dataset": "tiny", "source": str(source), "val_fraction": 0.1},
         "tokenizer": {"module": "char"},
         "model": {"module": "nanogpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16},
-        "training": {"max_steps": 20, "device_batch_size": 4, "global_batch_size": 8, "log_every": 5,
-                     "checkpoint_every": 10, "keep_last": 5},
+        "training": {
+            "max_steps": 20,
+            "device_batch_size": 4,
+            "global_batch_size": 8,
+            "log_every": 5,
+            "checkpoint_every": 10,
+            "keep_last": 5,
+        },
         "optimizer": {"module": "adamw_nanogpt", "lr": 3e-3},
         "scheduler": {"module": "cosine", "warmup_steps": 2},
         "eval": {"eval_every": 10, "eval_iters": 2},

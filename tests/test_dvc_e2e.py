@@ -11,7 +11,6 @@ fresh workspace.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import TINY_TEXT, copy_worktree, tiny_params, write_params
+from conftest import TINY_TEXT, copy_worktree, dvc_env, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -30,26 +29,6 @@ NEW_LR = 0.001
 NEW_TEMPERATURE = 0.5
 STAGE_NAMES = ("tokenize", "train", "evaluate", "generate", "export")
 PARAMS = tiny_params("corpus.txt")  # the corpus is written into the workspace
-
-
-def dvc_env(tmp: Path) -> dict[str, str]:
-    """The environment of every command: this venv first on PATH, no analytics, DVC and git config of
-    this test only (no user or system settings), a git author, and the default DATA_ROOT / OUT_DIR."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        DVC_NO_ANALYTICS="1",
-        DVC_SITE_CACHE_DIR=str(tmp / "dvc-site-cache"),
-        DVC_GLOBAL_CONFIG_DIR=str(tmp / "dvc-global-config"),
-        DVC_SYSTEM_CONFIG_DIR=str(tmp / "dvc-system-config"),
-        GIT_CONFIG_GLOBAL=os.devnull,
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_AUTHOR_NAME="nanugpt tests",
-        GIT_AUTHOR_EMAIL="tests@nanugpt.invalid",
-        GIT_COMMITTER_NAME="nanugpt tests",
-        GIT_COMMITTER_EMAIL="tests@nanugpt.invalid",
-    )
-    return env
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], expect_ok: bool = True) -> subprocess.CompletedProcess[str]:

@@ -34,8 +34,11 @@ def test_dvc_yaml_matches_the_stage_table() -> None:
         assert declared["cmd"] == stage.command(), name
         assert names(declared.get("deps", [])) == rendered(stage.deps) + list(stage.code), name
         assert declared.get("params", []) == list(stage.params), name
-        outs = {path: (entry[path] if isinstance(entry, dict) else {}) or {}
-                for entry in declared.get("outs", []) for path in names([entry])}
+        outs = {
+            path: (entry[path] if isinstance(entry, dict) else {}) or {}
+            for entry in declared.get("outs", [])
+            for path in names([entry])
+        }
         assert list(outs) == rendered(stage.outs) + rendered(stage.plots), name
         assert [p for p in outs if outs[p].get("cache") is False] == rendered(stage.plots), name
         assert {p for p in outs if outs[p].get("persist")} == set(rendered(stage.persist)), name
@@ -45,15 +48,29 @@ def test_dvc_yaml_matches_the_stage_table() -> None:
 
 def test_code_deps_exist_and_cover_every_module_a_stage_imports() -> None:
     infrastructure = {
-        "nanugpt/__init__.py", "nanugpt/params.py", "nanugpt/config_loader.py", "nanugpt/components.py",
-        "nanugpt/registry.py", "nanugpt/errors.py", "nanugpt/atomic.py", "nanugpt/hashing.py", "nanugpt/sinks.py",
-        "nanugpt/run_info.py", "pipeline/__init__.py", "pipeline/cli.py", "pipeline/paths.py", "pipeline/schema.py",
+        "nanugpt/__init__.py",
+        "nanugpt/params.py",
+        "nanugpt/config_loader.py",
+        "nanugpt/components.py",
+        "nanugpt/registry.py",
+        "nanugpt/errors.py",
+        "nanugpt/atomic.py",
+        "nanugpt/hashing.py",
+        "nanugpt/sinks.py",
+        "nanugpt/run_info.py",
+        "pipeline/__init__.py",
+        "pipeline/cli.py",
+        "pipeline/paths.py",
+        "pipeline/schema.py",
         "stages/__init__.py",
     }
     for name, stage in STAGES.items():
         files = code_files(stage)
         assert all((REPO / f).exists() for f in files), name
-        code = f"import sys, {stage.module}; print('\\n'.join(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))"
+        code = (
+            f"import sys, {stage.module}; "
+            "print('\\n'.join(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))"
+        )
         imported = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
         packages = tuple(str(REPO / package) + "/" for package in ("nanugpt", "pipeline", "stages"))
         ours = {str(Path(p).relative_to(REPO)) for p in imported.stdout.split() if p.startswith(packages)}
@@ -64,7 +81,10 @@ def test_snakemake_runs_the_same_commands(tmp_path: Path) -> None:
     copy_worktree(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "-j", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr + result.stdout
     printed = result.stdout + result.stderr
@@ -73,10 +93,8 @@ def test_snakemake_runs_the_same_commands(tmp_path: Path) -> None:
         assert f"{stage.command()} > out/logs/{name}.log 2>&1" in printed, name
 
 
-def test_readme_params_reference_is_current() -> None:
+def test_params_reference_is_current() -> None:
     from pipeline.params import reference
 
-    readme = (REPO / "README.md").read_text()
-    start, end = "<!-- params-reference:start -->\n", "<!-- params-reference:end -->"
-    section = readme[readme.index(start) + len(start) : readme.index(end)]
-    assert section == reference(), "regenerate with: python -m pipeline.params reference"
+    current = (REPO / "docs" / "params.md").read_text()
+    assert current == reference(), "regenerate with: python -m pipeline.params reference docs/params.md"

@@ -19,7 +19,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TINY_TEXT, copy_worktree, tiny_params, write_params
+from conftest import TINY_TEXT, copy_worktree, require_slurm, tiny_params, write_params
 
 from pipeline.stages import STAGES
 
@@ -52,14 +51,7 @@ def run(command: list[str], cwd: Path | None = None, env: dict[str, str] | None 
 @pytest.fixture(scope="module")
 def slurm() -> None:
     """Skip unless a Slurm cluster with an idle node answers here."""
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        pytest.skip("no Slurm client here (sinfo/sbatch not on PATH); CI starts a cluster with .ci/slurm-up")
-    try:
-        states = subprocess.run(["sinfo", "-h", "-o", "%T"], check=False, capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        pytest.skip("sinfo did not answer in 30 s: no Slurm controller running")
-    if states.returncode != 0 or "idle" not in states.stdout.split():
-        pytest.skip(f"no idle Slurm node (sinfo: {(states.stdout + states.stderr).strip() or 'nothing'})")
+    require_slurm()
 
 
 def job_fields(job_id: str) -> dict[str, str]:
@@ -127,7 +119,8 @@ def test_pipeline_under_snakemake_slurm_executor(slurm: None, tmp_path: Path) ->
     assert train["MinMemoryNode"] == "2000M", train
     # ... and ran torchrun with 2 processes inside it.
     train_log = (ws / "out" / "logs" / "train.log").read_text()
-    assert "launch: " in train_log and "torch.distributed.run --standalone --nproc-per-node=2 -m stages.train" in train_log
+    assert "launch: " in train_log
+    assert "torch.distributed.run --standalone --nproc-per-node=2 -m stages.train" in train_log
     assert "on 2 x cpu" in train_log, train_log
     assert train_log.count("done: 20 steps") == 1, train_log  # rank 0 alone logs
     run_info = json.loads((ws / "out" / "run_info.json").read_text())
@@ -214,7 +207,8 @@ def test_requeued_train_job_resumes_from_its_checkpoint(slurm: None, tmp_path: P
             420, 2.0,
         )
     finally:
-        subprocess.run(["scancel", job_id], check=False, capture_output=True, timeout=COMMAND_TIMEOUT_S)  # a no-op once it ended
+        # a no-op once it ended
+        subprocess.run(["scancel", job_id], check=False, capture_output=True, timeout=COMMAND_TIMEOUT_S)
     print(f"requeue test: {time.monotonic() - started:.0f} s from sbatch to the end of the second run")
 
     text = log.read_text()
