@@ -2,8 +2,9 @@
 
 A run's checkpoint folder holds ``step-NNNNNNN.pt`` files (the newest
 ``training.keep_last`` are kept), ``last.pt``, a hard link to the newest
-one, and ``best.pt``, the state at the lowest val loss. Resuming tries ``last.pt`` and falls back to older step files when a file
-is truncated or corrupt.
+one, and ``best.pt``, the state at the lowest val loss. Resuming tries
+``last.pt`` and falls back to older step files when a file is truncated or
+corrupt.
 """
 
 from __future__ import annotations

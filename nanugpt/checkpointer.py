@@ -19,8 +19,19 @@ from nanugpt.params import Params
 # What must match for ``resume: auto`` to continue a checkpoint: everything that shapes the numbers
 # (not logging, checkpointing or launch settings), so a resumed run equals an uninterrupted one.
 RESUME_KEYS = (
-    "general.seed", "general.dtype", "data", "tokenizer", "model", "optimizer", "scheduler", "loss", "scaler",
-    "training.max_steps", "training.device_batch_size", "training.global_batch_size", "training.grad_clip",
+    "general.seed",
+    "general.dtype",
+    "data",
+    "tokenizer",
+    "model",
+    "optimizer",
+    "scheduler",
+    "loss",
+    "scaler",
+    "training.max_steps",
+    "training.device_batch_size",
+    "training.global_batch_size",
+    "training.grad_clip",
 )
 
 

@@ -91,8 +91,9 @@ class DataOptions(ComponentOptions):
         return the meta. ``raw_dir`` is where downloads may be kept (``DATA_ROOT/<dataset>/raw``)."""
         raise NotImplementedError
 
-    def batches(self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare,
-                seed: int) -> Any:
+    def batches(
+        self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare, seed: int
+    ) -> Any:
         """A source of (inputs, targets) micro-batches of ``split`` for this process's ``share`` (see
         ``nanugpt.data.Batches``), or None when the split is empty. ``meta`` is ``read_meta(data_dir)``."""
         raise NotImplementedError
@@ -112,10 +113,10 @@ class ModelOptions(ComponentOptions):
     context_length: int = Field(gt=0, description="tokens of context the model sees")
 
     def build(self, vocab_size: int) -> LanguageModel:
-        """Return an ``nn.Module`` (``nanugpt.models.base.LanguageModel``) that maps token ids (B, T) to logits (B, T, V) of ``vocab_size`` (or more,
-        padded) tokens; decoders (``DecoderMixin``) also give their final hidden states
-        (``forward(idx, hidden_only=True)``) and their head (``linear_head()``), so the loss can apply the head
-        itself."""
+        """Return an ``nn.Module`` (``nanugpt.models.base.LanguageModel``) that maps token ids (B, T) to logits
+        (B, T, V) of ``vocab_size`` (or more, padded) tokens; decoders (``DecoderMixin``) also give their final
+        hidden states (``forward(idx, hidden_only=True)``) and their head (``linear_head()``), so the loss can
+        apply the head itself."""
         raise NotImplementedError
 
 

@@ -57,26 +57,33 @@ class TokenizedDataOptions(DataOptions):
     )
     hf: HFSourceOptions = Field(HFSourceOptions(), description="split and column of an hf: source")
     sampling: Literal["random", "epochs"] = Field(
-        "random", description="train windows: 'random' starts (nanoGPT's) or 'epochs', shuffled passes over "
-        "non-overlapping windows (every token a target once per pass); val batches are always random"
+        "random",
+        description="train windows: 'random' starts (nanoGPT's) or 'epochs', shuffled passes over "
+        "non-overlapping windows (every token a target once per pass); val batches are always random",
     )
     sha256: str | None = Field(None, description="expected sha256 of a single-file source; null = not checked")
     val_fraction: float = Field(
-        0.1, ge=0, lt=1, description="share of the corpus (its end) held out for val; 0 is refused, because "
-        "training evaluates the val split (val loss, the best checkpoint) and would have none"
+        0.1,
+        ge=0,
+        lt=1,
+        description="share of the corpus (its end) held out for val; 0 is refused, because "
+        "training evaluates the val split (val loss, the best checkpoint) and would have none",
     )
     tokenize_workers: int | None = Field(None, gt=0, description="processes for tokenizing; null = all cores")
     verify: Literal["sha256", "size"] = Field(
-        "sha256", description="check token files against meta.json by sha256 (reads them once) or by size only; "
-        "either way every batch is checked for token ids >= vocab_size"
+        "sha256",
+        description="check token files against meta.json by sha256 (reads them once) or by size only; "
+        "either way every batch is checked for token ids >= vocab_size",
     )
 
     @field_validator("val_fraction")
     @classmethod
     def _val_split_not_empty(cls, value: float) -> float:
         if value == 0:
-            raise ValueError("must be > 0: training evaluates the val split (val loss, best checkpoint), and 0 "
-                             "leaves it empty; use e.g. 0.1")
+            raise ValueError(
+                "must be > 0: training evaluates the val split (val loss, best checkpoint), and 0 "
+                "leaves it empty; use e.g. 0.1"
+            )
         return value
 
     def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> TokenMeta:
@@ -87,13 +94,15 @@ class TokenizedDataOptions(DataOptions):
         if self.source.startswith(HF_PREFIX):
             hf = self.hf
             batches, count = load_hf_documents(self.source, hf.split, hf.text_field, hf.config, hf.data_files)
-            return tokenize_documents(batches, count, tokenizer, out_dir, self.val_fraction, self.tokenize_workers,
-                                      source=self.source)
+            return tokenize_documents(
+                batches, count, tokenizer, out_dir, self.val_fraction, self.tokenize_workers, source=self.source
+            )
         files = resolve_source(self.source, self.dataset, self.sha256, raw_dir)
         return tokenize_files(files, tokenizer, out_dir, self.val_fraction, self.tokenize_workers, source=self.source)
 
-    def batches(self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare,
-                seed: int) -> BatchSource | None:
+    def batches(
+        self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare, seed: int
+    ) -> BatchSource | None:
         token_file = TokenFile(data_dir / f"{split}.bin", meta, split, verify_sha256=self.verify == "sha256")
         if token_file.n_tokens == 0:
             return None
@@ -122,8 +131,9 @@ class TokenFile:
             raise DataError(f"{path} not found: {RETOKENIZE}")
         expected_sha = meta.split_sha256(split)
         if verify_sha256 and expected_sha and sha256_file(path) != expected_sha:
-            raise DataError(f"{path}: sha256 differs from meta.json: the file is corrupt or from another run; "
-                            f"{RETOKENIZE}")
+            raise DataError(
+                f"{path}: sha256 differs from meta.json: the file is corrupt or from another run; {RETOKENIZE}"
+            )
         self.n_tokens = path.stat().st_size // self.dtype.itemsize
         if self.n_tokens == 0:
             self.tokens = np.zeros(0, dtype=self.dtype)
@@ -137,8 +147,10 @@ class TokenFile:
     def check_ids(self, ids: np.ndarray) -> None:
         """Refuse token ids outside the vocabulary (a corrupt file that ``verify: size`` does not read whole)."""
         if ids.size and (largest := int(ids.max())) >= self.vocab_size:
-            raise DataError(f"{self.path}: token id {largest} is >= vocab_size {self.vocab_size} of meta.json: the "
-                            f"file is corrupt; {RETOKENIZE}, or set data.verify: sha256 to catch it before training")
+            raise DataError(
+                f"{self.path}: token id {largest} is >= vocab_size {self.vocab_size} of meta.json: the "
+                f"file is corrupt; {RETOKENIZE}, or set data.verify: sha256 to catch it before training"
+            )
 
     def prefetch(self, offsets: np.ndarray, window: int) -> None:
         """Ask the kernel to read every window at once (a cold batch then waits for one round of reads, not one

@@ -40,8 +40,9 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
 
 
 @torch.no_grad()
-def sample(model: torch.nn.Module, prompt_ids: list[int], opts: GenerateParams, vocab_size: int,
-           device: torch.device) -> list[list[int]]:
+def sample(
+    model: torch.nn.Module, prompt_ids: list[int], opts: GenerateParams, vocab_size: int, device: torch.device
+) -> list[list[int]]:
     """``opts.num_samples`` continuations of ``prompt_ids``, each ``opts.max_new_tokens`` long.
 
     A model with ``new_cache()`` is run incrementally with a KV cache; once the

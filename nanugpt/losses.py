@@ -37,8 +37,9 @@ class Loss:
         """The loss of (B, T, V) logits and (B, T) targets (``nanugpt.ops.cross_entropy`` picks the kernel)."""
         return cross_entropy(*self.positions(logits, targets), self.ignore_index, self.sizes)
 
-    def from_hidden(self, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                    cap: float | None = None) -> torch.Tensor:
+    def from_hidden(
+        self, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, cap: float | None = None
+    ) -> torch.Tensor:
         """The loss of the logits ``soft_cap(hidden @ weight.T, cap)`` of (B, T, C) final hidden states and the
         (V, C) weight of a bias-free head (``DecoderMixin.linear_head``), computed without them in memory
         when they would be large (``linear_cross_entropy``)."""

@@ -63,8 +63,17 @@ class TrainMetrics:
     derives throughput, MFU and ETA, and writes every sink. Also times the run: ``clock`` leaves out the
     time spent in its ``paused()`` blocks (evaluation, checkpoints)."""
 
-    def __init__(self, sinks: list[MetricSink], info: DistInfo, log_every: int, max_steps: int,
-                 tokens_per_step: int, flops_per_token: float, peak_flops: float | None, start_step: int):
+    def __init__(
+        self,
+        sinks: list[MetricSink],
+        info: DistInfo,
+        log_every: int,
+        max_steps: int,
+        tokens_per_step: int,
+        flops_per_token: float,
+        peak_flops: float | None,
+        start_step: int,
+    ):
         self.sinks, self.info = sinks, info
         self.log_every, self.max_steps, self.tokens_per_step = log_every, max_steps, tokens_per_step
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
@@ -99,8 +108,10 @@ class TrainMetrics:
 
     def write(self, step: int, val_figures: Mapping[str, float] | None) -> None:
         """Send the reduced interval ending at ``step``, and ``val_figures`` if it was evaluated, to the sinks."""
-        rows = [(s, {"train/loss": loss, "train/lr": lr, "train/tokens": tokens})
-                for (s, tokens, lr, _), loss in zip(self.pending, self.losses)]
+        rows = [
+            (s, {"train/loss": loss, "train/lr": lr, "train/tokens": tokens})
+            for (s, tokens, lr, _), loss in zip(self.pending, self.losses)
+        ]
         rows[-1][1].update(self.interval_figures(step))
         rows[-1][1].update({f"val/{name}": value for name, value in (val_figures or {}).items()})
         for sink in self.sinks:
@@ -138,7 +149,8 @@ class TrainMetrics:
             "tokens_per_s": steps_run * self.tokens_per_step / train_seconds if steps_run else None,
             "steady_tokens_per_s": (
                 (steps_run - WARMUP_STEPS) * self.tokens_per_step / (train_seconds - warm)
-                if warm is not None and steps_run > WARMUP_STEPS else None
+                if warm is not None and steps_run > WARMUP_STEPS
+                else None
             ),
         }
 

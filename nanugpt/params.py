@@ -47,8 +47,9 @@ class GeneralParams(Section):
         "float32", description="autocast dtype of forward/backward; float32 on CPUs without bf16 hardware"
     )
     torch_compile: bool = Field(
-        False, description="compile the model with torch.compile; runs then agree to rounding, not bitwise "
-        "(inductor kernels), unlike eager CPU runs"
+        False,
+        description="compile the model with torch.compile; runs then agree to rounding, not bitwise "
+        "(inductor kernels), unlike eager CPU runs",
     )
 
 

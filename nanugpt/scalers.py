@@ -36,8 +36,10 @@ class KellerScalerOptions(ScalerOptions):
         """Clipping would shrink every normalised gradient: ``training.grad_clip`` must be 0."""
         grad_clip = params.training.grad_clip
         if grad_clip > 0:
-            message = (f"must be 0 with scaler.module keller, which already normalises each gradient (clipping would "
-                       f"shrink them all), got {grad_clip}")
+            message = (
+                f"must be 0 with scaler.module keller, which already normalises each gradient (clipping would "
+                f"shrink them all), got {grad_clip}"
+            )
             return [("training.grad_clip", message)]
         return []
 

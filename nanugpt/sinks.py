@@ -53,7 +53,9 @@ class CsvSink:
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if self.trigger in metrics:
-            self._writer.writerow({"step": step, **{column: metrics.get(name) for column, name in self.columns.items()}})
+            self._writer.writerow(
+                {"step": step, **{column: metrics.get(name) for column, name in self.columns.items()}}
+            )
             self._file.flush()
 
     def close(self) -> None:
@@ -109,11 +111,20 @@ class ConsoleSink:
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if "train/tokens_per_s" in metrics:
-            self.log(format_log_line(
-                step, self.max_steps, metrics["train/loss"], metrics.get("val/loss"), metrics["train/lr"],
-                metrics["train/grad_norm"], metrics["train/tokens_per_s"], metrics.get("train/mfu"),
-                metrics["time/elapsed_s"], metrics["time/eta_s"],
-            ))
+            self.log(
+                format_log_line(
+                    step,
+                    self.max_steps,
+                    metrics["train/loss"],
+                    metrics.get("val/loss"),
+                    metrics["train/lr"],
+                    metrics["train/grad_norm"],
+                    metrics["train/tokens_per_s"],
+                    metrics.get("train/mfu"),
+                    metrics["time/elapsed_s"],
+                    metrics["time/eta_s"],
+                )
+            )
 
     def close(self) -> None:
         pass
@@ -135,8 +146,15 @@ class WandbSink:
         id_file = out_dir / "wandb" / "run_id"
         id_file.parent.mkdir(parents=True, exist_ok=True)
         run_id = id_file.read_text().strip() if id_file.exists() else None
-        self.run = wandb.init(project=project, name=run_name, config=config, dir=str(out_dir), id=run_id,
-                              resume="allow", settings=wandb.Settings(save_code=False))
+        self.run = wandb.init(
+            project=project,
+            name=run_name,
+            config=config,
+            dir=str(out_dir),
+            id=run_id,
+            resume="allow",
+            settings=wandb.Settings(save_code=False),
+        )
         id_file.write_text(self.run.id)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:

@@ -1,4 +1,4 @@
-"""``hf_dataset``: train on a Hugging Face ``datasets`` corpus tokenized on the fly, for corpora not worth pre-tokenizing.
+"""``hf_dataset``: train on a Hugging Face ``datasets`` corpus tokenized on the fly (corpora not worth pre-tokenizing).
 
 The documents of a split are read in order (``streaming: true`` reads them
 over the network or from local files without a full download), tokenized,
@@ -47,11 +47,13 @@ class HFDatasetOptions(DataOptions):
         except ImportError:
             raise UserError("data.module hf_dataset needs the datasets package: pip install 'nanugpt[hf]'") from None
         try:
-            dataset = datasets.load_dataset(self.name, self.config, split=split, data_files=self.data_files,
-                                            streaming=self.streaming)
+            dataset = datasets.load_dataset(
+                self.name, self.config, split=split, data_files=self.data_files, streaming=self.streaming
+            )
         except Exception as exc:  # datasets raises many types: missing, offline, bad split
-            raise UserError(f"data.name {self.name!r}: cannot open split {split!r} ({type(exc).__name__}: {exc})") \
-                from None
+            raise UserError(
+                f"data.name {self.name!r}: cannot open split {split!r} ({type(exc).__name__}: {exc})"
+            ) from None
         field = self.text_field
 
         def documents() -> Iterator[str]:
@@ -81,8 +83,9 @@ class HFDatasetOptions(DataOptions):
         write_meta(out_dir, meta)
         return meta
 
-    def batches(self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare,
-                seed: int) -> StreamBatches:
+    def batches(
+        self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare, seed: int
+    ) -> StreamBatches:
         name = self.split if split == "train" else self.val_split
         return StreamBatches(self.open(name), tokenizer_from_meta(meta), context_length, share)
 
@@ -90,8 +93,9 @@ class HFDatasetOptions(DataOptions):
 class StreamBatches:
     """Consecutive rows of ``context_length + 1`` tokens of a document stream, addressed by step."""
 
-    def __init__(self, documents: Callable[[], Iterator[str]], tokenizer: Tokenizer, context_length: int,
-                 share: BatchShare):
+    def __init__(
+        self, documents: Callable[[], Iterator[str]], tokenizer: Tokenizer, context_length: int, share: BatchShare
+    ):
         if tokenizer.eot_id is None:
             raise UserError("data.module hf_dataset needs a tokenizer with an end-of-text token (byte, tiktoken, hf)")
         self.documents, self.tokenizer = documents, tokenizer

@@ -50,9 +50,7 @@ IGNORE_INDEX = -100  # the target of every position that is not part of the answ
 SPLITS = ("train", "val")
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
-Operation = Literal[
-    "x+y", "x-y", "x*y", "x/y", "x^2+y^2", "x^2+xy+y^2", "x^2+xy+y^2+x", "x^3+xy", "x^3+xy^2+x"
-]
+Operation = Literal["x+y", "x-y", "x*y", "x/y", "x^2+y^2", "x^2+xy+y^2", "x^2+xy+y^2+x", "x^3+xy", "x^3+xy^2+x"]
 
 
 def _divide(x: np.ndarray, y: np.ndarray, p: int) -> np.ndarray:
@@ -204,8 +202,9 @@ class TaskDataOptions(DataOptions):
         write_meta(out_dir, meta)
         return meta
 
-    def batches(self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare,
-                seed: int) -> ExampleBatches | None:
+    def batches(
+        self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare, seed: int
+    ) -> ExampleBatches | None:
         """Whole examples of ``split`` (see the module doc); refuses token files written for other options."""
         if meta.data != self.model_dump(mode="json") or meta.row_length is None or meta.equals_id is None:
             raise DataError(

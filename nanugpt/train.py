@@ -44,13 +44,14 @@ from nanugpt.device import peak_flops
 from nanugpt.distributed import DistInfo, any_rank, process_group
 from nanugpt.errors import TrainingError
 from nanugpt.metrics import TrainMetrics
-from nanugpt.signals import StopRequest
-from nanugpt.sinks import ConsoleSink, MetricSink, WandbSink, csv_sinks
 from nanugpt.params import Params
 from nanugpt.previous_run import PreviousRun
 from nanugpt.protocols import ReportingSchedule
+from nanugpt.signals import StopRequest
+from nanugpt.sinks import ConsoleSink, MetricSink, WandbSink, csv_sinks
 from nanugpt.train_step import TrainStep
 from nanugpt.validator import Validator
+
 
 @dataclass
 class Progress:
@@ -86,8 +87,14 @@ class Trainer:
         self.launch_command = launch_command
         self.parts = build_run(params, data_dir, info, self.log)
         self.progress = Progress()
-        self.validator = Validator(self.parts.val_batches, params.eval.eval_every, params.eval.eval_iters, info,
-                                   params.general.dtype, self.parts.loss_fn)
+        self.validator = Validator(
+            self.parts.val_batches,
+            params.eval.eval_every,
+            params.eval.eval_iters,
+            info,
+            params.general.dtype,
+            self.parts.loss_fn,
+        )
         self.checkpointer = Checkpointer(out_dir / "checkpoints", params, info, self.log)
         self.previous = PreviousRun(out_dir)
         self.metrics: TrainMetrics
@@ -143,8 +150,10 @@ class Trainer:
                 self.log("nothing left to train: training.max_steps is reached; every output stays as it is")
                 return self.finished_summary()
         elif self.info.is_main and (moved := self.previous.set_aside()):
-            self.log(f"set aside the earlier run's {', '.join(moved)} in {self.previous.aside}: deleted when this "
-                     "run saves its first checkpoint, put back if it fails before")
+            self.log(
+                f"set aside the earlier run's {', '.join(moved)} in {self.previous.aside}: deleted when this "
+                "run saves its first checkpoint, put back if it fails before"
+            )
         del state
         if self.progress.step == 0:  # dropout and anything else random: the seed per rank (same init everywhere)
             torch.manual_seed(self.params.general.seed + self.info.rank)
@@ -158,8 +167,9 @@ class Trainer:
     def loop(self, model: torch.nn.Module) -> dict[str, Any]:
         """Train from ``progress.step`` to ``training.max_steps``; return the summary."""
         t, parts, progress = self.params.training, self.parts, self.progress
-        train_step = TrainStep(parts, model, self.info, self.params.optimizer.lr, self.params.general.dtype,
-                               t.grad_clip)
+        train_step = TrainStep(
+            parts, model, self.info, self.params.optimizer.lr, self.params.general.dtype, t.grad_clip
+        )
         metrics = self.metrics = self.start_metrics()
         bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", disable=None if self.info.is_main else True)
         stop = StopRequest()
@@ -195,22 +205,35 @@ class Trainer:
         sinks: list[MetricSink] = []
         if info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_json(self.out_dir / "run_info.json",
-                       run_info.collect(params.to_dict(), str(info.device), info.world_size, self.launch_command))
+            write_json(
+                self.out_dir / "run_info.json",
+                run_info.collect(params.to_dict(), str(info.device), info.world_size, self.launch_command),
+            )
             if params.logging.dvclive:
                 sinks += csv_sinks(self.out_dir / "plots", parts.loss_fn.metric_names, self.progress.step)
             if params.logging.wandb:
-                sinks.append(WandbSink(params.general.project_name, params.general.run_name, params.to_dict(),
-                                       self.out_dir))
+                sinks.append(
+                    WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), self.out_dir)
+                )
             sinks.append(ConsoleSink(self.log, params.training.max_steps))
-            self.log(f"training {sum(p.numel() for p in parts.model.parameters()):,} parameters on "
-                     f"{info.world_size} x {info.device}, {parts.accum} micro-steps of "
-                     f"{params.training.device_batch_size} x {params.model.context_length} tokens per process per "
-                     f"step, {parts.tokens_per_step:,} tokens per step")
+            self.log(
+                f"training {sum(p.numel() for p in parts.model.parameters()):,} parameters on "
+                f"{info.world_size} x {info.device}, {parts.accum} micro-steps of "
+                f"{params.training.device_batch_size} x {params.model.context_length} tokens per process per "
+                f"step, {parts.tokens_per_step:,} tokens per step"
+            )
         flops = parts.model.flops_per_token()
         peak = peak_flops(info.device, params.training.peak_flops, params.general.dtype)
-        return TrainMetrics(sinks, info, params.training.log_every, params.training.max_steps, parts.tokens_per_step,
-                            flops, peak, self.progress.step)
+        return TrainMetrics(
+            sinks,
+            info,
+            params.training.log_every,
+            params.training.max_steps,
+            parts.tokens_per_step,
+            flops,
+            peak,
+            self.progress.step,
+        )
 
     def diverged(self, losses: list[float], step: int) -> bool:
         """False while every loss is finite; True where a sweep schedule ends at divergence; else an error."""
@@ -218,8 +241,10 @@ class Trainer:
         if bad is None:
             return False
         if isinstance(self.parts.schedule, ReportingSchedule):
-            self.log(f"train loss is {bad} at step {step}: the sweep diverged; stopping it here "
-                     "(the diverged state is not saved)")
+            self.log(
+                f"train loss is {bad} at step {step}: the sweep diverged; stopping it here "
+                "(the diverged state is not saved)"
+            )
             return True
         raise TrainingError(f"train loss is {bad} at step {step}; lower optimizer.lr")
 
@@ -252,8 +277,10 @@ class Trainer:
             write_json(self.out_dir / "train_summary.json", summary)
             self.previous.discard()
         tokens_per_s = summary["tokens_per_s"] or 0.0
-        self.log(f"done: {summary['step']} steps, val loss {summary['val_loss']}, {tokens_per_s:,.0f} tok/s while "
-                 f"training, {summary['seconds']:.1f} s in all")
+        self.log(
+            f"done: {summary['step']} steps, val loss {summary['val_loss']}, {tokens_per_s:,.0f} tok/s while "
+            f"training, {summary['seconds']:.1f} s in all"
+        )
         return summary
 
     def finished_summary(self) -> dict[str, Any]:

@@ -31,8 +31,9 @@ class StepResult:
 class TrainStep:
     """Runs optimizer step ``step`` of a run over its global batch (DDP syncs gradients on the last micro-step)."""
 
-    def __init__(self, parts: RunParts, model: torch.nn.Module, info: DistInfo, peak_lr: float, dtype: str,
-                 grad_clip: float):
+    def __init__(
+        self, parts: RunParts, model: torch.nn.Module, info: DistInfo, peak_lr: float, dtype: str, grad_clip: float
+    ):
         self.parts, self.model, self.info = parts, model, info
         self.peak_lr, self.dtype, self.grad_clip = peak_lr, dtype, grad_clip
         self.trainable = [p for p in parts.model.parameters() if p.requires_grad]

@@ -48,15 +48,25 @@ def build_command(params: PipelineParams, stage_argv: Sequence[str], env: Mappin
     if nnodes > 1:
         job_id, nodelist = env.get("SLURM_JOB_ID"), env.get("SLURM_JOB_NODELIST")
         if job_id and not nodelist:  # Snakemake's Slurm jobstep strips SLURM_JOB_NODELIST: ask Slurm
-            nodelist = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True,
-                                      timeout=60, check=False).stdout.strip()
+            nodelist = subprocess.run(
+                ["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True, timeout=60, check=False
+            ).stdout.strip()
         if not job_id or not nodelist:
-            raise UserError(f"launch.nnodes is {nnodes}: run inside a Slurm allocation of {nnodes} nodes (sbatch/salloc)")
+            raise UserError(
+                f"launch.nnodes is {nnodes}: run inside a Slurm allocation of {nnodes} nodes (sbatch/salloc)"
+            )
         head = first_slurm_node(nodelist)
         return [
-            "srun", f"--nodes={nnodes}", "--ntasks-per-node=1", *torchrun,
-            f"--nnodes={nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={head}:{RDZV_PORT}", f"--rdzv-id={job_id}", *stage,
+            "srun",
+            f"--nodes={nnodes}",
+            "--ntasks-per-node=1",
+            *torchrun,
+            f"--nnodes={nnodes}",
+            f"--nproc-per-node={nproc}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={head}:{RDZV_PORT}",
+            f"--rdzv-id={job_id}",
+            *stage,
         ]
     if nproc > 1:
         return [*torchrun, "--standalone", f"--nproc-per-node={nproc}", *stage]

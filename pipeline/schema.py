@@ -31,7 +31,9 @@ class LaunchParams(Section):
         None, gt=0, description="CPU cores per node of the train job (one task per node); null = nproc_per_node"
     )
     gpus_per_node: int = Field(
-        0, ge=0, description="GPUs per node of the train job; 0 = none; else at least nproc_per_node (a GPU per process)"
+        0,
+        ge=0,
+        description="GPUs per node of the train job; 0 = none; else at least nproc_per_node (a GPU per process)",
     )
 
     @model_validator(mode="after")

@@ -20,8 +20,8 @@ from nanugpt.checkpoint import check_vocab, load_trained_model
 from nanugpt.device import pick_device
 from nanugpt.generate import GenerateError, read_prompt, sample
 from nanugpt.meta import read_meta
-from nanugpt.sinks import WandbSink
 from nanugpt.params import Params
+from nanugpt.sinks import WandbSink
 from nanugpt.tokenizers import tokenizer_from_meta
 from pipeline import paths
 from pipeline.cli import stage_main

@@ -28,8 +28,10 @@ def run(params: Params, data_root: Path | None = None) -> TokenMeta:
     root = data_root or paths.data_root()
     out = paths.writable(paths.tokenized_dir(params, root), "DATA_ROOT")
     meta = params.data.tokenize(params.tokenizer, out, root / params.data.dataset / "raw")
-    print(f"tokenized {meta.source_bytes:,} bytes into {meta.train_tokens or 0:,} train and "
-          f"{meta.val_tokens or 0:,} val tokens ({meta.dtype}, vocab {meta.vocab_size}) in {out}")
+    print(
+        f"tokenized {meta.source_bytes:,} bytes into {meta.train_tokens or 0:,} train and "
+        f"{meta.val_tokens or 0:,} val tokens ({meta.dtype}, vocab {meta.vocab_size}) in {out}"
+    )
     return meta
 
 

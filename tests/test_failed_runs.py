@@ -58,8 +58,9 @@ def test_rerunning_a_finished_run_changes_no_file(tmp_path: Path, finished: tupl
     assert "nothing left to train" in capsys.readouterr().out
 
 
-def test_a_corrupt_last_checkpoint_is_replaced_by_the_newest_good_one(tmp_path: Path, finished: tuple[Path, Path],
-                                                                       corpus: Path) -> None:
+def test_a_corrupt_last_checkpoint_is_replaced_by_the_newest_good_one(
+    tmp_path: Path, finished: tuple[Path, Path], corpus: Path
+) -> None:
     params_file, data = finished
     ckpt = tmp_path / "out" / "checkpoints"
     (ckpt / "last.pt").unlink()  # last.pt is a hard link to step 20: replace it by garbage, keep step 20

@@ -54,8 +54,9 @@ def test_cross_entropy_with_every_target_ignored_is_nan_like_pytorch() -> None:
     assert cross_entropy(logits, targets, sizes=ALWAYS_CHUNKED).isnan() and F.cross_entropy(logits, targets).isnan()
 
 
-def reference_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                                   cap: float | None) -> torch.Tensor:
+def reference_linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, cap: float | None
+) -> torch.Tensor:
     logits = soft_cap(hidden @ weight.t(), cap)
     return F.cross_entropy(logits.reshape(-1, weight.size(0)), targets.reshape(-1), ignore_index=-100)
 
@@ -68,8 +69,9 @@ def test_linear_cross_entropy_matches_pytorch(chunk_elements: int, cap: float | 
     weight = torch.randn(10, 6, requires_grad=True)
     targets = torch.randint(0, 10, (2, 13))
     targets[1, 5:9] = -100
-    ours = linear_cross_entropy(hidden, weight, targets, cap=cap,
-                                sizes=KernelSizes(cpu_chunked_from=0, head_chunk_elements=chunk_elements))
+    ours = linear_cross_entropy(
+        hidden, weight, targets, cap=cap, sizes=KernelSizes(cpu_chunked_from=0, head_chunk_elements=chunk_elements)
+    )
     assert ours.grad_fn is not None and "LinearCrossEntropy" in type(ours.grad_fn).__name__
     (3 * ours).backward()  # a d loss other than 1 reaches both gradients
     ours_grads = hidden.grad.clone(), weight.grad.clone()
@@ -88,7 +90,8 @@ def test_linear_cross_entropy_gradient_is_exact(cap: float | None) -> None:
     weight = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     targets = torch.tensor([0, 3, -100, 2, 2, 1, 3])
     assert torch.autograd.gradcheck(
-        lambda h, w: LinearCrossEntropy.apply(h, w, targets, -100, cap, True, 12), (hidden, weight))  # 3 rows a chunk
+        lambda h, w: LinearCrossEntropy.apply(h, w, targets, -100, cap, True, 12), (hidden, weight)
+    )  # 3 rows a chunk
 
 
 def test_linear_cross_entropy_without_gradients() -> None:

@@ -57,11 +57,14 @@ def test_invalid_json_is_one_line(tokenized: Path) -> None:
     assert "not valid JSON" in one_line_error(tokenized)
 
 
-@pytest.mark.parametrize("value, phrase", [
-    ("65", "vocab_size: input should be a valid integer, got '65'"),
-    (65.5, "vocab_size: input should be a valid integer, got 65.5"),
-    (None, "vocab_size: field required"),
-])
+@pytest.mark.parametrize(
+    "value, phrase",
+    [
+        ("65", "vocab_size: input should be a valid integer, got '65'"),
+        (65.5, "vocab_size: input should be a valid integer, got 65.5"),
+        (None, "vocab_size: field required"),
+    ],
+)
 def test_vocab_size_must_be_an_integer(tokenized: Path, value: object, phrase: str) -> None:
     edit_meta(tokenized, vocab_size=value)
     assert phrase in one_line_error(tokenized)
@@ -84,8 +87,9 @@ def test_dtype_disagreeing_with_the_files_is_detected(tokenized: Path) -> None:
     assert "train_tokens is" in one_line_error(tokenized)
 
 
-def test_out_of_range_ids_under_verify_size_are_one_line(tmp_path: Path, corpus: Path, tokenized: Path,
-                                                         monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_out_of_range_ids_under_verify_size_are_one_line(
+    tmp_path: Path, corpus: Path, tokenized: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     ids = np.fromfile(tokenized / "train.bin", dtype="<u2")
     ids[::7] = 60_000  # corrupt, but the size is right
     ids.tofile(tokenized / "train.bin")

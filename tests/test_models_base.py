@@ -32,8 +32,13 @@ CASES: dict[str, tuple[str, dict[str, Any], int, Callable[[Any], int], bool]] = 
     "nanogpt_modern": ("nanogpt_modern", SMALL, 64, lambda m: total(m) - m.transformer.wte.weight.numel(), True),
     "tinyllama": ("tinyllama", LLAMA, 64, lambda m: total(m) - m.model.embed_tokens.weight.numel(), True),
     "tinyllama_tied": ("tinyllama", {**LLAMA, "tie_word_embeddings": True}, 64, total, True),
-    "tiny_transformer": ("tiny_transformer", SMALL, 1, lambda m: total(m) - m.token_embedding.weight.numel()
-                         - m.position_embedding.weight.numel(), True),
+    "tiny_transformer": (
+        "tiny_transformer",
+        SMALL,
+        1,
+        lambda m: total(m) - m.token_embedding.weight.numel() - m.position_embedding.weight.numel(),
+        True,
+    ),
     "te_llama3": ("te_llama3", LLAMA, 64, lambda m: total(m) - m.embed_tokens.weight.numel(), TE_READY),
     "hf_gpt2": ("hf_gpt2", SMALL, 64, lambda m: total(m) - m.hf.transformer.wpe.weight.numel(), HAS_TRANSFORMERS),
     "hf_llama": ("hf_llama", LLAMA, 64, lambda m: total(m) - m.hf.model.embed_tokens.weight.numel(), HAS_TRANSFORMERS),

@@ -65,8 +65,9 @@ def test_a_large_float32_head_on_cpu_runs_the_fused_kernel_with_the_loss_chunk_s
     sizes = KernelSizes(head_chunk_elements=LARGE // 4)  # 4 chunks
     loss = Loss(sizes=sizes).from_hidden(hidden, weight, targets, cap=5.0)
     assert type(loss.grad_fn).__name__ == "LinearCrossEntropyBackward"
-    expected = fused_linear_cross_entropy(hidden.view(-1, 8), weight, targets.view(-1), cap=5.0,
-                                          chunk_elements=LARGE // 4)
+    expected = fused_linear_cross_entropy(
+        hidden.view(-1, 8), weight, targets.view(-1), cap=5.0, chunk_elements=LARGE // 4
+    )
     assert torch.equal(loss, expected)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: the standard head
         autocast = Loss().from_hidden(hidden, weight, targets)

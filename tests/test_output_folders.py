@@ -14,13 +14,17 @@ from stages import evaluate, export, generate, tokenize, train
 
 # stage -> (its main, the variable placing its output folder)
 STAGES: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "tokenize": (tokenize.main, "DATA_ROOT"), "train": (train.main, "OUT_DIR"), "evaluate": (evaluate.main, "OUT_DIR"),
-    "generate": (generate.main, "OUT_DIR"), "export": (export.main, "OUT_DIR"),
+    "tokenize": (tokenize.main, "DATA_ROOT"),
+    "train": (train.main, "OUT_DIR"),
+    "evaluate": (evaluate.main, "OUT_DIR"),
+    "generate": (generate.main, "OUT_DIR"),
+    "export": (export.main, "OUT_DIR"),
 }
 
 
-def run_stage(name: str, tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch, capsys,
-              **env: Path) -> tuple[int, str]:
+def run_stage(
+    name: str, tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch, capsys, **env: Path
+) -> tuple[int, str]:
     path = write_params(tmp_path / "params.yaml", tiny_params(corpus))
     monkeypatch.setenv("DATA_ROOT", str(env.get("DATA_ROOT", tmp_path / "data")))
     monkeypatch.setenv("OUT_DIR", str(env.get("OUT_DIR", tmp_path / "out")))

@@ -19,8 +19,12 @@ from pipeline.schema import LaunchParams, PipelineParams, load
 from stages import evaluate, export, generate, tokenize, train
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "tokenize": tokenize.main, "train": train.main, "evaluate": evaluate.main, "generate": generate.main,
-    "export": export.main, "pipeline.launch": pipeline.launch.main,
+    "tokenize": tokenize.main,
+    "train": train.main,
+    "evaluate": evaluate.main,
+    "generate": generate.main,
+    "export": export.main,
+    "pipeline.launch": pipeline.launch.main,
     "pipeline.params check": lambda argv: pipeline.params.main(["check", *argv]),
 }
 
@@ -48,8 +52,12 @@ def test_the_library_schema_has_no_launch_section(tmp_path: Path, corpus: Path) 
 
 
 def test_checkpoint_holds_the_whole_params_and_still_loads(tmp_path: Path, corpus: Path) -> None:
-    path = write_params(tmp_path / "params.yaml", tiny_params(
-        corpus, training={"max_steps": 2, "checkpoint_every": 0}, eval={"eval_every": 0}, launch={"mem_mb": 1234}))
+    path = write_params(
+        tmp_path / "params.yaml",
+        tiny_params(
+            corpus, training={"max_steps": 2, "checkpoint_every": 0}, eval={"eval_every": 0}, launch={"mem_mb": 1234}
+        ),
+    )
     params = load(path)
     data, out = tmp_path / "data", tmp_path / "out"
     tokenize.run(params, data_root=data)

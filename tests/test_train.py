@@ -14,9 +14,9 @@ from nanugpt.build import train_share
 from nanugpt.checkpoint import CheckpointError, load_checkpoint
 from nanugpt.data import DataError
 from nanugpt.distributed import DistInfo
-from nanugpt.params import load_params
 from nanugpt.errors import TrainingError
 from nanugpt.metrics import WARMUP_STEPS
+from nanugpt.params import load_params
 from stages import tokenize, train
 
 
@@ -102,8 +102,10 @@ def test_resume_auto_ignores_checkpoint_of_other_params(tmp_path: Path, corpus: 
 def test_checkpoint_of_another_shape_is_refused(tmp_path: Path, corpus: Path) -> None:
     params, data = prepare(tmp_path, corpus)
     train.run(params, data_root=data, out_dir=tmp_path / "out")
-    wider = load_params(tmp_path / "params.yaml",
-                        ["--model.n_embd", "64", "--training.resume", str(tmp_path / "out" / "checkpoints" / "last.pt")])
+    wider = load_params(
+        tmp_path / "params.yaml",
+        ["--model.n_embd", "64", "--training.resume", str(tmp_path / "out" / "checkpoints" / "last.pt")],
+    )
     with pytest.raises(CheckpointError, match="does not fit this model"):
         train.run(wider, data_root=data, out_dir=tmp_path / "out2")
 
@@ -128,8 +130,11 @@ def test_tokens_of_another_tokenizer_are_refused(tmp_path: Path, corpus: Path) -
 
 
 def test_global_batch_not_divisible_by_world(tmp_path: Path, corpus: Path) -> None:
-    params = load_params(write_params(tmp_path / "params.yaml", tiny_params(
-        corpus, training={"device_batch_size": 4, "global_batch_size": 4})))
+    params = load_params(
+        write_params(
+            tmp_path / "params.yaml", tiny_params(corpus, training={"device_batch_size": 4, "global_batch_size": 4})
+        )
+    )
     assert train_share(params, DistInfo(0, 0, 1, torch.device("cpu"))).micro_steps == 1
     with pytest.raises(TrainingError, match=r"multiple of training.device_batch_size x world size \(4 x 2 = 8\)"):
         train_share(params, DistInfo(0, 0, 2, torch.device("cpu")))

@@ -16,8 +16,9 @@ def dropout_layer(p: float) -> nn.Module:
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0, scale: float | None = None,
-                     dropout: float = 0.0) -> torch.Tensor:
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0, scale: float | None = None, dropout: float = 0.0
+) -> torch.Tensor:
     """Causal ``scaled_dot_product_attention`` of T new queries over ``past`` cached and T new keys.
 
     q is (B, nh, T, hs); k and v are (B, nkv, past + T, hs) with nkv dividing nh (grouped-query

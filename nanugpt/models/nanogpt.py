@@ -35,7 +35,7 @@ class NanoGPTOptions(ModelOptions):
     def check(self, params: Any) -> list[Problem]:
         return heads_divide_width(self.n_embd, self.n_head)
 
-    def build(self, vocab_size: int) -> "GPT":
+    def build(self, vocab_size: int) -> GPT:
         return GPT(self, vocab_size)
 
 
@@ -91,8 +91,13 @@ class GPT(DecoderMixin):
 
     def __init__(self, opts: NanoGPTOptions, vocab_size: int):
         padded = padded_vocab(vocab_size, opts.pad_vocab_to)
-        super().__init__(vocab_size=vocab_size, padded_vocab=padded, context_length=opts.context_length,
-                         n_layer=opts.n_layer, n_embd=opts.n_embd)
+        super().__init__(
+            vocab_size=vocab_size,
+            padded_vocab=padded,
+            context_length=opts.context_length,
+            n_layer=opts.n_layer,
+            n_embd=opts.n_embd,
+        )
         self.opts = opts
         self.transformer = nn.ModuleDict(
             dict(

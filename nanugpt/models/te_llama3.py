@@ -53,9 +53,10 @@ class TELlama3Options(TinyLlamaOptions):
 
     rope_theta: float = Field(500000.0, gt=0, description="rotary embedding base (Llama 3: 5e5)")
 
-    def build(self, vocab_size: int) -> "TELlama3":
-        reason = unavailable_reason(importlib.util.find_spec("transformer_engine") is not None,
-                                    torch.cuda.is_available())
+    def build(self, vocab_size: int) -> TELlama3:
+        reason = unavailable_reason(
+            importlib.util.find_spec("transformer_engine") is not None, torch.cuda.is_available()
+        )
         if reason is not None:
             raise TransformerEngineUnavailable(reason)
         return TELlama3(self, vocab_size)
@@ -69,8 +70,13 @@ class TELlama3(CausalLM):
         from transformer_engine.pytorch.attention import RotaryPositionEmbedding
 
         padded = padded_vocab(vocab_size, opts.pad_vocab_to)
-        super().__init__(vocab_size=vocab_size, padded_vocab=padded, context_length=opts.context_length,
-                         n_layer=opts.n_layer, n_embd=opts.n_embd)
+        super().__init__(
+            vocab_size=vocab_size,
+            padded_vocab=padded,
+            context_length=opts.context_length,
+            n_layer=opts.n_layer,
+            n_embd=opts.n_embd,
+        )
         self.opts = opts
 
         def init(weight: torch.Tensor) -> None:

@@ -36,7 +36,7 @@ class TinyTransformerOptions(ModelOptions):
     def check(self, params: Any) -> list[Problem]:
         return heads_divide_width(self.n_embd, self.n_head)
 
-    def build(self, vocab_size: int) -> "TinyTransformer":
+    def build(self, vocab_size: int) -> TinyTransformer:
         return TinyTransformer(self, vocab_size)
 
 
@@ -83,8 +83,13 @@ class TinyTransformer(CausalLM):
     """Token ids (B, T) -> logits (B, T, vocab)."""
 
     def __init__(self, opts: TinyTransformerOptions, vocab_size: int):
-        super().__init__(vocab_size=vocab_size, padded_vocab=vocab_size, context_length=opts.context_length,
-                         n_layer=opts.n_layer, n_embd=opts.n_embd)
+        super().__init__(
+            vocab_size=vocab_size,
+            padded_vocab=vocab_size,
+            context_length=opts.context_length,
+            n_layer=opts.n_layer,
+            n_embd=opts.n_embd,
+        )
         self.opts = opts
         self.token_embedding = nn.Embedding(vocab_size, opts.n_embd)
         self.position_embedding = nn.Embedding(opts.context_length, opts.n_embd)

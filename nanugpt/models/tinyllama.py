@@ -26,8 +26,14 @@ from pydantic import Field, field_validator
 
 from nanugpt.components import ModelOptions
 from nanugpt.models.base import DecoderMixin, KVCache, padded_vocab
-from nanugpt.models.layers import (RotaryEmbedding, apply_rotary, causal_attention, even_rotary_head_size,
-                                   kv_heads_divide_heads, swiglu_width)
+from nanugpt.models.layers import (
+    RotaryEmbedding,
+    apply_rotary,
+    causal_attention,
+    even_rotary_head_size,
+    kv_heads_divide_heads,
+    swiglu_width,
+)
 
 
 class TinyLlamaOptions(ModelOptions):
@@ -61,7 +67,7 @@ class TinyLlamaOptions(ModelOptions):
         """The SwiGLU hidden width: ``intermediate_size`` or its Llama-like default."""
         return swiglu_width(self.n_embd, self.intermediate_size)
 
-    def build(self, vocab_size: int) -> "TinyLlama":
+    def build(self, vocab_size: int) -> TinyLlama:
         return TinyLlama(self, vocab_size)
 
 
@@ -88,8 +94,9 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(opts.n_embd, self.n_kv_head * self.head_size, bias=False)
         self.o_proj = nn.Linear(self.n_head * self.head_size, opts.n_embd, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
@@ -122,8 +129,9 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(opts.n_embd, opts.rms_norm_eps)
         self.mlp = LlamaMLP(opts)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -151,8 +159,13 @@ class TinyLlama(DecoderMixin):
     """Token ids (B, T) -> logits (B, T, padded vocab), with Hugging Face ``LlamaForCausalLM`` names."""
 
     def __init__(self, opts: TinyLlamaOptions, vocab_size: int):
-        super().__init__(vocab_size=vocab_size, padded_vocab=padded_vocab(vocab_size, opts.pad_vocab_to),
-                         context_length=opts.context_length, n_layer=opts.n_layer, n_embd=opts.n_embd)
+        super().__init__(
+            vocab_size=vocab_size,
+            padded_vocab=padded_vocab(vocab_size, opts.pad_vocab_to),
+            context_length=opts.context_length,
+            n_layer=opts.n_layer,
+            n_embd=opts.n_embd,
+        )
         self.opts = opts
         self.model = LlamaBody(opts, self.padded_vocab)
         self.lm_head = nn.Linear(opts.n_embd, self.padded_vocab, bias=False)

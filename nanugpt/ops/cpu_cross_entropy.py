@@ -33,8 +33,13 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, targets: torch.Tensor,
-                ignore_index: int, chunk_elements: int) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        ignore_index: int,
+        chunk_elements: int,
+    ) -> torch.Tensor:
         rows = ctx.rows = max(1, chunk_elements // logits.size(1))  # rows per chunk
         lse = logits.new_empty(logits.size(0))  # (N,)
         for start in range(0, logits.size(0), rows):
@@ -74,9 +79,16 @@ class LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, hidden: torch.Tensor, weight: torch.Tensor,
-                targets: torch.Tensor, ignore_index: int, cap: float | None, need_grads: bool,
-                chunk_elements: int) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        ignore_index: int,
+        cap: float | None,
+        need_grads: bool,
+        chunk_elements: int,
+    ) -> torch.Tensor:
         n, vocab = hidden.size(0), weight.size(0)
         rows = math.ceil(n / math.ceil(n * vocab / chunk_elements))  # equal chunks, none much smaller
         counted = targets != ignore_index  # (N,)
@@ -115,20 +127,33 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_hidden, grad_weight = ctx.saved_tensors
-        return (grad_hidden * grad_loss if ctx.needs_input_grad[0] else None,
-                grad_weight * grad_loss if ctx.needs_input_grad[1] else None, None, None, None, None, None)
+        return (
+            grad_hidden * grad_loss if ctx.needs_input_grad[0] else None,
+            grad_weight * grad_loss if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
-def chunked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
-                          chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+def chunked_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100, chunk_elements: int = CHUNK_ELEMENTS
+) -> torch.Tensor:
     """Mean cross-entropy of (N, V) logits and (N,) targets by ``ChunkedCrossEntropy``, ``chunk_elements`` logits
     at a time."""
     return ChunkedCrossEntropy.apply(logits, targets, ignore_index, chunk_elements)
 
 
-def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                               ignore_index: int = -100, cap: float | None = None,
-                               chunk_elements: int = HEAD_CHUNK_ELEMENTS) -> torch.Tensor:
+def fused_linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
+    cap: float | None = None,
+    chunk_elements: int = HEAD_CHUNK_ELEMENTS,
+) -> torch.Tensor:
     """Mean cross-entropy of the logits ``soft_cap(hidden @ weight.T, cap)`` of (N, C) float32 hidden states and
     a (V, C) head by ``LinearCrossEntropy``, ``chunk_elements`` logits at a time."""
     need_grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
