@@ -114,6 +114,7 @@ class Trainer:
             "scheduler": parts.schedule.state_dict(),
             "scaler": parts.scaler.state_dict(),
             **self.progress.state_dict(),
+            "train_loss": self.metrics.train_loss,
             **self.validator.state_dict(),
             "rng": rng_state(),
             "data": {"seed": params.general.seed, "next_step": self.progress.step},
@@ -147,8 +148,7 @@ class Trainer:
             self.load_state_dict(state)
             self.log(f"resumed from step {self.progress.step} ({self.progress.tokens_seen:,} tokens seen)")
             if self.progress.step >= self.params.training.max_steps:
-                self.log("nothing left to train: training.max_steps is reached; every output stays as it is")
-                return self.finished_summary()
+                return self.finished(state)
         elif self.info.is_main and (moved := self.previous.set_aside()):
             self.log(
                 f"set aside the earlier run's {', '.join(moved)} in {self.previous.aside}: deleted when this "
@@ -283,10 +283,28 @@ class Trainer:
         )
         return summary
 
-    def finished_summary(self) -> dict[str, Any]:
-        """The summary a finished run wrote, read back (or, when it is missing, what the checkpoint tells)."""
+    def finished(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A run resumed at ``training.max_steps``: nothing to train, and every output stays as it is. Outputs that
+        are missing (Snakemake and DVC delete a stage's outputs before they rerun it) are written again from
+        the checkpoint: ``run_info.json``, ``train_summary.json`` (its losses, not its timings) and the plots'
+        CSV files (their header only: the rows of the run are gone with the files)."""
+        self.log("nothing left to train: training.max_steps is reached; outputs present stay as they are")
         path = self.out_dir / "train_summary.json"
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
-            return {**self.progress.state_dict(), "best_val_loss": self.validator.best_loss}
+            pass
+        summary = {**self.progress.state_dict(), "train_loss": state.get("train_loss"), **self.validator.state_dict()}
+        if self.info.is_main:
+            info, plots = self.info, self.out_dir / "plots"
+            if not (self.out_dir / "run_info.json").exists():
+                collected = run_info.collect(
+                    self.params.to_dict(), str(info.device), info.world_size, self.launch_command
+                )
+                write_json(self.out_dir / "run_info.json", collected)
+            if self.params.logging.dvclive and not all((plots / f).exists() for f in ("train.csv", "val.csv")):
+                for sink in csv_sinks(plots, self.parts.loss_fn.metric_names, self.progress.step):
+                    sink.close()  # rows up to the checkpoint's step kept, a missing file written with its header
+            write_json(path, summary)
+            self.log(f"wrote the missing outputs of the finished run from {self.checkpointer.folder}")
+        return summary

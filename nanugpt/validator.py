@@ -45,9 +45,9 @@ class Validator:
         return figures, improved
 
     def state_dict(self) -> dict[str, Any]:
-        """The best val loss (a checkpoint key of its own, read by evaluate and export)."""
-        return {"best_val_loss": self.best_loss}
+        """The best and the latest val loss (checkpoint keys of their own, read by evaluate and export)."""
+        return {"best_val_loss": self.best_loss, "val_loss": self.last_loss}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
-        self.best_loss = state.get("best_val_loss")
+        self.best_loss, self.last_loss = state.get("best_val_loss"), state.get("val_loss")

@@ -113,7 +113,7 @@ def test_a_non_finite_val_loss_stops_the_run_and_is_never_the_best() -> None:
     with pytest.raises(TrainingError, match="val loss is nan at step 20"):
         validator.validate(Constant(math.nan), 20)
     assert validator.best_loss == pytest.approx(math.log(5))
-    assert validator.state_dict() == {"best_val_loss": validator.best_loss}
+    assert validator.state_dict() == {"best_val_loss": validator.best_loss, "val_loss": validator.best_loss}
 
 
 def test_json_files_never_hold_nan_or_infinity(tmp_path: Path) -> None:
@@ -121,3 +121,21 @@ def test_json_files_never_hold_nan_or_infinity(tmp_path: Path) -> None:
     text = (tmp_path / "x.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"loss": None, "rows": [None, 1.5, None], "n": 3}
+
+
+def test_a_finished_run_writes_again_the_outputs_an_orchestrator_deleted(
+    tmp_path: Path, finished: tuple[Path, Path]
+) -> None:
+    params_file, data = finished
+    out = tmp_path / "out"
+    kept = snapshot(out / "checkpoints")
+    val_rows = (out / "plots" / "val.csv").read_text()
+    for name in ("run_info.json", "train_summary.json", "plots/train.csv", "checkpoints/last.pt"):
+        (out / name).unlink()  # what Snakemake does before a forced rerun of the train rule
+    summary = train.run(load_params(params_file), data_root=data, out_dir=out)
+    assert summary["step"] == 20 and math.isfinite(summary["train_loss"]) and math.isfinite(summary["val_loss"])
+    assert json.loads((out / "train_summary.json").read_text()) == summary
+    assert json.loads((out / "run_info.json").read_text())["params"]["training"]["max_steps"] == 20
+    assert (out / "plots" / "train.csv").read_text().splitlines() == ["step,tokens,train_loss,lr"]
+    assert (out / "plots" / "val.csv").read_text() == val_rows
+    assert snapshot(out / "checkpoints") == kept  # last.pt, a link to step 20 again
