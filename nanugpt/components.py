@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class ComponentOptions(BaseModel):
     """Options shared by every component: the registered name or import path."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     module: str = Field(description="registered short name, or a dotted import path 'pkg.mod:Options'")
 
