@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nanugpt.memory import check_train_memory
 from nanugpt.params import Params
 from nanugpt.train import train
 from pipeline import paths
@@ -37,6 +38,7 @@ LAUNCH_COMMAND_ENV = "NANUGPT_LAUNCH_COMMAND"
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Train the model of ``params`` on its tokenized data; return the run summary."""
+    check_train_memory(params, paths.tokenized_dir(params, data_root))
     return train(
         params,
         paths.tokenized_dir(params, data_root),
