@@ -57,8 +57,16 @@ class ConfigError(ValueError):
     """A params file that cannot be read: every problem, one line each."""
 
     def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
+        self.problems = [_one_line(problem) for problem in problems]
         super().__init__("\n".join(self.problems))
+
+
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _one_line(problem: str) -> str:
+    """A problem as one line: a line break inside it (a key or path that holds one) is written escaped."""
+    return _LINE_BREAKS.sub(lambda match: repr(match.group(0))[1:-1], problem)
 
 
 def load_yaml_tree(
@@ -167,20 +175,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
-    loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
-        problems: list[str] = []
-        _find_duplicate_keys(node, (), path, problems, seen=set())
-        if problems:
-            raise ConfigError(problems)
-        data = loader.construct_document(node) if node is not None else None
+        data = _construct_checked(text, path)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: invalid YAML: {' '.join(str(exc).split())}"]) from None
     except RecursionError:
         raise ConfigError([f"{path}: invalid YAML: nested too deeply"]) from None
-    finally:
-        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -190,6 +190,20 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if problems:
         raise ConfigError(problems)
     return data
+
+
+def _construct_checked(text: str, path: Path) -> Any:
+    """The YAML document of ``text`` (safe tags only), refused when a mapping repeats a key."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        problems: list[str] = []
+        _find_duplicate_keys(node, (), path, problems, seen=set())
+        if problems:
+            raise ConfigError(problems)
+        return loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
 
 
 def _find_duplicate_keys(node: yaml.Node | None, at: tuple[str, ...], path: Path, problems: list[str],
