@@ -11,7 +11,8 @@ Directives, applied in this order:
 * ``--section.key value`` command-line overrides. The value is parsed as YAML
   (``[1, 2]`` is a list, ``null`` is None) unless the caller's
   ``parse_override`` says otherwise: the params loader keeps the text the
-  user typed for keys the schema types as strings.
+  user typed for keys the schema types as strings. A value that starts
+  with ``--`` is written ``--section.key=--value``.
 * ``_copy: /section/key`` as a string value is replaced by the value found at
   that path; as a key of a mapping, the copied mapping is merged under the
   mapping's other keys. Paths without a leading ``/`` are relative to the
@@ -49,6 +50,7 @@ DEFAULT_TIME_FORMAT = "%Y%m%d-%H%M%S"
 # strftime codes that mean the same on every platform (C99 plus ISO week dates); others vary or pass through.
 TIME_CODES = "aAbBcdGHIjmMpSuUVwWxXyYzZ%"
 _TIME_CODE = re.compile(r"%(.?)")
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # what str.splitlines() splits on
 # (tree so far, dotted key, text typed) -> the value to set
 OverrideParser = Callable[[dict[str, Any], str, str], Any]
 
@@ -59,9 +61,6 @@ class ConfigError(ValueError):
     def __init__(self, problems: Sequence[str]):
         self.problems = [_one_line(problem) for problem in problems]
         super().__init__("\n".join(self.problems))
-
-
-_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def _one_line(problem: str) -> str:

@@ -38,7 +38,7 @@ def count_parameters(model: ModelOptions, vocab_size: int) -> int | None:
     try:
         with torch.device("meta"):
             module = model.build(vocab_size)
-    except Exception:  # a model that needs real tensors to build: no estimate, training will tell
+    except Exception:  # noqa: BLE001 -- a model that needs real tensors to build: no estimate, training will tell
         return None
     return sum(p.numel() for p in module.parameters())
 

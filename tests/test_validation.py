@@ -11,7 +11,13 @@ import torch
 from conftest import tiny_params, write_params
 
 from nanugpt.generate import GenerateError, read_prompt
-from nanugpt.memory import BYTES_PER_PARAMETER, ModelTooLarge, available_bytes, check_model_fits, count_parameters
+from nanugpt.memory import (
+    BYTES_PER_PARAMETER,
+    ModelTooLarge,
+    available_bytes,
+    check_model_fits,
+    count_parameters,
+)
 from nanugpt.params import ParamsError, load_params
 from nanugpt.sources import SourceError, resolve_source
 from pipeline import params as params_tool
@@ -56,8 +62,8 @@ def test_duplicate_key_names_both_lines(tmp_path: Path, params_file: Path) -> No
     text = params_file.read_text().replace("  lr: 0.003\n", "  lr: 0.003\n  lr: 0.1\n")
     params_file.write_text(text)
     first = text.splitlines().index("  lr: 0.003") + 1
-    assert problems(params_file) == [f"{params_file}: optimizer.lr: duplicate key (lines {first} and {first + 1}); "
-                                     "keep one"]
+    expected = f"{params_file}: optimizer.lr: duplicate key (lines {first} and {first + 1}); keep one"
+    assert problems(params_file) == [expected]
 
 
 def test_repeated_section_is_a_duplicate_not_a_missing_module(params_file: Path) -> None:
@@ -82,8 +88,8 @@ def test_duplicate_key_in_an_included_file(tmp_path: Path, params_file: Path) ->
 def test_inherit_takes_only_true_or_false(tmp_path: Path, params_file: Path) -> None:
     top = tmp_path / "top.yaml"
     top.write_text(f"__include__: {params_file.name}\noptimizer:\n  _inherit: maybe\n  lr: 0.1\n")
-    assert problems(top) == [f"{top}: optimizer._inherit: expected true (merge, the default) or false (replace), "
-                             "got 'maybe'"]
+    expected = f"{top}: optimizer._inherit: expected true (merge, the default) or false (replace), got 'maybe'"
+    assert problems(top) == [expected]
 
 
 def test_time_stamp_with_unknown_code(tmp_path: Path, params_file: Path) -> None:
