@@ -59,6 +59,7 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/streaming.py", "nanugpt/models", "nanugpt/optimizers.py", "nanugpt/muon.py", "nanugpt/schedulers.py",
                 "nanugpt/losses.py", "nanugpt/scalers.py",
                 "nanugpt/checkpoint.py", "nanugpt/distributed.py", "nanugpt/device.py", "nanugpt/evaluate.py",
+                "nanugpt/memory.py",
             ),
             params=(
                 "general", "data", "tokenizer", "model", "training", "optimizer", "scheduler", "loss",

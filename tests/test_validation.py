@@ -10,6 +10,8 @@ import pytest
 import torch
 from conftest import tiny_params, write_params
 
+from nanugpt import registry
+from nanugpt.components import KIND_BASES
 from nanugpt.generate import GenerateError, read_prompt
 from nanugpt.memory import (
     BYTES_PER_PARAMETER,
@@ -173,7 +175,13 @@ def test_component_module_that_raises_on_import(tmp_path: Path, params_file: Pat
 @pytest.mark.parametrize("module", ["nanugpt.components:ModelOptions", "nanugpt.components.ModelOptions"])
 def test_base_class_is_not_a_component(params_file: Path, module: str) -> None:
     (line,) = problems(params_file, ["--model.module", module, "--model.n_layer", "null", "--model.n_head", "null"])
-    assert f"model.module: '{module}' is a base class, not a model component: it does not implement build" in line
+    assert f"model.module: '{module}' is a base class, not a component: it does not implement build;" in line
+
+
+def test_every_builtin_component_resolves() -> None:
+    for kind, names in registry.BUILTIN.items():
+        for name in names:
+            assert issubclass(registry.resolve(kind, name), KIND_BASES[kind])
 
 
 # 6. FILE: prompts
