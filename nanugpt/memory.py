@@ -33,8 +33,10 @@ class ModelTooLarge(UserError):
 
 
 def count_parameters(model: ModelOptions, vocab_size: int) -> int | None:
-    """Parameters of the model ``model`` builds, counted without allocating them; None if it cannot be built on
-    the meta device (e.g. it loads pretrained weights)."""
+    """Parameters of the model ``model`` builds, counted without allocating them; None for a model that loads
+    pretrained weights (its folder decides its size) or cannot be built on the meta device."""
+    if getattr(model, "pretrained", None):
+        return None
     try:
         with torch.device("meta"):
             module = model.build(vocab_size)
