@@ -167,13 +167,18 @@ class Prefetch(Ours):
         size = token_file.dtype.itemsize
         for offset in source.offsets(step)[: source.rows]:  # BatchSource keeps the step's offsets for micro_batch
             start = int(offset) * size // PAGE * PAGE
-            token_file._mmap.madvise(mmap.MADV_WILLNEED, start, (int(offset) + source.context_length + 1) * size - start)
+            token_file._mmap.madvise(
+                mmap.MADV_WILLNEED, start, (int(offset) + source.context_length + 1) * size - start
+            )
         return source.micro_batch(step, 0)
 
 
 CONTENDERS = {"ours": Ours, "reference": Reference, "prefetch": Prefetch}
-LABELS = {"ours": "ours (`TokenFile` + `BatchSource`)", "reference": "reference (`np.memmap`, no madvise)",
-          "prefetch": "what-if: ours + `MADV_WILLNEED` per window"}
+LABELS = {
+    "ours": "ours (`TokenFile` + `BatchSource`)",
+    "reference": "reference (`np.memmap`, no madvise)",
+    "prefetch": "what-if: ours + `MADV_WILLNEED` per window",
+}
 
 
 def warm_block(kind: type, path: Path, n_tokens: int, shape: dict, first_step: int, n: int) -> float:
@@ -188,8 +193,7 @@ def warm_block(kind: type, path: Path, n_tokens: int, shape: dict, first_step: i
     return seconds
 
 
-def cold_batch(kind: type, path: Path, n_tokens: int, shape: dict, step: int,
-               check: bool) -> tuple[float, int, float]:
+def cold_batch(kind: type, path: Path, n_tokens: int, shape: dict, step: int, check: bool) -> tuple[float, int, float]:
     """Seconds and major page faults of one batch right after the file left the page cache; the resident share."""
     gc.collect()  # no mapping of the file may survive, or its pages stay cached
     drop_page_cache(path)
@@ -212,8 +216,9 @@ class Stepper:
 
     def __init__(self, shape: dict):
         torch.manual_seed(0)
-        options = NanoGPTOptions(module="nanogpt", **{k: shape[k] for k in ("n_layer", "n_head", "n_embd",
-                                                                            "context_length")})
+        options = NanoGPTOptions(
+            module="nanogpt", **{k: shape[k] for k in ("n_layer", "n_head", "n_embd", "context_length")}
+        )
         self.model = options.build(shape["vocab"])
         self.optimizer = AdamWNanoGPTOptions(module="adamw_nanogpt", lr=1e-3).build(self.model, "cpu")
         self.loss = AutoregressiveOptions(module="autoregressive").build()
@@ -255,8 +260,11 @@ def main() -> None:
         path = Path(tmp) / "train.bin"
         start = time.perf_counter()
         write_token_file(path, args.tokens)
-        print(f"token file: {args.tokens:,} tokens ({path.stat().st_size / 1e6:.0f} MB) in "
-              f"{time.perf_counter() - start:.1f} s at {path}", flush=True)
+        print(
+            f"token file: {args.tokens:,} tokens ({path.stat().st_size / 1e6:.0f} MB) in "
+            f"{time.perf_counter() - start:.1f} s at {path}",
+            flush=True,
+        )
         for name in shapes:
             shape = SHAPES[name]
             stepper = Stepper(shape)
@@ -270,10 +278,11 @@ def main() -> None:
                 row: dict[str, float] = {}
                 warm_page_cache(path)
                 names = list(CONTENDERS)
-                order = names[r % len(names):] + names[: r % len(names)]
+                order = names[r % len(names) :] + names[: r % len(names)]
                 for who in order:
-                    row[f"{who}_warm_s"] = warm_block(CONTENDERS[who], path, args.tokens, shape, step_base,
-                                                      args.warm_batches)
+                    row[f"{who}_warm_s"] = warm_block(
+                        CONTENDERS[who], path, args.tokens, shape, step_base, args.warm_batches
+                    )
                 step_times = []
                 for i in range(args.steps):
                     bx, by = Ours(path, args.tokens, shape).batch(step_base + i)
@@ -286,8 +295,9 @@ def main() -> None:
                 residents = []
                 for i in range(args.cold_batches):
                     for who in order:
-                        seconds, n_faults, resident = cold_batch(CONTENDERS[who], path, args.tokens, shape,
-                                                                 step_base + args.warm_batches + i, check=(i == 0))
+                        seconds, n_faults, resident = cold_batch(
+                            CONTENDERS[who], path, args.tokens, shape, step_base + args.warm_batches + i, check=(i == 0)
+                        )
                         cold[who].append(seconds)
                         faults[who].append(n_faults)
                         residents.append(resident)
@@ -299,46 +309,75 @@ def main() -> None:
                 row["resident_after_drop"] = max(v for v in residents if not math.isnan(v))
                 step_base += args.warm_batches + args.cold_batches
                 rounds.append(row)
-                print(f"{name} round {r + 1}: step {row['step_s'] * 1e3:.1f} ms | warm ours "
-                      f"{row['ours_warm_s'] * 1e6:.0f} us ({row['ours_warm_share']:.3%}), reference "
-                      f"{row['reference_warm_s'] * 1e6:.0f} us | cold ours {row['ours_cold_s'] * 1e3:.2f} ms, "
-                      f"reference {row['reference_cold_s'] * 1e3:.1f} ms, what-if prefetch {row['prefetch_cold_s'] * 1e3:.2f} ms "
-                      f"| resident after drop "
-                      f"{row['resident_after_drop']:.2%}", flush=True)
+                print(
+                    f"{name} round {r + 1}: step {row['step_s'] * 1e3:.1f} ms | warm ours "
+                    f"{row['ours_warm_s'] * 1e6:.0f} us ({row['ours_warm_share']:.3%}), reference "
+                    f"{row['reference_warm_s'] * 1e6:.0f} us | cold ours {row['ours_cold_s'] * 1e3:.2f} ms, "
+                    f"reference {row['reference_cold_s'] * 1e3:.1f} ms, what-if prefetch {row['prefetch_cold_s'] * 1e3:.2f} ms "
+                    f"| resident after drop "
+                    f"{row['resident_after_drop']:.2%}",
+                    flush=True,
+                )
             med = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
             # the share against the fastest step of the whole run: the highest, most conservative share
             med["step_fastest_s"] = min(r["step_s"] for r in rounds)
             for who in CONTENDERS:
                 med[f"{who}_warm_share"] = med[f"{who}_warm_s"] / med["step_fastest_s"]
             if med["resident_after_drop"] > 0.01:
-                print(f"warning: {med['resident_after_drop']:.1%} of the file stayed cached after the drop "
-                      "(tmpfs?): the cold figures are not cold; use --tmp on a disk", flush=True)
+                print(
+                    f"warning: {med['resident_after_drop']:.1%} of the file stayed cached after the drop "
+                    "(tmpfs?): the cold figures are not cold; use --tmp on a disk",
+                    flush=True,
+                )
             results[name] = {"shape": shape, "median": med, "rounds": rounds}
 
-    print("\nTrain step: the fastest step of the run (median over rounds of each round's fastest in the JSON); "
-          "other figures: medians over rounds of the mean warm batch over a block, and of the median cold batch; "
-          "major faults: page faults that read from disk during one cold batch.\n")
-    print("| shape | fastest train step | loader | warm per batch | warm / step | cold per batch | major faults per cold "
-          "batch |\n|---|---|---|---|---|---|---|")
+    print(
+        "\nTrain step: the fastest step of the run (median over rounds of each round's fastest in the JSON); "
+        "other figures: medians over rounds of the mean warm batch over a block, and of the median cold batch; "
+        "major faults: page faults that read from disk during one cold batch.\n"
+    )
+    print(
+        "| shape | fastest train step | loader | warm per batch | warm / step | cold per batch | major faults per cold "
+        "batch |\n|---|---|---|---|---|---|---|"
+    )
     goals = []
     for name, res in results.items():
         m, s = res["median"], res["shape"]
         for who in CONTENDERS:
-            print(f"| {name} {s['batch']}x{s['context_length']} | {m['step_fastest_s'] * 1e3:.1f} ms | {LABELS[who]} | "
-                  f"{m[f'{who}_warm_s'] * 1e6:.0f} us | {m[f'{who}_warm_share']:.3%} | "
-                  f"{m[f'{who}_cold_s'] * 1e3:.2f} ms | {m[f'{who}_cold_faults']:.0f} |")
-        goals.append((f"loader / step, warm ({name})", f"< {GOAL_WARM_SHARE:.0%}", f"{m['ours_warm_share']:.3%}",
-                      m["ours_warm_share"] < GOAL_WARM_SHARE))
-        goals.append((f"ms per batch, cold ({name}; reference {m['reference_cold_s'] * 1e3:.0f} ms)",
-                      f"<= {GOAL_COLD_MS:g} ms", f"{m['ours_cold_s'] * 1e3:.2f} ms", m["ours_cold_s"] * 1e3 <= GOAL_COLD_MS))
+            print(
+                f"| {name} {s['batch']}x{s['context_length']} | {m['step_fastest_s'] * 1e3:.1f} ms | {LABELS[who]} | "
+                f"{m[f'{who}_warm_s'] * 1e6:.0f} us | {m[f'{who}_warm_share']:.3%} | "
+                f"{m[f'{who}_cold_s'] * 1e3:.2f} ms | {m[f'{who}_cold_faults']:.0f} |"
+            )
+        goals.append(
+            (
+                f"loader / step, warm ({name})",
+                f"< {GOAL_WARM_SHARE:.0%}",
+                f"{m['ours_warm_share']:.3%}",
+                m["ours_warm_share"] < GOAL_WARM_SHARE,
+            )
+        )
+        goals.append(
+            (
+                f"ms per batch, cold ({name}; reference {m['reference_cold_s'] * 1e3:.0f} ms)",
+                f"<= {GOAL_COLD_MS:g} ms",
+                f"{m['ours_cold_s'] * 1e3:.2f} ms",
+                m["ours_cold_s"] * 1e3 <= GOAL_COLD_MS,
+            )
+        )
     print("\n| goal | target | measured | result |\n|---|---|---|---|")
     for goal, target, value, ok in goals:
         print(f"| {goal} | {target} | {value} | {verdict(ok)} |")
 
     summary = {
-        "tokens": args.tokens, "rounds": args.rounds, "warm_batches": args.warm_batches,
-        "cold_batches": args.cold_batches, "steps": args.steps, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "results": results,
+        "tokens": args.tokens,
+        "rounds": args.rounds,
+        "warm_batches": args.warm_batches,
+        "cold_batches": args.cold_batches,
+        "steps": args.steps,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "results": results,
         "goals": [{"goal": g, "target": t, "measured": v, "pass": ok} for g, t, v, ok in goals],
     }
     out = REPO / "bench" / "results" / "loader.json"

@@ -62,8 +62,14 @@ TINY_PARAMS = {
     "data": {"module": "tokenized", "dataset": "tiny", "source": "corpus.txt", "val_fraction": 0.1},
     "tokenizer": {"module": "char"},
     "model": {"module": "nanogpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16},
-    "training": {"max_steps": 20, "device_batch_size": 4, "global_batch_size": 8, "log_every": 10,
-                 "checkpoint_every": 10, "keep_last": 1},
+    "training": {
+        "max_steps": 20,
+        "device_batch_size": 4,
+        "global_batch_size": 8,
+        "log_every": 10,
+        "checkpoint_every": 10,
+        "keep_last": 1,
+    },
     "optimizer": {"module": "adamw_nanogpt", "lr": 3e-3},
     "scheduler": {"module": "cosine", "warmup_steps": 2},
     "eval": {"eval_every": 10, "eval_iters": 2},
@@ -93,8 +99,10 @@ def corpus_text() -> str:
     objects = ["the river", "a green door", "the market", "an empty house", "the long road", "a letter"]
     lines = []
     for i in range(400):
-        lines.append(f"{subjects[i % 6].capitalize()} {verbs[(i // 6) % 6]} {objects[(i // 36) % 6]}, "
-                     f"and then {subjects[(i * 7) % 6]} {verbs[(i * 5) % 6]} {objects[(i * 11) % 6]}.")
+        lines.append(
+            f"{subjects[i % 6].capitalize()} {verbs[(i // 6) % 6]} {objects[(i // 36) % 6]}, "
+            f"and then {subjects[(i * 7) % 6]} {verbs[(i * 5) % 6]} {objects[(i * 11) % 6]}."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -120,8 +128,7 @@ def clean_env(tmp: Path) -> dict[str, str]:
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     """Run a command; return its wall seconds and its output (stdout + stderr). Fails loudly on a non-zero exit."""
     start = time.perf_counter()
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
-                            check=False)
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     seconds = time.perf_counter() - start
     output = result.stdout + result.stderr
     if result.returncode != 0:
@@ -139,8 +146,12 @@ def git_repo(path: Path, env: dict[str, str]) -> None:
 
 def project_copy(dest: Path, env: dict[str, str]) -> Path:
     """A git repository holding this project's files, a small corpus and the tiny params, expanded."""
-    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            capture_output=True, text=True, check=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, listed):
         if (REPO / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -165,13 +176,19 @@ def trivial_copy(dest: Path, env: dict[str, str], snakemake: bool) -> Path:
     return dest
 
 
-def pairs(name: str, ours: tuple[list[str], Path], reference: tuple[list[str], Path], rounds: int,
-          env: dict[str, str], expect: str | None) -> list[dict[str, float]]:
+def pairs(
+    name: str,
+    ours: tuple[list[str], Path],
+    reference: tuple[list[str], Path],
+    rounds: int,
+    env: dict[str, str],
+    expect: str | None,
+) -> list[dict[str, float]]:
     """``rounds`` interleaved runs of ours and the reference; each output must contain ``expect``."""
     rows = []
     for r in range(rounds):
         row: dict[str, float] = {}
-        for who in (("ours", "reference") if r % 2 == 0 else ("reference", "ours")):
+        for who in ("ours", "reference") if r % 2 == 0 else ("reference", "ours"):
             args, cwd = ours if who == "ours" else reference
             seconds, output = run(args, cwd, env)
             if expect and expect not in output:
@@ -179,8 +196,11 @@ def pairs(name: str, ours: tuple[list[str], Path], reference: tuple[list[str], P
             row[who] = seconds
         row["ratio"] = row["ours"] / row["reference"]
         rows.append(row)
-        print(f"{name} pair {r + 1:2d}: ours {row['ours']:.2f} s | reference {row['reference']:.2f} s | "
-              f"ratio {row['ratio']:.3f}", flush=True)
+        print(
+            f"{name} pair {r + 1:2d}: ours {row['ours']:.2f} s | reference {row['reference']:.2f} s | "
+            f"ratio {row['ratio']:.3f}",
+            flush=True,
+        )
     return rows
 
 
@@ -203,11 +223,14 @@ def main() -> None:
         ours_dvc = project_copy(tmp / "ours-dvc", env)
         first_dvc_s, first_dvc = run(["dvc", "repro"], ours_dvc, env)
         launch_lines = [line for line in first_dvc.splitlines() if line.startswith("launch:")]
-        in_process = bool(launch_lines) and all("(in this process)" in line and "torch.distributed.run" not in line
-                                                for line in launch_lines)
+        in_process = bool(launch_lines) and all(
+            "(in this process)" in line and "torch.distributed.run" not in line for line in launch_lines
+        )
         ran = [s for s in STAGES if f"Running stage '{s}'" in first_dvc]
-        print(f"first dvc repro: {first_dvc_s:.1f} s, stages run: {', '.join(ran)}; {' / '.join(launch_lines)}",
-              flush=True)
+        print(
+            f"first dvc repro: {first_dvc_s:.1f} s, stages run: {', '.join(ran)}; {' / '.join(launch_lines)}",
+            flush=True,
+        )
 
         ours_smk = project_copy(tmp / "ours-snakemake", env)
         first_smk_s, _ = run(["snakemake", "-j", "1"], ours_smk, env)
@@ -219,12 +242,25 @@ def main() -> None:
         run(["snakemake", "-j", "1"], trivial_smk, env)
 
         results = {
-            "dvc": pairs("dvc repro", (["dvc", "repro"], ours_dvc), (["dvc", "repro"], trivial_dvc), args.rounds,
-                         env, DVC_NOOP),
-            "snakemake": pairs("snakemake", (["snakemake", "-j", "1"], ours_smk),
-                               (["snakemake", "-j", "1"], trivial_smk), args.rounds, env, SNAKEMAKE_NOOP),
-            "help": pairs("--help", ([python, "-m", "stages.train", "--help"], ours_dvc),
-                          ([python, "-c", "import torch"], ours_dvc), args.rounds, env, None),
+            "dvc": pairs(
+                "dvc repro", (["dvc", "repro"], ours_dvc), (["dvc", "repro"], trivial_dvc), args.rounds, env, DVC_NOOP
+            ),
+            "snakemake": pairs(
+                "snakemake",
+                (["snakemake", "-j", "1"], ours_smk),
+                (["snakemake", "-j", "1"], trivial_smk),
+                args.rounds,
+                env,
+                SNAKEMAKE_NOOP,
+            ),
+            "help": pairs(
+                "--help",
+                ([python, "-m", "stages.train", "--help"], ours_dvc),
+                ([python, "-c", "import torch"], ours_dvc),
+                args.rounds,
+                env,
+                None,
+            ),
         }
 
     med = {k: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for k, rows in results.items()}
@@ -240,14 +276,30 @@ def main() -> None:
         print(f"| {label} | {m['ours']:.2f} s | {m['reference']:.2f} s | {m['ratio']:.3f} |")
 
     goals = [
-        ("no-op `dvc repro` / trivial pipeline", f"<= {GOAL_DVC}", f"{med['dvc']['ratio']:.3f}",
-         med["dvc"]["ratio"] <= GOAL_DVC),
-        ("no-op `snakemake` / trivial pipeline (same bar as DVC)", f"<= {GOAL_DVC}",
-         f"{med['snakemake']['ratio']:.3f}", med["snakemake"]["ratio"] <= GOAL_DVC),
-        ("`stages.train --help` / `import torch`", f"<= {GOAL_HELP}", f"{med['help']['ratio']:.3f}",
-         med["help"]["ratio"] <= GOAL_HELP),
-        ("single-process train runs without torchrun", "`(in this process)`",
-         launch_lines[0] if launch_lines else "no launch line", in_process),
+        (
+            "no-op `dvc repro` / trivial pipeline",
+            f"<= {GOAL_DVC}",
+            f"{med['dvc']['ratio']:.3f}",
+            med["dvc"]["ratio"] <= GOAL_DVC,
+        ),
+        (
+            "no-op `snakemake` / trivial pipeline (same bar as DVC)",
+            f"<= {GOAL_DVC}",
+            f"{med['snakemake']['ratio']:.3f}",
+            med["snakemake"]["ratio"] <= GOAL_DVC,
+        ),
+        (
+            "`stages.train --help` / `import torch`",
+            f"<= {GOAL_HELP}",
+            f"{med['help']['ratio']:.3f}",
+            med["help"]["ratio"] <= GOAL_HELP,
+        ),
+        (
+            "single-process train runs without torchrun",
+            "`(in this process)`",
+            launch_lines[0] if launch_lines else "no launch line",
+            in_process,
+        ),
     ]
     print("\n| goal | target | measured | result |\n|---|---|---|---|")
     for goal, target, value, ok in goals:
@@ -255,11 +307,17 @@ def main() -> None:
 
     versions = {}
     for tool in ("dvc", "snakemake"):
-        versions[tool] = subprocess.run([tool, "--version"], capture_output=True, text=True, env=env,
-                                         check=False).stdout.strip()
+        versions[tool] = subprocess.run(
+            [tool, "--version"], capture_output=True, text=True, env=env, check=False
+        ).stdout.strip()
     summary = {
-        "rounds": args.rounds, "versions": versions, "first_dvc_repro_s": first_dvc_s,
-        "first_snakemake_s": first_smk_s, "launch_lines": launch_lines, "median": med, "pairs": results,
+        "rounds": args.rounds,
+        "versions": versions,
+        "first_dvc_repro_s": first_dvc_s,
+        "first_snakemake_s": first_smk_s,
+        "launch_lines": launch_lines,
+        "median": med,
+        "pairs": results,
         "goals": [{"goal": g, "target": t, "measured": v, "pass": ok} for g, t, v, ok in goals],
     }
     out = REPO / "bench" / "results" / "pipeline_overhead.json"

@@ -71,8 +71,14 @@ def recipe(name: str, corpus: Path, tokens: int) -> Params:
         "general": {"seed": 1337, "device_type": "cpu"},
         "data": {"module": "tokenized", "dataset": "tinyshakespeare", "source": str(corpus)},
         "tokenizer": {"module": "char"},
-        "training": {"max_steps": steps, "device_batch_size": batch, "global_batch_size": batch,
-                     "log_every": 250, "resume": "never", "peak_flops": 1e12},
+        "training": {
+            "max_steps": steps,
+            "device_batch_size": batch,
+            "global_batch_size": batch,
+            "log_every": 250,
+            "resume": "never",
+            "peak_flops": 1e12,
+        },
         "eval": {"eval_every": 0, "eval_iters": VAL_BATCHES},
         "logging": {"dvclive": False},
     }
@@ -97,11 +103,16 @@ def run(params: Params, data_root: Path, out_dir: Path) -> dict[str, float]:
     start = time.perf_counter()
     summary = train.run(params, data_root=data_root, out_dir=out_dir)
     seconds = time.perf_counter() - start
-    metrics = evaluate_checkpoint(params, out_dir / "checkpoints" / "last.pt",
-                                  data_root / "tinyshakespeare" / "char")
-    return {"steps": summary["step"], "tokens": summary["tokens_seen"], "seconds": seconds,
-            "train_seconds": summary["train_seconds"], "tokens_per_s": summary["tokens_per_s"],
-            "steady_tokens_per_s": summary["steady_tokens_per_s"], "val_loss": metrics["val_loss"]}
+    metrics = evaluate_checkpoint(params, out_dir / "checkpoints" / "last.pt", data_root / "tinyshakespeare" / "char")
+    return {
+        "steps": summary["step"],
+        "tokens": summary["tokens_seen"],
+        "seconds": seconds,
+        "train_seconds": summary["train_seconds"],
+        "tokens_per_s": summary["tokens_per_s"],
+        "steady_tokens_per_s": summary["steady_tokens_per_s"],
+        "val_loss": metrics["val_loss"],
+    }
 
 
 def warmup_seconds(probe: Params, data_root: Path, out_dir: Path, seconds_per_step: float) -> float:
@@ -128,18 +139,26 @@ def main() -> None:
         # run 3 gets its warm-up, timed by a probe, plus run 1's remaining seconds at run 2's steady pace.
         modern = results["modern_same_tokens"]
         tokens_per_step = modern["tokens"] // modern["steps"]
-        warmup = warmup_seconds(recipe("modern", corpus, (WARMUP_STEPS + 1) * tokens_per_step), root / "data",
-                                root / "probe", tokens_per_step / modern["steady_tokens_per_s"])
+        warmup = warmup_seconds(
+            recipe("modern", corpus, (WARMUP_STEPS + 1) * tokens_per_step),
+            root / "data",
+            root / "probe",
+            tokens_per_step / modern["steady_tokens_per_s"],
+        )
         steady_seconds = results["nanogpt"]["train_seconds"] - warmup
         same_time_tokens = WARMUP_STEPS * tokens_per_step + int(steady_seconds * modern["steady_tokens_per_s"])
         results["modern_same_time"] = run(recipe("modern", corpus, same_time_tokens), root / "data", root / "c")
     goals = {"nanogpt": 1.90, "modern_same_tokens": 1.55, "modern_same_time": 1.60}
-    print("\n| run | steps | tokens | train s | wall s | tok/s | val loss | goal | |\n|---|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| run | steps | tokens | train s | wall s | tok/s | val loss | goal | |\n|---|---|---|---|---|---|---|---|---|"
+    )
     for name, r in results.items():
         verdict = "PASS" if r["val_loss"] <= goals[name] else "MISS"
-        print(f"| {name} | {r['steps']} | {r['tokens']:,} | {r['train_seconds']:.0f} | {r['seconds']:.0f} | "
-              f"{r['tokens_per_s']:,.0f} | "
-              f"{r['val_loss']:.4f} | <= {goals[name]} | {verdict} |")
+        print(
+            f"| {name} | {r['steps']} | {r['tokens']:,} | {r['train_seconds']:.0f} | {r['seconds']:.0f} | "
+            f"{r['tokens_per_s']:,.0f} | "
+            f"{r['val_loss']:.4f} | <= {goals[name]} | {verdict} |"
+        )
     out = REPO / "bench" / "results" / "quality.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"results": results, "goals": goals, "val_batches": VAL_BATCHES}, indent=2) + "\n")

@@ -44,16 +44,22 @@ RECIPES = {  # name: (model, optimizer, batch, torch.compile)
 }
 
 
-def build(model: dict[str, Any], optimizer: dict[str, Any], batch: int,
-          compiled: bool) -> tuple[torch.nn.Module, Any, Any, torch.Tensor]:
-    params = validate_params({
-        "general": {"seed": 0, "device_type": "cpu"},
-        "data": {"module": "tokenized", "dataset": "bench", "source": "unused"},
-        "tokenizer": {"module": "char"},
-        "model": {**model, "n_layer": 4, "n_head": 4, "n_embd": 128, "context_length": 64},
-        "training": {"max_steps": 10, "device_batch_size": batch, "global_batch_size": batch},
-        "optimizer": optimizer, "scheduler": {"module": "constant"}, "logging": {"dvclive": False},
-    }, "bench")
+def build(
+    model: dict[str, Any], optimizer: dict[str, Any], batch: int, compiled: bool
+) -> tuple[torch.nn.Module, Any, Any, torch.Tensor]:
+    params = validate_params(
+        {
+            "general": {"seed": 0, "device_type": "cpu"},
+            "data": {"module": "tokenized", "dataset": "bench", "source": "unused"},
+            "tokenizer": {"module": "char"},
+            "model": {**model, "n_layer": 4, "n_head": 4, "n_embd": 128, "context_length": 64},
+            "training": {"max_steps": 10, "device_batch_size": batch, "global_batch_size": batch},
+            "optimizer": optimizer,
+            "scheduler": {"module": "constant"},
+            "logging": {"dvclive": False},
+        },
+        "bench",
+    )
     torch.manual_seed(0)
     net = params.model.build(VOCAB)
     ids = torch.randint(0, VOCAB, (batch, 65), generator=torch.Generator().manual_seed(0))

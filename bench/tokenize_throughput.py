@@ -90,9 +90,47 @@ COMMON_WORDS = (
     "once animals life enough took sometimes four head above kind began almost live page got earth need far "
     "hand high year mother light parts country father let night following picture being study second eyes soon"
 ).split()
-ONSETS = ["", "", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "y",
-          "bl", "br", "ch", "cl", "cr", "dr", "fl", "fr", "gl", "gr", "pl", "pr", "sh", "sl", "sp", "st", "th",
-          "tr", "wh"]
+ONSETS = [
+    "",
+    "",
+    "b",
+    "c",
+    "d",
+    "f",
+    "g",
+    "h",
+    "j",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "w",
+    "y",
+    "bl",
+    "br",
+    "ch",
+    "cl",
+    "cr",
+    "dr",
+    "fl",
+    "fr",
+    "gl",
+    "gr",
+    "pl",
+    "pr",
+    "sh",
+    "sl",
+    "sp",
+    "st",
+    "th",
+    "tr",
+    "wh",
+]
 NUCLEI = ["a", "e", "i", "o", "u", "a", "e", "o", "ai", "ea", "ee", "ie", "oa", "oo", "ou"]
 CODAS = ["", "", "", "n", "r", "s", "t", "l", "d", "m", "ng", "st", "nd", "rt", "ck", "ll", "nt", "th"]
 SUFFIXES = ["", "", "", "", "s", "ed", "ing", "er", "ly", "ion", "ness"]
@@ -111,8 +149,10 @@ class Corpus:
         seen = set(COMMON_WORDS)
         while len(invented) < N_INVENTED:
             syllables = rng.choice([1, 2, 2, 3, 3, 4])
-            word = "".join(ONSETS[rng.integers(len(ONSETS))] + NUCLEI[rng.integers(len(NUCLEI))]
-                           + CODAS[rng.integers(len(CODAS))] for _ in range(syllables))
+            word = "".join(
+                ONSETS[rng.integers(len(ONSETS))] + NUCLEI[rng.integers(len(NUCLEI))] + CODAS[rng.integers(len(CODAS))]
+                for _ in range(syllables)
+            )
             word += SUFFIXES[rng.integers(len(SUFFIXES))]
             if word not in seen:
                 seen.add(word)
@@ -176,7 +216,7 @@ def _own_seconds() -> float:
 class LoadMeter:
     """CPU used by other processes while a block of code runs, in vCPUs (0.5 = half a core on average)."""
 
-    def __enter__(self) -> "LoadMeter":
+    def __enter__(self) -> LoadMeter:
         self.wall, self.busy, self.own = time.perf_counter(), _busy_seconds(), _own_seconds()
         return self
 
@@ -286,7 +326,8 @@ def peak_memory(corpus: Path | None, tokenizer: str, out_dir: Path) -> dict[str,
     """
     proc = subprocess.Popen(
         [sys.executable, "-c", MEMORY_CHILD, str(REPO), str(corpus) if corpus else "-", tokenizer, str(out_dir)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     tree_pss = 0
     while proc.poll() is None:
@@ -297,8 +338,12 @@ def peak_memory(corpus: Path | None, tokenizer: str, out_dir: Path) -> dict[str,
         raise RuntimeError(f"the memory child failed ({proc.returncode}): {stdout}")
     shutil.rmtree(out_dir, ignore_errors=True)
     child = json.loads(stdout.strip().splitlines()[-1])
-    return {"seconds": child["seconds"], "main_mb": child["main_hwm_kb"] / 1024,
-            "worker_mb": child["workers_kb"] / 1024, "tree_pss_mb": tree_pss / 1024}
+    return {
+        "seconds": child["seconds"],
+        "main_mb": child["main_hwm_kb"] / 1024,
+        "worker_mb": child["workers_kb"] / 1024,
+        "tree_pss_mb": tree_pss / 1024,
+    }
 
 
 # ---------------------------------------------------------------- main
@@ -326,8 +371,10 @@ def main() -> None:
         start = time.perf_counter()
         path = tmp / "corpus.txt"
         size = corpus.write(path, int(args.size_mb * MB))
-        print(f"corpus: {size / MB:.1f} MB in {time.perf_counter() - start:.1f} s; sample: "
-              f"{path.read_bytes()[:120]!r}", flush=True)
+        print(
+            f"corpus: {size / MB:.1f} MB in {time.perf_counter() - start:.1f} s; sample: {path.read_bytes()[:120]!r}",
+            flush=True,
+        )
 
         # ------------------------------------------------ throughput, interleaved
         contenders = {
@@ -340,7 +387,7 @@ def main() -> None:
         contenders["bare"]()  # warm the page cache and tiktoken's caches
         rounds = []
         for r in range(args.rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             row: dict[str, float] = {}
             for name in order:
                 with LoadMeter() as meter:
@@ -357,10 +404,14 @@ def main() -> None:
             # what ours-2 / ours-1 would be with two idle cores and no waiting: its CPU work spread over both
             row["ours2_over_ours1_cpu_bound"] = 2 * row["ours-1_cpu_s"] / row["ours-2_cpu_s"]
             rounds.append(row)
-            print(f"round {r + 1}: " + " | ".join(f"{n} {row[f'{n}_mb_per_s']:.2f} MB/s" for n in names)
-                  + f" | ours-1/bare {row['ours1_over_bare']:.3f} (CPU time {row['ours1_over_bare_cpu']:.3f})"
-                  + f" | ours-2/ours-1 {row['ours2_over_ours1']:.3f} | bare-2/bare {row['bare2_over_bare']:.3f}"
-                  + f" | others up to {row['others_vcpu']:.2f} vCPU", flush=True)
+            print(
+                f"round {r + 1}: "
+                + " | ".join(f"{n} {row[f'{n}_mb_per_s']:.2f} MB/s" for n in names)
+                + f" | ours-1/bare {row['ours1_over_bare']:.3f} (CPU time {row['ours1_over_bare_cpu']:.3f})"
+                + f" | ours-2/ours-1 {row['ours2_over_ours1']:.3f} | bare-2/bare {row['bare2_over_bare']:.3f}"
+                + f" | others up to {row['others_vcpu']:.2f} vCPU",
+                flush=True,
+            )
         med = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
         quiet = [r for r in rounds if r["others_vcpu"] < QUIET_VCPU]
         med_quiet = {key: statistics.median(r[key] for r in quiet) for key in quiet[0]} if quiet else None
@@ -373,75 +424,128 @@ def main() -> None:
             for tokenizer in memory_tokenizers:
                 floor = peak_memory(None, tokenizer, tmp / "mem-out")
                 memory.append({"tokenizer": tokenizer, "input_mb": 0.0, **floor})
-                print(f"memory {tokenizer:5s} imports only: main {floor['main_mb']:.0f} MB, "
-                      f"PSS {floor['tree_pss_mb']:.0f} MB", flush=True)
+                print(
+                    f"memory {tokenizer:5s} imports only: main {floor['main_mb']:.0f} MB, "
+                    f"PSS {floor['tree_pss_mb']:.0f} MB",
+                    flush=True,
+                )
             for size_mb in memory_sizes:
                 n = corpus.write(big, int(size_mb * MB))
                 for tokenizer in memory_tokenizers:
                     m = peak_memory(big, tokenizer, tmp / "mem-out")
                     memory.append({"tokenizer": tokenizer, "input_mb": n / MB, **m})
-                    print(f"memory {tokenizer:5s} {n / MB:7.1f} MB: main {m['main_mb']:.0f} MB, largest worker "
-                          f"{m['worker_mb']:.0f} MB, tree PSS {m['tree_pss_mb']:.0f} MB, {m['seconds']:.1f} s", flush=True)
+                    print(
+                        f"memory {tokenizer:5s} {n / MB:7.1f} MB: main {m['main_mb']:.0f} MB, largest worker "
+                        f"{m['worker_mb']:.0f} MB, tree PSS {m['tree_pss_mb']:.0f} MB, {m['seconds']:.1f} s",
+                        flush=True,
+                    )
             big.unlink()
 
     # ------------------------------------------------ report
-    print("\nThroughput (median over rounds of MB/s and of per-round ratios; CPU s = CPU seconds of the "
-          "process and its workers):\n")
+    print(
+        "\nThroughput (median over rounds of MB/s and of per-round ratios; CPU s = CPU seconds of the "
+        "process and its workers):\n"
+    )
     print("| contender | MB/s | CPU s | ratio |\n|---|---|---|---|")
     print(f"| bare `encode_ordinary` loop, 1 process | {med['bare_mb_per_s']:.2f} | {med['bare_cpu_s']:.1f} | 1 |")
-    print(f"| ours `tokenize_files`, workers=1 | {med['ours-1_mb_per_s']:.2f} | {med['ours-1_cpu_s']:.1f} | "
-          f"{med['ours1_over_bare']:.3f} x bare ({med['ours1_over_bare_cpu']:.3f} in CPU time) |")
-    print(f"| ours `tokenize_files`, workers=2 | {med['ours-2_mb_per_s']:.2f} | {med['ours-2_cpu_s']:.1f} | "
-          f"{med['ours2_over_ours1']:.3f} x ours workers=1; {med['ours2_over_bare2']:.3f} x bare 2-process |")
-    print(f"| bare loop, 2-process pool | {med['bare-2_mb_per_s']:.2f} | {med['bare-2_cpu_s']:.1f} | "
-          f"{med['bare2_over_bare']:.3f} x bare |")
-    print(f"\n{args.rounds} rounds on {size / MB:.0f} MB; other processes used up to {med['others_vcpu']:.2f} vCPU "
-          f"during a contender (median over rounds); {len(quiet)} quiet rounds (< {QUIET_VCPU} vCPU)"
-          + (f": ours-1/bare {med_quiet['ours1_over_bare']:.3f}, ours-2/ours-1 {med_quiet['ours2_over_ours1']:.3f}, "
-             f"bare-2/bare {med_quiet['bare2_over_bare']:.3f}" if med_quiet else "")
-          + f". With two idle cores, ours-2 / ours-1 could reach at most {med['ours2_over_ours1_cpu_bound']:.2f} "
-          "(2 x ours-1 CPU s / ours-2 CPU s). Same token count with 1 and 2 workers: "
-          f"{tokens_match}.")
+    print(
+        f"| ours `tokenize_files`, workers=1 | {med['ours-1_mb_per_s']:.2f} | {med['ours-1_cpu_s']:.1f} | "
+        f"{med['ours1_over_bare']:.3f} x bare ({med['ours1_over_bare_cpu']:.3f} in CPU time) |"
+    )
+    print(
+        f"| ours `tokenize_files`, workers=2 | {med['ours-2_mb_per_s']:.2f} | {med['ours-2_cpu_s']:.1f} | "
+        f"{med['ours2_over_ours1']:.3f} x ours workers=1; {med['ours2_over_bare2']:.3f} x bare 2-process |"
+    )
+    print(
+        f"| bare loop, 2-process pool | {med['bare-2_mb_per_s']:.2f} | {med['bare-2_cpu_s']:.1f} | "
+        f"{med['bare2_over_bare']:.3f} x bare |"
+    )
+    print(
+        f"\n{args.rounds} rounds on {size / MB:.0f} MB; other processes used up to {med['others_vcpu']:.2f} vCPU "
+        f"during a contender (median over rounds); {len(quiet)} quiet rounds (< {QUIET_VCPU} vCPU)"
+        + (
+            f": ours-1/bare {med_quiet['ours1_over_bare']:.3f}, ours-2/ours-1 {med_quiet['ours2_over_ours1']:.3f}, "
+            f"bare-2/bare {med_quiet['bare2_over_bare']:.3f}"
+            if med_quiet
+            else ""
+        )
+        + f". With two idle cores, ours-2 / ours-1 could reach at most {med['ours2_over_ours1_cpu_bound']:.2f} "
+        "(2 x ours-1 CPU s / ours-2 CPU s). Same token count with 1 and 2 workers: "
+        f"{tokens_match}."
+    )
 
     goals = [
-        ("tokenize, 1 worker / bare loop (wall time)", f">= {GOAL_ONE_WORKER}", med["ours1_over_bare"],
-         med["ours1_over_bare"] >= GOAL_ONE_WORKER),
-        ("tokenize, 1 worker / bare loop (CPU time: the wall ratio of a quiet machine)", f">= {GOAL_ONE_WORKER}",
-         med["ours1_over_bare_cpu"], med["ours1_over_bare_cpu"] >= GOAL_ONE_WORKER),
-        (f"tokenize, 2 workers / 1 worker (wall time; bare 2-process / bare got {med['bare2_over_bare']:.2f} "
-         "in the same rounds)", f">= {GOAL_TWO_WORKERS}", med["ours2_over_ours1"],
-         med["ours2_over_ours1"] >= GOAL_TWO_WORKERS),
+        (
+            "tokenize, 1 worker / bare loop (wall time)",
+            f">= {GOAL_ONE_WORKER}",
+            med["ours1_over_bare"],
+            med["ours1_over_bare"] >= GOAL_ONE_WORKER,
+        ),
+        (
+            "tokenize, 1 worker / bare loop (CPU time: the wall ratio of a quiet machine)",
+            f">= {GOAL_ONE_WORKER}",
+            med["ours1_over_bare_cpu"],
+            med["ours1_over_bare_cpu"] >= GOAL_ONE_WORKER,
+        ),
+        (
+            f"tokenize, 2 workers / 1 worker (wall time; bare 2-process / bare got {med['bare2_over_bare']:.2f} "
+            "in the same rounds)",
+            f">= {GOAL_TWO_WORKERS}",
+            med["ours2_over_ours1"],
+            med["ours2_over_ours1"] >= GOAL_TWO_WORKERS,
+        ),
     ]
     if memory:
-        print("\nPeak memory (fresh process each, workers = all cores; MB): main process VmHWM, largest pool "
-              "worker ru_maxrss, peak PSS of main + workers sampled every 50 ms:\n")
-        print("| tokenizer | input MB | main process peak RSS | largest worker peak RSS | peak PSS, all processes | "
-              "seconds |")
+        print(
+            "\nPeak memory (fresh process each, workers = all cores; MB): main process VmHWM, largest pool "
+            "worker ru_maxrss, peak PSS of main + workers sampled every 50 ms:\n"
+        )
+        print(
+            "| tokenizer | input MB | main process peak RSS | largest worker peak RSS | peak PSS, all processes | "
+            "seconds |"
+        )
         print("|---|---|---|---|---|---|")
         for m in memory:
             label = "imports only" if m["input_mb"] == 0 else f"{m['input_mb']:.0f}"
-            print(f"| {m['tokenizer']} | {label} | {m['main_mb']:.0f} | {m['worker_mb']:.0f} | "
-                  f"{m['tree_pss_mb']:.0f} | {m['seconds']:.1f} |")
+            print(
+                f"| {m['tokenizer']} | {label} | {m['main_mb']:.0f} | {m['worker_mb']:.0f} | "
+                f"{m['tree_pss_mb']:.0f} | {m['seconds']:.1f} |"
+            )
         for tokenizer in memory_tokenizers:
-            runs = sorted((m for m in memory if m["tokenizer"] == tokenizer and m["input_mb"] > 0),
-                          key=lambda m: m["input_mb"])
+            runs = sorted(
+                (m for m in memory if m["tokenizer"] == tokenizer and m["input_mb"] > 0), key=lambda m: m["input_mb"]
+            )
             if len(runs) >= 2:
                 workers = os.cpu_count() or 1
                 small, large = (m["main_mb"] + workers * m["worker_mb"] for m in (runs[0], runs[-1]))
-                goals.append((f"peak memory ({tokenizer}), {runs[-1]['input_mb']:.0f} MB / {runs[0]['input_mb']:.0f} MB "
-                              f"input: main + {workers} workers' peak RSS (main alone "
-                              f"{runs[-1]['main_mb'] / runs[0]['main_mb']:.2f}, sampled PSS "
-                              f"{runs[-1]['tree_pss_mb'] / runs[0]['tree_pss_mb']:.2f})", f"<= {GOAL_MEMORY}",
-                              large / small, large / small <= GOAL_MEMORY))
+                goals.append(
+                    (
+                        f"peak memory ({tokenizer}), {runs[-1]['input_mb']:.0f} MB / {runs[0]['input_mb']:.0f} MB "
+                        f"input: main + {workers} workers' peak RSS (main alone "
+                        f"{runs[-1]['main_mb'] / runs[0]['main_mb']:.2f}, sampled PSS "
+                        f"{runs[-1]['tree_pss_mb'] / runs[0]['tree_pss_mb']:.2f})",
+                        f"<= {GOAL_MEMORY}",
+                        large / small,
+                        large / small <= GOAL_MEMORY,
+                    )
+                )
     print("\n| goal | target | measured | result |\n|---|---|---|---|")
     for name, target, value, ok in goals:
         print(f"| {name} | {target} | {value:.3f} | {verdict(ok)} |")
 
     import tiktoken
+
     summary = {
-        "corpus_bytes": size, "rounds": args.rounds, "chunk_bytes": CHUNK_BYTES, "cpus": os.cpu_count(),
-        "tiktoken": tiktoken.__version__, "median": med, "median_quiet_rounds": med_quiet,
-        "quiet_rounds": len(quiet), "tokens_match": tokens_match, "rounds_detail": rounds,
+        "corpus_bytes": size,
+        "rounds": args.rounds,
+        "chunk_bytes": CHUNK_BYTES,
+        "cpus": os.cpu_count(),
+        "tiktoken": tiktoken.__version__,
+        "median": med,
+        "median_quiet_rounds": med_quiet,
+        "quiet_rounds": len(quiet),
+        "tokens_match": tokens_match,
+        "rounds_detail": rounds,
         "memory": memory,
         "goals": [{"goal": n, "target": t, "measured": v, "pass": ok} for n, t, v, ok in goals],
     }

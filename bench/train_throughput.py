@@ -139,25 +139,39 @@ def make_data(folder: Path, shape: dict) -> tuple[Path, np.ndarray]:
     tokens.tofile(data_dir / "train.bin")
     tokens[:100_000].tofile(data_dir / "val.bin")
     tokenizer = {"module": "char"} if shape["vocab"] < 256 else {"module": "tiktoken", "encoding": "gpt2"}
-    meta = {"dtype": "uint16", "vocab_size": shape["vocab"], "train_tokens": len(tokens), "val_tokens": 100_000,
-            "tokenizer": tokenizer}
+    meta = {
+        "dtype": "uint16",
+        "vocab_size": shape["vocab"],
+        "train_tokens": len(tokens),
+        "val_tokens": 100_000,
+        "tokenizer": tokenizer,
+    }
     (data_dir / "meta.json").write_text(json.dumps(meta))
     return data_dir, tokens
 
 
 def our_params(shape: dict, steps: int, compile_model: bool, tokenizer: dict):
-    return validate_params({
-        "general": {"seed": 0, "device_type": "cpu", "torch_compile": compile_model},
-        "data": {"module": "tokenized", "dataset": "bench", "source": "unused"},
-        "tokenizer": tokenizer,
-        "model": {"module": "nanogpt", **{k: shape[k] for k in ("n_layer", "n_head", "n_embd", "context_length")}},
-        "training": {"max_steps": steps, "device_batch_size": shape["batch"], "global_batch_size": shape["batch"],
-                     "log_every": steps, "resume": "never", "peak_flops": 1e12},
-        "optimizer": {"module": "adamw", "lr": 1e-3},  # one param group, as the reference loop's AdamW
-        "scheduler": {"module": "cosine", "warmup_steps": 0},
-        "eval": {"eval_every": 0, "eval_iters": 1},
-        "logging": {"dvclive": False},
-    }, "bench")
+    return validate_params(
+        {
+            "general": {"seed": 0, "device_type": "cpu", "torch_compile": compile_model},
+            "data": {"module": "tokenized", "dataset": "bench", "source": "unused"},
+            "tokenizer": tokenizer,
+            "model": {"module": "nanogpt", **{k: shape[k] for k in ("n_layer", "n_head", "n_embd", "context_length")}},
+            "training": {
+                "max_steps": steps,
+                "device_batch_size": shape["batch"],
+                "global_batch_size": shape["batch"],
+                "log_every": steps,
+                "resume": "never",
+                "peak_flops": 1e12,
+            },
+            "optimizer": {"module": "adamw", "lr": 1e-3},  # one param group, as the reference loop's AdamW
+            "scheduler": {"module": "cosine", "warmup_steps": 0},
+            "eval": {"eval_every": 0, "eval_iters": 1},
+            "logging": {"dvclive": False},
+        },
+        "bench",
+    )
 
 
 def main() -> None:
@@ -172,7 +186,9 @@ def main() -> None:
     shape = SHAPES[args.shape]
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, tokens = make_data(Path(tmp), shape)
-        params = our_params(shape, args.steps, args.compile, json.loads((data_dir / "meta.json").read_text())["tokenizer"])
+        params = our_params(
+            shape, args.steps, args.compile, json.loads((data_dir / "meta.json").read_text())["tokenizer"]
+        )
         flops_per_token = params.model.build(shape["vocab"]).flops_per_token()
         rows = []
         for pair in range(args.pairs):
@@ -194,16 +210,23 @@ def main() -> None:
             result["cpu_mfu"] = flops_per_token * result["ours"] / result["matmul_flops"]
             result["dropped"] = result["other_vcpu"] > MAX_OTHER_VCPU
             rows.append(result)
-            print(f"pair {pair + 1:2d}: ours {result['ours']:9,.0f} tok/s | ref {result['ref']:9,.0f} tok/s | "
-                  f"ratio {result['ratio']:.3f} | CPU MFU {result['cpu_mfu']:.3f} | "
-                  f"others {result['other_vcpu']:.2f} vCPU{' (dropped)' if result['dropped'] else ''}", flush=True)
+            print(
+                f"pair {pair + 1:2d}: ours {result['ours']:9,.0f} tok/s | ref {result['ref']:9,.0f} tok/s | "
+                f"ratio {result['ratio']:.3f} | CPU MFU {result['cpu_mfu']:.3f} | "
+                f"others {result['other_vcpu']:.2f} vCPU{' (dropped)' if result['dropped'] else ''}",
+                flush=True,
+            )
     kept = [r for r in rows if not r["dropped"]]
     if not kept:
         print(f"every pair had other processes above {MAX_OTHER_VCPU} vCPU: the medians below use all pairs")
         kept = rows
     summary = {
-        "shape": args.shape, "compile": args.compile, "pairs": args.pairs, "steps": args.steps,
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "shape": args.shape,
+        "compile": args.compile,
+        "pairs": args.pairs,
+        "steps": args.steps,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
         "kept_pairs": len(kept),
         "median_ratio": statistics.median(r["ratio"] for r in kept),
         "median_ours_tokens_per_s": statistics.median(r["ours"] for r in kept),
@@ -213,14 +236,17 @@ def main() -> None:
     }
     goal_ratio = 1.0
     goal_mfu = {("small", False): 0.45, ("small", True): 0.45, ("gpt2", False): 0.65, ("gpt2", True): 0.75}[
-        (args.shape, args.compile)]  # issue 7: compiled >= 0.75 is the GPT-2-like shape's goal
+        (args.shape, args.compile)
+    ]  # issue 7: compiled >= 0.75 is the GPT-2-like shape's goal
     verdict = lambda ok: "PASS" if ok else "MISS"  # noqa: E731
-    print(f"\n| shape | compile | pairs kept | ours tok/s | reference tok/s | ours / reference | CPU MFU |\n"
-          f"|---|---|---|---|---|---|---|\n"
-          f"| {args.shape} | {args.compile} | {len(kept)}/{len(rows)} | {summary['median_ours_tokens_per_s']:,.0f} | "
-          f"{summary['median_ref_tokens_per_s']:,.0f} | {summary['median_ratio']:.3f} "
-          f"({verdict(summary['median_ratio'] >= goal_ratio)} >= {goal_ratio}) | {summary['median_cpu_mfu']:.3f} "
-          f"({verdict(summary['median_cpu_mfu'] >= goal_mfu)} >= {goal_mfu}) |")
+    print(
+        f"\n| shape | compile | pairs kept | ours tok/s | reference tok/s | ours / reference | CPU MFU |\n"
+        f"|---|---|---|---|---|---|---|\n"
+        f"| {args.shape} | {args.compile} | {len(kept)}/{len(rows)} | {summary['median_ours_tokens_per_s']:,.0f} | "
+        f"{summary['median_ref_tokens_per_s']:,.0f} | {summary['median_ratio']:.3f} "
+        f"({verdict(summary['median_ratio'] >= goal_ratio)} >= {goal_ratio}) | {summary['median_cpu_mfu']:.3f} "
+        f"({verdict(summary['median_cpu_mfu'] >= goal_mfu)} >= {goal_mfu}) |"
+    )
     out = REPO / "bench" / "results" / f"train_throughput-{args.shape}{'-compiled' if args.compile else ''}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")

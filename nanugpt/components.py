@@ -36,16 +36,25 @@ class DataOptions(ComponentOptions):
         description="dataset name (letters, digits, '_', '-', '.'); token files go to DATA_ROOT/<dataset>/<tokenizer>/",
     )
 
-
-    def tokenize(self, tokenizer: "TokenizerOptions", out_dir: Any, raw_dir: Any) -> dict[str, Any]:
+    def tokenize(self, tokenizer: TokenizerOptions, out_dir: Any, raw_dir: Any) -> dict[str, Any]:
         """Write the dataset's token files and ``meta.json`` into ``out_dir``; return the meta.
 
         ``raw_dir`` is where downloads may be kept (``DATA_ROOT/<dataset>/raw``).
         """
         raise NotImplementedError
 
-    def batches(self, data_dir: Any, meta: dict[str, Any], split: str, context_length: int, rows: int,
-                global_rows: int, seed: int, rank: int = 0, world_size: int = 1) -> Any:
+    def batches(
+        self,
+        data_dir: Any,
+        meta: dict[str, Any],
+        split: str,
+        context_length: int,
+        rows: int,
+        global_rows: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> Any:
         """A source of (inputs, targets) micro-batches of ``split`` (see ``nanugpt.data.Batches``), or None
         when the split is empty."""
         raise NotImplementedError

@@ -205,8 +205,9 @@ def _construct_checked(text: str, path: Path) -> Any:
         loader.dispose()
 
 
-def _find_duplicate_keys(node: yaml.Node | None, at: tuple[str, ...], path: Path, problems: list[str],
-                         seen: set[int]) -> None:
+def _find_duplicate_keys(
+    node: yaml.Node | None, at: tuple[str, ...], path: Path, problems: list[str], seen: set[int]
+) -> None:
     """Report every key written twice in one mapping, with both lines (PyYAML keeps the last silently)."""
     if node is None or id(node) in seen:  # an alias points at a node already walked
         return
@@ -225,8 +226,9 @@ def _find_duplicate_keys(node: yaml.Node | None, at: tuple[str, ...], path: Path
             _find_duplicate_keys(value_node, (*at, key or "?"), path, problems, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _find_duplicate_keys(item, (*at[:-1], f"{at[-1]}[{index}]") if at else (f"[{index}]",), path, problems,
-                                 seen)
+            _find_duplicate_keys(
+                item, (*at[:-1], f"{at[-1]}[{index}]") if at else (f"[{index}]",), path, problems, seen
+            )
 
 
 def _check_inherit(node: Any, at: tuple[str, ...], path: Path, problems: list[str]) -> None:
@@ -234,8 +236,9 @@ def _check_inherit(node: Any, at: tuple[str, ...], path: Path, problems: list[st
     if isinstance(node, dict):
         if "_inherit" in node and not isinstance(node["_inherit"], bool):
             dotted = ".".join((*at, "_inherit"))
-            problems.append(f"{path}: {dotted}: expected true (merge, the default) or false (replace), "
-                            f"got {node['_inherit']!r}")
+            problems.append(
+                f"{path}: {dotted}: expected true (merge, the default) or false (replace), got {node['_inherit']!r}"
+            )
         for key, value in node.items():
             _check_inherit(value, (*at, str(key)), path, problems)
     elif isinstance(node, list):
@@ -365,8 +368,10 @@ def _expand_strings(node: Any, source: str, problems: list[str], key: str) -> An
         unknown = [f"%{code}" for code in _TIME_CODE.findall(fmt) if not code or code not in TIME_CODES]
         if unknown:
             allowed = " ".join(f"%{code}" for code in TIME_CODES)
-            problems.append(f"{source}: {key}: _time: unknown strftime code {unknown[0]!r}; use {allowed} "
-                            f"(e.g. _time:{DEFAULT_TIME_FORMAT})")
+            problems.append(
+                f"{source}: {key}: _time: unknown strftime code {unknown[0]!r}; use {allowed} "
+                f"(e.g. _time:{DEFAULT_TIME_FORMAT})"
+            )
             return node
         return time.strftime(fmt, time.localtime(run_time()))
 

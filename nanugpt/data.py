@@ -58,8 +58,9 @@ class TokenizedDataOptions(DataOptions):
     )
     hf: HFSourceOptions = Field(HFSourceOptions(), description="split and column of an hf: source")
     sampling: Literal["random", "epochs"] = Field(
-        "random", description="train windows: 'random' starts (nanoGPT's) or 'epochs', shuffled passes over "
-        "non-overlapping windows (every token a target once per pass); val batches are always random"
+        "random",
+        description="train windows: 'random' starts (nanoGPT's) or 'epochs', shuffled passes over "
+        "non-overlapping windows (every token a target once per pass); val batches are always random",
     )
 
     def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> dict[str, Any]:
@@ -70,18 +71,30 @@ class TokenizedDataOptions(DataOptions):
         if self.source.startswith(HF_PREFIX):
             hf = self.hf
             batches, count = load_hf_documents(self.source, hf.split, hf.text_field, hf.config, hf.data_files)
-            return tokenize_documents(batches, count, tokenizer, out_dir, self.val_fraction, self.tokenize_workers,
-                                      source=self.source)
+            return tokenize_documents(
+                batches, count, tokenizer, out_dir, self.val_fraction, self.tokenize_workers, source=self.source
+            )
         files = resolve_source(self.source, self.dataset, self.sha256, raw_dir)
         return tokenize_files(files, tokenizer, out_dir, self.val_fraction, self.tokenize_workers, source=self.source)
 
-    def batches(self, data_dir: Path, meta: dict[str, Any], split: str, context_length: int, rows: int,
-                global_rows: int, seed: int, rank: int = 0, world_size: int = 1) -> "BatchSource | None":
+    def batches(
+        self,
+        data_dir: Path,
+        meta: dict[str, Any],
+        split: str,
+        context_length: int,
+        rows: int,
+        global_rows: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> BatchSource | None:
         token_file = TokenFile(data_dir / f"{split}.bin", meta, split, verify_sha256=self.verify == "sha256")
         if token_file.n_tokens == 0:
             return None
         sampling = self.sampling if split == "train" else "random"
         return BatchSource(token_file, context_length, rows, global_rows, seed, split, rank, world_size, sampling)
+
     sha256: str | None = Field(None, description="expected sha256 of a single-file source; null = not checked")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the corpus (its end) held out for val")
     tokenize_workers: int | None = Field(None, gt=0, description="processes for tokenizing; null = all cores")
@@ -128,7 +141,9 @@ class TokenFile:
             )
         expected_sha = meta.get(f"{split}_sha256")
         if verify_sha256 and expected_sha and sha256_file(path) != expected_sha:
-            raise DataError(f"{path}: sha256 differs from meta.json: the file is corrupt or from another run; re-tokenize")
+            raise DataError(
+                f"{path}: sha256 differs from meta.json: the file is corrupt or from another run; re-tokenize"
+            )
         self.n_tokens = size // self.dtype.itemsize
         if self.n_tokens == 0:
             self.tokens = np.zeros(0, dtype=self.dtype)
@@ -138,7 +153,6 @@ class TokenFile:
         if hasattr(self._mmap, "madvise"):
             self._mmap.madvise(mmap.MADV_RANDOM)
         self.tokens = np.frombuffer(self._mmap, dtype=self.dtype)
-
 
     def prefetch(self, offsets: np.ndarray, window: int) -> None:
         """Ask the kernel to read every window at once (a cold batch then waits for one round of reads, not one

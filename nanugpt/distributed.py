@@ -45,7 +45,9 @@ def process_group(device_type: str) -> Iterator[DistInfo]:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+    dist.init_process_group(
+        backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
+    )
     try:
         yield DistInfo(rank, local_rank, world_size, device)
     finally:

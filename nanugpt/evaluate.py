@@ -61,8 +61,9 @@ def evaluate_checkpoint(params: Params, ckpt_path: Path, data_dir: Path) -> dict
     for split in ("val", "test"):
         if split == "test" and not (data_dir / "test.bin").exists():  # a test split is optional
             continue
-        batches = trained.data.batches(data_dir, meta, split, trained.model.context_length, rows, rows,
-                                       params.general.seed)
+        batches = trained.data.batches(
+            data_dir, meta, split, trained.model.context_length, rows, rows, params.general.seed
+        )
         if batches is None:
             continue
         figures = evaluate_split(model, batches, params.eval.eval_iters, info, params.general.dtype, loss_fn)

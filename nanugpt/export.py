@@ -115,9 +115,17 @@ def gpt2_from_nanogpt(model: GPT, transformers: ModuleType) -> tuple[Any, dict[s
     o = model.opts
     C = o.n_embd
     config = transformers.GPT2Config(
-        vocab_size=model.transformer.wte.weight.size(0), n_positions=o.context_length, n_embd=C, n_layer=o.n_layer,
-        n_head=o.n_head, activation_function="gelu", resid_pdrop=o.dropout, embd_pdrop=o.dropout,
-        attn_pdrop=o.dropout, layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+        vocab_size=model.transformer.wte.weight.size(0),
+        n_positions=o.context_length,
+        n_embd=C,
+        n_layer=o.n_layer,
+        n_head=o.n_head,
+        activation_function="gelu",
+        resid_pdrop=o.dropout,
+        embd_pdrop=o.dropout,
+        attn_pdrop=o.dropout,
+        layer_norm_epsilon=1e-5,
+        tie_word_embeddings=True,
     )
     config.architectures = ["GPT2LMHeadModel"]
     tensors = {
@@ -125,8 +133,14 @@ def gpt2_from_nanogpt(model: GPT, transformers: ModuleType) -> tuple[Any, dict[s
         for name, tensor in untied(model.state_dict(), config).items()
     }
     if not o.bias:  # GPT-2 always has biases: zeros compute the same
-        widths = {"ln_1.bias": C, "attn.c_attn.bias": 3 * C, "attn.c_proj.bias": C, "ln_2.bias": C,
-                  "mlp.c_fc.bias": 4 * C, "mlp.c_proj.bias": C}
+        widths = {
+            "ln_1.bias": C,
+            "attn.c_attn.bias": 3 * C,
+            "attn.c_proj.bias": C,
+            "ln_2.bias": C,
+            "mlp.c_fc.bias": 4 * C,
+            "mlp.c_proj.bias": C,
+        }
         for layer in range(o.n_layer):
             tensors.update({f"transformer.h.{layer}.{suffix}": torch.zeros(width) for suffix, width in widths.items()})
         tensors["transformer.ln_f.bias"] = torch.zeros(C)
@@ -155,14 +169,18 @@ def write_tokenizer(tokenizer: Tokenizer, folder: Path, context_length: int) -> 
     if isinstance(tokenizer, HFTokenizer):
         tokenizer.tokenizer.save_pretrained(folder)
         return True
-    settings: dict[str, Any] = {"model_max_length": context_length, "clean_up_tokenization_spaces": False,
-                                "split_special_tokens": True}
+    settings: dict[str, Any] = {
+        "model_max_length": context_length,
+        "clean_up_tokenization_spaces": False,
+        "split_special_tokens": True,
+    }
     if isinstance(tokenizer, TiktokenTokenizer) and tokenizer.encoding_name == "gpt2":
         for name, content in gpt2_vocab_files().items():
             (folder / name).write_bytes(content)
         eot = "<|endoftext|>"
-        settings.update(tokenizer_class="GPT2Tokenizer", bos_token=eot, eos_token=eot, unk_token=eot,
-                        add_prefix_space=False)
+        settings.update(
+            tokenizer_class="GPT2Tokenizer", bos_token=eot, eos_token=eot, unk_token=eot, add_prefix_space=False
+        )
     elif isinstance(tokenizer, CharTokenizer):
         char_tokenizer(tokenizer).save(str(folder / "tokenizer.json"))
         settings.update(tokenizer_class="PreTrainedTokenizerFast")

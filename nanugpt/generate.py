@@ -21,11 +21,13 @@ def read_prompt(prompt: str) -> str:
         try:
             return path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise GenerateError(f"generate.prompt: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                                "FILE: takes a text file") from None
+            raise GenerateError(
+                f"generate.prompt: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); FILE: takes a text file"
+            ) from None
         except OSError as exc:
-            raise GenerateError(f"generate.prompt: cannot read {path}: {exc.strerror}; FILE: takes a path to a "
-                                "text file") from None
+            raise GenerateError(
+                f"generate.prompt: cannot read {path}: {exc.strerror}; FILE: takes a path to a text file"
+            ) from None
     return prompt
 
 
@@ -44,8 +46,9 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
 
 
 @torch.no_grad()
-def sample(model: torch.nn.Module, prompt_ids: list[int], opts: GenerateParams, vocab_size: int,
-           device: torch.device) -> list[list[int]]:
+def sample(
+    model: torch.nn.Module, prompt_ids: list[int], opts: GenerateParams, vocab_size: int, device: torch.device
+) -> list[list[int]]:
     """``opts.num_samples`` continuations of ``prompt_ids``, each ``opts.max_new_tokens`` long.
 
     A model with ``new_cache()`` is run incrementally with a KV cache; once the

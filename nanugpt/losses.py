@@ -45,8 +45,9 @@ class _CrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, targets: torch.Tensor,
-                ignore_index: int) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
+    ) -> torch.Tensor:
         rows = ctx.rows = max(1, CHUNK_ELEMENTS // logits.size(1))  # rows per chunk
         lse = logits.new_empty(logits.size(0))  # (N,)
         for start in range(0, logits.size(0), rows):
@@ -104,8 +105,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, hidden: torch.Tensor, weight: torch.Tensor,
-                targets: torch.Tensor, ignore_index: int, cap: float | None, need_grads: bool) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        ignore_index: int,
+        cap: float | None,
+        need_grads: bool,
+    ) -> torch.Tensor:
         n, vocab = hidden.size(0), weight.size(0)
         rows = math.ceil(n / math.ceil(n * vocab / HEAD_CHUNK_ELEMENTS))  # equal chunks, none much smaller
         counted = targets != ignore_index  # (N,)
@@ -144,12 +152,23 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_hidden, grad_weight = ctx.saved_tensors
-        return (grad_hidden * grad_loss if ctx.needs_input_grad[0] else None,
-                grad_weight * grad_loss if ctx.needs_input_grad[1] else None, None, None, None, None)
+        return (
+            grad_hidden * grad_loss if ctx.needs_input_grad[0] else None,
+            grad_weight * grad_loss if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
-                         cap: float | None = None) -> torch.Tensor:
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
+    cap: float | None = None,
+) -> torch.Tensor:
     """Mean cross-entropy of the logits ``soft_cap(hidden @ weight.T, cap)`` of (..., C) hidden states and a
     (V, C) bias-free head, and (...) targets, ``ignore_index`` skipped.
 
@@ -181,8 +200,9 @@ class Loss:
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return cross_entropy(*self.positions(logits, targets), self.ignore_index)
 
-    def from_hidden(self, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                    cap: float | None = None) -> torch.Tensor:
+    def from_hidden(
+        self, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, cap: float | None = None
+    ) -> torch.Tensor:
         """The loss of the logits ``soft_cap(hidden @ weight.T, cap)`` of (B, T, C) final hidden states and the
         (V, C) weight of a bias-free head (``DecoderMixin.linear_head``), computed without them in memory
         when they would be large (``linear_cross_entropy``)."""

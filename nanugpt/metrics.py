@@ -92,8 +92,15 @@ class WandbSink:
         id_file = out_dir / "wandb" / "run_id"
         id_file.parent.mkdir(parents=True, exist_ok=True)
         run_id = id_file.read_text().strip() if id_file.exists() else None
-        self.run = wandb.init(project=project, name=run_name, config=config, dir=str(out_dir), id=run_id,
-                              resume="allow", settings=wandb.Settings(save_code=False))
+        self.run = wandb.init(
+            project=project,
+            name=run_name,
+            config=config,
+            dir=str(out_dir),
+            id=run_id,
+            resume="allow",
+            settings=wandb.Settings(save_code=False),
+        )
         id_file.write_text(self.run.id)
 
     def log(self, metrics: dict[str, float], step: int) -> None:

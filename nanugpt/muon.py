@@ -52,6 +52,7 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 # Modules whose parameters are the output head, by name (the last part of the qualified module name).
 HEAD_MODULE_NAMES = ("lm_head",)
 
+
 class MuonOptions(OptimizerOptions):
     """Muon: orthogonalised Nesterov momentum for hidden matrices; AdamW for embeddings, head and vectors."""
 
@@ -64,9 +65,7 @@ class MuonOptions(OptimizerOptions):
     nesterov: bool = Field(True, description="Nesterov momentum (orthogonalise g + momentum * buffer)")
     ns_steps: int = Field(5, gt=0, description="Newton-Schulz iterations per update")
     adamw_lr: float = Field(3e-3, gt=0, description="peak lr of the AdamW groups; the schedule scales it like lr")
-    embed_lr: float | None = Field(
-        None, gt=0, description="peak lr of the embedding tables (AdamW); null = adamw_lr"
-    )
+    embed_lr: float | None = Field(None, gt=0, description="peak lr of the embedding tables (AdamW); null = adamw_lr")
     adamw_betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW (beta1, beta2), each in [0, 1)")
     adamw_eps: float = Field(1e-8, gt=0, description="AdamW denominator epsilon")
     weight_decay: float = Field(
@@ -83,14 +82,27 @@ class MuonOptions(OptimizerOptions):
     def build(self, model: nn.Module, device_type: str) -> Muon:
         """Split the model's parameters into Muon and AdamW groups and return the optimizer."""
         split = split_params(model)
-        adamw = {"kind": "adamw", "lr": self.lr, "lr_ratio": self.adamw_lr / self.lr,
-                 "betas": self.adamw_betas, "eps": self.adamw_eps}
+        adamw = {
+            "kind": "adamw",
+            "lr": self.lr,
+            "lr_ratio": self.adamw_lr / self.lr,
+            "betas": self.adamw_betas,
+            "eps": self.adamw_eps,
+        }
         embed_lr = self.embed_lr if self.embed_lr is not None else self.adamw_lr
         groups = [
-            {"kind": "muon", "params": split["muon"], "lr": self.lr, "lr_ratio": 1.0,
-             "weight_decay": self.weight_decay, "momentum": self.momentum, "momentum_start": self.momentum_start,
-             "momentum_warmup_steps": self.momentum_warmup_steps, "nesterov": self.nesterov,
-             "ns_steps": self.ns_steps},
+            {
+                "kind": "muon",
+                "params": split["muon"],
+                "lr": self.lr,
+                "lr_ratio": 1.0,
+                "weight_decay": self.weight_decay,
+                "momentum": self.momentum,
+                "momentum_start": self.momentum_start,
+                "momentum_warmup_steps": self.momentum_warmup_steps,
+                "nesterov": self.nesterov,
+                "ns_steps": self.ns_steps,
+            },
             {**adamw, "params": split["embedding"], "lr_ratio": embed_lr / self.lr, "weight_decay": self.weight_decay},
             {**adamw, "params": split["adamw_decay"], "weight_decay": self.weight_decay},
             {**adamw, "params": split["adamw_no_decay"], "weight_decay": 0.0},

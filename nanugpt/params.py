@@ -54,8 +54,9 @@ class GeneralParams(Section):
         "float32", description="autocast dtype of forward/backward; float32 on CPUs without bf16 hardware"
     )
     torch_compile: bool = Field(
-        False, description="compile the model with torch.compile; runs then agree to rounding, not bitwise "
-        "(inductor kernels), unlike eager CPU runs"
+        False,
+        description="compile the model with torch.compile; runs then agree to rounding, not bitwise "
+        "(inductor kernels), unlike eager CPU runs",
     )
 
 
@@ -113,7 +114,9 @@ class LaunchParams(Section):
         None, gt=0, description="CPU cores per node of the train job (one task per node); null = nproc_per_node"
     )
     gpus_per_node: int = Field(
-        0, ge=0, description="GPUs per node of the train job; 0 = none; else at least nproc_per_node (a GPU per process)"
+        0,
+        ge=0,
+        description="GPUs per node of the train job; 0 = none; else at least nproc_per_node (a GPU per process)",
     )
 
     @model_validator(mode="after")
@@ -232,7 +235,9 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def validate_params(tree: dict[str, Any], source: str, override_keys: frozenset[str] | set[str] = frozenset()) -> Params:
+def validate_params(
+    tree: dict[str, Any], source: str, override_keys: frozenset[str] | set[str] = frozenset()
+) -> Params:
     """Validate a resolved params dict; raise ``ParamsError`` naming every problem."""
     problems: list[str] = []
 
@@ -356,8 +361,13 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
     if data_prime is not None and tokenizer_prime is not None and data_prime != tokenizer_prime:
         problems.append(("tokenizer.prime", f"must equal data.prime ({data_prime}), got {tokenizer_prime}"))
     if params.scaler.module == "keller" and training.grad_clip > 0:
-        problems.append(("training.grad_clip", "must be 0 with scaler.module keller, which already normalises each "
-                                               f"gradient (clipping would shrink them all), got {training.grad_clip}"))
+        problems.append(
+            (
+                "training.grad_clip",
+                "must be 0 with scaler.module keller, which already normalises each "
+                f"gradient (clipping would shrink them all), got {training.grad_clip}",
+            )
+        )
     n_embd, n_head = getattr(params.model, "n_embd", None), getattr(params.model, "n_head", None)
     if n_embd is not None and n_head and n_embd % n_head:
         problems.append(("model.n_embd", f"must be divisible by model.n_head ({n_head}), got {n_embd}"))

@@ -97,8 +97,10 @@ def resolve(kind: str, module: str) -> type[ComponentOptions]:
         raise ComponentNotFound(f"{target!r} is not a subclass of {base.__module__}.{base.__name__}")
     missing = [name for name in _required_methods(base) if getattr(cls, name) is getattr(base, name)]
     if missing or inspect.isabstract(cls):
-        raise ComponentNotFound(f"{target!r} is a base class, not a component: it does not implement "
-                                f"{', '.join(missing) or 'its abstract methods'}; name a subclass of it that does")
+        raise ComponentNotFound(
+            f"{target!r} is a base class, not a component: it does not implement "
+            f"{', '.join(missing) or 'its abstract methods'}; name a subclass of it that does"
+        )
     return cls
 
 

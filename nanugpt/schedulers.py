@@ -115,13 +115,14 @@ class LrRangeSweep:
         half = round(self.smoothing * len(points)) // 2
         smoothed = []
         for i in range(len(points)):
-            window = points[max(0, i - half): i + half + 1]
+            window = points[max(0, i - half) : i + half + 1]
             smoothed.append(sum(loss for _, loss in window) / len(window))
         best = min(range(len(points)), key=smoothed.__getitem__)
         # (change of smoothed loss per unit of log lr, lr) on each rise of the lr before the minimum
         slopes = [
             ((smoothed[i + 1] - smoothed[i]) / math.log(points[i + 1][0] / points[i][0]), points[i][0])
-            for i in range(best) if points[i + 1][0] > points[i][0]
+            for i in range(best)
+            if points[i + 1][0] > points[i][0]
         ]
         steepest = min(slopes)[1] if slopes else None
         return {

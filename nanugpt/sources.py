@@ -31,15 +31,18 @@ def local_copy_env(dataset: str) -> str:
 
 def _check_sha(path: Path, expected: str | None, what: str) -> None:
     if expected and (actual := sha256_file(path)) != expected:
-        raise SourceError(f"{what} {path}: sha256 is {actual}, expected {expected} (data.sha256); if this is the "
-                          f"file you mean, pin it with --data.sha256 {actual} (or skip the check: --data.sha256 null)")
+        raise SourceError(
+            f"{what} {path}: sha256 is {actual}, expected {expected} (data.sha256); if this is the "
+            f"file you mean, pin it with --data.sha256 {actual} (or skip the check: --data.sha256 null)"
+        )
 
 
 HF_PREFIX = "hf:"
 
 
-def load_hf_documents(source: str, split: str, text_field: str, config: str | None = None,
-                      data_files: list[str] | None = None) -> tuple[Callable[[], Iterator[list[str]]], int]:
+def load_hf_documents(
+    source: str, split: str, text_field: str, config: str | None = None, data_files: list[str] | None = None
+) -> tuple[Callable[[], Iterator[list[str]]], int]:
     """Open a Hugging Face ``datasets`` split (``source`` is ``hf:<name>``): (batches of texts, count).
 
     The dataset is downloaded once into the datasets cache (or read from local
@@ -49,12 +52,14 @@ def load_hf_documents(source: str, split: str, text_field: str, config: str | No
         import datasets
     except ImportError:
         raise SourceError("data.source hf:... needs the datasets package: pip install 'nanugpt[hf]'") from None
-    name = source[len(HF_PREFIX):]
+    name = source[len(HF_PREFIX) :]
     try:
         dataset = datasets.load_dataset(name, config, split=split, data_files=data_files)
     except Exception as exc:  # datasets raises many types: missing, offline, bad split
-        raise SourceError(f"data.source {source!r}: cannot load split {split!r} ({type(exc).__name__}: {exc}). "
-                          "Offline, load it once with network, or give local files in data.hf.data_files") from None
+        raise SourceError(
+            f"data.source {source!r}: cannot load split {split!r} ({type(exc).__name__}: {exc}). "
+            "Offline, load it once with network, or give local files in data.hf.data_files"
+        ) from None
     if text_field not in dataset.column_names:
         raise SourceError(f"data.hf.text_field {text_field!r} is not a column of {source} ({dataset.column_names})")
 

@@ -48,11 +48,13 @@ class HFDatasetOptions(DataOptions):
         except ImportError:
             raise UserError("data.module hf_dataset needs the datasets package: pip install 'nanugpt[hf]'") from None
         try:
-            dataset = datasets.load_dataset(self.name, self.config, split=split, data_files=self.data_files,
-                                            streaming=self.streaming)
+            dataset = datasets.load_dataset(
+                self.name, self.config, split=split, data_files=self.data_files, streaming=self.streaming
+            )
         except Exception as exc:  # datasets raises many types: missing, offline, bad split
-            raise UserError(f"data.name {self.name!r}: cannot open split {split!r} ({type(exc).__name__}: {exc})") \
-                from None
+            raise UserError(
+                f"data.name {self.name!r}: cannot open split {split!r} ({type(exc).__name__}: {exc})"
+            ) from None
         field = self.text_field
 
         def documents() -> Iterator[str]:
@@ -79,18 +81,37 @@ class HFDatasetOptions(DataOptions):
         write_json(out_dir / "meta.json", meta)
         return {**meta, "source_bytes": 0, "train_tokens": 0, "val_tokens": 0, "dtype": "streamed"}
 
-    def batches(self, data_dir: Path, meta: dict[str, Any], split: str, context_length: int, rows: int,
-                global_rows: int, seed: int, rank: int = 0, world_size: int = 1) -> "StreamBatches":
+    def batches(
+        self,
+        data_dir: Path,
+        meta: dict[str, Any],
+        split: str,
+        context_length: int,
+        rows: int,
+        global_rows: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> StreamBatches:
         name = self.split if split == "train" else self.val_split
-        return StreamBatches(self.open(name), tokenizer_from_meta(meta), context_length, rows, global_rows, rank,
-                             world_size)
+        return StreamBatches(
+            self.open(name), tokenizer_from_meta(meta), context_length, rows, global_rows, rank, world_size
+        )
 
 
 class StreamBatches:
     """Consecutive rows of ``context_length + 1`` tokens of a document stream, addressed by step."""
 
-    def __init__(self, documents: Callable[[], Iterator[str]], tokenizer: Tokenizer, context_length: int, rows: int,
-                 global_rows: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        documents: Callable[[], Iterator[str]],
+        tokenizer: Tokenizer,
+        context_length: int,
+        rows: int,
+        global_rows: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if tokenizer.eot_id is None:
             raise UserError("data.module hf_dataset needs a tokenizer with an end-of-text token (byte, tiktoken, hf)")
         self.documents, self.tokenizer = documents, tokenizer

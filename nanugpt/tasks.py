@@ -49,9 +49,7 @@ IGNORE_INDEX = -100  # the target of every position that is not part of the answ
 SPLITS = ("train", "val")
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
-Operation = Literal[
-    "x+y", "x-y", "x*y", "x/y", "x^2+y^2", "x^2+xy+y^2", "x^2+xy+y^2+x", "x^3+xy", "x^3+xy^2+x"
-]
+Operation = Literal["x+y", "x-y", "x*y", "x/y", "x^2+y^2", "x^2+xy+y^2", "x^2+xy+y^2+x", "x^3+xy", "x^3+xy^2+x"]
 
 
 def _divide(x: np.ndarray, y: np.ndarray, p: int) -> np.ndarray:
@@ -191,25 +189,37 @@ class TaskDataOptions(DataOptions):
             meta[f"{split}_rows"] = len(rows)
             meta[f"{split}_tokens"] = rows.size
             meta[f"{split}_sha256"] = hashlib.sha256(raw).hexdigest()
-        meta.update({
-            "tokenizer": tokenizer.model_dump(mode="json"),
-            "tokenizer_name": codec.name,
-            "vocab_size": codec.vocab_size,
-            "vocab": codec.vocab(),
-            "eot_id": codec.eot_id,
-            "pad_id": codec.pad_id,
-            "equals_id": codec.equals_id,
-            "dtype": dtype.name,
-            "row_length": length,
-            "data": self.model_dump(mode="json"),
-            "source": self.describe(),
-            "source_sha256": source.hexdigest(),
-        })
+        meta.update(
+            {
+                "tokenizer": tokenizer.model_dump(mode="json"),
+                "tokenizer_name": codec.name,
+                "vocab_size": codec.vocab_size,
+                "vocab": codec.vocab(),
+                "eot_id": codec.eot_id,
+                "pad_id": codec.pad_id,
+                "equals_id": codec.equals_id,
+                "dtype": dtype.name,
+                "row_length": length,
+                "data": self.model_dump(mode="json"),
+                "source": self.describe(),
+                "source_sha256": source.hexdigest(),
+            }
+        )
         write_json(out_dir / "meta.json", meta)
         return meta
 
-    def batches(self, data_dir: Path, meta: dict[str, Any], split: str, context_length: int, rows: int,
-                global_rows: int, seed: int, rank: int = 0, world_size: int = 1) -> ExampleBatches | None:
+    def batches(
+        self,
+        data_dir: Path,
+        meta: dict[str, Any],
+        split: str,
+        context_length: int,
+        rows: int,
+        global_rows: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> ExampleBatches | None:
         """Whole examples of ``split`` (see the module doc); refuses token files written for other options."""
         if meta.get("data") != self.model_dump(mode="json"):
             raise DataError(
@@ -226,8 +236,9 @@ class TaskDataOptions(DataOptions):
                 f"{self.module} example; set model.context_length to {length - 1}"
             )
         examples = token_file.tokens.reshape(-1, length)
-        return ExampleBatches(examples, meta["equals_id"], meta["pad_id"], rows, global_rows, seed, split, rank,
-                              world_size)
+        return ExampleBatches(
+            examples, meta["equals_id"], meta["pad_id"], rows, global_rows, seed, split, rank, world_size
+        )
 
 
 def _is_prime(n: int) -> bool:

@@ -223,8 +223,9 @@ def tokenize_files(
     vocab = sorted(fit_char_vocab(files)) if options.module == "char" else None
     units = _chunks(files, total, _find_cut(files, total, val_fraction), chunk_bytes)
     hint = str(files[0]) if len(files) == 1 else f"{len(files)} files"
-    return _write_tokens(units, options, vocab, out_dir, val_fraction, workers, total >= parallel_min_bytes,
-                         hint, total, "B", source)
+    return _write_tokens(
+        units, options, vocab, out_dir, val_fraction, workers, total >= parallel_min_bytes, hint, total, "B", source
+    )
 
 
 def tokenize_documents(
@@ -258,8 +259,19 @@ def tokenize_documents(
                 yield "val", index + head, batch[head:]
             index += len(batch)
 
-    return _write_tokens(units(), options, vocab, out_dir, val_fraction, workers,
-                         n_documents >= parallel_min_documents, source, n_documents, "doc", source)
+    return _write_tokens(
+        units(),
+        options,
+        vocab,
+        out_dir,
+        val_fraction,
+        workers,
+        n_documents >= parallel_min_documents,
+        source,
+        n_documents,
+        "doc",
+        source,
+    )
 
 
 def _write_tokens(

@@ -44,13 +44,25 @@ from nanugpt.params import Params
 # What must match for ``resume: auto`` to continue a checkpoint: everything that shapes the numbers
 # (not logging, checkpointing or launch settings), so a resumed run equals an uninterrupted one.
 RESUME_KEYS = (
-    "general.seed", "general.dtype", "data", "tokenizer", "model", "optimizer", "scheduler", "loss", "scaler",
-    "training.max_steps", "training.device_batch_size", "training.global_batch_size", "training.grad_clip",
+    "general.seed",
+    "general.dtype",
+    "data",
+    "tokenizer",
+    "model",
+    "optimizer",
+    "scheduler",
+    "loss",
+    "scaler",
+    "training.max_steps",
+    "training.device_batch_size",
+    "training.global_batch_size",
+    "training.grad_clip",
 )
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 # Steps of each process left out of ``steady_tokens_per_s``: the first ones pay for torch.compile,
 # the allocator's first requests and the optimizer state's creation.
 WARMUP_STEPS = 3
+
 
 class TrainingError(UserError):
     """A run that cannot start or continue as configured."""
@@ -108,7 +120,9 @@ def _resume_state(params: Params, ckpt_dir: Path, device: torch.device, log: Any
     return state
 
 
-def _load_state(raw_model: torch.nn.Module, optimizer: Any, scaler: Any, state: dict[str, Any], source: str) -> RunState:
+def _load_state(
+    raw_model: torch.nn.Module, optimizer: Any, scaler: Any, state: dict[str, Any], source: str
+) -> RunState:
     try:
         raw_model.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -123,7 +137,13 @@ def _load_state(raw_model: torch.nn.Module, optimizer: Any, scaler: Any, state: 
 
 
 def _checkpoint_state(
-    raw_model: torch.nn.Module, optimizer: Any, schedule: Any, scaler: Any, run: RunState, params: Params, vocab_size: int
+    raw_model: torch.nn.Module,
+    optimizer: Any,
+    schedule: Any,
+    scaler: Any,
+    run: RunState,
+    params: Params,
+    vocab_size: int,
 ) -> dict[str, Any]:
     return {
         "model": raw_model.state_dict(),
@@ -171,12 +191,22 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
     meta = read_meta(data_dir)
     check_tokenized(meta, params, data_dir)
     context = params.model.context_length
-    train_source = params.data.batches(data_dir, meta, "train", context, t.device_batch_size, t.global_batch_size,
-                                       params.general.seed, info.rank, info.world_size)
+    train_source = params.data.batches(
+        data_dir,
+        meta,
+        "train",
+        context,
+        t.device_batch_size,
+        t.global_batch_size,
+        params.general.seed,
+        info.rank,
+        info.world_size,
+    )
     if train_source is None:
         raise DataError(f"{data_dir}: the train split is empty; re-run the tokenize stage with more data")
-    val_source = params.data.batches(data_dir, meta, "val", context, t.device_batch_size, t.device_batch_size,
-                                     params.general.seed)
+    val_source = params.data.batches(
+        data_dir, meta, "val", context, t.device_batch_size, t.device_batch_size, params.general.seed
+    )
     vocab_size = meta["vocab_size"]
 
     torch.manual_seed(params.general.seed)
@@ -295,10 +325,13 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
             final = run.step == t.max_steps
             stopping = any_rank(stop.signal is not None, info)  # a signal may reach the ranks at different steps
             val_loss = None
-            if val_source is not None and (final or (params.eval.eval_every and run.step % params.eval.eval_every == 0)):
+            if val_source is not None and (
+                final or (params.eval.eval_every and run.step % params.eval.eval_every == 0)
+            ):
                 with clock.paused(), interval.paused():
-                    figures = evaluate_split(raw_model, val_source, params.eval.eval_iters, info,
-                                             params.general.dtype, loss_fn)
+                    figures = evaluate_split(
+                        raw_model, val_source, params.eval.eval_iters, info, params.general.dtype, loss_fn
+                    )
                 val_loss = last_val = figures["loss"]
                 if run.best_val_loss is None or val_loss < run.best_val_loss:
                     run.best_val_loss = val_loss
@@ -306,8 +339,15 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
                         with clock.paused(), interval.paused():
                             checkpoint.save_best(ckpt_dir, checkpoint_state())
                 if val_log:
-                    val_log.write([{"step": run.step, "tokens": run.tokens_seen,
-                                    **{f"val_{name}": value for name, value in figures.items()}}])
+                    val_log.write(
+                        [
+                            {
+                                "step": run.step,
+                                "tokens": run.tokens_seen,
+                                **{f"val_{name}": value for name, value in figures.items()},
+                            }
+                        ]
+                    )
             if final or run.step % t.log_every == 0 or val_loss is not None or stopping:
                 losses = all_reduce_mean(torch.stack([p[3] for p in pending]), info).tolist()
                 train_loss = losses[-1]
@@ -326,10 +366,27 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
                 tokens_per_s = steps_done * tokens_per_step / seconds
                 mfu = flops_per_token * tokens_per_s / peak if flops_per_token and peak else None
                 eta = (t.max_steps - run.step) * seconds / steps_done
-                log(format_log_line(run.step, t.max_steps, train_loss, val_loss, lr, grad_norm.item(),
-                                    tokens_per_s, mfu, clock.wall(), eta))
+                log(
+                    format_log_line(
+                        run.step,
+                        t.max_steps,
+                        train_loss,
+                        val_loss,
+                        lr,
+                        grad_norm.item(),
+                        tokens_per_s,
+                        mfu,
+                        clock.wall(),
+                        eta,
+                    )
+                )
                 if wandb:
-                    metrics = {"train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s, "tokens": run.tokens_seen}
+                    metrics = {
+                        "train_loss": train_loss,
+                        "lr": lr,
+                        "tokens_per_s": tokens_per_s,
+                        "tokens": run.tokens_seen,
+                    }
                     if val_loss is not None:
                         metrics["val_loss"] = val_loss
                     wandb.log(metrics, run.step)
@@ -364,13 +421,16 @@ def _train(params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch
         "tokens_per_s": steps_run * tokens_per_step / train_seconds if steps_run else 0.0,
         "steady_tokens_per_s": (
             (steps_run - WARMUP_STEPS) * tokens_per_step / (train_seconds - warm_seconds)
-            if warm_seconds is not None and steps_run > WARMUP_STEPS else None
+            if warm_seconds is not None and steps_run > WARMUP_STEPS
+            else None
         ),
     }
     if hasattr(schedule, "report") and history:  # e.g. an lr range test's suggested lr
         summary["schedule"] = schedule.report([lr for lr, _ in history], [loss for _, loss in history])
     if info.is_main:
         write_json(out_dir / "train_summary.json", summary)
-    log(f"done: {run.step} steps, val loss {last_val}, {summary['tokens_per_s']:,.0f} tok/s while training, "
-        f"{summary['seconds']:.1f} s in all")
+    log(
+        f"done: {run.step} steps, val loss {last_val}, {summary['tokens_per_s']:,.0f} tok/s while training, "
+        f"{summary['seconds']:.1f} s in all"
+    )
     return summary

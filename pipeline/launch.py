@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 
 from nanugpt.errors import UserError
 from nanugpt.params import Params, ParamsError, load_params
-from pipeline.cli import parse_argv
 from nanugpt.train import STOP_SIGNALS
+from pipeline.cli import parse_argv
 from stages.train import LAUNCH_COMMAND_ENV
 
 RDZV_PORT = 29500
@@ -45,15 +45,25 @@ def build_command(params: Params, stage_argv: Sequence[str], env: Mapping[str, s
     if nnodes > 1:
         job_id, nodelist = env.get("SLURM_JOB_ID"), env.get("SLURM_JOB_NODELIST")
         if job_id and not nodelist:  # Snakemake's Slurm jobstep strips SLURM_JOB_NODELIST: ask Slurm
-            nodelist = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True,
-                                      timeout=60).stdout.strip()
+            nodelist = subprocess.run(
+                ["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True, timeout=60
+            ).stdout.strip()
         if not job_id or not nodelist:
-            raise UserError(f"launch.nnodes is {nnodes}: run inside a Slurm allocation of {nnodes} nodes (sbatch/salloc)")
+            raise UserError(
+                f"launch.nnodes is {nnodes}: run inside a Slurm allocation of {nnodes} nodes (sbatch/salloc)"
+            )
         head = first_slurm_node(nodelist)
         return [
-            "srun", f"--nodes={nnodes}", "--ntasks-per-node=1", *torchrun,
-            f"--nnodes={nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={head}:{RDZV_PORT}", f"--rdzv-id={job_id}", *stage,
+            "srun",
+            f"--nodes={nnodes}",
+            "--ntasks-per-node=1",
+            *torchrun,
+            f"--nnodes={nnodes}",
+            f"--nproc-per-node={nproc}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={head}:{RDZV_PORT}",
+            f"--rdzv-id={job_id}",
+            *stage,
         ]
     if nproc > 1:
         return [*torchrun, "--standalone", f"--nproc-per-node={nproc}", *stage]

@@ -22,8 +22,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nanugpt.data import read_meta
 from nanugpt.atomic import atomic_dir
+from nanugpt.data import read_meta
 from nanugpt.export import NoHFCounterpart, export_checkpoint
 from nanugpt.params import Params
 from pipeline import paths

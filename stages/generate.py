@@ -48,8 +48,9 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
     ]
     write_text(paths.samples_file(out_dir), SEPARATOR.join(samples) + "\n")
     if params.logging.wandb:
-        sink = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(),
-                         out_dir or paths.out_dir())
+        sink = WandbSink(
+            params.general.project_name, params.general.run_name, params.to_dict(), out_dir or paths.out_dir()
+        )
         sink.log_samples(samples)
         sink.close()
     print(SEPARATOR.join(samples))

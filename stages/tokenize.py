@@ -28,8 +28,10 @@ def run(params: Params, data_root: Path | None = None) -> dict[str, Any]:
     root = data_root or paths.data_root()
     out = paths.tokenized_dir(params, root)
     meta = params.data.tokenize(params.tokenizer, out, root / params.data.dataset / "raw")
-    print(f"tokenized {meta['source_bytes']:,} bytes into {meta['train_tokens']:,} train and "
-          f"{meta['val_tokens']:,} val tokens ({meta['dtype']}, vocab {meta['vocab_size']}) in {out}")
+    print(
+        f"tokenized {meta['source_bytes']:,} bytes into {meta['train_tokens']:,} train and "
+        f"{meta['val_tokens']:,} val tokens ({meta['dtype']}, vocab {meta['vocab_size']}) in {out}"
+    )
     return meta
 
 

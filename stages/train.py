@@ -43,7 +43,8 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
         params,
         paths.tokenized_dir(params, data_root),
         out_dir or paths.out_dir(),
-        launch_command=os.environ.get(LAUNCH_COMMAND_ENV) or " ".join([sys.executable, "-m", "stages.train", *sys.argv[1:]]),
+        launch_command=os.environ.get(LAUNCH_COMMAND_ENV)
+        or " ".join([sys.executable, "-m", "stages.train", *sys.argv[1:]]),
     )
 
 

@@ -26,7 +26,10 @@ def copy_worktree(dest: Path) -> Path:
     """Copy the repository's working tree (tracked files and new, unignored ones) into ``dest``."""
     listed = subprocess.run(
         ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.split("\0")
     for name in filter(None, listed):
         if (REPO / name).is_file():  # a tracked file deleted in the working tree is skipped
@@ -50,8 +53,14 @@ def tiny_params(source: Path | str, **sections: dict[str, Any]) -> dict[str, Any
         "data": {"module": "tokenized", "dataset": "tiny", "source": str(source), "val_fraction": 0.1},
         "tokenizer": {"module": "char"},
         "model": {"module": "nanogpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16},
-        "training": {"max_steps": 20, "device_batch_size": 4, "global_batch_size": 8, "log_every": 5,
-                     "checkpoint_every": 10, "keep_last": 5},
+        "training": {
+            "max_steps": 20,
+            "device_batch_size": 4,
+            "global_batch_size": 8,
+            "log_every": 5,
+            "checkpoint_every": 10,
+            "keep_last": 5,
+        },
         "optimizer": {"module": "adamw_nanogpt", "lr": 3e-3},
         "scheduler": {"module": "cosine", "warmup_steps": 2},
         "eval": {"eval_every": 10, "eval_iters": 2},

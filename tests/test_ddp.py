@@ -22,16 +22,29 @@ def losses(out_dir: Path) -> list[float]:
 
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path: Path, corpus: Path) -> None:
-    params_file = write_params(tmp_path / "params.yaml", tiny_params(
-        corpus, training={"device_batch_size": 2, "global_batch_size": 8}, launch={"nproc_per_node": 2}))
+    params_file = write_params(
+        tmp_path / "params.yaml",
+        tiny_params(corpus, training={"device_batch_size": 2, "global_batch_size": 8}, launch={"nproc_per_node": 2}),
+    )
     params = load_params(params_file)
     tokenize.run(params, data_root=tmp_path / "data")
     single = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "one")
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_ROOT": str(tmp_path / "data"), "OUT_DIR": str(tmp_path / "two"),
-           "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "pipeline.launch", str(params_file)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "DATA_ROOT": str(tmp_path / "data"),
+        "OUT_DIR": str(tmp_path / "two"),
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.launch", str(params_file)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "torch.distributed.run --standalone --nproc-per-node=2" in result.stdout
     assert "on 2 x cpu, 2 micro-steps of 2 x 16 tokens per process" in result.stdout
@@ -44,5 +57,6 @@ def test_two_processes_match_one(tmp_path: Path, corpus: Path) -> None:
     print("max relative difference", max(abs(a - b) / abs(a) for a, b in zip(one, two)))
     assert two == pytest.approx(one, rel=1e-4)
     assert sorted(p.name for p in (tmp_path / "two").rglob("*") if p.is_file()) == sorted(
-        p.name for p in (tmp_path / "one").rglob("*") if p.is_file())
+        p.name for p in (tmp_path / "one").rglob("*") if p.is_file()
+    )
     assert single["step"] == 20

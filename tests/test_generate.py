@@ -14,7 +14,9 @@ from nanugpt.params import GenerateParams
 
 def model():
     torch.manual_seed(0)
-    return NanoGPTOptions(module="nanogpt", n_layer=2, n_head=2, n_embd=32, context_length=8).build(vocab_size=40).eval()
+    return (
+        NanoGPTOptions(module="nanogpt", n_layer=2, n_head=2, n_embd=32, context_length=8).build(vocab_size=40).eval()
+    )
 
 
 def test_same_seed_same_samples_and_sliding_context() -> None:

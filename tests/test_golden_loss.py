@@ -27,19 +27,37 @@ STEPS = 20
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # nanoGPT's recipe: GPT-2 decoder, AdamW, cosine; two micro-steps per step (gradient accumulation)
     "nanogpt": {
-        "training": {"max_steps": STEPS, "device_batch_size": 4, "global_batch_size": 8, "log_every": 5,
-                     "checkpoint_every": 0, "resume": "never"},
+        "training": {
+            "max_steps": STEPS,
+            "device_batch_size": 4,
+            "global_batch_size": 8,
+            "log_every": 5,
+            "checkpoint_every": 0,
+            "resume": "never",
+        },
         "eval": {"eval_every": 10, "eval_iters": 2},
     },
     # the modern recipe: nanogpt_modern with short convolutions, Muon, warmup-stable-decay, epochs sampling
     "modern": {
         "data": {"sampling": "epochs"},
-        "model": {"module": "nanogpt_modern", "n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16,
-                  "short_conv": 4},
+        "model": {
+            "module": "nanogpt_modern",
+            "n_layer": 2,
+            "n_head": 2,
+            "n_embd": 32,
+            "context_length": 16,
+            "short_conv": 4,
+        },
         "optimizer": {"module": "muon", "lr": 0.02},
         "scheduler": {"module": "constant", "warmup_steps": 2, "cooldown_steps": 10},
-        "training": {"max_steps": STEPS, "device_batch_size": 8, "global_batch_size": 8, "log_every": 5,
-                     "checkpoint_every": 0, "resume": "never"},
+        "training": {
+            "max_steps": STEPS,
+            "device_batch_size": 8,
+            "global_batch_size": 8,
+            "log_every": 5,
+            "checkpoint_every": 0,
+            "resume": "never",
+        },
         "eval": {"eval_every": 10, "eval_iters": 2},
     },
 }

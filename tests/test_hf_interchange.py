@@ -31,8 +31,15 @@ pytest.importorskip("safetensors")
 pytest.importorskip("tokenizers")
 
 GPT2 = {"module": "hf_gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16}
-LLAMA = {"module": "hf_llama", "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 32, "intermediate_size": 64,
-         "context_length": 16}
+LLAMA = {
+    "module": "hf_llama",
+    "n_layer": 2,
+    "n_head": 4,
+    "n_kv_head": 2,
+    "n_embd": 32,
+    "intermediate_size": 64,
+    "context_length": 16,
+}
 
 
 def model_options(section: dict[str, Any]) -> Any:
@@ -44,9 +51,16 @@ def model_options(section: dict[str, Any]) -> Any:
 
 def trained_run(folder: Path, corpus: Path, steps: int, model: dict[str, Any]) -> tuple[Params, Path, Path]:
     """Tokenize the tiny corpus (char) and train ``model`` for ``steps`` steps in ``folder``."""
-    tree = tiny_params(corpus, training={"max_steps": steps, "log_every": 1, "checkpoint_every": 0,
-                                         "peak_flops": 1e12},  # skips measuring the CPU's matmul speed
-                       eval={"eval_every": 0})
+    tree = tiny_params(
+        corpus,
+        training={
+            "max_steps": steps,
+            "log_every": 1,
+            "checkpoint_every": 0,
+            "peak_flops": 1e12,
+        },  # skips measuring the CPU's matmul speed
+        eval={"eval_every": 0},
+    )
     tree["model"] = dict(model)
     params = load_params(write_params(folder / "params.yaml", tree))
     data, out = folder / "data", folder / "out"
@@ -88,8 +102,9 @@ def nanogpt_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path,
 
 def test_hf_gpt2_loads_a_save_pretrained_folder(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2,
-                                     bos_token_id=None, eos_token_id=None)
+    config = transformers.GPT2Config(
+        vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2, bos_token_id=None, eos_token_id=None
+    )
     reference = transformers.GPT2LMHeadModel(config).eval()
     reference.save_pretrained(tmp_path / "saved")
     model = model_options({**GPT2, "pretrained": str(tmp_path / "saved")}).build(60).eval()
@@ -114,8 +129,9 @@ def test_hf_gpt2_flops_per_token_counts_like_nanogpt() -> None:
 
 
 @pytest.mark.parametrize("model", [GPT2, LLAMA], ids=["hf_gpt2", "hf_llama"])
-def test_hf_models_train_in_our_loop_and_export_as_they_are(tmp_path: Path, corpus: Path,
-                                                             model: dict[str, Any]) -> None:
+def test_hf_models_train_in_our_loop_and_export_as_they_are(
+    tmp_path: Path, corpus: Path, model: dict[str, Any]
+) -> None:
     params, data, out = trained_run(tmp_path, corpus, 12, model)
     losses = train_losses(out)
     assert len(losses) == 12 and losses[-1] < losses[0] - 0.4, losses
@@ -176,8 +192,11 @@ def test_tinyllama_export_gives_the_same_logits(tmp_path: Path, corpus: Path) ->
     folder = export.run(params, data_root=data, out_dir=out)
     hf, V = assert_same_logits(folder, out / "checkpoints" / "last.pt")
     assert hf.config.num_key_value_heads == 2 and hf.config.tie_word_embeddings
-    back = model_options({**LLAMA, "tie_word_embeddings": True, "rope_theta": 500000.0,
-                          "pretrained": str(folder)}).build(V).eval()  # and back, as hf_llama
+    back = (
+        model_options({**LLAMA, "tie_word_embeddings": True, "rope_theta": 500000.0, "pretrained": str(folder)})
+        .build(V)
+        .eval()
+    )  # and back, as hf_llama
     with torch.no_grad():
         torch.testing.assert_close(back(tokens(V)), hf(tokens(V)).logits, atol=1e-6, rtol=0)
 
@@ -187,8 +206,11 @@ def test_export_stage_command_line_replaces_the_folder_whole(nanogpt_run: tuple[
     (out / "hf").mkdir(exist_ok=True)
     (out / "hf" / "stale.txt").write_text("from an earlier export")
     result = subprocess.run(
-        [sys.executable, "-m", "stages.export", str(out.parent / "params.yaml")], cwd=out.parent,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "stages.export", str(out.parent / "params.yaml")],
+        cwd=out.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO), "DATA_ROOT": str(data), "OUT_DIR": str(out)},
     )
     assert result.returncode == 0, result.stderr

@@ -8,8 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from nanugpt import losses
-from nanugpt.losses import (_CrossEntropy, _LinearCrossEntropy, AnswerLoss, LastPositionLoss, Loss, cross_entropy,
-                            linear_cross_entropy, soft_cap)
+from nanugpt.losses import (
+    AnswerLoss,
+    LastPositionLoss,
+    Loss,
+    _CrossEntropy,
+    _LinearCrossEntropy,
+    cross_entropy,
+    linear_cross_entropy,
+    soft_cap,
+)
 
 
 @pytest.mark.parametrize("chunk_elements", [7, 64, 1 << 20])  # many chunks with a ragged last one; one chunk
@@ -55,16 +63,18 @@ def test_cross_entropy_with_every_target_ignored_is_nan_like_pytorch(monkeypatch
     assert cross_entropy(logits, targets).isnan() and F.cross_entropy(logits, targets).isnan()
 
 
-def reference_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                                   cap: float | None) -> torch.Tensor:
+def reference_linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, cap: float | None
+) -> torch.Tensor:
     logits = soft_cap(hidden @ weight.t(), cap)
     return F.cross_entropy(logits.reshape(-1, weight.size(0)), targets.reshape(-1), ignore_index=-100)
 
 
 @pytest.mark.parametrize("cap", [None, 2.0])
 @pytest.mark.parametrize("chunk_elements", [50, 1 << 20])  # 5 rows per chunk with a ragged last one; one chunk
-def test_linear_cross_entropy_matches_pytorch(monkeypatch: pytest.MonkeyPatch, chunk_elements: int,
-                                              cap: float | None) -> None:
+def test_linear_cross_entropy_matches_pytorch(
+    monkeypatch: pytest.MonkeyPatch, chunk_elements: int, cap: float | None
+) -> None:
     monkeypatch.setattr(losses, "HEAD_CHUNK_ELEMENTS", chunk_elements)
     monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)  # these small logits take the fused path too
     torch.manual_seed(0)
@@ -92,7 +102,8 @@ def test_linear_cross_entropy_gradient_is_exact(monkeypatch: pytest.MonkeyPatch,
     weight = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     targets = torch.tensor([0, 3, -100, 2, 2, 1, 3])
     assert torch.autograd.gradcheck(
-        lambda h, w: _LinearCrossEntropy.apply(h, w, targets, -100, cap, True), (hidden, weight))
+        lambda h, w: _LinearCrossEntropy.apply(h, w, targets, -100, cap, True), (hidden, weight)
+    )
 
 
 def test_linear_cross_entropy_without_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,7 +117,8 @@ def test_linear_cross_entropy_without_gradients(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_linear_cross_entropy_leaves_half_precision_and_autocast_to_the_unfused_head(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
     torch.manual_seed(0)
     hidden, weight, targets = torch.randn(5, 8), torch.randn(30, 8, requires_grad=True), torch.randint(0, 30, (5,))
@@ -127,8 +139,9 @@ def test_linear_cross_entropy_with_every_target_ignored_is_nan_like_pytorch(monk
 
 @pytest.mark.parametrize("loss", [Loss(), LastPositionLoss(), AnswerLoss()], ids=["autoregressive", "last", "answer"])
 @pytest.mark.parametrize("native_below", [0, 1 << 30], ids=["fused", "unfused"])
-def test_every_loss_from_hidden_equals_the_loss_of_its_logits(monkeypatch: pytest.MonkeyPatch, loss: Loss,
-                                                              native_below: int) -> None:
+def test_every_loss_from_hidden_equals_the_loss_of_its_logits(
+    monkeypatch: pytest.MonkeyPatch, loss: Loss, native_below: int
+) -> None:
     monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", native_below)
     torch.manual_seed(0)
     hidden, weight = torch.randn(3, 5, 8, requires_grad=True), torch.randn(16, 8, requires_grad=True)

@@ -37,13 +37,22 @@ CPU_MODELS: dict[str, tuple[dict[str, Any], type, int]] = {  # name: (model sect
     "nanogpt_modern": (MODERN, NanoGPTModernOptions, 128),
     "nanogpt_modern_short_conv": ({**MODERN, "short_conv": 3}, NanoGPTModernOptions, 128),
     "tinyllama": (
-        {"module": "tinyllama", "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 32, "intermediate_size": 64,
-         "context_length": 16},
-        TinyLlamaOptions, 128,
+        {
+            "module": "tinyllama",
+            "n_layer": 2,
+            "n_head": 4,
+            "n_kv_head": 2,
+            "n_embd": 32,
+            "intermediate_size": 64,
+            "context_length": 16,
+        },
+        TinyLlamaOptions,
+        128,
     ),
     "tiny_transformer": (
         {"module": "tiny_transformer", "n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16},
-        TinyTransformerOptions, VOCAB,
+        TinyTransformerOptions,
+        VOCAB,
     ),
 }
 CACHED_MODELS = ["nanogpt_modern", "nanogpt_modern_short_conv", "tinyllama"]
@@ -105,7 +114,8 @@ def test_builds_from_params_forward_backward(name: str) -> None:
 @pytest.mark.parametrize("name", list(CPU_MODELS))
 def test_loss_falls_in_the_train_stage(name: str, tmp_path: Path, corpus: Path) -> None:
     params = params_for(
-        CPU_MODELS[name][0], corpus,
+        CPU_MODELS[name][0],
+        corpus,
         training={"max_steps": 30, "log_every": 10, "checkpoint_every": 0, "peak_flops": 1e12},
         eval={"eval_every": 0, "eval_iters": 1},
     )
@@ -127,9 +137,12 @@ def test_hidden_states_and_linear_head_give_the_logits(name: str) -> None:
 
 def test_fused_head_trains_like_the_unfused_one(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The train step's loss with the head fused into it (forced here on small logits) gives the same run."""
-    params = params_for(CPU_MODELS["nanogpt_modern"][0], corpus,
-                        training={"max_steps": 8, "log_every": 1, "checkpoint_every": 0},
-                        eval={"eval_every": 0, "eval_iters": 1})
+    params = params_for(
+        CPU_MODELS["nanogpt_modern"][0],
+        corpus,
+        training={"max_steps": 8, "log_every": 1, "checkpoint_every": 0},
+        eval={"eval_every": 0, "eval_iters": 1},
+    )
     tokenize.run(params, data_root=tmp_path / "data")
     unfused = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "unfused")
     monkeypatch.setattr(losses, "NATIVE_BELOW_ELEMENTS", 0)
@@ -176,8 +189,13 @@ def test_nanogpt_modern_recipe() -> None:
     assert not any("wpe" in name for name, _ in model.named_parameters())  # rotary, not learned positions
     assert model.lm_head.weight is not model.transformer.wte.weight  # untied head
     zero = [name for name, p in model.named_parameters() if not p.any()]
-    assert zero == ["transformer.h.0.attn.c_proj.weight", "transformer.h.0.mlp.c_proj.weight",
-                    "transformer.h.1.attn.c_proj.weight", "transformer.h.1.mlp.c_proj.weight", "lm_head.weight"]
+    assert zero == [
+        "transformer.h.0.attn.c_proj.weight",
+        "transformer.h.0.mlp.c_proj.weight",
+        "transformer.h.1.attn.c_proj.weight",
+        "transformer.h.1.mlp.c_proj.weight",
+        "lm_head.weight",
+    ]
     logits = randomize(model)(torch.randint(0, VOCAB, (2, 8)))
     assert logits.abs().max() <= 15.0  # the default soft cap
     assert build("nanogpt_modern", logit_softcap=None).opts.logit_softcap is None
@@ -273,9 +291,21 @@ def test_rotary_models_need_an_even_head_size() -> None:
 
 EXPECTED_HF_NAMES = [
     "model.embed_tokens.weight",
-    *(f"model.layers.{i}.{name}.weight" for i in range(2) for name in (
-        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm")),
+    *(
+        f"model.layers.{i}.{name}.weight"
+        for i in range(2)
+        for name in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+            "input_layernorm",
+            "post_attention_layernorm",
+        )
+    ),
     "model.norm.weight",
     "lm_head.weight",
 ]
@@ -318,8 +348,15 @@ def test_te_llama3_messages_name_the_fix() -> None:
 
 @pytest.mark.skipif(not TE_READY, reason="needs transformer_engine and a CUDA GPU")
 def test_te_llama3_trains_on_gpu() -> None:
-    section = {"module": "te_llama3", "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 64,
-               "intermediate_size": 128, "context_length": 32}
+    section = {
+        "module": "te_llama3",
+        "n_layer": 2,
+        "n_head": 4,
+        "n_kv_head": 2,
+        "n_embd": 64,
+        "intermediate_size": 128,
+        "context_length": 32,
+    }
     torch.manual_seed(0)
     model = params_for(section).model.build(VOCAB).cuda()
     idx = torch.randint(0, VOCAB, (4, 33), device="cuda")

@@ -102,10 +102,14 @@ def test_newton_schulz_in_bfloat16_stays_in_the_band() -> None:
 def test_split_puts_embeddings_head_and_vectors_in_adamw() -> None:
     model, optimizer = muon_setup()
     names = {id(p): n for n, p in model.named_parameters()}
-    groups = [(g["kind"], g["weight_decay"] > 0, sorted(names[id(p)] for p in g["params"]))
-              for g in optimizer.param_groups]
-    hidden = [f"transformer.h.{i}.{m}.weight" for i in (0, 1)
-              for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
+    groups = [
+        (g["kind"], g["weight_decay"] > 0, sorted(names[id(p)] for p in g["params"])) for g in optimizer.param_groups
+    ]
+    hidden = [
+        f"transformer.h.{i}.{m}.weight"
+        for i in (0, 1)
+        for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    ]
     assert groups == [
         ("muon", True, sorted(hidden)),
         ("adamw", True, ["transformer.wpe.weight", "transformer.wte.weight"]),  # embeddings; the head is tied to wte
@@ -134,8 +138,12 @@ def test_split_finds_untied_and_hf_style_heads_by_module_not_shape() -> None:
     for model, head in ((Untied(), "lm_head.weight"), (HFStyle(), "out.weight")):
         names = {id(p): n for n, p in model.named_parameters()}
         split = {k: sorted(names[id(p)] for p in v) for k, v in split_params(model).items()}
-        assert split == {"muon": ["hidden.weight"], "embedding": ["embed.weight"], "adamw_decay": [head],
-                         "adamw_no_decay": ["hidden.bias"]}
+        assert split == {
+            "muon": ["hidden.weight"],
+            "embedding": ["embed.weight"],
+            "adamw_decay": [head],
+            "adamw_no_decay": ["hidden.bias"],
+        }
 
 
 def test_adamw_groups_step_like_torch_adamw_at_their_own_lr() -> None:
@@ -145,8 +153,10 @@ def test_adamw_groups_step_like_torch_adamw_at_their_own_lr() -> None:
     reference = copy.deepcopy(model)
     split = split_params(reference)
     factor = 0.5
-    groups = [{"params": split["embedding"] + split["adamw_decay"], "weight_decay": 0.01},
-              {"params": split["adamw_no_decay"], "weight_decay": 0.0}]
+    groups = [
+        {"params": split["embedding"] + split["adamw_decay"], "weight_decay": 0.01},
+        {"params": split["adamw_no_decay"], "weight_decay": 0.0},
+    ]
     torch_adamw = torch.optim.AdamW(groups, lr=3e-3 * factor, betas=(0.9, 0.95), eps=1e-8)
     for step in range(3):
         for group in optimizer.param_groups:
@@ -206,8 +216,14 @@ def test_state_dict_round_trips_through_a_weights_only_checkpoint() -> None:
 
 
 def test_muon_trains_a_tiny_model(tmp_path: Path, corpus: Path) -> None:
-    params = load_params(write_params(tmp_path / "params.yaml", tiny_params(
-        corpus, optimizer=MUON, training={"max_steps": 30, "checkpoint_every": 0}, eval={"eval_every": 0})))
+    params = load_params(
+        write_params(
+            tmp_path / "params.yaml",
+            tiny_params(
+                corpus, optimizer=MUON, training={"max_steps": 30, "checkpoint_every": 0}, eval={"eval_every": 0}
+            ),
+        )
+    )
     tokenize.run(params, data_root=tmp_path / "data")
     summary = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
     with open(tmp_path / "out" / "plots" / "train.csv") as f:

@@ -51,12 +51,18 @@ def test_wrong_type_names_expected_and_found(tmp_path: Path, corpus: Path) -> No
         ("optimizer", {"lr": -0.001}, "optimizer.lr: input should be greater than 0, got -0.001"),
         ("model", {"n_embd": 30, "n_head": 4}, "model.n_embd: must be divisible by model.n_head (4), got 30"),
         ("scheduler", {"warmup_steps": 50}, "scheduler.warmup_steps: must be <= training.max_steps (20), got 50"),
-        ("training", {"global_batch_size": 10},
-         "training.global_batch_size: must be a multiple of training.device_batch_size (4), got 10"),
+        (
+            "training",
+            {"global_batch_size": 10},
+            "training.global_batch_size: must be a multiple of training.device_batch_size (4), got 10",
+        ),
         ("data", {"val_fraction": 1.5}, "data.val_fraction: input should be less than 1"),
         ("scaler", {"module": "keller"}, "training.grad_clip: must be 0 with scaler.module keller"),
-        ("scheduler", {"module": "constant", "warmup_steps": 0, "cooldown_steps": 30},
-         "scheduler.cooldown_steps: must be <= training.max_steps (20), got 30"),
+        (
+            "scheduler",
+            {"module": "constant", "warmup_steps": 0, "cooldown_steps": 30},
+            "scheduler.cooldown_steps: must be <= training.max_steps (20), got 30",
+        ),
     ],
 )
 def test_out_of_range_values(tmp_path: Path, corpus: Path, section: str, values: dict, message: str) -> None:
@@ -78,7 +84,10 @@ def test_module_kwargs_form_means_the_same(tmp_path: Path, corpus: Path) -> None
     canonical = load_params(write_params(tmp_path / "a.yaml", tiny_params(corpus)))
     nested = tiny_params(corpus)
     nested["optimizer"] = {"module": "adamw_nanogpt", "module_kwargs": {"lr": 3e-3}}
-    nested["model"] = {"module": "nanogpt", "module_kwargs": {"n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16}}
+    nested["model"] = {
+        "module": "nanogpt",
+        "module_kwargs": {"n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16},
+    }
     assert load_params(write_params(tmp_path / "b.yaml", nested)).to_dict() == canonical.to_dict()
 
 
@@ -96,7 +105,9 @@ def test_user_component_by_import_path(tmp_path: Path, corpus: Path, monkeypatch
         "    half: bool = True\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    params = load_params(write_params(tmp_path / "p.yaml", tiny_params(corpus, scheduler={"module": "my_sched.HalfCosine"})))
+    params = load_params(
+        write_params(tmp_path / "p.yaml", tiny_params(corpus, scheduler={"module": "my_sched.HalfCosine"}))
+    )
     assert type(params.scheduler).__name__ == "HalfCosine" and params.scheduler.half is True
     text = problems_of(tmp_path, tiny_params(corpus, scheduler={"module": "my_sched.Nope"}))
     assert "scheduler.module: cannot import 'my_sched.Nope'" in text
@@ -105,7 +116,9 @@ def test_user_component_by_import_path(tmp_path: Path, corpus: Path, monkeypatch
 def test_overrides_are_cast_and_unknown_ones_named(tmp_path: Path, params_file: Path) -> None:
     params = load_params(params_file, ["--optimizer.lr", "3e-4", "--generate.top_k", "null", "--model.n_layer=3"])
     assert params.optimizer.lr == pytest.approx(3e-4) and params.generate.top_k is None and params.model.n_layer == 3
-    with pytest.raises(ParamsError, match="command line --optimizer.lrate: optimizer.lrate: unknown key; did you mean 'lr'"):
+    with pytest.raises(
+        ParamsError, match="command line --optimizer.lrate: optimizer.lrate: unknown key; did you mean 'lr'"
+    ):
         load_params(params_file, ["--optimizer.lrate", "1"])
     with pytest.raises(ParamsError, match="command line --training.max_steps: training.max_steps: input should be"):
         load_params(params_file, ["--training.max_steps", "many"])

@@ -32,31 +32,87 @@ from pipeline import params as params_tool
 from pipeline.cli import stage_main
 
 MAX_EXAMPLES = 150
-FUZZ = settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 SECTIONS = list(Params.model_fields)
-KEYS = sorted({key for section in tiny_params("x").values() for key in section} | {
-    "module", "module_kwargs", "hf", "split", "sha256", "prompt", "top_p", "nproc_per_node", "gpus_per_node"})
+KEYS = sorted(
+    {key for section in tiny_params("x").values() for key in section}
+    | {"module", "module_kwargs", "hf", "split", "sha256", "prompt", "top_p", "nproc_per_node", "gpus_per_node"}
+)
 DIRECTIVE_KEYS = ["_inherit", "_copy", "__include__"]
 MODULES = sorted({name for names in registry.BUILTIN.values() for name in names}) + [
-    "nanugpt.components:ModelOptions", "nanugpt.optimizers:AdamWOptions", "no_such_pkg.mod:Options", "bad name!",
-    "nanugpt.params:Params", "nanugpt.components.nothing"]
+    "nanugpt.components:ModelOptions",
+    "nanugpt.optimizers:AdamWOptions",
+    "no_such_pkg.mod:Options",
+    "bad name!",
+    "nanugpt.params:Params",
+    "nanugpt.components.nothing",
+]
 
 # Text that exercises the directives and YAML's own syntax.
-DIRECTIVE_TEXT = st.sampled_from([
-    "_copy: /optimizer/lr", "_copy: ../lr", "_copy: /nowhere", "_copy:", "_copy: /", "_time:", "_time:%Y%m%d",
-    "_time:%Q", "_time:%", "$HOME", "${HOME}", "$NANUGPT_FUZZ_UNSET", "${NANUGPT_FUZZ_UNSET}", "$$", "${", "FILE:",
-    "inf", "-inf", "nan", ".inf", ".nan", "1e30", "null", "~", "true", "maybe", "[1, 2", "{a: 1}", "ROMEO:", "a: b",
-    "&a x", "*a", "!!python/object:os.system", "--", "%", "0x10", "1_000", "",
-])
+DIRECTIVE_TEXT = st.sampled_from(
+    [
+        "_copy: /optimizer/lr",
+        "_copy: ../lr",
+        "_copy: /nowhere",
+        "_copy:",
+        "_copy: /",
+        "_time:",
+        "_time:%Y%m%d",
+        "_time:%Q",
+        "_time:%",
+        "$HOME",
+        "${HOME}",
+        "$NANUGPT_FUZZ_UNSET",
+        "${NANUGPT_FUZZ_UNSET}",
+        "$$",
+        "${",
+        "FILE:",
+        "inf",
+        "-inf",
+        "nan",
+        ".inf",
+        ".nan",
+        "1e30",
+        "null",
+        "~",
+        "true",
+        "maybe",
+        "[1, 2",
+        "{a: 1}",
+        "ROMEO:",
+        "a: b",
+        "&a x",
+        "*a",
+        "!!python/object:os.system",
+        "--",
+        "%",
+        "0x10",
+        "1_000",
+        "",
+    ]
+)
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12), DIRECTIVE_TEXT, st.sampled_from(MODULES),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    DIRECTIVE_TEXT,
+    st.sampled_from(MODULES),
 )
 KEY_NAMES = st.one_of(st.sampled_from(SECTIONS + KEYS + DIRECTIVE_KEYS), st.text(min_size=1, max_size=8))
-TREES = st.recursive(SCALARS, lambda children: st.one_of(
-    st.dictionaries(KEY_NAMES, children, max_size=5), st.lists(children, max_size=3)), max_leaves=20)
+TREES = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(st.dictionaries(KEY_NAMES, children, max_size=5), st.lists(children, max_size=3)),
+    max_leaves=20,
+)
 DOCUMENTS = st.dictionaries(st.sampled_from(SECTIONS + DIRECTIVE_KEYS + ["optimiser"]), TREES, max_size=6)
 
 DOTTED_KEYS = st.one_of(
@@ -64,8 +120,12 @@ DOTTED_KEYS = st.one_of(
     st.sampled_from(["optimizer.module_kwargs.lr", "data.hf.split", "model", "a..b", ".x", "x.", "general.seed.x"]),
     st.text(max_size=10),
 )
-OVERRIDE_VALUES = st.one_of(DIRECTIVE_TEXT, st.text(max_size=10), st.sampled_from(MODULES),
-                            SCALARS.map(lambda value: yaml.safe_dump(value, default_flow_style=True).strip()))
+OVERRIDE_VALUES = st.one_of(
+    DIRECTIVE_TEXT,
+    st.text(max_size=10),
+    st.sampled_from(MODULES),
+    SCALARS.map(lambda value: yaml.safe_dump(value, default_flow_style=True).strip()),
+)
 OVERRIDE_ITEMS = st.one_of(
     st.builds(lambda key, value: [f"--{key}", value], DOTTED_KEYS, OVERRIDE_VALUES),
     st.builds(lambda key, value: [f"--{key}={value}"], DOTTED_KEYS, OVERRIDE_VALUES),
@@ -177,8 +237,10 @@ def test_random_documents_load_or_refuse(tree: dict[str, Any]) -> None:
 
 
 @FUZZ
-@given(tree=mutated_params(), include=st.sampled_from([None, "base.yaml", ["base.yaml"], "sub", "nope.yaml",
-                                                        "params.yaml", 5]))
+@given(
+    tree=mutated_params(),
+    include=st.sampled_from([None, "base.yaml", ["base.yaml"], "sub", "nope.yaml", "params.yaml", 5]),
+)
 def test_mutated_params_load_or_refuse(tree: dict[str, Any], include: Any) -> None:
     if include is not None:
         tree = {"__include__": include, **tree}
@@ -197,18 +259,34 @@ def test_override_lists_load_or_refuse(overrides: list[str]) -> None:
     load_or_refuse(dump(tiny_params("corpus.txt")), overrides)
 
 
-VALID_OVERRIDES = st.lists(st.sampled_from([
-    ["--optimizer.lr", "1e-3"], ["--optimizer.lr=3e-4"], ["--training.max_steps", "5"], ["--model.bias", "false"],
-    ["--generate.top_p", "null"], ["--generate.top_p", "0.9"], ["--data.sha256", "null"], ["--model.n_layer", "1"],
-    ["--optimizer.module", "adamw"], ["--scheduler.module", "constant"], ["--general.device_type", "cpu"],
-    ["--data.hf.data_files", "[a.txt, b.txt]"], ["--eval.eval_iters", "1"], ["--training.resume", "never"],
-]), max_size=4).map(lambda items: [token for item in items for token in item])
+VALID_OVERRIDES = st.lists(
+    st.sampled_from(
+        [
+            ["--optimizer.lr", "1e-3"],
+            ["--optimizer.lr=3e-4"],
+            ["--training.max_steps", "5"],
+            ["--model.bias", "false"],
+            ["--generate.top_p", "null"],
+            ["--generate.top_p", "0.9"],
+            ["--data.sha256", "null"],
+            ["--model.n_layer", "1"],
+            ["--optimizer.module", "adamw"],
+            ["--scheduler.module", "constant"],
+            ["--general.device_type", "cpu"],
+            ["--data.hf.data_files", "[a.txt, b.txt]"],
+            ["--eval.eval_iters", "1"],
+            ["--training.resume", "never"],
+        ]
+    ),
+    max_size=4,
+).map(lambda items: [token for item in items for token in item])
 TYPED = st.text(max_size=20).filter(lambda text: "$" not in text and not text.startswith(("_copy:", "_time:", "--")))
 
 
 @FUZZ
-@given(overrides=VALID_OVERRIDES, key=st.sampled_from(["generate.prompt", "general.run_name", "data.source"]),
-       text=TYPED)
+@given(
+    overrides=VALID_OVERRIDES, key=st.sampled_from(["generate.prompt", "general.run_name", "data.source"]), text=TYPED
+)
 def test_string_keys_take_any_text_typed(overrides: list[str], key: str, text: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.yaml"
@@ -227,8 +305,10 @@ def test_command_lines_exit_0_or_2_with_documented_lines(tree: dict[str, Any], o
         path.write_text(dump(tree))
         with pytest.MonkeyPatch.context() as patch:
             patch.chdir(folder)  # the stage CLI's default params file is ./params.yaml
-            for run_cli in (lambda argv: params_tool.main(["check", *argv]),
-                            lambda argv: stage_main(argv, "doc", lambda params: None)):
+            for run_cli in (
+                lambda argv: params_tool.main(["check", *argv]),
+                lambda argv: stage_main(argv, "doc", lambda params: None),
+            ):
                 for argv in ([str(path), *overrides], overrides):
                     errors = _stderr_of(run_cli, argv)
                     assert errors.code in (0, 2), errors

@@ -34,8 +34,11 @@ def test_dvc_yaml_matches_the_stage_table() -> None:
         assert declared["cmd"] == stage.command(), name
         assert names(declared.get("deps", [])) == rendered(stage.deps) + list(stage.code), name
         assert declared.get("params", []) == list(stage.params), name
-        outs = {path: (entry[path] if isinstance(entry, dict) else {}) or {}
-                for entry in declared.get("outs", []) for path in names([entry])}
+        outs = {
+            path: (entry[path] if isinstance(entry, dict) else {}) or {}
+            for entry in declared.get("outs", [])
+            for path in names([entry])
+        }
         assert list(outs) == rendered(stage.outs) + rendered(stage.plots), name
         assert [p for p in outs if outs[p].get("cache") is False] == rendered(stage.plots), name
         assert {p for p in outs if outs[p].get("persist")} == set(rendered(stage.persist)), name
@@ -45,9 +48,20 @@ def test_dvc_yaml_matches_the_stage_table() -> None:
 
 def test_code_deps_exist_and_cover_every_module_a_stage_imports() -> None:
     infrastructure = {
-        "nanugpt/__init__.py", "nanugpt/params.py", "nanugpt/config_loader.py", "nanugpt/components.py",
-        "nanugpt/registry.py", "nanugpt/errors.py", "nanugpt/atomic.py", "nanugpt/hashing.py", "nanugpt/metrics.py",
-        "nanugpt/run_info.py", "pipeline/__init__.py", "pipeline/cli.py", "pipeline/paths.py", "stages/__init__.py",
+        "nanugpt/__init__.py",
+        "nanugpt/params.py",
+        "nanugpt/config_loader.py",
+        "nanugpt/components.py",
+        "nanugpt/registry.py",
+        "nanugpt/errors.py",
+        "nanugpt/atomic.py",
+        "nanugpt/hashing.py",
+        "nanugpt/metrics.py",
+        "nanugpt/run_info.py",
+        "pipeline/__init__.py",
+        "pipeline/cli.py",
+        "pipeline/paths.py",
+        "stages/__init__.py",
     }
     for name, stage in STAGES.items():
         files = code_files(stage)
@@ -63,7 +77,10 @@ def test_snakemake_runs_the_same_commands(tmp_path: Path) -> None:
     copy_worktree(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "-j", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr + result.stdout
     printed = result.stdout + result.stderr

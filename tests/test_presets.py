@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from nanugpt.config_loader import load_yaml_tree
 from nanugpt.params import load_params
 from stages import tokenize, train
@@ -19,13 +19,26 @@ SMALL_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "context_length": 16}
 def shrink(tree: dict, corpus: Path) -> list[str]:
     """Overrides that keep a preset's components but make it a few-second CPU run."""
     overrides = {
-        "general.device_type": "cpu", "general.dtype": "float32", "general.torch_compile": "false",
-        "training.max_steps": "3", "training.device_batch_size": "2", "training.global_batch_size": "4",
-        "training.checkpoint_every": "0", "eval.eval_every": "0", "eval.eval_iters": "1",
-        "launch.nproc_per_node": "1", "launch.nnodes": "1", "launch.gpus_per_node": "0",
+        "general.device_type": "cpu",
+        "general.dtype": "float32",
+        "general.torch_compile": "false",
+        "training.max_steps": "3",
+        "training.device_batch_size": "2",
+        "training.global_batch_size": "4",
+        "training.checkpoint_every": "0",
+        "eval.eval_every": "0",
+        "eval.eval_iters": "1",
+        "launch.nproc_per_node": "1",
+        "launch.nnodes": "1",
+        "launch.gpus_per_node": "0",
     }
     if tree["data"]["module"] == "tokenized":  # real corpora are downloads: train on the tiny one instead
-        overrides |= {"data.source": str(corpus), "data.sha256": "null", "data.dataset": "tiny", "data.val_fraction": "0.1"}
+        overrides |= {
+            "data.source": str(corpus),
+            "data.sha256": "null",
+            "data.dataset": "tiny",
+            "data.val_fraction": "0.1",
+        }
     if tree["model"]["module"] != "tiny_transformer":
         overrides |= {f"model.{key}": str(value) for key, value in SMALL_MODEL.items()}
     if "n_kv_head" in tree["model"]:
@@ -52,7 +65,15 @@ def test_preset_validates_and_trains_three_steps(preset: Path, tmp_path: Path, c
 
 def test_presets_cover_the_issue_list() -> None:
     names = {p.stem for p in PRESETS}
-    assert {"tinyshakespeare_char", "tinyshakespeare_byte", "tinyshakespeare_gpt2", "openwebtext_gpt2_124m",
-            "fineweb_gpt2_124m", "fineweb_gpt2_124m_muon", "tinystories_llama", "grokking_prime97",
-            "arithmetic"} <= names
+    assert {
+        "tinyshakespeare_char",
+        "tinyshakespeare_byte",
+        "tinyshakespeare_gpt2",
+        "openwebtext_gpt2_124m",
+        "fineweb_gpt2_124m",
+        "fineweb_gpt2_124m_muon",
+        "tinystories_llama",
+        "grokking_prime97",
+        "arithmetic",
+    } <= names
     assert yaml.safe_load((REPO / "params" / "openwebtext_gpt2_124m.yaml").read_text())["__include__"]

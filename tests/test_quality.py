@@ -19,5 +19,7 @@ def test_shakespeare_char_cpu_shape_reaches_nanogpt_val_loss(tmp_path: Path, sha
     tokenize.run(params, data_root=tmp_path / "data")
     summary = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
     metrics = evaluate.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
-    print(f"val_loss {metrics['val_loss']:.4f} after {summary['seconds']:.0f} s at {summary['tokens_per_s']:,.0f} tok/s")
+    print(
+        f"val_loss {metrics['val_loss']:.4f} after {summary['seconds']:.0f} s at {summary['tokens_per_s']:,.0f} tok/s"
+    )
     assert metrics["val_loss"] <= 1.88

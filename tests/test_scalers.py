@@ -53,10 +53,17 @@ def test_state_is_empty_and_float16_is_refused() -> None:
 
 
 def test_training_with_keller_normalisation(tmp_path: Path, corpus: Path) -> None:
-    params = load_params(write_params(tmp_path / "params.yaml", tiny_params(
-        corpus, scaler={"module": "keller"}, training={"max_steps": 30, "grad_clip": 0.0, "checkpoint_every": 0},
-        eval={"eval_every": 0},
-    )))
+    params = load_params(
+        write_params(
+            tmp_path / "params.yaml",
+            tiny_params(
+                corpus,
+                scaler={"module": "keller"},
+                training={"max_steps": 30, "grad_clip": 0.0, "checkpoint_every": 0},
+                eval={"eval_every": 0},
+            ),
+        )
+    )
     tokenize.run(params, data_root=tmp_path / "data")
     summary = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
     with open(tmp_path / "out" / "plots" / "train.csv") as f:

@@ -40,8 +40,9 @@ RULES = tuple(STAGES)  # every stage is a rule, and every rule but `all` a Slurm
 LAUNCH = {"nproc_per_node": 2, "cpus_per_node": 2, "runtime_min": 10, "mem_mb": 2000}
 
 
-def run(command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-        timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
+def run(
+    command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess:
     """Run a command to completion (bounded by ``timeout``); fail the test with its output when it fails."""
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if result.returncode != 0:
@@ -99,10 +100,25 @@ def test_pipeline_under_snakemake_slurm_executor(slurm: None, tmp_path: Path) ->
 
     ws = workspace(tmp_path, "slurm", launch=LAUNCH)
     result = run(
-        ["snakemake", "--workflow-profile", "profiles/slurm", "--executor", "slurm", "-j", "2",
-         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
-         "--slurm-keep-successful-logs", "--latency-wait", "10"],
-        cwd=ws, env=env, timeout=SNAKEMAKE_TIMEOUT_S,
+        [
+            "snakemake",
+            "--workflow-profile",
+            "profiles/slurm",
+            "--executor",
+            "slurm",
+            "-j",
+            "2",
+            "--slurm-status-command",
+            "squeue",
+            "--slurm-init-seconds-before-status-checks",
+            "5",
+            "--slurm-keep-successful-logs",
+            "--latency-wait",
+            "10",
+        ],
+        cwd=ws,
+        env=env,
+        timeout=SNAKEMAKE_TIMEOUT_S,
     )
     output = result.stdout + result.stderr
     print(f"local snakemake {local_s:.0f} s, under Slurm {time.monotonic() - started - local_s:.0f} s")
@@ -127,7 +143,9 @@ def test_pipeline_under_snakemake_slurm_executor(slurm: None, tmp_path: Path) ->
     assert train["MinMemoryNode"] == "2000M", train
     # ... and ran torchrun with 2 processes inside it.
     train_log = (ws / "out" / "logs" / "train.log").read_text()
-    assert "launch: " in train_log and "torch.distributed.run --standalone --nproc-per-node=2 -m stages.train" in train_log
+    assert (
+        "launch: " in train_log and "torch.distributed.run --standalone --nproc-per-node=2 -m stages.train" in train_log
+    )
     assert "on 2 x cpu" in train_log, train_log
     assert train_log.count("done: 20 steps") == 1, train_log  # rank 0 alone logs
     run_info = json.loads((ws / "out" / "run_info.json").read_text())
@@ -167,7 +185,9 @@ def wait_for(what: str, predicate: Any, timeout_s: float, poll_s: float = 1.0) -
 def test_requeued_train_job_resumes_from_its_checkpoint(slurm: None, tmp_path: Path) -> None:
     max_steps, checkpoint_every = 1500, 100
     ws = workspace(
-        tmp_path, "requeue", TINY_TEXT * 5,  # more distinct windows than the tiny corpus: the loss keeps moving
+        tmp_path,
+        "requeue",
+        TINY_TEXT * 5,  # more distinct windows than the tiny corpus: the loss keeps moving
         model={"n_layer": 2, "n_head": 2, "n_embd": 64, "context_length": 64},
         training={"max_steps": max_steps, "checkpoint_every": checkpoint_every, "log_every": 10, "keep_last": 2},
         eval={"eval_every": 500, "eval_iters": 2},
@@ -196,6 +216,7 @@ def test_requeued_train_job_resumes_from_its_checkpoint(slurm: None, tmp_path: P
     job_id = run(["sbatch", "--parsable", str(script)], cwd=ws, env=env).stdout.strip().split(";")[0]
     csv_path = ws / "out" / "plots" / "train.csv"
     try:
+
         def well_under_way() -> bool:
             """True once the first run logged 300 steps (of 1500; checkpoints every 100)."""
             if max(train_steps(csv_path), default=0) >= 300:
@@ -211,10 +232,13 @@ def test_requeued_train_job_resumes_from_its_checkpoint(slurm: None, tmp_path: P
         fields = wait_for(
             "the requeued job to finish",
             lambda: (f := job_fields(job_id))["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") and f,
-            420, 2.0,
+            420,
+            2.0,
         )
     finally:
-        subprocess.run(["scancel", job_id], check=False, capture_output=True, timeout=COMMAND_TIMEOUT_S)  # a no-op once it ended
+        subprocess.run(
+            ["scancel", job_id], check=False, capture_output=True, timeout=COMMAND_TIMEOUT_S
+        )  # a no-op once it ended
     print(f"requeue test: {time.monotonic() - started:.0f} s from sbatch to the end of the second run")
 
     text = log.read_text()

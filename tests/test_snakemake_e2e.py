@@ -123,8 +123,19 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     new_temperature = snakemake()
     samples_after = (out_dir / "samples.txt").read_text()
     return Session(
-        ws, tokens, out_dir, first, again, new_lr, new_temperature, first_metrics, new_lr_metrics,
-        token_files_mtime, token_files_mtime_after_lr, samples_before, samples_after,
+        ws,
+        tokens,
+        out_dir,
+        first,
+        again,
+        new_lr,
+        new_temperature,
+        first_metrics,
+        new_lr_metrics,
+        token_files_mtime,
+        token_files_mtime_after_lr,
+        samples_before,
+        samples_after,
     )
 
 
@@ -174,9 +185,22 @@ def test_forced_train_rerun_keeps_and_resumes_its_checkpoints(session: Session) 
     env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     result = subprocess.run(
-        ["snakemake", "-j", "1", "--forcerun", "train", "--config", f"data_root={data_root}",
-         f"out_dir={session.out_dir}"],
-        cwd=session.ws, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+        [
+            "snakemake",
+            "-j",
+            "1",
+            "--forcerun",
+            "train",
+            "--config",
+            f"data_root={data_root}",
+            f"out_dir={session.out_dir}",
+        ],
+        cwd=session.ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     log = (session.out_dir / "logs" / "train.log").read_text()

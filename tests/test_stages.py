@@ -35,8 +35,9 @@ def test_url_source_offline_uses_local_copy_or_says_how(tmp_path: Path, corpus: 
     import hashlib
 
     sha = hashlib.sha256(corpus.read_bytes()).hexdigest()
-    params = load_params(write_params(tmp_path / "p.yaml", tiny_params(
-        "http://127.0.0.1:9/tiny.txt", data={"sha256": sha})))
+    params = load_params(
+        write_params(tmp_path / "p.yaml", tiny_params("http://127.0.0.1:9/tiny.txt", data={"sha256": sha}))
+    )
     monkeypatch.delenv("NANUGPT_TINY", raising=False)
     with pytest.raises(SourceError, match=r"set NANUGPT_TINY=/path/to/a/local/copy or put the file at .*raw/tiny.txt"):
         tokenize.run(params, data_root=tmp_path / "data")
@@ -45,16 +46,23 @@ def test_url_source_offline_uses_local_copy_or_says_how(tmp_path: Path, corpus: 
 
 
 def test_local_copy_with_wrong_sha_is_refused(tmp_path: Path, corpus: Path, monkeypatch) -> None:
-    params = load_params(write_params(tmp_path / "p.yaml", tiny_params(
-        "http://127.0.0.1:9/tiny.txt", data={"sha256": "0" * 64})))
+    params = load_params(
+        write_params(tmp_path / "p.yaml", tiny_params("http://127.0.0.1:9/tiny.txt", data={"sha256": "0" * 64}))
+    )
     monkeypatch.setenv("NANUGPT_TINY", str(corpus))
     with pytest.raises(SourceError, match="sha256 is .*expected 0000"):
         tokenize.run(params, data_root=tmp_path / "data")
 
 
 def run_cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+    )
 
 
 def test_missing_corpus_is_one_clear_line(tmp_path: Path) -> None:
@@ -89,8 +97,12 @@ def test_help_prints_the_manual() -> None:
 
 def test_tokenize_stage_reads_a_hf_datasets_source(tmp_path: Path, corpus: Path) -> None:
     pytest.importorskip("datasets")
-    params = load_params(write_params(tmp_path / "p.yaml", tiny_params(
-        "hf:text", data={"hf": {"data_files": [str(corpus)]}}, tokenizer={"module": "byte"})))
+    params = load_params(
+        write_params(
+            tmp_path / "p.yaml",
+            tiny_params("hf:text", data={"hf": {"data_files": [str(corpus)]}}, tokenizer={"module": "byte"}),
+        )
+    )
     meta = tokenize.run(params, data_root=tmp_path / "data")
     lines = corpus.read_text().splitlines()
     assert meta["source"] == "hf:text" and meta["train_tokens"] + meta["val_tokens"] == sum(len(x) + 1 for x in lines)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_TEXT, tiny_params
+
 from nanugpt.params import validate_params
 from stages import evaluate, tokenize, train
 
@@ -19,8 +19,12 @@ def hf_params(tmp_path: Path, **training: int):
     (tmp_path / "train.txt").write_text("".join(lines[: len(lines) * 9 // 10]))
     (tmp_path / "val.txt").write_text("".join(lines[len(lines) * 9 // 10 :]))
     tree = tiny_params("unused", training=training, tokenizer={"module": "byte"})
-    tree["data"] = {"module": "hf_dataset", "dataset": "tiny_stream", "name": "text",
-                    "data_files": {"train": [str(tmp_path / "train.txt")], "validation": [str(tmp_path / "val.txt")]}}
+    tree["data"] = {
+        "module": "hf_dataset",
+        "dataset": "tiny_stream",
+        "name": "text",
+        "data_files": {"train": [str(tmp_path / "train.txt")], "validation": [str(tmp_path / "val.txt")]},
+    }
     return validate_params(tree, "test")
 
 

@@ -55,8 +55,10 @@ def written(data, tokenizer, folder: Path) -> tuple[dict, dict[str, np.ndarray]]
     """Tokenize ``data`` into ``folder``; return meta.json and each split's rows."""
     meta = data.tokenize(tokenizer, folder, folder / "raw")
     assert read_meta(folder) == meta
-    rows = {s: np.fromfile(folder / f"{s}.bin", dtype=meta["dtype"]).reshape(-1, meta["row_length"])
-            for s in ("train", "val")}
+    rows = {
+        s: np.fromfile(folder / f"{s}.bin", dtype=meta["dtype"]).reshape(-1, meta["row_length"])
+        for s in ("train", "val")
+    }
     return meta, rows
 
 
@@ -65,8 +67,11 @@ def test_every_operation_is_listed_and_every_grokking_example_is_right(tmp_path:
     p = 11
     codec = GrokkingTokenizerOptions(module="grokking", prime=p).build()
     for operation, reference in REFERENCE.items():
-        meta, rows = written(grokking(p, operation), GrokkingTokenizerOptions(module="grokking", prime=p),
-                             tmp_path / operation.replace("^", "p"))
+        meta, rows = written(
+            grokking(p, operation),
+            GrokkingTokenizerOptions(module="grokking", prime=p),
+            tmp_path / operation.replace("^", "p"),
+        )
         seen = set()
         for row in np.concatenate([rows["train"], rows["val"]]).tolist():
             a, symbol, b, equals, c = codec.decode(row).split()
@@ -145,7 +150,7 @@ def test_arithmetic_examples_masks_and_split(tmp_path: Path, reverse: bool) -> N
             answer = rest[: rest.index(EOT)]
             assert (answer[::-1] if reverse else answer) == str(a * b), text
             pads = 11 - len(problem) - 1 - len(answer) - 1  # a row: problem, '=', answer, EOT, pads
-            assert rest[rest.index(EOT) + len(EOT):] == PAD * pads
+            assert rest[rest.index(EOT) + len(EOT) :] == PAD * pads
             pairs[split].add((a, b))
     assert len(pairs["train"]) == 500 and len(pairs["val"]) == 60 and pairs["train"].isdisjoint(pairs["val"])
 
@@ -217,12 +222,14 @@ def test_grokking_loss_and_accuracy_use_the_last_position_only() -> None:
 
 
 def test_arithmetic_loss_counts_answer_tokens_and_whole_problems() -> None:
-    targets = torch.tensor([
-        [IGNORE_INDEX, 3, 4, 12],  # 3 answer tokens, all right -> solved
-        [IGNORE_INDEX, IGNORE_INDEX, 5, 12],  # 2 answer tokens, one wrong -> not solved
-        [IGNORE_INDEX, 7, 8, 12],  # 3 answer tokens, one wrong -> not solved
-        [IGNORE_INDEX] * 4,  # no answer: not a problem, counts for nothing
-    ])
+    targets = torch.tensor(
+        [
+            [IGNORE_INDEX, 3, 4, 12],  # 3 answer tokens, all right -> solved
+            [IGNORE_INDEX, IGNORE_INDEX, 5, 12],  # 2 answer tokens, one wrong -> not solved
+            [IGNORE_INDEX, 7, 8, 12],  # 3 answer tokens, one wrong -> not solved
+            [IGNORE_INDEX] * 4,  # no answer: not a problem, counts for nothing
+        ]
+    )
     predicted = torch.tensor([[0, 3, 4, 12], [9, 9, 5, 11], [1, 7, 0, 12], [1, 2, 3, 4]])
     logits = F.one_hot(predicted, 14).float() * 4.0  # (B, T, V)
     loss_fn = ArithmeticLossOptions(module="arithmetic").build()
@@ -234,18 +241,50 @@ def test_arithmetic_loss_counts_answer_tokens_and_whole_problems() -> None:
 
 SHRINK = {
     "grokking_prime97": ["--data.prime", "13", "--tokenizer.prime", "13", "--generate.prompt", "5 / 3 ="],
-    "arithmetic": ["--data.digits", "2", "--data.train_problems", "400", "--data.val_problems", "50",
-                   "--model.context_length", "10", "--generate.prompt", "12*34=", "--generate.max_new_tokens", "5",
-                   "--scheduler.cooldown_steps", "1"],
+    "arithmetic": [
+        "--data.digits",
+        "2",
+        "--data.train_problems",
+        "400",
+        "--data.val_problems",
+        "50",
+        "--model.context_length",
+        "10",
+        "--generate.prompt",
+        "12*34=",
+        "--generate.max_new_tokens",
+        "5",
+        "--scheduler.cooldown_steps",
+        "1",
+    ],
 }
 METRICS = {"grokking_prime97": ["val_accuracy"], "arithmetic": ["val_token_accuracy", "val_exact_match"]}
 
 
 @pytest.mark.parametrize("preset", sorted(SHRINK))
 def test_preset_tokenizes_trains_evaluates_and_generates(tmp_path: Path, preset: str) -> None:
-    small = ["--general.device_type", "cpu", "--training.max_steps", "3", "--training.device_batch_size", "16",
-             "--training.global_batch_size", "32", "--training.checkpoint_every", "0", "--eval.eval_every", "2",
-             "--eval.eval_iters", "2", "--model.n_layer", "1", "--model.n_embd", "32", "--scheduler.warmup_steps", "1"]
+    small = [
+        "--general.device_type",
+        "cpu",
+        "--training.max_steps",
+        "3",
+        "--training.device_batch_size",
+        "16",
+        "--training.global_batch_size",
+        "32",
+        "--training.checkpoint_every",
+        "0",
+        "--eval.eval_every",
+        "2",
+        "--eval.eval_iters",
+        "2",
+        "--model.n_layer",
+        "1",
+        "--model.n_embd",
+        "32",
+        "--scheduler.warmup_steps",
+        "1",
+    ]
     params = load_params(REPO / "params" / f"{preset}.yaml", SHRINK[preset] + small)
     meta = tokenize.run(params, data_root=tmp_path / "data")
     assert meta["val_rows"] > 0
@@ -259,7 +298,8 @@ def test_preset_tokenizes_trains_evaluates_and_generates(tmp_path: Path, preset:
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
     assert all(0 <= metrics[name] <= 1 for name in METRICS[preset])
     assert generate.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")[0].startswith(
-        params.generate.prompt)
+        params.generate.prompt
+    )
 
 
 def test_presets_as_written_validate() -> None:

@@ -62,7 +62,9 @@ def test_meta_records_dtype_and_hashes(tmp_path: Path, corpus: Path) -> None:
 def test_chunking_and_workers_do_not_change_the_output(tmp_path: Path, corpus: Path) -> None:
     options = TiktokenOptions(module="tiktoken")
     whole = tokenize_files([corpus], options, tmp_path / "whole", 0.1)
-    chunked = tokenize_files([corpus], options, tmp_path / "chunked", 0.1, workers=2, chunk_bytes=97, parallel_min_bytes=0)
+    chunked = tokenize_files(
+        [corpus], options, tmp_path / "chunked", 0.1, workers=2, chunk_bytes=97, parallel_min_bytes=0
+    )
     assert chunked["train_sha256"] == whole["train_sha256"] and chunked["val_sha256"] == whole["val_sha256"]
 
 
@@ -125,8 +127,14 @@ def test_memory_stays_flat_as_the_corpus_grows(tmp_path: Path) -> None:
 
 def test_documents_split_in_order_with_eot(tmp_path: Path) -> None:
     docs = [f"story {i}" for i in range(10)]
-    meta = tokenize_documents(lambda: iter([docs[:4], docs[4:]]), 10, ByteTokenizerOptions(module="byte"),
-                              tmp_path, val_fraction=0.2, source="docs")
+    meta = tokenize_documents(
+        lambda: iter([docs[:4], docs[4:]]),
+        10,
+        ByteTokenizerOptions(module="byte"),
+        tmp_path,
+        val_fraction=0.2,
+        source="docs",
+    )
     train = read_bin(tmp_path / "train.bin", meta["dtype"])
     val = read_bin(tmp_path / "val.bin", meta["dtype"])
     assert train == [i for d in docs[:8] for i in (*d.encode(), 256)]
@@ -149,6 +157,8 @@ def test_hf_datasets_source_from_local_files(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("".join(f"row {i}\n" for i in range(50)))
     batches, count = load_hf_documents("hf:text", "train", "text", data_files=[str(tmp_path / "a.txt")])
     assert count == 50
-    meta = tokenize_documents(batches, count, CharTokenizerOptions(module="char"), tmp_path / "o", 0.1, source="hf:text")
+    meta = tokenize_documents(
+        batches, count, CharTokenizerOptions(module="char"), tmp_path / "o", 0.1, source="hf:text"
+    )
     tok = CharTokenizerOptions(module="char").build(vocab=meta["vocab"])
     assert tok.decode(read_bin(tmp_path / "o" / "val.bin", meta["dtype"])) == "".join(f"row {i}" for i in range(45, 50))

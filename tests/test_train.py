@@ -98,8 +98,10 @@ def test_resume_auto_ignores_checkpoint_of_other_params(tmp_path: Path, corpus: 
 def test_checkpoint_of_another_shape_is_refused(tmp_path: Path, corpus: Path) -> None:
     params, data = prepare(tmp_path, corpus)
     train.run(params, data_root=data, out_dir=tmp_path / "out")
-    wider = load_params(tmp_path / "params.yaml",
-                        ["--model.n_embd", "64", "--training.resume", str(tmp_path / "out" / "checkpoints" / "last.pt")])
+    wider = load_params(
+        tmp_path / "params.yaml",
+        ["--model.n_embd", "64", "--training.resume", str(tmp_path / "out" / "checkpoints" / "last.pt")],
+    )
     with pytest.raises(CheckpointError, match="does not fit this model"):
         train.run(wider, data_root=data, out_dir=tmp_path / "out2")
 

@@ -62,8 +62,9 @@ def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted(tmp_path: Pa
 
 
 def test_best_checkpoint_is_the_lowest_val_loss(tmp_path: Path, corpus: Path) -> None:
-    params, data = prepare(tmp_path, corpus, training={"max_steps": 40}, eval={"eval_every": 5, "eval_iters": 2},
-                           optimizer={"lr": 3e-2})
+    params, data = prepare(
+        tmp_path, corpus, training={"max_steps": 40}, eval={"eval_every": 5, "eval_iters": 2}, optimizer={"lr": 3e-2}
+    )
     train.run(params, data_root=data, out_dir=tmp_path / "out")
     with open(tmp_path / "out" / "plots" / "val.csv") as f:
         rows = [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f)]
@@ -101,8 +102,9 @@ def test_disk_full_leaves_nothing_partial(tmp_path: Path) -> None:
         pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.decode().strip()}")
     try:
         (tmp_path / "big.txt").write_text("All the world's a stage.\n" * 40_000)  # 1 MB > 256 KiB
-        params = load_params(write_params(tmp_path / "p.yaml", tiny_params(tmp_path / "big.txt",
-                                                                           tokenizer={"module": "byte"})))
+        params = load_params(
+            write_params(tmp_path / "p.yaml", tiny_params(tmp_path / "big.txt", tokenizer={"module": "byte"}))
+        )
         with pytest.raises(UserError, match="disk full while writing"):
             tokenize.run(params, data_root=target)
         assert [p for p in target.rglob("*") if p.is_file()] == []
@@ -123,16 +125,21 @@ def test_secrets_in_the_environment_are_never_written(tmp_path: Path, corpus: Pa
 
 
 def test_paths_from_params_cannot_escape_the_roots(tmp_path: Path, corpus: Path) -> None:
-    for section, values in (("data", {"dataset": "../../etc"}), ("data", {"dataset": "/abs"}),
-                            ("tokenizer", {"module": "../../x"})):
+    for section, values in (
+        ("data", {"dataset": "../../etc"}),
+        ("data", {"dataset": "/abs"}),
+        ("tokenizer", {"module": "../../x"}),
+    ):
         with pytest.raises(ParamsError):
             load_params(write_params(tmp_path / "p.yaml", tiny_params(corpus, **{section: values})))
 
 
 def test_log_line_has_every_field() -> None:
     line = format_log_line(120, 2000, 1.2345, 1.4, 3e-4, 0.52, 14_200, 0.46, 65, 1020)
-    assert line == ("step 120/2000 | loss 1.2345 | val 1.4000 | lr 3.00e-04 | grad 0.520 | 14,200 tok/s | "
-                    "MFU 46.0% | elapsed 1:05 | ETA 17:00")
+    assert line == (
+        "step 120/2000 | loss 1.2345 | val 1.4000 | lr 3.00e-04 | grad 0.520 | 14,200 tok/s | "
+        "MFU 46.0% | elapsed 1:05 | ETA 17:00"
+    )
 
 
 def test_wandb_offline_logs_params_metrics_and_no_environment(tmp_path: Path, corpus: Path, monkeypatch) -> None:

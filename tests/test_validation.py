@@ -42,8 +42,15 @@ def check_exit(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int
 
 @pytest.mark.parametrize(
     "key, value",
-    [("optimizer.lr", "inf"), ("generate.temperature", "inf"), ("optimizer.lr", "nan"), ("generate.top_p", "nan"),
-     ("training.grad_clip", "-inf"), ("optimizer.beta2", ".inf"), ("training.peak_flops", "Infinity")],
+    [
+        ("optimizer.lr", "inf"),
+        ("generate.temperature", "inf"),
+        ("optimizer.lr", "nan"),
+        ("generate.top_p", "nan"),
+        ("training.grad_clip", "-inf"),
+        ("optimizer.beta2", ".inf"),
+        ("training.peak_flops", "Infinity"),
+    ],
 )
 def test_non_finite_override_is_refused(params_file: Path, key: str, value: str) -> None:
     (line,) = problems(params_file, [f"--{key}", value])
@@ -120,10 +127,27 @@ def test_copy_key_must_be_a_path(tmp_path: Path, params_file: Path) -> None:
 
 
 def test_string_keys_keep_the_text_typed(params_file: Path) -> None:
-    params = load_params(params_file, ["--generate.prompt", "ROMEO:", "--generate.seed", "7",
-                                       "--general.run_name", "2024", "--data.sha256", "null",
-                                       "--training.resume", "never", "--eval.eval_iters", "3",
-                                       "--model.bias", "false", "--data.hf.split", "1"])
+    params = load_params(
+        params_file,
+        [
+            "--generate.prompt",
+            "ROMEO:",
+            "--generate.seed",
+            "7",
+            "--general.run_name",
+            "2024",
+            "--data.sha256",
+            "null",
+            "--training.resume",
+            "never",
+            "--eval.eval_iters",
+            "3",
+            "--model.bias",
+            "false",
+            "--data.hf.split",
+            "1",
+        ],
+    )
     assert params.generate.prompt == "ROMEO:" and params.generate.seed == 7
     assert params.general.run_name == "2024" and params.data.sha256 is None
     assert params.training.resume == "never" and params.eval.eval_iters == 3 and params.model.bias is False
@@ -137,15 +161,18 @@ def test_component_string_key_follows_the_overridden_module(params_file: Path) -
 
 @pytest.mark.parametrize(
     "overrides, expected",
-    [(["--foo.bar", "1"], "command line --foo.bar: foo: unknown key"),
-     (["--optimizer.lrr", "1"], "command line --optimizer.lrr: optimizer.lrr: unknown key; did you mean 'lr'?"),
-     (["--optimizer.lr"], "command line: --optimizer.lr needs a value"),
-     (["--optimizer.lr", "--generate.seed", "3"], "command line: --optimizer.lr needs a value"),
-     (["--lr", "1"], "command line: --lr: expected a dotted key"),
-     (["--optimizer..lr", "1"], "command line: --optimizer..lr: expected a dotted key")],
+    [
+        (["--foo.bar", "1"], "command line --foo.bar: foo: unknown key"),
+        (["--optimizer.lrr", "1"], "command line --optimizer.lrr: optimizer.lrr: unknown key; did you mean 'lr'?"),
+        (["--optimizer.lr"], "command line: --optimizer.lr needs a value"),
+        (["--optimizer.lr", "--generate.seed", "3"], "command line: --optimizer.lr needs a value"),
+        (["--lr", "1"], "command line: --lr: expected a dotted key"),
+        (["--optimizer..lr", "1"], "command line: --optimizer..lr: expected a dotted key"),
+    ],
 )
-def test_command_line_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], params_file: Path,
-                                                  overrides: list[str], expected: str) -> None:
+def test_command_line_errors_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], params_file: Path, overrides: list[str], expected: str
+) -> None:
     code, lines = check_exit(capsys, [str(params_file), *overrides])
     assert code == 2 and len(lines) == 1 and lines[0].startswith(expected)
 
@@ -156,19 +183,24 @@ def test_params_path_or_include_that_is_a_folder(capsys: pytest.CaptureFixture[s
     top = tmp_path / "top.yaml"
     top.write_text("__include__: sub\n")
     assert check_exit(capsys, [str(top)]) == (
-        2, [f"{top}: __include__: {tmp_path / 'sub'}: is a folder, expected a params YAML file"])
+        2,
+        [f"{top}: __include__: {tmp_path / 'sub'}: is a folder, expected a params YAML file"],
+    )
 
 
 # 5. Components
 
 
-def test_component_module_that_raises_on_import(tmp_path: Path, params_file: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_component_module_that_raises_on_import(
+    tmp_path: Path, params_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "broken_component_15.py").write_text("raise RuntimeError('boom\\nsecond line')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     (line,) = problems(params_file, ["--model.module", "broken_component_15:Options"])
-    assert line.startswith("command line --model.module: model.module: importing 'broken_component_15' raised "
-                           "RuntimeError: boom second line;")
+    assert line.startswith(
+        "command line --model.module: model.module: importing 'broken_component_15' raised "
+        "RuntimeError: boom second line;"
+    )
     sys.modules.pop("broken_component_15", None)
 
 

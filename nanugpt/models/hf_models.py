@@ -165,8 +165,14 @@ class HFGPT2Options(HFModelOptions):
 
     def new_config(self, transformers: ModuleType, vocab_size: int) -> Any:
         return transformers.GPT2Config(
-            vocab_size=vocab_size, n_positions=self.context_length, n_embd=self.n_embd, n_layer=self.n_layer,
-            n_head=self.n_head, bos_token_id=None, eos_token_id=None, **self.overrides(),
+            vocab_size=vocab_size,
+            n_positions=self.context_length,
+            n_embd=self.n_embd,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            bos_token_id=None,
+            eos_token_id=None,
+            **self.overrides(),
         )
 
     def architecture(self, config: Any) -> dict[str, tuple[Any, Any]]:
@@ -212,11 +218,18 @@ class HFLlamaOptions(HFModelOptions):
 
     def new_config(self, transformers: ModuleType, vocab_size: int) -> Any:
         return transformers.LlamaConfig(
-            vocab_size=vocab_size, hidden_size=self.n_embd, intermediate_size=self.mlp_width,
-            num_hidden_layers=self.n_layer, num_attention_heads=self.n_head,
-            num_key_value_heads=self.n_kv_head or self.n_head, max_position_embeddings=self.context_length,
-            rope_theta=self.rope_theta, rms_norm_eps=self.rms_norm_eps, tie_word_embeddings=self.tie_word_embeddings,
-            bos_token_id=None, eos_token_id=None,
+            vocab_size=vocab_size,
+            hidden_size=self.n_embd,
+            intermediate_size=self.mlp_width,
+            num_hidden_layers=self.n_layer,
+            num_attention_heads=self.n_head,
+            num_key_value_heads=self.n_kv_head or self.n_head,
+            max_position_embeddings=self.context_length,
+            rope_theta=self.rope_theta,
+            rms_norm_eps=self.rms_norm_eps,
+            tie_word_embeddings=self.tie_word_embeddings,
+            bos_token_id=None,
+            eos_token_id=None,
         )
 
     def architecture(self, config: Any) -> dict[str, tuple[Any, Any]]:

@@ -30,7 +30,7 @@ class NanoGPTOptions(ModelOptions):
     bias: bool = Field(True, description="biases in Linear and LayerNorm layers (GPT-2 has them)")
     pad_vocab_to: int = Field(64, gt=0, description="round the vocabulary up to a multiple of this")
 
-    def build(self, vocab_size: int) -> "GPT":
+    def build(self, vocab_size: int) -> GPT:
         return GPT(self, vocab_size)
 
 

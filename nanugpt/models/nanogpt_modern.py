@@ -49,23 +49,25 @@ class NanoGPTModernOptions(ModelOptions):
     n_head: int = Field(gt=0, description="attention heads")
     n_embd: int = Field(gt=0, description="embedding width; n_embd / n_head must be even")
     rope_base: float = Field(10000.0, gt=0, description="rotary embedding base")
-    logit_softcap: float | None = Field(
-        15.0, gt=0, description="cap logits by cap * tanh(logits / cap); null = no cap"
-    )
+    logit_softcap: float | None = Field(15.0, gt=0, description="cap logits by cap * tanh(logits / cap); null = no cap")
     pad_vocab_to: int = Field(64, gt=0, description="round the vocabulary up to a multiple of this")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the embeddings and on every residual branch")
     short_conv: int = Field(
-        0, ge=0, description="kernel (positions, the current one included) of a causal depthwise convolution "
-        "x + conv(x) on the normalised input of every attention and MLP (Canon layers); 0 = none"
+        0,
+        ge=0,
+        description="kernel (positions, the current one included) of a causal depthwise convolution "
+        "x + conv(x) on the normalised input of every attention and MLP (Canon layers); 0 = none",
     )
     attn_scale: float | None = Field(
-        None, gt=0, description="multiplier of q.k in attention; null = 1/sqrt(head size), which with QK-norm "
-        "caps attention logits at sqrt(head size)"
+        None,
+        gt=0,
+        description="multiplier of q.k in attention; null = 1/sqrt(head size), which with QK-norm "
+        "caps attention logits at sqrt(head size)",
     )
 
     _even_head_size = field_validator("n_embd")(even_rotary_head_size)
 
-    def build(self, vocab_size: int) -> "ModernGPT":
+    def build(self, vocab_size: int) -> ModernGPT:
         return ModernGPT(self, vocab_size)
 
 
@@ -158,8 +160,9 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(opts.n_embd, opts.n_embd, bias=False)
         self.dropout = dropout_layer(opts.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, C = x.shape
         nh = self.n_head
         qkv = self.c_attn(x).view(B, T, 3 * nh, C // nh).transpose(1, 2)  # (B, 3 nh, T, hs): q, k, v heads
@@ -193,8 +196,9 @@ class Block(nn.Module):
         self.attn_conv = ShortConv(opts.n_embd, k) if k > 0 else None
         self.mlp_conv = ShortConv(opts.n_embd, k) if k > 0 else None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         h = rms_norm(x)
         if self.attn_conv is not None:
             h = self.attn_conv(h, cache)

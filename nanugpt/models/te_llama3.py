@@ -53,9 +53,10 @@ class TELlama3Options(TinyLlamaOptions):
 
     rope_theta: float = Field(500000.0, gt=0, description="rotary embedding base (Llama 3: 5e5)")
 
-    def build(self, vocab_size: int) -> "TELlama3":
-        reason = unavailable_reason(importlib.util.find_spec("transformer_engine") is not None,
-                                    torch.cuda.is_available())
+    def build(self, vocab_size: int) -> TELlama3:
+        reason = unavailable_reason(
+            importlib.util.find_spec("transformer_engine") is not None, torch.cuda.is_available()
+        )
         if reason is not None:
             raise TransformerEngineUnavailable(reason)
         return TELlama3(self, vocab_size)

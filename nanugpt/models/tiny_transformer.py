@@ -33,7 +33,7 @@ class TinyTransformerOptions(ModelOptions):
     bias: bool = Field(True, description="biases in Linear and LayerNorm layers")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after attention, MLP and embeddings")
 
-    def build(self, vocab_size: int) -> "TinyTransformer":
+    def build(self, vocab_size: int) -> TinyTransformer:
         return TinyTransformer(self, vocab_size)
 
 

@@ -79,7 +79,7 @@ class TinyLlamaOptions(ModelOptions):
         """The SwiGLU hidden width: ``intermediate_size`` or its Llama-like default."""
         return self.intermediate_size or 64 * math.ceil(8 * self.n_embd / 3 / 64)
 
-    def build(self, vocab_size: int) -> "TinyLlama":
+    def build(self, vocab_size: int) -> TinyLlama:
         return TinyLlama(self, vocab_size)
 
 
@@ -154,8 +154,9 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(opts.n_embd, self.n_kv_head * self.head_size, bias=False)
         self.o_proj = nn.Linear(self.n_head * self.head_size, opts.n_embd, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
@@ -188,8 +189,9 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(opts.n_embd, opts.rms_norm_eps)
         self.mlp = LlamaMLP(opts)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 

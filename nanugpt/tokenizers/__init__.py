@@ -8,7 +8,8 @@ when it was fitted on the corpus, else None).
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 
 class Tokenizer(Protocol):

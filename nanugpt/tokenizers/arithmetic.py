@@ -43,9 +43,7 @@ class ArithmeticTokenizer:
         try:
             return [self._index[piece] for piece in _PIECES.findall(text)]
         except KeyError as exc:
-            raise ValueError(
-                f"{exc.args[0]!r} is not an arithmetic token (digits, '*', '=', {EOT}, {PAD})"
-            ) from None
+            raise ValueError(f"{exc.args[0]!r} is not an arithmetic token (digits, '*', '=', {EOT}, {PAD})") from None
 
     def decode(self, ids: Sequence[int]) -> str:
         """Characters and special-token names; an id outside the vocabulary becomes U+FFFD."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import Field
 
@@ -14,7 +14,7 @@ class ByteTokenizerOptions(TokenizerOptions):
 
     special_tokens: list[str] = Field(["<|endoftext|>"], description="special tokens, ids 256, 257, ...")
 
-    def build(self, vocab: list[str] | None = None) -> "ByteTokenizer":
+    def build(self, vocab: list[str] | None = None) -> ByteTokenizer:
         return ByteTokenizer(self.special_tokens)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from nanugpt.components import TokenizerOptions
 
@@ -10,8 +10,7 @@ from nanugpt.components import TokenizerOptions
 class CharTokenizerOptions(TokenizerOptions):
     """One id per character; the vocabulary is fitted on the corpus and saved in meta.json."""
 
-
-    def build(self, vocab: list[str] | None = None) -> "CharTokenizer":
+    def build(self, vocab: list[str] | None = None) -> CharTokenizer:
         return CharTokenizer(vocab or [])
 
 
@@ -27,7 +26,7 @@ class CharTokenizer:
         self._index = {c: i for i, c in enumerate(self.chars)}
 
     @classmethod
-    def fit(cls, chars: set[str]) -> "CharTokenizer":
+    def fit(cls, chars: set[str]) -> CharTokenizer:
         """A tokenizer over the given character set."""
         return cls(sorted(chars))
 

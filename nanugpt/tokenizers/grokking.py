@@ -17,7 +17,15 @@ from nanugpt.components import TokenizerOptions
 
 EQUALS = "="
 OPERATOR_TOKENS: tuple[str, ...] = (
-    "+", "-", "*", "/", "x^2+y^2", "x^2+xy+y^2", "x^2+xy+y^2+x", "x^3+xy", "x^3+xy^2+x",
+    "+",
+    "-",
+    "*",
+    "/",
+    "x^2+y^2",
+    "x^2+xy+y^2",
+    "x^2+xy+y^2+x",
+    "x^3+xy",
+    "x^3+xy^2+x",
 )
 
 

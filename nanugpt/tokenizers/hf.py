@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import Field
 
@@ -15,7 +15,7 @@ class HFTokenizerOptions(TokenizerOptions):
 
     name_or_path: str = Field(description="local folder with tokenizer files, or a hub name such as 'gpt2'")
 
-    def build(self, vocab: list[str] | None = None) -> "HFTokenizer":
+    def build(self, vocab: list[str] | None = None) -> HFTokenizer:
         return HFTokenizer(self.name_or_path)
 
 
@@ -28,9 +28,7 @@ class HFTokenizer:
         try:
             from transformers import AutoTokenizer
         except ImportError:
-            raise UserError(
-                "tokenizer.module 'hf' needs the transformers package: pip install 'nanugpt[hf]'"
-            ) from None
+            raise UserError("tokenizer.module 'hf' needs the transformers package: pip install 'nanugpt[hf]'") from None
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         except OSError as exc:

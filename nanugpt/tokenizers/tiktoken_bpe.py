@@ -13,8 +13,8 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from pydantic import Field
@@ -42,7 +42,7 @@ class TiktokenOptions(TokenizerOptions):
 
     encoding: str = Field("gpt2", description="tiktoken encoding name")
 
-    def build(self, vocab: list[str] | None = None) -> "TiktokenTokenizer":
+    def build(self, vocab: list[str] | None = None) -> TiktokenTokenizer:
         return TiktokenTokenizer(self.encoding)
 
 
