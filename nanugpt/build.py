@@ -21,6 +21,7 @@ from nanugpt.data import Batches
 from nanugpt.distributed import DistInfo
 from nanugpt.errors import TrainingError
 from nanugpt.losses import Loss
+from nanugpt.memory import check_train_memory
 from nanugpt.meta import DataError, TokenMeta, read_meta
 from nanugpt.params import Params
 from nanugpt.protocols import Scaler, Schedule
@@ -73,6 +74,7 @@ def build_run(params: Params, data_dir: Path, info: DistInfo, log: Callable[[str
         log(f"note: general.dtype {params.general.dtype} on CPU is slow without bf16/fp16 matmul hardware")
     meta = read_meta(data_dir)
     check_tokenized(meta, params, data_dir)
+    check_train_memory(params.model, meta.vocab_size, device)  # before any allocation
     context, seed = params.model.context_length, params.general.seed
     train_batches = params.data.batches(data_dir, meta, "train", context, share, seed)
     if train_batches is None:

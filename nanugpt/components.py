@@ -42,7 +42,7 @@ Problem = tuple[str, str]  # (dotted key, message), e.g. ("training.grad_clip", 
 class ComponentOptions(BaseModel):
     """Options shared by every component: the registered name or import path."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     module: str = Field(description="registered short name, or a dotted import path 'pkg.mod:Options'")
 

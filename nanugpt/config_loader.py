@@ -6,9 +6,13 @@ Directives, applied in this order:
   including file, are loaded first and deep-merged in order; the including
   file is merged on top (later wins).
 * ``_inherit: false`` inside a mapping: that mapping replaces the inherited
-  one instead of being merged into it.
-* ``--section.key value`` command-line overrides (the value is parsed as YAML,
-  so ``[1, 2]`` is a list and ``null`` is None); the schema casts the type.
+  one instead of being merged into it (``true``, the default, merges; any
+  other value is an error).
+* ``--section.key value`` command-line overrides. The value is parsed as YAML
+  (``[1, 2]`` is a list, ``null`` is None) unless the caller's
+  ``parse_override`` says otherwise: the params loader keeps the text the
+  user typed for keys the schema types as strings. A value that starts
+  with ``--`` is written ``--section.key=--value``.
 * ``_copy: /section/key`` as a string value is replaced by the value found at
   that path; as a key of a mapping, the copied mapping is merged under the
   mapping's other keys. Paths without a leading ``/`` are relative to the
@@ -16,11 +20,16 @@ Directives, applied in this order:
 * ``$VAR`` / ``${VAR}`` in strings expand from the environment (``$$`` is a
   literal ``$``); an unset variable is an error. Nothing is run by a shell.
 * ``_time:FORMAT`` as a string value becomes the run's start time formatted
-  with strftime (default ``%Y%m%d-%H%M%S``). The time is fixed once per run
-  through the ``NANUGPT_RUN_TIME`` environment variable, so every rank of a
-  distributed run sees the same stamp.
+  with strftime (default ``%Y%m%d-%H%M%S``; only the codes of ``TIME_CODES``).
+  The time is fixed once per run through the ``NANUGPT_RUN_TIME`` environment
+  variable, so every rank of a distributed run sees the same stamp.
 
-Files are read with ``yaml.safe_load`` only.
+Files are read with PyYAML's safe loader only. A key given twice in one
+mapping (a repeated section too) is an error naming both lines.
+
+Every problem is one line: ``<file>: <dotted key>: <message>`` for a key of a
+file, ``<file>: <message>`` for the file as a whole, and ``command line:
+<message>`` for a malformed override.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import copy
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +46,41 @@ import yaml
 
 RUN_TIME_ENV = "NANUGPT_RUN_TIME"
 _ENV_PATTERN = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+DEFAULT_TIME_FORMAT = "%Y%m%d-%H%M%S"
+# strftime codes that mean the same on every platform (C99 plus ISO week dates); others vary or pass through.
+TIME_CODES = "aAbBcdGHIjmMpSuUVwWxXyYzZ%"
+_TIME_CODE = re.compile(r"%(.?)")
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # what str.splitlines() splits on
+# (tree so far, dotted key, text typed) -> the value to set
+OverrideParser = Callable[[dict[str, Any], str, str], Any]
 
 
 class ConfigError(ValueError):
     """A params file that cannot be read: every problem, one line each."""
 
     def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
+        self.problems = [_one_line(problem) for problem in problems]
         super().__init__("\n".join(self.problems))
 
 
-def load_yaml_tree(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Load ``path`` with all directives resolved; return a plain nested dict."""
+def _one_line(problem: str) -> str:
+    """A problem as one line: a line break inside it (a key or path that holds one) is written escaped."""
+    return _LINE_BREAKS.sub(lambda match: repr(match.group(0))[1:-1], problem)
+
+
+def load_yaml_tree(
+    path: str | Path, overrides: Sequence[str] = (), parse_override: OverrideParser | None = None
+) -> dict[str, Any]:
+    """Load ``path`` with all directives resolved; return a plain nested dict.
+
+    ``parse_override(tree, dotted, text)`` turns an override's text into its value (default: YAML);
+    ``module`` overrides are applied first, so it sees the component a later key belongs to.
+    """
     path = Path(path)
+    pairs = split_overrides(overrides)
     tree = _load_with_includes(path, stack=())
-    for dotted, value in parse_overrides(overrides).items():
+    for dotted, text in sorted(pairs.items(), key=lambda item: not item[0].endswith(".module")):
+        value = parse_override(tree, dotted, text) if parse_override else parse_value(text)
         set_dotted(tree, dotted, value)
     problems: list[str] = []
     tree = _resolve_copies(tree, str(path), problems)
@@ -61,32 +90,42 @@ def load_yaml_tree(path: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     return tree
 
 
-def parse_overrides(argv: Sequence[str]) -> dict[str, Any]:
-    """Turn ``['--a.b', '1', '--c.d=x']`` into ``{'a.b': 1, 'c.d': 'x'}``.
-
-    Values are parsed as YAML so lists, numbers and ``null`` keep their type.
-    """
-    result: dict[str, Any] = {}
+def split_overrides(argv: Sequence[str]) -> dict[str, str]:
+    """Turn ``['--a.b', '1', '--c.d=x']`` into ``{'a.b': '1', 'c.d': 'x'}``: dotted keys and the text typed."""
+    result: dict[str, str] = {}
     items = list(argv)
     i = 0
     while i < len(items):
         arg = items[i]
         if not arg.startswith("--") or len(arg) <= 2:
             raise ConfigError([f"command line: expected '--section.key value', got {arg!r}"])
-        key, eq, raw = arg[2:].partition("=")
+        key, eq, text = arg[2:].partition("=")
         if not eq:
-            if i + 1 >= len(items):
-                raise ConfigError([f"command line: --{key} needs a value"])
-            raw = items[i + 1]
+            if i + 1 >= len(items) or items[i + 1].startswith("--"):
+                raise ConfigError([f"command line: --{key} needs a value, as in --{key} VALUE (null for none)"])
+            text = items[i + 1]
             i += 1
-        if "." not in key:
+        parts = key.split(".")
+        if len(parts) < 2 or not all(part.strip() for part in parts):
             raise ConfigError([f"command line: --{key}: expected a dotted key such as --optimizer.lr"])
-        try:
-            result[key] = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            result[key] = raw
+        result[key] = text
         i += 1
     return result
+
+
+def parse_value(text: str) -> Any:
+    """An override's text as YAML (``3e-4`` a float, ``[1, 2]`` a list, ``null`` None); text that is not YAML stays."""
+    if text == "":
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_overrides(argv: Sequence[str]) -> dict[str, Any]:
+    """Turn ``['--a.b', '1', '--c.d=x']`` into ``{'a.b': 1, 'c.d': 'x'}``, every value parsed as YAML."""
+    return {key: parse_value(text) for key, text in split_overrides(argv).items()}
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -125,21 +164,86 @@ def _strip_inherit(node: Any) -> Any:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError([f"{path}: is a folder, expected a params YAML file"])
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = _construct_checked(text, path)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: invalid YAML: {' '.join(str(exc).split())}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: invalid YAML: nested too deeply"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: expected a mapping of sections at the top, got {type(data).__name__}"])
+    problems = []
+    _check_inherit(data, (), path, problems)
+    if problems:
+        raise ConfigError(problems)
     return data
+
+
+def _construct_checked(text: str, path: Path) -> Any:
+    """The YAML document of ``text`` (safe tags only), refused when a mapping repeats a key."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        problems: list[str] = []
+        _find_duplicate_keys(node, (), path, problems, seen=set())
+        if problems:
+            raise ConfigError(problems)
+        return loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
+def _find_duplicate_keys(
+    node: yaml.Node | None, at: tuple[str, ...], path: Path, problems: list[str], seen: set[int]
+) -> None:
+    """Report every key written twice in one mapping, with both lines (PyYAML keeps the last silently)."""
+    if node is None or id(node) in seen:  # an alias points at a node already walked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key != "<<":
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    dotted = ".".join((*at, key))
+                    problems.append(f"{path}: {dotted}: duplicate key (lines {lines[key]} and {line}); keep one")
+                else:
+                    lines[key] = line
+            _find_duplicate_keys(value_node, (*at, key or "?"), path, problems, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _find_duplicate_keys(
+                item, (*at[:-1], f"{at[-1]}[{index}]") if at else (f"[{index}]",), path, problems, seen
+            )
+
+
+def _check_inherit(node: Any, at: tuple[str, ...], path: Path, problems: list[str]) -> None:
+    """``_inherit`` takes true or false only (``maybe`` would silently mean true)."""
+    if isinstance(node, dict):
+        if "_inherit" in node and not isinstance(node["_inherit"], bool):
+            dotted = ".".join((*at, "_inherit"))
+            problems.append(
+                f"{path}: {dotted}: expected true (merge, the default) or false (replace), got {node['_inherit']!r}"
+            )
+        for key, value in node.items():
+            _check_inherit(value, (*at, str(key)), path, problems)
+    elif isinstance(node, list):
+        for value in node:
+            _check_inherit(value, at, path, problems)
 
 
 def _load_with_includes(path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
@@ -157,7 +261,11 @@ def _load_with_includes(path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError([f"{path}: __include__: expected a file name or a list of file names, got {includes!r}"])
     merged: dict[str, Any] = {}
     for include in includes:
-        merged = deep_merge(merged, _load_with_includes(path.parent / include, (*stack, resolved)))
+        included = path.parent / include
+        if not included.is_file():
+            what = "is a folder, expected a params YAML file" if included.is_dir() else "file not found"
+            raise ConfigError([f"{path}: __include__: {included}: {what}"])
+        merged = deep_merge(merged, _load_with_includes(included, (*stack, resolved)))
     return deep_merge(merged, data)
 
 
@@ -195,8 +303,11 @@ def _resolve_copies(root: dict[str, Any], source: str, problems: list[str]) -> d
         _, node = _lookup(root, (), "/" + "/".join(path))
         return resolve_node(node, path)
 
-    def follow(target: str, holder: tuple[str, ...], at: tuple[str, ...]) -> Any:
+    def follow(target: Any, holder: tuple[str, ...], at: tuple[str, ...]) -> Any:
         dotted = ".".join(at)
+        if not isinstance(target, str) or not target.strip("/. "):
+            problems.append(f"{source}: {dotted}: _copy: expected a path such as /section/key, got {target!r}")
+            return None
         try:
             path, _ = _lookup(root, holder, target)
         except KeyError:
@@ -220,7 +331,7 @@ def _resolve_copies(root: dict[str, Any], source: str, problems: list[str]) -> d
         if isinstance(node, dict):
             result: dict[str, Any] = {}
             if "_copy" in node:
-                copied = follow(str(node["_copy"]), at, at)
+                copied = follow(node["_copy"], at, at)
                 if isinstance(copied, dict):
                     result = copied
                 elif copied is not None:
@@ -253,7 +364,15 @@ def _expand_strings(node: Any, source: str, problems: list[str], key: str) -> An
     if not isinstance(node, str):
         return node
     if node.startswith("_time:"):
-        fmt = node[len("_time:") :].strip() or "%Y%m%d-%H%M%S"
+        fmt = node[len("_time:") :].strip() or DEFAULT_TIME_FORMAT
+        unknown = [f"%{code}" for code in _TIME_CODE.findall(fmt) if not code or code not in TIME_CODES]
+        if unknown:
+            allowed = " ".join(f"%{code}" for code in TIME_CODES)
+            problems.append(
+                f"{source}: {key}: _time: unknown strftime code {unknown[0]!r}; use {allowed} "
+                f"(e.g. _time:{DEFAULT_TIME_FORMAT})"
+            )
+            return node
         return time.strftime(fmt, time.localtime(run_time()))
 
     def substitute(match: re.Match[str]) -> str:

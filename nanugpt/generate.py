@@ -20,8 +20,14 @@ def read_prompt(prompt: str) -> str:
         path = Path(prompt[len("FILE:") :]).expanduser()
         try:
             return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise GenerateError(
+                f"generate.prompt: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); FILE: takes a text file"
+            ) from None
         except OSError as exc:
-            raise GenerateError(f"generate.prompt: cannot read {path}: {exc.strerror}") from None
+            raise GenerateError(
+                f"generate.prompt: cannot read {path}: {exc.strerror}; FILE: takes a path to a text file"
+            ) from None
     return prompt
 
 

@@ -4,13 +4,21 @@
 (with the directives of ``nanugpt.config_loader``), validates every section,
 and raises ``ParamsError`` listing every problem, one line each, naming the
 file, the dotted key, what was expected and what was found.
+
+A line reads ``<where>: <dotted key>: <message>``, where ``<where>`` is the
+params file or ``command line --<key>`` for a key an override set; problems of
+a whole file read ``<file>: <message>``, and a malformed override
+``command line: <message>``. Floats must be finite (``inf`` and ``nan`` are
+refused everywhere).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,13 +37,13 @@ from nanugpt.components import (
     SchedulerOptions,
     TokenizerOptions,
 )
-from nanugpt.config_loader import ConfigError, load_yaml_tree, parse_overrides
+from nanugpt.config_loader import ConfigError, load_yaml_tree, parse_value, split_overrides
 
 
 class Section(BaseModel):
     """A fixed params section: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GeneralParams(Section):
@@ -135,14 +143,64 @@ class ParamsError(ConfigError):
 
 
 def load_params(path: str | Path, overrides: Sequence[str] = (), schema: type[Params] = Params) -> Params:
-    """Read, resolve and validate a params file against ``schema``, applying ``--section.key value`` overrides."""
+    """Read, resolve and validate a params file against ``schema``, applying ``--section.key value`` overrides.
+
+    An override's value is the text typed for a key the schema types as a string (``null`` also means
+    None where None is allowed), and YAML otherwise (``3e-4``, ``true``, ``[1, 2]``, ``null``).
+    """
     source = str(path)
-    override_keys = set(parse_overrides(overrides))
     try:
-        tree = load_yaml_tree(path, overrides)
+        override_keys = set(split_overrides(overrides))
+        tree = load_yaml_tree(path, overrides, parse_override=functools.partial(_override_value, schema))
     except ConfigError as exc:
         raise ParamsError(exc.problems) from None
     return validate_params(tree, source, override_keys, schema)
+
+
+def _override_value(schema: type[Params], tree: dict[str, Any], dotted: str, text: str) -> Any:
+    """The value of ``--dotted text``: the text itself for a string key, else its YAML value."""
+    annotation = _annotation_at(schema, tree, dotted.split("."))
+    if annotation is str:
+        return text
+    if set(typing.get_args(annotation)) == {str, type(None)}:
+        return None if text in ("null", "~") else text
+    return parse_value(text)
+
+
+def _annotation_at(schema: type[Params], tree: dict[str, Any], parts: list[str]) -> Any:
+    """The schema's type of the key at ``parts`` (a component's from its ``module``), or None if unknown."""
+    section, *keys = parts
+    model: Any = None
+    if section in COMPONENT_SECTIONS:
+        raw = tree.get(section)
+        module = raw.get("module") if isinstance(raw, dict) else None
+        module = module if isinstance(module, str) else registry.DEFAULT_MODULE.get(section)
+        if module is None:
+            return None
+        try:
+            model = registry.resolve(section, module)
+        except registry.ComponentNotFound:
+            return None  # reported by validation
+        if keys[:1] == ["module_kwargs"]:
+            keys = keys[1:]
+    elif section in schema.model_fields:
+        model = schema.model_fields[section].annotation
+    annotation: Any = model
+    for key in keys:
+        annotation = _model_of(annotation)
+        field = annotation.model_fields.get(key) if annotation is not None else None
+        if field is None:
+            return None
+        annotation = field.annotation
+    return annotation if keys else None
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model behind ``Model`` or ``Model | None``."""
+    candidates = [a for a in (typing.get_args(annotation) or (annotation,)) if a is not type(None)]
+    if len(candidates) == 1 and isinstance(candidates[0], type) and issubclass(candidates[0], BaseModel):
+        return candidates[0]
+    return None
 
 
 def validate_params(
@@ -155,7 +213,11 @@ def validate_params(
     problems: list[str] = []
 
     def where(key: str) -> str:
-        return f"command line --{key}" if key in override_keys else source
+        """The command line when an override set this key, a mapping above it or a key below it; else the file."""
+        for given in override_keys:
+            if given == key or key.startswith(given + ".") or given.startswith(key + "."):
+                return f"command line --{given}"
+        return source
 
     data = dict(tree)
     for section in COMPONENT_SECTIONS:

@@ -9,6 +9,7 @@ names imports nothing.
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 
 from nanugpt.components import KIND_BASES, ComponentOptions
@@ -83,10 +84,30 @@ def resolve(kind: str, module: str) -> type[ComponentOptions]:
         target = module
     mod_name, _, attr = target.partition(":") if ":" in target else target.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ComponentNotFound(f"cannot import {target!r} ({exc})") from exc
+        module_object = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ComponentNotFound(f"cannot import {target!r} ({_one_line(exc)})") from exc
+    except Exception as exc:  # the user's module itself fails: name it and its error, not a traceback
+        raise ComponentNotFound(f"importing {mod_name!r} raised {type(exc).__name__}: {_one_line(exc)}") from exc
+    cls = getattr(module_object, attr, None)
+    if cls is None:
+        raise ComponentNotFound(f"cannot import {target!r} (module {mod_name!r} has no attribute {attr!r})")
     base = KIND_BASES[kind]
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ComponentNotFound(f"{target!r} is not a subclass of {base.__module__}.{base.__name__}")
+    missing = [name for name in _required_methods(base) if getattr(cls, name) is getattr(base, name)]
+    if missing or inspect.isabstract(cls):
+        raise ComponentNotFound(
+            f"{target!r} is a base class, not a component: it does not implement "
+            f"{', '.join(missing) or 'its abstract methods'}; name a subclass of it that does"
+        )
     return cls
+
+
+def _required_methods(base: type[ComponentOptions]) -> list[str]:
+    """The methods a component of this kind must implement: those its base declares (they raise)."""
+    return [name for name, value in vars(base).items() if inspect.isfunction(value) and not name.startswith("_")]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -31,7 +31,10 @@ def local_copy_env(dataset: str) -> str:
 
 def _check_sha(path: Path, expected: str | None, what: str) -> None:
     if expected and (actual := sha256_file(path)) != expected:
-        raise SourceError(f"{what} {path}: sha256 is {actual}, expected {expected} (data.sha256)")
+        raise SourceError(
+            f"{what} {path}: sha256 is {actual}, expected {expected} (data.sha256); if this is the "
+            f"file you mean, pin it with --data.sha256 {actual} (or skip the check: --data.sha256 null)"
+        )
 
 
 HF_PREFIX = "hf:"

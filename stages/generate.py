@@ -32,13 +32,13 @@ SEPARATOR = "\n---------------\n"
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> list[str]:
     """Sample from the last checkpoint; write the samples to ``samples.txt`` and return them."""
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
+    prompt = read_prompt(params.generate.prompt)  # a bad FILE: prompt fails before the model is loaded
     device = pick_device(params.general.device_type)
     model, _, state = load_trained_model(paths.last_checkpoint(out), device)
     data_dir = paths.tokenized_dir(params, data_root)
     meta = read_meta(data_dir)
     check_vocab(state, meta, data_dir)
     tokenizer = tokenizer_from_meta(meta)
-    prompt = read_prompt(params.generate.prompt)
     try:
         prompt_ids = tokenizer.encode(prompt)
     except ValueError as exc:

@@ -29,7 +29,6 @@ from pipeline.stages import STAGES
 TIMEOUT_S = 600
 SHELL_FENCE = re.compile(r"^\s*```(?:bash|sh|shell)\s*$")
 DOCSTRING_COMMAND = re.compile(r"^(python -m |torchrun |srun )")
-ISSUE_15_6 = "issue 15 #6, fixed on branch errors"
 # A short pytest run of one quick test file: `make test` itself, without the suite running inside itself.
 INNER_PYTEST = "PYTEST_ARGS='-q -p no:cacheprovider tests/test_config_loader.py'"
 
@@ -48,7 +47,6 @@ class Rule:
 
     pattern: str
     skip: str = ""  # the reason it cannot run here: a cluster, a GPU or the network
-    xfail: str = ""  # a filed defect not fixed on this branch (strict: the test fails once it passes)
     rewrite: tuple[tuple[str, str], ...] = ()  # (old, new) text replacements; {tmp} is the test's folder
     setup: str = ""  # shell run in the workspace before the command
     after: str = ""  # shell run after it, undoing what later commands must not see
@@ -96,7 +94,7 @@ RULES = (
         rewrite=(("--training.max_steps 500", "--training.max_steps 30"),),  # 500 tiny steps take 2 min on 2 cores
         expect="done:",
     ),
-    Rule(r'python -m stages\.generate params\.yaml --generate\.prompt "ROMEO:" --generate\.seed 7', xfail=ISSUE_15_6),
+    Rule(r'python -m stages\.generate params\.yaml --generate\.prompt "ROMEO:" --generate\.seed 7'),
     Rule(r"python -m stages\.train --help", expect="Train stage"),
     Rule(r"torchrun --standalone --nproc-per-node=2 -m stages\.train params\.yaml", expect="done:"),
     # 4 processes of a 4-sequence micro-batch would exceed the tiny global batch of 8: 2 sequences each
@@ -296,7 +294,7 @@ def workspace_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tu
 
 
 def params_of(commands: list[Command]) -> list[object]:
-    """pytest params for ``test_command``: ids are the commands, marks from the rules (slow; xfail; skip)."""
+    """pytest params for ``test_command``: ids are the commands, marks from the rules (slow; skip)."""
     params = []
     for command in commands:
         try:
@@ -304,8 +302,6 @@ def params_of(commands: list[Command]) -> list[object]:
         except LookupError:
             continue  # test_every_command_has_exactly_one_rule fails for it
         marks = [pytest.mark.slow]
-        if rule.xfail:
-            marks.append(pytest.mark.xfail(strict=True, reason=rule.xfail))
         if rule.skip:
             marks.append(pytest.mark.skip(reason=rule.skip))
         params.append(pytest.param(command, rule, id=f"{command.source} {command.text}", marks=marks))
