@@ -88,6 +88,23 @@ def require_slurm() -> None:
         pytest.skip(f"no idle Slurm node (sinfo: {(states.stdout + states.stderr).strip() or 'nothing'})")
 
 
+def lock_folder(folder: Path) -> None:
+    """Make ``folder`` unwritable, for root too: mode 555, and as root (which ignores modes; CI runs as root) the
+    immutable attribute, ``chattr +i``. Skips the test where the file system has no such attribute."""
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        locked = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True, check=False)
+        if locked.returncode:
+            pytest.skip(f"root writes into read-only folders and chattr +i failed here: {locked.stderr.strip()}")
+
+
+def unlock_folder(folder: Path) -> None:
+    """Undo ``lock_folder``."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
+    folder.chmod(0o755)
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """A small text file (about 6 KB) in tmp_path."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, TINY_TEXT, tiny_params, write_params
+from conftest import REPO, TINY_TEXT, lock_folder, tiny_params, unlock_folder, write_params
 
 ALL = ("**/*",)  # every file of the workspace
 RUNS = ("data/**/*", "out/checkpoints/*", "out/plots/*", "out/metrics.json", "out/samples.txt")
@@ -117,7 +117,7 @@ def read_only(*names: str) -> Callable[[Path], None]:
     def setup(ws: Path) -> None:
         for name in names:
             for path in [ws / name, *(p for p in (ws / name).rglob("*") if p.is_dir())]:
-                path.chmod(0o555)
+                lock_folder(path)
 
     return setup
 
@@ -162,18 +162,8 @@ TRAIN, EVALUATE, GENERATE, TOKENIZE, CHECK = (
 P = "params.yaml"
 
 
-def case(
-    name: str,
-    argv: tuple[str, ...],
-    code: int,
-    phrase: str,
-    skip_root: bool = False,
-    **kwargs: object,
-) -> object:
-    marks = []
-    if skip_root and hasattr(os, "geteuid") and os.geteuid() == 0:
-        marks.append(pytest.mark.skip(reason="root ignores file permissions"))
-    return pytest.param(Case(name, argv, code, phrase, **kwargs), id=name, marks=marks)  # type: ignore[arg-type]
+def case(name: str, argv: tuple[str, ...], code: int, phrase: str, **kwargs: object) -> object:
+    return pytest.param(Case(name, argv, code, phrase, **kwargs), id=name)  # type: ignore[arg-type]
 
 
 CASES = [
@@ -317,14 +307,13 @@ CASES = [
         "top.yaml: __include__: data: is a folder",
         setup=write_file("top.yaml", "__include__: data\n"),
     ),
-    case("evaluate-out-dir-read-only", (EVALUATE, P), 1, "writ", skip_root=True, setup=read_only("out")),
-    case("generate-out-dir-read-only", (GENERATE, P), 1, "writ", skip_root=True, setup=read_only("out")),
+    case("evaluate-out-dir-read-only", (EVALUATE, P), 1, "writ", setup=read_only("out")),
+    case("generate-out-dir-read-only", (GENERATE, P), 1, "writ", setup=read_only("out")),
     case(
         "tokenize-data-root-read-only",
         (TOKENIZE, P, "--data.dataset", "fresh"),
         1,
         "writ",
-        skip_root=True,
         setup=read_only("data"),
     ),
     case("evaluate-out-dir-is-a-file", (EVALUATE, P), 1, "OUT_DIR", env={"OUT_DIR": "corpus.txt"}),
@@ -701,8 +690,8 @@ def run_case(item: Case, workspace: Path, folder: Path) -> Outcome:
         return Outcome(result.returncode, result.stdout, result.stderr, changed)
     finally:
         for path in [ws, *ws.rglob("*")]:  # read-only setups: let pytest clean up
-            if path.is_dir() and not path.is_symlink():
-                path.chmod(0o755)
+            if path.is_dir() and not path.is_symlink() and not path.stat().st_mode & 0o222:
+                unlock_folder(path)
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import tiny_params, write_params
+from conftest import lock_folder, tiny_params, unlock_folder, write_params
 
 from pipeline import paths
 from stages import evaluate, export, generate, tokenize, train
@@ -46,18 +45,17 @@ def test_a_file_in_place_of_the_output_folder(name: str, tmp_path: Path, corpus:
     assert blocker.read_text() == "not a folder"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 @pytest.mark.parametrize("name", STAGES)
 def test_a_read_only_output_folder(name: str, tmp_path: Path, corpus: Path, monkeypatch, capsys) -> None:
     variable = STAGES[name][1]
     locked = tmp_path / "locked"
     locked.mkdir()
-    locked.chmod(0o555)
+    lock_folder(locked)
     try:
         code, err = run_stage(name, tmp_path, corpus, monkeypatch, capsys, **{variable: locked})
     finally:
-        locked.chmod(0o755)
-    assert code == 1 and err.count("\n") == 1 and "cannot write there (Permission denied)" in err
+        unlock_folder(locked)
+    assert code == 1 and err.count("\n") == 1 and "cannot write there (" in err
     assert f"set {variable} to a writable folder" in err
 
 
