@@ -89,6 +89,7 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/previous_run.py",
                 "nanugpt/protocols.py",
                 "nanugpt/metrics.py",
+                "nanugpt/memory.py",
             ),
             params=(
                 "general",
