@@ -49,13 +49,25 @@ class ConfigError(ValueError):
 
 def load_yaml_tree(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Load ``path`` with all directives resolved; return a plain nested dict."""
+    tree = load_unexpanded(path, overrides)
+    problems: list[str] = []
+    tree = _expand_strings(tree, str(path), problems, key="")
+    if problems:
+        raise ConfigError(problems)
+    return tree
+
+
+def load_unexpanded(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Load ``path`` with ``__include__``, ``_inherit``, overrides and ``_copy`` resolved, but strings as written.
+
+    ``$VAR`` and ``_time:`` stay as they are: what a tool that translates a file (not runs it) reads.
+    """
     path = Path(path)
     tree = _load_with_includes(path, stack=())
     for dotted, value in parse_overrides(overrides).items():
         set_dotted(tree, dotted, value)
     problems: list[str] = []
     tree = _resolve_copies(tree, str(path), problems)
-    tree = _expand_strings(tree, str(path), problems, key="")
     if problems:
         raise ConfigError(problems)
     return tree
