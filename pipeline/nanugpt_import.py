@@ -87,6 +87,28 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "tinyllama": {"n_query_groups": 1, "intermediate_size": 2048, "bias": False},
 }
 
+# nanuGPT's muon get_optim: its defaults, and its keys -> ours
+MUON_DEFAULTS: dict[str, Any] = {
+    "muon_lr": 0.05,
+    "muon_momentum_max": 0.95,
+    "muon_momentum_min": 0.85,
+    "muon_momentum_warmup": 300,
+    "embed_params_lr": 0.6,
+    "head_params_lr": 0.008,
+    "scalar_params_lr": 0.04,
+    "adam_betas": (0.8, 0.95),
+    "adam_eps": 1e-8,
+}
+MUON_KEYS = {
+    "muon_lr": "lr",
+    "muon_momentum_max": "momentum",
+    "muon_momentum_min": "momentum_start",
+    "muon_momentum_warmup": "momentum_warmup_steps",
+    "embed_params_lr": "embed_lr",
+    "adam_betas": "adamw_betas",
+    "adam_eps": "adamw_eps",
+}
+
 # Llama options of nanuGPT's tinyllama that ours has only in one form: the accepted value, and why
 TINYLLAMA_FIXED: dict[str, tuple[Any, str]] = {
     "rotary_percentage": (1.0, "tinyllama rotates the whole head (Llama); partial rotary (GPT-NeoX) is not built"),
@@ -425,11 +447,31 @@ def translate_training(t: Translation) -> None:
 def translate_optimizer(t: Translation) -> None:
     module = module_of(t, "optimizer")
     kwargs = "optimizer.module_kwargs"
+    if module == "muon":
+        translate_muon(t)
+        return
     t.copy(f"{kwargs}.learning_rate", "optimizer.lr")
-    if module in ("adamw", "adamw_nanogpt", "muon"):
-        for key in ("weight_decay", "eps") + (("beta1", "beta2") if module != "muon" else ()):
+    if module in ("adamw", "adamw_nanogpt"):
+        for key in ("weight_decay", "eps", "beta1", "beta2"):
             t.copy(f"{kwargs}.{key}", f"optimizer.{key}")
     t.expect(f"{kwargs}.zero_stage", 0, "no ZeRO-1 optimizer-state sharding here")
+
+
+def translate_muon(t: Translation) -> None:
+    """nanuGPT's muon (its get_optim defaults included) -> ours: Muon for matrices, AdamW for the rest."""
+    kwargs = "optimizer.module_kwargs"
+
+    def value(key: str) -> Any:
+        return t.get(f"{kwargs}.{key}", MUON_DEFAULTS[key])
+
+    for theirs, ours in MUON_KEYS.items():
+        found = value(theirs)
+        t.set(f"optimizer.{ours}", list(found) if isinstance(found, tuple) else found)
+    head, scalars = value("head_params_lr"), value("scalar_params_lr")
+    if head != scalars:
+        t.refuse(f"{kwargs}.head_params_lr", {"head": head, "scalars": scalars}, "one optimizer.adamw_lr for both")
+    else:
+        t.set("optimizer.adamw_lr", head)
 
 
 def translate_scheduler(t: Translation) -> None:

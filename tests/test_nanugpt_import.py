@@ -180,3 +180,13 @@ def test_multi_length_arithmetic_is_refused(tmp_path: Path, capsys: pytest.Captu
 def test_without_o_the_file_goes_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["import-nanugpt", str(ASSETS / "grokking" / "base_config.yaml")]) == 0
     assert "module: grokking" in capsys.readouterr().out
+
+
+def test_muon_takes_nanugpts_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, refused, out = run_import(tmp_path, capsys, str(ASSETS / "train_gpt2" / "muon.yaml"))
+    assert (code, refused) == (0, [])
+    opt = loaded(out, monkeypatch).optimizer
+    assert (opt.module, opt.lr, opt.adamw_lr, opt.embed_lr, opt.momentum_start) == ("muon", 0.04, 0.01, 0.6, 0.85)
+    assert tuple(opt.adamw_betas) == (0.8, 0.95)
