@@ -2,6 +2,9 @@
 
 Directives, applied in this order:
 
+* ``a.yaml;b.yaml`` as the file name: the files are loaded in order (each
+  with its own includes) and deep-merged, later wins, as nanuGPT stacks an
+  overlay onto a config (``"train.yaml;overlays/lr_range_test.yaml"``).
 * ``__include__: base.yaml`` (or a list): the named files, relative to the
   including file, are loaded first and deep-merged in order; the including
   file is merged on top (later wins).
@@ -13,6 +16,9 @@ Directives, applied in this order:
   that path; as a key of a mapping, the copied mapping is merged under the
   mapping's other keys. Paths without a leading ``/`` are relative to the
   mapping holding the directive; ``..`` goes up one level.
+* ``_env:`` at the top, a mapping of ``NAME: value``: each value (expanded
+  itself) is set as the environment variable ``NAME`` before the other keys
+  expand, so they can use ``$NAME``; the section is then removed.
 * ``$VAR`` / ``${VAR}`` in strings expand from the environment (``$$`` is a
   literal ``$``); an unset variable is an error. Nothing is run by a shell.
 * ``_time:FORMAT`` as a string value becomes the run's start time formatted
@@ -51,6 +57,7 @@ def load_yaml_tree(path: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     """Load ``path`` with all directives resolved; return a plain nested dict."""
     tree = load_unexpanded(path, overrides)
     problems: list[str] = []
+    _set_environment(tree.pop("_env", {}), str(path), problems)
     tree = _expand_strings(tree, str(path), problems, key="")
     if problems:
         raise ConfigError(problems)
@@ -62,8 +69,10 @@ def load_unexpanded(path: str | Path, overrides: Sequence[str] = ()) -> dict[str
 
     ``$VAR`` and ``_time:`` stay as they are: what a tool that translates a file (not runs it) reads.
     """
-    path = Path(path)
-    tree = _load_with_includes(path, stack=())
+    tree: dict[str, Any] = {}
+    for part in str(path).split(";"):
+        tree = deep_merge(tree, _load_with_includes(Path(part.strip()), stack=()))
+    tree = _strip_inherit(tree)
     for dotted, value in parse_overrides(overrides).items():
         set_dotted(tree, dotted, value)
     problems: list[str] = []
@@ -162,7 +171,7 @@ def _load_with_includes(path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
     data = _read_yaml(path)
     includes = data.pop("__include__", None)
     if includes is None:
-        return _strip_inherit(data)
+        return data  # its _inherit markers apply when it is merged onto what precedes it, then go
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
@@ -255,6 +264,21 @@ def run_time() -> float:
         stamp = repr(time.time())
         os.environ[RUN_TIME_ENV] = stamp
     return float(stamp)
+
+
+def _set_environment(env: Any, source: str, problems: list[str]) -> None:
+    """Set the ``_env:`` section's variables (values expanded first), reporting bad names and values."""
+    if not isinstance(env, dict):
+        problems.append(f"{source}: _env: expected a mapping of NAME: value, got {env!r}")
+        return
+    for name, value in env.items():
+        value = _expand_strings(value, source, problems, f"_env.{name}")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
+            problems.append(f"{source}: _env.{name}: not an environment variable name (letters, digits, _)")
+        elif value is None or isinstance(value, dict | list):
+            problems.append(f"{source}: _env.{name}: expected a string or number, got {value!r}")
+        else:
+            os.environ[str(name)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def _expand_strings(node: Any, source: str, problems: list[str], key: str) -> Any:
