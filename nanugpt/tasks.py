@@ -50,7 +50,20 @@ IGNORE_INDEX = -100  # the target of every position that is not part of the answ
 SPLITS = ("train", "val")
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
-Operation = Literal["x+y", "x-y", "x*y", "x/y", "x^2+y^2", "x^2+xy+y^2", "x^2+xy+y^2+x", "x^3+xy", "x^3+xy^2+x"]
+Operation = Literal[
+    "x+y",
+    "x-y",
+    "x*y",
+    "x/y",
+    "x^2+y^2",
+    "x^2+xy+y^2",
+    "x^2+xy+y^2+x",
+    "x^3+xy",
+    "x^3+xy^2+x",
+    "(x//y)if(y%2==1)else(x-y)",
+]
+ODD_DIVIDE = "(x//y)if(y%2==1)else(x-y)"  # nanuGPT's: integer division by an odd y, difference otherwise
+DIVISIONS = ("x/y", ODD_DIVIDE)  # operations that divide by y: b runs over 1..p-1
 
 
 def _divide(x: np.ndarray, y: np.ndarray, p: int) -> np.ndarray:
@@ -70,6 +83,7 @@ OPERATIONS: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray, int], np.ndar
     "x^2+xy+y^2+x": ("x^2+xy+y^2+x", lambda x, y, p: x**2 + x * y + y**2 + x),
     "x^3+xy": ("x^3+xy", lambda x, y, p: x**3 + x * y),
     "x^3+xy^2+x": ("x^3+xy^2+x", lambda x, y, p: x**3 + x * y**2 + x),
+    ODD_DIVIDE: (ODD_DIVIDE, lambda x, y, p: np.where(y % 2 == 1, x // y, x - y)),
 }
 
 
@@ -268,7 +282,7 @@ class GrokkingDataOptions(TaskDataOptions):
 
     def n_examples(self) -> int:
         """All pairs (a, b): p * p, or p * (p - 1) for division (b != 0)."""
-        return self.prime * (self.prime - (self.operation == "x/y"))
+        return self.prime * (self.prime - (self.operation in DIVISIONS))
 
     def n_train(self) -> int:
         """Examples in the train split: ``floor(train_fraction * n_examples)``."""
@@ -277,7 +291,7 @@ class GrokkingDataOptions(TaskDataOptions):
     def equations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(a, b, c)`` of every example, a-major then b, with ``c = a op b mod p``."""
         p = self.prime
-        first_b = 1 if self.operation == "x/y" else 0
+        first_b = 1 if self.operation in DIVISIONS else 0
         a, b = (grid.ravel() for grid in np.meshgrid(np.arange(p), np.arange(first_b, p), indexing="ij"))
         c = np.mod(OPERATIONS[self.operation][1](a, b, p), p)
         return a, b, c
