@@ -361,11 +361,13 @@ def translate_data(t: Translation, tokenize: Translation | None) -> None:
             t.refuse(f"{kwargs}.val_fraction", val, "the val split is the rest of the table (1 - training_fraction)")
     elif module == "arithmetic":
         low, high = t.get(f"{kwargs}.min_digits", 1), t.get(f"{kwargs}.max_digits", 1)
-        if low != high:
-            t.refuse(f"{kwargs}.min_digits", [low, high], "arithmetic has one operand length (data.digits)")
-        t.set("data.dataset", f"arithmetic_mul{high}")
+        t.set("data.dataset", f"arithmetic_mul{low}to{high}")
+        t.set("data.min_digits", low)  # both operands of each length, as nanuGPT writes them
         t.set("data.digits", high)
-        t.copy(f"{kwargs}.max_samples", "data.train_problems")
+        samples = t.get(f"{kwargs}.max_samples")
+        if samples is not MISSING:  # nanuGPT: up to max_samples per length
+            t.set("data.train_problems", samples * (high - low + 1))
+            t.note(f"{kwargs}.max_samples", "per length here too; val problems are data.val_problems, not half")
 
 
 def tokenized_source(t: Translation, tokenize: Translation | None) -> None:
@@ -410,7 +412,10 @@ def translate_tokenize_data(t: Translation, folder: str) -> None:
         t.set("data.source", files["train"][0])
     elif name not in (MISSING, None, "text") and files in (MISSING, None):
         t.set("data.source", f"hf:{name}")
-        t.note("data.hf_name_path", "read with datasets.load_dataset (a hub name or a saved dataset folder)")
+        t.note(
+            "data.hf_name_path",
+            "read with datasets.load_dataset: a hub name, or a folder of data files (not a save_to_disk folder)",
+        )
     else:
         t.refuse("data.hf_name_path", {"hf_name_path": name, "hf_data_files": files}, "one text file or one dataset")
     hf: dict[str, Any] = {}

@@ -169,12 +169,13 @@ def test_tokenize_configs_go_with_a_train_config(tmp_path: Path, capsys: pytest.
     assert any("tokenizer" in line and "another tokenizer" in line for line in refused)
 
 
-def test_multi_length_arithmetic_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, refused, _ = run_import(tmp_path, capsys, str(ASSETS / "arithmatic" / "base_config.yaml"))
-    assert code == 1
-    assert refused == [
-        "not mapped: data.module_kwargs.min_digits: [1, 4]: arithmetic has one operand length (data.digits)"
-    ]
+def test_multi_length_arithmetic_maps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, refused, out = run_import(tmp_path, capsys, str(ASSETS / "arithmatic" / "base_config.yaml"))
+    assert (code, refused) == (0, [])
+    data = loaded(out, monkeypatch).data
+    assert (data.module, data.min_digits, data.digits, data.train_problems) == ("arithmetic", 2, 4, 3 * 5000)
 
 
 def test_without_o_the_file_goes_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:

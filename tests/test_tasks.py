@@ -329,3 +329,31 @@ def test_tokenizer_prime_must_match_data_prime(tmp_path: Path) -> None:
     del tree["launch"]  # the pipeline's section, not the library's
     with pytest.raises(ParamsError, match=r"tokenizer.prime: must equal data.prime \(97\), got 89"):
         validate_params(tree, "test")
+
+
+def test_multi_length_arithmetic_has_every_length_in_one_dataset(tmp_path: Path) -> None:
+    data = arithmetic(min_digits=1, digits=3, train_problems=100, val_problems=20)
+    assert data.shares() == [(33, 6), (33, 7), (34, 7)]  # the remainder goes to the longest lengths
+    meta, rows = written(data, ArithmeticTokenizerOptions(module="arithmetic"), tmp_path)
+    codec = ArithmeticTokenizerOptions(module="arithmetic").build()
+    lengths: dict[str, list[int]] = {"train": [], "val": []}
+    problems: dict[str, set[tuple[int, int]]] = {"train": set(), "val": set()}
+    for split in ("train", "val"):
+        for row in rows[split].tolist():
+            text = codec.decode(row).replace(PAD, "")
+            a, rest = text.split("*")
+            b, c = rest.split("=")
+            assert len(a) == len(b) and int(c.removesuffix(EOT)) == int(a) * int(b)  # both operands n digits
+            lengths[split].append(len(a))
+            problems[split].add((int(a), int(b)))
+    assert [lengths["train"].count(n) for n in (1, 2, 3)] == [33, 33, 34]
+    assert [lengths["val"].count(n) for n in (1, 2, 3)] == [6, 7, 7]
+    assert not problems["train"] & problems["val"] and len(problems["train"]) == 100  # distinct, no overlap
+    assert meta.row_length == 4 * 3 + 3 and "1- to 3-digit" in meta.source
+
+
+def test_multi_length_arithmetic_refuses_a_length_too_short_for_its_share() -> None:
+    with pytest.raises(ValueError, match="give 90 problems with 1-digit operands, more than the 81 distinct"):
+        arithmetic(min_digits=1, digits=2, train_problems=170, val_problems=10)
+    with pytest.raises(ValueError, match=r"min_digits \(3\) must be <= digits \(2\)"):
+        arithmetic(min_digits=3, digits=2)
