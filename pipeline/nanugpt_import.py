@@ -175,9 +175,11 @@ class Translation:
             self.set(ours, convert(value))
 
     def note(self, dotted: str, text: str) -> None:
+        """Record a note about ``dotted`` (what we do instead)."""
         self.result.notes.append(f"{dotted}: {text}")
 
     def refuse(self, dotted: str, value: Any, reason: str) -> None:
+        """Record ``dotted`` as not mapped, with its value and the reason."""
         self.result.refused.append(f"{dotted}: {value!r}: {reason}")
 
     def expect(self, dotted: str, accepted: Any, reason: str, default: Any = MISSING) -> None:
@@ -224,6 +226,7 @@ def module_of(t: Translation, section: str) -> str | None:
 
 
 def translate_general(t: Translation) -> None:
+    """``general``, ``logging`` and ``_env``: names, seed, device, dtype, W&B; the rest is implied or refused."""
     t.copy("general.project_name", "general.project_name")
     run_name = t.get("general.run_name")
     if isinstance(run_name, str) and run_name.startswith("_time:"):
@@ -265,6 +268,7 @@ def translate_general(t: Translation) -> None:
 
 
 def translate_model(t: Translation) -> None:
+    """``model``: the family, its shape and the options nanuGPT's ``get_model`` takes (with its defaults)."""
     module = module_of(t, "model")
     kwargs = "model.module_kwargs"
     for key in ("n_layer", "n_head", "n_embd", "context_length"):
@@ -318,6 +322,7 @@ def biases(t: Translation, value: Callable[[str], Any], switches: tuple[str, ...
 
 
 def translate_tokenizer(t: Translation) -> str | None:
+    """``tokenizer``: byte, tiktoken, hf, grokking or arithmetic; return our short name."""
     module = module_of(t, "tokenizer")
     kwargs = "tokenizer.module_kwargs"
     if module == "byte":
@@ -335,6 +340,7 @@ def translate_tokenizer(t: Translation) -> str | None:
 
 
 def translate_data(t: Translation, tokenize: Translation | None) -> None:
+    """``data``: token files (with their text source), grokking tables or arithmetic problems."""
     module = module_of(t, "data")
     kwargs = "data.module_kwargs"
     batch = t.source.get("training", {}).get("device_batch_size")
@@ -444,12 +450,14 @@ def translate_tokenize_data(t: Translation, folder: str) -> None:
 
 
 def translate_training(t: Translation) -> None:
+    """``training``: steps and batch sizes, the same names."""
     for key in ("max_steps", "device_batch_size", "global_batch_size", "grad_clip", "log_every"):
         t.copy(f"training.{key}", f"training.{key}")
     t.implied("training.enable_train_log", "implied: a log line every training.log_every steps")
 
 
 def translate_optimizer(t: Translation) -> None:
+    """``optimizer``: adamw, adamw_nanogpt or muon; ``learning_rate`` -> ``lr``."""
     module = module_of(t, "optimizer")
     kwargs = "optimizer.module_kwargs"
     if module == "muon":
@@ -480,6 +488,7 @@ def translate_muon(t: Translation) -> None:
 
 
 def translate_scheduler(t: Translation) -> None:
+    """``scheduler``: ``warmup_iters`` -> ``warmup_steps``, ``end_factor`` -> ``min_lr_ratio``, cooldowns, lr range."""
     module = module_of(t, "scheduler")
     kwargs = "scheduler.module_kwargs"
     max_steps = t.source.get("training", {}).get("max_steps")
@@ -503,12 +512,13 @@ def translate_scheduler(t: Translation) -> None:
 
 
 def translate_components(t: Translation) -> None:
-    for section in ("loss", "scaler"):
-        module = module_of(t, section)
+    """``loss`` and ``scaler``; nanuGPT's keller scaler takes its norm from ``training.grad_clip``."""
+    modules = {section: module_of(t, section) for section in ("loss", "scaler")}
+    for section in modules:
         kwargs = t.get(f"{section}.module_kwargs", {})
         if kwargs:
             t.refuse(f"{section}.module_kwargs", kwargs, f"nanuGPT's {section} functions take no options")
-    if module == "keller":  # nanuGPT's keller scaler rescales each gradient to a norm of training.grad_clip
+    if modules["scaler"] == "keller":  # nanuGPT's keller scaler rescales each gradient to a norm of training.grad_clip
         clip = t.result.tree.get("training", {}).get("grad_clip", 1.0)
         if clip > 0:
             t.set("scaler.target_norm", clip)
@@ -519,6 +529,7 @@ def translate_components(t: Translation) -> None:
 
 
 def translate_eval(t: Translation) -> None:
+    """``eval`` and ``generate``: evaluation counts, checkpoint policy, the checkpoint to sample from."""
     t.copy("eval.eval_every", "eval.eval_every")
     iters = t.get("eval.eval_iters")
     if iters is None:
