@@ -2,6 +2,9 @@
 
 Directives, applied in this order:
 
+* ``a.yaml;b.yaml`` as the file name: the files are loaded in order (each
+  with its own includes) and deep-merged, later wins, as nanuGPT stacks an
+  overlay onto a config (``"train.yaml;overlays/lr_range_test.yaml"``).
 * ``__include__: base.yaml`` (or a list): the named files, relative to the
   including file, are loaded first and deep-merged in order; the including
   file is merged on top (later wins).
@@ -17,6 +20,9 @@ Directives, applied in this order:
   that path; as a key of a mapping, the copied mapping is merged under the
   mapping's other keys. Paths without a leading ``/`` are relative to the
   mapping holding the directive; ``..`` goes up one level.
+* ``_env:`` at the top, a mapping of ``NAME: value``: each value (expanded
+  itself) is set as the environment variable ``NAME`` before the other keys
+  expand, so they can use ``$NAME``; the section is then removed.
 * ``$VAR`` / ``${VAR}`` in strings expand from the environment (``$$`` is a
   literal ``$``); an unset variable is an error. Nothing is run by a shell.
 * ``_time:FORMAT`` as a string value becomes the run's start time formatted
@@ -73,18 +79,35 @@ def load_yaml_tree(
 ) -> dict[str, Any]:
     """Load ``path`` with all directives resolved; return a plain nested dict.
 
-    ``parse_override(tree, dotted, text)`` turns an override's text into its value (default: YAML);
-    ``module`` overrides are applied first, so it sees the component a later key belongs to.
+    ``parse_override(tree, dotted, text)`` turns an override's text into its value (default: YAML).
     """
-    path = Path(path)
+    tree = load_unexpanded(path, overrides, parse_override)
+    problems: list[str] = []
+    _set_environment(tree.pop("_env", {}), str(path), problems)
+    tree = _expand_strings(tree, str(path), problems, key="")
+    if problems:
+        raise ConfigError(problems)
+    return tree
+
+
+def load_unexpanded(
+    path: str | Path, overrides: Sequence[str] = (), parse_override: OverrideParser | None = None
+) -> dict[str, Any]:
+    """Load ``path`` with ``__include__``, ``_inherit``, overrides and ``_copy`` resolved, but strings as written.
+
+    ``$VAR`` and ``_time:`` stay as they are: what a tool that translates a file (not runs it) reads.
+    ``module`` overrides are applied first, so ``parse_override`` sees the component a later key belongs to.
+    """
     pairs = split_overrides(overrides)
-    tree = _load_with_includes(path, stack=())
+    tree: dict[str, Any] = {}
+    for part in str(path).split(";"):
+        tree = deep_merge(tree, _load_with_includes(Path(part.strip()), stack=()))
+    tree = _strip_inherit(tree)
     for dotted, text in sorted(pairs.items(), key=lambda item: not item[0].endswith(".module")):
         value = parse_override(tree, dotted, text) if parse_override else parse_value(text)
         set_dotted(tree, dotted, value)
     problems: list[str] = []
     tree = _resolve_copies(tree, str(path), problems)
-    tree = _expand_strings(tree, str(path), problems, key="")
     if problems:
         raise ConfigError(problems)
     return tree
@@ -254,7 +277,7 @@ def _load_with_includes(path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
     data = _read_yaml(path)
     includes = data.pop("__include__", None)
     if includes is None:
-        return _strip_inherit(data)
+        return data  # its _inherit markers apply when it is merged onto what precedes it, then go
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
@@ -354,6 +377,21 @@ def run_time() -> float:
         stamp = repr(time.time())
         os.environ[RUN_TIME_ENV] = stamp
     return float(stamp)
+
+
+def _set_environment(env: Any, source: str, problems: list[str]) -> None:
+    """Set the ``_env:`` section's variables (values expanded first), reporting bad names and values."""
+    if not isinstance(env, dict):
+        problems.append(f"{source}: _env: expected a mapping of NAME: value, got {env!r}")
+        return
+    for name, value in env.items():
+        value = _expand_strings(value, source, problems, f"_env.{name}")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
+            problems.append(f"{source}: _env.{name}: not an environment variable name (letters, digits, _)")
+        elif value is None or isinstance(value, dict | list):
+            problems.append(f"{source}: _env.{name}: expected a string or number, got {value!r}")
+        else:
+            os.environ[str(name)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def _expand_strings(node: Any, source: str, problems: list[str], key: str) -> Any:

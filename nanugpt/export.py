@@ -122,11 +122,12 @@ def gpt2_from_nanogpt(model: GPT, transformers: ModuleType) -> tuple[Any, dict[s
         n_layer=o.n_layer,
         n_head=o.n_head,
         activation_function="gelu",
-        resid_pdrop=o.dropout,
-        embd_pdrop=o.dropout,
-        attn_pdrop=o.dropout,
+        resid_pdrop=o.rate("resid"),  # GPT-2 has one rate for both residual branches
+        embd_pdrop=o.rate("embed"),
+        attn_pdrop=o.rate("attn"),
         layer_norm_epsilon=1e-5,
-        tie_word_embeddings=True,
+        initializer_range=o.initializer_range,
+        tie_word_embeddings=o.tie_lm_head,
     )
     config.architectures = ["GPT2LMHeadModel"]
     tensors = {

@@ -84,6 +84,12 @@ class EvalParams(Section):
     eval_iters: int = Field(20, gt=0, description="fixed val batches per evaluation")
 
 
+CHECKPOINT_DEFAULT = "last"
+CHECKPOINT_DESCRIPTION = (
+    "checkpoint to load: 'last' (OUT_DIR/checkpoints/last.pt), 'best' (best.pt, lowest val loss) or a path"
+)
+
+
 class GenerateParams(Section):
     prompt: str = Field("\n", description="prompt text, or FILE:path to read it from a file")
     num_samples: int = Field(1, gt=0, description="samples to draw")
@@ -92,6 +98,11 @@ class GenerateParams(Section):
     top_k: int | None = Field(200, gt=0, description="keep the k most likely tokens; null = all")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass; null = off")
     seed: int = Field(1337, ge=0, description="sampling seed: the same seed gives the same text")
+    checkpoint: str = Field(CHECKPOINT_DEFAULT, min_length=1, description=CHECKPOINT_DESCRIPTION)
+
+
+class ExportParams(Section):
+    checkpoint: str = Field(CHECKPOINT_DEFAULT, min_length=1, description=CHECKPOINT_DESCRIPTION)
 
 
 class LoggingParams(Section):
@@ -117,6 +128,7 @@ class Params(Section):
     scaler: SerializeAsAny[ScalerOptions]
     eval: EvalParams = EvalParams()
     generate: GenerateParams = GenerateParams()
+    export: ExportParams = ExportParams()
     logging: LoggingParams = LoggingParams()
 
     def to_dict(self) -> dict[str, Any]:

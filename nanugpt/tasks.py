@@ -50,7 +50,20 @@ IGNORE_INDEX = -100  # the target of every position that is not part of the answ
 SPLITS = ("train", "val")
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
-Operation = Literal["x+y", "x-y", "x*y", "x/y", "x^2+y^2", "x^2+xy+y^2", "x^2+xy+y^2+x", "x^3+xy", "x^3+xy^2+x"]
+Operation = Literal[
+    "x+y",
+    "x-y",
+    "x*y",
+    "x/y",
+    "x^2+y^2",
+    "x^2+xy+y^2",
+    "x^2+xy+y^2+x",
+    "x^3+xy",
+    "x^3+xy^2+x",
+    "(x//y)if(y%2==1)else(x-y)",
+]
+ODD_DIVIDE = "(x//y)if(y%2==1)else(x-y)"  # nanuGPT's: integer division by an odd y, difference otherwise
+DIVISIONS = ("x/y", ODD_DIVIDE)  # operations that divide by y: b runs over 1..p-1
 
 
 def _divide(x: np.ndarray, y: np.ndarray, p: int) -> np.ndarray:
@@ -70,6 +83,7 @@ OPERATIONS: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray, int], np.ndar
     "x^2+xy+y^2+x": ("x^2+xy+y^2+x", lambda x, y, p: x**2 + x * y + y**2 + x),
     "x^3+xy": ("x^3+xy", lambda x, y, p: x**3 + x * y),
     "x^3+xy^2+x": ("x^3+xy^2+x", lambda x, y, p: x**3 + x * y**2 + x),
+    ODD_DIVIDE: (ODD_DIVIDE, lambda x, y, p: np.where(y % 2 == 1, x // y, x - y)),
 }
 
 
@@ -268,7 +282,7 @@ class GrokkingDataOptions(TaskDataOptions):
 
     def n_examples(self) -> int:
         """All pairs (a, b): p * p, or p * (p - 1) for division (b != 0)."""
-        return self.prime * (self.prime - (self.operation == "x/y"))
+        return self.prime * (self.prime - (self.operation in DIVISIONS))
 
     def n_train(self) -> int:
         """Examples in the train split: ``floor(train_fraction * n_examples)``."""
@@ -277,7 +291,7 @@ class GrokkingDataOptions(TaskDataOptions):
     def equations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(a, b, c)`` of every example, a-major then b, with ``c = a op b mod p``."""
         p = self.prime
-        first_b = 1 if self.operation == "x/y" else 0
+        first_b = 1 if self.operation in DIVISIONS else 0
         a, b = (grid.ravel() for grid in np.meshgrid(np.arange(p), np.arange(first_b, p), indexing="ij"))
         c = np.mod(OPERATIONS[self.operation][1](a, b, p), p)
         return a, b, c
@@ -310,11 +324,23 @@ class GrokkingDataOptions(TaskDataOptions):
 
 
 class ArithmeticDataOptions(TaskDataOptions):
-    """Multiplication problems ``a*b=c`` with up to ``digits`` digits per operand, sampled without repeats."""
+    """Multiplication problems ``a*b=c`` with up to ``digits`` digits per operand, sampled without repeats.
+
+    With ``min_digits`` (nanuGPT's multi-length arithmetic), every operand length ``n`` from ``min_digits`` to
+    ``digits`` has its own problems, both operands of exactly ``n`` digits, and an equal share of
+    ``train_problems`` and ``val_problems`` (the longest lengths take the remainder).
+    """
 
     tokenizer_module: ClassVar[str] = "arithmetic"
 
     digits: int = Field(3, ge=1, le=9, description="operands are uniform over 0 .. 10^digits - 1")
+    min_digits: int | None = Field(
+        None,
+        ge=1,
+        le=9,
+        description="with it, every operand length from min_digits to digits in one dataset (both operands that "
+        "long, an equal share of the problems each); null = one range, 0 .. 10^digits - 1",
+    )
     train_problems: int = Field(100_000, gt=0, description="problems in the train split")
     val_problems: int = Field(1_000, description="problems in the val split (>= 1), none of them in train")
     reverse_answer: bool = Field(
@@ -330,23 +356,51 @@ class ArithmeticDataOptions(TaskDataOptions):
 
     @model_validator(mode="after")
     def _enough_problems(self) -> ArithmeticDataOptions:
-        distinct = 10 ** (2 * self.digits)
-        wanted = self.train_problems + self.val_problems
-        if wanted > distinct:
+        if self.min_digits is not None and self.min_digits > self.digits:
+            raise ValueError(f"min_digits ({self.min_digits}) must be <= digits ({self.digits})")
+        for n, (_, span), (n_train, n_val) in zip(self.lengths(), self.ranges(), self.shares()):
+            if n_train + n_val <= span * span:
+                continue
+            if self.min_digits is None:
+                raise ValueError(
+                    f"train_problems + val_problems ({n_train + n_val}) exceeds the {span * span} distinct problems "
+                    f"with {self.digits}-digit operands; lower them or raise digits"
+                )
             raise ValueError(
-                f"train_problems + val_problems ({wanted}) exceeds the {distinct} distinct problems with "
-                f"{self.digits}-digit operands; lower them or raise digits"
+                f"train_problems + val_problems give {n_train + n_val} problems with {n}-digit operands, more than "
+                f"the {span * span} distinct ones; lower them or raise min_digits"
             )
         return self
 
+    def lengths(self) -> list[int]:
+        """The operand lengths: ``min_digits .. digits``, or ``[digits]`` for the one range."""
+        return list(range(self.min_digits, self.digits + 1)) if self.min_digits is not None else [self.digits]
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """``(lowest operand, count of operands)`` of each length: exactly n digits, or 0 .. 10^digits - 1."""
+        if self.min_digits is None:
+            return [(0, 10**self.digits)]
+        return [(10 ** (n - 1), 9 * 10 ** (n - 1)) for n in self.lengths()]
+
+    def shares(self) -> list[tuple[int, int]]:
+        """``(train, val)`` problems of each length: equal shares, the remainder to the longest lengths."""
+        k = len(self.lengths())
+
+        def split(total: int) -> list[int]:
+            return [total // k + (i >= k - total % k) for i in range(k)]
+
+        return list(zip(split(self.train_problems), split(self.val_problems)))
+
     def operands(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``(a, b)`` of each split: distinct pairs drawn by a generator seeded by ``split_seed``."""
-        base = 10**self.digits
-        drawn = np.random.default_rng(self.split_seed).choice(
-            base * base, size=self.train_problems + self.val_problems, replace=False
-        )
-        parts = {"train": drawn[: self.train_problems], "val": drawn[self.train_problems :]}
-        return {split: (pairs // base, pairs % base) for split, pairs in parts.items()}
+        """``(a, b)`` of each split: distinct pairs of each length, drawn by a generator seeded by ``split_seed``."""
+        rng = np.random.default_rng(self.split_seed)
+        parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"train": [], "val": []}
+        for (low, span), (n_train, n_val) in zip(self.ranges(), self.shares()):
+            drawn = rng.choice(span * span, size=n_train + n_val, replace=False)
+            a, b = low + drawn // span, low + drawn % span
+            parts["train"].append((a[:n_train], b[:n_train]))
+            parts["val"].append((a[n_train:], b[n_train:]))
+        return {split: tuple(np.concatenate(column) for column in zip(*pairs)) for split, pairs in parts.items()}
 
     def answer(self, a: int, b: int) -> str:
         """The product's digits as written in an example (reversed when ``reverse_answer``)."""
@@ -364,4 +418,6 @@ class ArithmeticDataOptions(TaskDataOptions):
 
     def describe(self) -> str:
         order = ", answers reversed" if self.reverse_answer else ""
+        if self.min_digits is not None:
+            return f"arithmetic: multiplication of {self.min_digits}- to {self.digits}-digit numbers{order}"
         return f"arithmetic: multiplication of up to {self.digits}-digit numbers{order}"

@@ -4,6 +4,9 @@
     python -m pipeline.params check [FILE]       # validate (exit 2 with one line per problem)
     python -m pipeline.params schema [OUT.json]  # JSON schema of every section and component
     python -m pipeline.params reference [OUT.md] # Markdown table of every key (docs/params.md)
+    python -m pipeline.params import-nanugpt NANUGPT.yaml [--tokenize TOKENIZE.yaml] [-o OUT.yaml]
+                                                 # a nanuGPT config -> an explicit params file (docs/nanugpt.md);
+                                                 # exit 1 listing every key that cannot be mapped
 
 ``params.yaml`` must be explicit because DVC only sees literal keys: ``use``
 resolves ``__include__``, ``_copy`` and the rest and writes every key.
@@ -26,12 +29,13 @@ from nanugpt.atomic import write_text
 from nanugpt.components import KIND_BASES
 from nanugpt.params import ParamsError
 from pipeline.cli import run_command
+from pipeline.nanugpt_import import import_nanugpt
 from pipeline.schema import PipelineParams, load
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "params"
 HEADER = (
     "# The active experiment, fully explicit (DVC tracks these literal keys).\n"
-    "# Written by `python -m pipeline.params use {preset}`; edit it or run `dvc exp run -S key=value`.\n"
+    "# Written by `python -m pipeline.params {command} {preset}`; edit it or run `dvc exp run -S key=value`.\n"
 )
 REFERENCE_NOTE = (
     "Every key of the params file, generated from the schema by `python -m pipeline.params reference docs/params.md`"
@@ -48,9 +52,9 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def explicit_yaml(params: PipelineParams, preset: str) -> str:
+def explicit_yaml(params: PipelineParams, preset: str, command: str = "use") -> str:
     """The YAML text of ``params`` with every key written out."""
-    return HEADER.format(preset=preset) + yaml.safe_dump(params.to_dict(), sort_keys=False, width=120)
+    return HEADER.format(command=command, preset=preset) + yaml.safe_dump(params.to_dict(), sort_keys=False, width=120)
 
 
 def use(preset: str, target: Path = Path("params.yaml")) -> PipelineParams:
@@ -117,6 +121,30 @@ def reference() -> str:
     return "\n".join(lines) + "\n"
 
 
+def import_command(args: Sequence[str]) -> int:
+    """``import-nanugpt FILE [--tokenize FILE] [-o OUT]``: print the notes, list the refused keys on stderr, write
+    the params file (to OUT, else stdout) when it validates; exit 0 when every key mapped, 1 otherwise."""
+    args = list(args)
+    options = {flag: args.pop(args.index(flag) + 1) for flag in ("--tokenize", "-o") if flag in args[:-1]}
+    args = [a for a in args if a not in ("--tokenize", "-o")]
+    if len(args) != 1:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    tokenize = options.get("--tokenize")
+    result = import_nanugpt(Path(args[0]), Path(tokenize) if tokenize else None)
+    for line in result.notes:
+        print(f"note: {line}", file=sys.stderr)
+    for line in result.refused:
+        print(f"not mapped: {line}", file=sys.stderr)
+    if result.params is not None:
+        header = args[0] + (f" --tokenize {tokenize}" if tokenize else "")
+        text = explicit_yaml(result.params, header, command="import-nanugpt")
+        if result.refused:
+            text = "".join(f"# not mapped: {line}\n" for line in result.refused) + text
+        write_text(Path(options["-o"]), text) if "-o" in options else print(text, end="")
+    return 1 if result.refused else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one params tool (see the module doc); exit 2 with one line per problem for invalid params."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -135,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif command == "schema":
             text = json.dumps(json_schema(), indent=2) + "\n"
             write_text(rest[0], text) if rest else print(text, end="")
+        elif command == "import-nanugpt":
+            return import_command(rest)
         elif command == "reference":
             write_text(rest[0], reference()) if rest else print(reference(), end="")
         else:

@@ -68,6 +68,17 @@ def last_checkpoint(root: Path | None = None) -> Path:
     return checkpoint_dir(root) / "last.pt"
 
 
+def chosen_checkpoint(choice: str, root: Path | None = None) -> Path:
+    """The checkpoint ``generate.checkpoint`` / ``export.checkpoint`` names: ``last``, ``best`` or a path.
+
+    ``last`` and ``best`` are ``last.pt`` and ``best.pt`` under ``OUT_DIR/checkpoints``; anything else is a path,
+    relative to the working directory.
+    """
+    if choice in ("last", "best"):
+        return checkpoint_dir(root) / f"{choice}.pt"
+    return Path(choice)
+
+
 def metrics_file(root: Path | None = None) -> Path:
     """``OUT_DIR/metrics.json``: the evaluate stage's DVC metrics."""
     return (root or out_dir()) / "metrics.json"

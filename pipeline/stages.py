@@ -180,7 +180,7 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/ops",
                 "nanugpt/tokenizers",
             ),
-            params=("data.dataset", "tokenizer.module"),
+            params=("data.dataset", "tokenizer.module", "export"),
             deps=("{data_dir}", "{out_dir}/checkpoints"),
             outs=("{out_dir}/hf",),
             dirs=frozenset({"{out_dir}/hf"}),

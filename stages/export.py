@@ -1,6 +1,7 @@
 """Export stage: ``OUT_DIR/checkpoints/last.pt`` -> ``OUT_DIR/hf/`` (Hugging Face format).
 
     python -m stages.export [params.yaml]
+    python -m stages.export params.yaml --export.checkpoint best   # or a path to any checkpoint
 
 Writes ``model.safetensors``, ``config.json``, ``generation_config.json`` and
 the tokenizer files, so that, offline::
@@ -13,8 +14,9 @@ gives the logits of our model and the ids of our tokenizer. ``nanogpt`` is
 written as GPT-2, ``tinyllama`` as Llama, ``hf_gpt2`` / ``hf_llama`` as they
 are; ``model.pretrained: out/hf`` (hf_gpt2 / hf_llama) starts a new run from
 the folder. The tokenizer is rebuilt from the token files' ``meta.json``.
+``export.checkpoint`` picks the checkpoint: ``last`` (default), ``best`` (lowest val loss) or a path.
 Needs ``transformers`` and ``safetensors`` (``pip install 'nanugpt[hf]'``).
-Reads: data.dataset, tokenizer.module.
+Reads: data.dataset, tokenizer.module, export.checkpoint.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ NOT_EXPORTED = "NOT_EXPORTED.txt"
 
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> Path:
-    """Export the last checkpoint to ``OUT_DIR/hf``; return that folder."""
+    """Export the ``export.checkpoint`` checkpoint (``last`` by default) to ``OUT_DIR/hf``; return that folder."""
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
     data_dir = paths.tokenized_dir(params, data_root)
     folder = out / "hf"
     try:
-        written = export_checkpoint(paths.last_checkpoint(out), read_meta(data_dir), data_dir, folder)
+        written = export_checkpoint(
+            paths.chosen_checkpoint(params.export.checkpoint, out), read_meta(data_dir), data_dir, folder
+        )
     except NoHFCounterpart as exc:  # not an error of the run: say so in the output, keep the pipeline going
         with atomic_dir(folder) as tmp:
             (tmp / NOT_EXPORTED).write_text(f"{exc}\n")

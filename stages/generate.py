@@ -1,10 +1,12 @@
 """Generate stage: ``OUT_DIR/checkpoints/last.pt`` -> ``OUT_DIR/samples.txt``.
 
     python -m stages.generate [params.yaml] [--generate.prompt "ROMEO:"] [--generate.seed 7]
+    python -m stages.generate params.yaml --generate.checkpoint best   # or a path to any checkpoint
 
 Samples ``generate.num_samples`` continuations of ``generate.prompt`` (or
 ``FILE:path``) with ``temperature``, ``top_k`` and ``top_p``; the same
-``generate.seed`` gives the same text. The tokenizer is rebuilt from the
+``generate.seed`` gives the same text. ``generate.checkpoint`` picks the
+checkpoint: ``last`` (default), ``best`` (lowest val loss) or a path. The tokenizer is rebuilt from the
 token files' ``meta.json``. With ``logging.wandb`` the samples also go to the
 training run in W&B. Reads: generate.*, general.device_type, general.project_name,
 general.run_name, logging.wandb, data.dataset, tokenizer.module.
@@ -30,11 +32,11 @@ SEPARATOR = "\n---------------\n"
 
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> list[str]:
-    """Sample from the last checkpoint; write the samples to ``samples.txt`` and return them."""
+    """Sample from ``generate.checkpoint`` (``last`` by default); write the samples to ``samples.txt``, return them."""
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
     prompt = read_prompt(params.generate.prompt)  # a bad FILE: prompt fails before the model is loaded
     device = pick_device(params.general.device_type)
-    model, _, state = load_trained_model(paths.last_checkpoint(out), device)
+    model, _, state = load_trained_model(paths.chosen_checkpoint(params.generate.checkpoint, out), device)
     data_dir = paths.tokenized_dir(params, data_root)
     meta = read_meta(data_dir)
     check_vocab(state, meta, data_dir)

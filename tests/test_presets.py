@@ -75,5 +75,30 @@ def test_presets_cover_the_issue_list() -> None:
         "tinystories_llama",
         "grokking_prime97",
         "arithmetic",
+        # nanuGPT's experiment families (issue 21)
+        "tinyshakespeare_byte_nanugpt",
+        "grokking_prime223",
+        "openwebtext_gpt2_124m_keller_adamw",
+        "openwebtext_gpt2_124m_wsd",
+        "wikitext103_gpt2",
+        "openwebtext_tinyllama_345m",
     } <= names
     assert yaml.safe_load((REPO / "params" / "openwebtext_gpt2_124m.yaml").read_text())["__include__"]
+
+
+LR_RANGE_TEST = REPO / "params" / "overlays" / "lr_range_test.yaml"
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_the_lr_range_test_overlay_stacks_onto_every_preset(preset: Path) -> None:
+    params = load(f"{preset};{LR_RANGE_TEST}")
+    assert (params.scheduler.module, params.training.max_steps) == ("lr_range_test", 100)
+    assert params.model == load(preset).model  # the overlay changes the schedule, not the experiment
+
+
+def test_a_preset_with_the_overlay_trains(tmp_path: Path, corpus: Path) -> None:
+    stacked = f"{REPO / 'params' / 'tinyshakespeare_char.yaml'};{LR_RANGE_TEST}"
+    params = load(stacked, shrink(load_yaml_tree(stacked), corpus))
+    tokenize.run(params, data_root=tmp_path / "data")
+    summary = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
+    assert summary["step"] == 3 and "suggested_lr" in str(summary)

@@ -96,6 +96,12 @@ RULES = (
     ),
     Rule(r'python -m stages\.generate params\.yaml --generate\.prompt "ROMEO:" --generate\.seed 7'),
     Rule(r"python -m stages\.train --help", expect="Train stage"),
+    Rule(r"python -m stages\.(generate|export) params\.yaml --(generate|export)\.checkpoint best"),
+    Rule(
+        r"python -m pipeline\.params import-nanugpt \S+/tinyshakespeare\.yaml -o params/my_run\.yaml",
+        rewrite=(("../nanuGPT/configs", "tests/assets/nanugpt"),),  # our own config in nanuGPT's format
+        after="python -m pipeline.params check params/my_run.yaml && rm params/my_run.yaml",
+    ),
     Rule(r"torchrun --standalone --nproc-per-node=2 -m stages\.train params\.yaml", expect="done:"),
     # 4 processes of a 4-sequence micro-batch would exceed the tiny global batch of 8: 2 sequences each
     Rule(

@@ -19,6 +19,7 @@ from nanugpt.losses import ArithmeticLossOptions, GrokkingLossOptions
 from nanugpt.meta import read_meta
 from nanugpt.params import ParamsError
 from nanugpt.tasks import (
+    DIVISIONS,
     IGNORE_INDEX,
     OPERATIONS,
     ArithmeticDataOptions,
@@ -42,6 +43,7 @@ REFERENCE = {
     "x^2+xy+y^2+x": lambda a, b, p: (a * a + a * b + b * b + a) % p,
     "x^3+xy": lambda a, b, p: (a**3 + a * b) % p,
     "x^3+xy^2+x": lambda a, b, p: (a**3 + a * b * b + a) % p,
+    "(x//y)if(y%2==1)else(x-y)": lambda a, b, p: (a // b if b % 2 else a - b) % p,
 }
 
 
@@ -68,11 +70,11 @@ def test_every_operation_is_listed_and_every_grokking_example_is_right(tmp_path:
     assert set(OPERATIONS) == set(Operation.__args__) == set(REFERENCE)
     p = 11
     codec = GrokkingTokenizerOptions(module="grokking", prime=p).build()
-    for operation, reference in REFERENCE.items():
+    for number, (operation, reference) in enumerate(REFERENCE.items()):
         meta, rows = written(
             grokking(p, operation),
             GrokkingTokenizerOptions(module="grokking", prime=p),
-            tmp_path / operation.replace("^", "p"),
+            tmp_path / f"operation{number}",
         )
         seen = set()
         for row in np.concatenate([rows["train"], rows["val"]]).tolist():
@@ -81,7 +83,7 @@ def test_every_operation_is_listed_and_every_grokking_example_is_right(tmp_path:
             a, b, c = int(a), int(b), int(c)
             assert c == reference(a, b, p), (operation, a, b, c)
             seen.add((a, b))
-        first_b = 1 if operation == "x/y" else 0
+        first_b = 1 if operation in DIVISIONS else 0
         assert seen == {(a, b) for a in range(p) for b in range(first_b, p)}  # every pair exactly once:
         assert meta.train_rows + meta.val_rows == len(seen)  # no train/val overlap
 
@@ -327,3 +329,31 @@ def test_tokenizer_prime_must_match_data_prime(tmp_path: Path) -> None:
     del tree["launch"]  # the pipeline's section, not the library's
     with pytest.raises(ParamsError, match=r"tokenizer.prime: must equal data.prime \(97\), got 89"):
         validate_params(tree, "test")
+
+
+def test_multi_length_arithmetic_has_every_length_in_one_dataset(tmp_path: Path) -> None:
+    data = arithmetic(min_digits=1, digits=3, train_problems=100, val_problems=20)
+    assert data.shares() == [(33, 6), (33, 7), (34, 7)]  # the remainder goes to the longest lengths
+    meta, rows = written(data, ArithmeticTokenizerOptions(module="arithmetic"), tmp_path)
+    codec = ArithmeticTokenizerOptions(module="arithmetic").build()
+    lengths: dict[str, list[int]] = {"train": [], "val": []}
+    problems: dict[str, set[tuple[int, int]]] = {"train": set(), "val": set()}
+    for split in ("train", "val"):
+        for row in rows[split].tolist():
+            text = codec.decode(row).replace(PAD, "")
+            a, rest = text.split("*")
+            b, c = rest.split("=")
+            assert len(a) == len(b) and int(c.removesuffix(EOT)) == int(a) * int(b)  # both operands n digits
+            lengths[split].append(len(a))
+            problems[split].add((int(a), int(b)))
+    assert [lengths["train"].count(n) for n in (1, 2, 3)] == [33, 33, 34]
+    assert [lengths["val"].count(n) for n in (1, 2, 3)] == [6, 7, 7]
+    assert not problems["train"] & problems["val"] and len(problems["train"]) == 100  # distinct, no overlap
+    assert meta.row_length == 4 * 3 + 3 and "1- to 3-digit" in meta.source
+
+
+def test_multi_length_arithmetic_refuses_a_length_too_short_for_its_share() -> None:
+    with pytest.raises(ValueError, match="give 90 problems with 1-digit operands, more than the 81 distinct"):
+        arithmetic(min_digits=1, digits=2, train_problems=170, val_problems=10)
+    with pytest.raises(ValueError, match=r"min_digits \(3\) must be <= digits \(2\)"):
+        arithmetic(min_digits=3, digits=2)

@@ -2,7 +2,9 @@
 
 Token + learned position embeddings, pre-LayerNorm blocks of causal
 self-attention (``scaled_dot_product_attention``) and a GELU MLP, a final
-LayerNorm and a head tied to the token embedding. Parameter names follow
+LayerNorm and a head tied to the token embedding (or not: ``tie_lm_head``).
+Each dropout has its own rate (nanuGPT's ``attn_dropout``, ``resid_dropout``,
+``mlp_dropout``, ``embed_dropout``); ``dropout`` is the rate of those left unset. Parameter names follow
 GPT-2 (``wte``, ``wpe``, ``c_attn``, ``c_proj``, ``ln_f``) so that Hugging Face
 interchange is a table of renames. The vocabulary is padded to a multiple of
 64 for faster matmuls; padded ids are never produced by the tokenizer.
@@ -11,7 +13,7 @@ interchange is a table of renames. The vocabulary is padded to a multiple of
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -23,17 +25,39 @@ from nanugpt.models.layers import causal_attention, dropout_layer
 
 
 class NanoGPTOptions(ModelOptions):
-    """GPT-2 style decoder: learned positions, pre-LayerNorm, GELU MLP, tied head."""
+    """GPT-2 style decoder: learned positions, pre-LayerNorm, GELU MLP, tied head by default."""
 
     n_layer: int = Field(gt=0, description="transformer blocks")
     n_head: int = Field(gt=0, description="attention heads; must divide n_embd")
     n_embd: int = Field(gt=0, description="embedding width")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout after attention, MLP and embeddings")
+    dropout: float = Field(0.0, ge=0, lt=1, description="rate of each of the four dropouts below left null")
+    attn_dropout: float | None = Field(
+        None, ge=0, lt=1, description="dropout on the attention weights (softmax of QK^T); null = dropout"
+    )
+    resid_dropout: float | None = Field(
+        None, ge=0, lt=1, description="dropout after the attention's output projection; null = dropout"
+    )
+    mlp_dropout: float | None = Field(None, ge=0, lt=1, description="dropout after the MLP; null = dropout")
+    embed_dropout: float | None = Field(
+        None, ge=0, lt=1, description="dropout after token + position embeddings; null = dropout"
+    )
+    tie_lm_head: bool = Field(True, description="share the token embedding with the output head (GPT-2 does)")
+    initializer_range: float = Field(
+        0.02,
+        gt=0,
+        description="std of the normal init of Linear and Embedding weights (residual projections: "
+        "divided by sqrt(2 n_layer))",
+    )
     bias: bool = Field(True, description="biases in Linear and LayerNorm layers (GPT-2 has them)")
     pad_vocab_to: int = Field(64, gt=0, description="round the vocabulary up to a multiple of this")
 
     def check(self, params: Any) -> list[Problem]:
         return heads_divide_width(self.n_embd, self.n_head)
+
+    def rate(self, part: Literal["attn", "resid", "mlp", "embed"]) -> float:
+        """The dropout rate of ``part``: its own ``<part>_dropout``, or ``dropout`` when that is null."""
+        own = getattr(self, f"{part}_dropout")
+        return self.dropout if own is None else own
 
     def build(self, vocab_size: int) -> GPT:
         return GPT(self, vocab_size)
@@ -45,8 +69,8 @@ class CausalSelfAttention(nn.Module):
         self.n_head = opts.n_head
         self.c_attn = nn.Linear(opts.n_embd, 3 * opts.n_embd, bias=opts.bias)
         self.c_proj = nn.Linear(opts.n_embd, opts.n_embd, bias=opts.bias)
-        self.dropout = opts.dropout
-        self.resid_dropout = dropout_layer(opts.dropout)
+        self.dropout = opts.rate("attn")
+        self.resid_dropout = dropout_layer(opts.rate("resid"))
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
@@ -67,7 +91,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(opts.n_embd, 4 * opts.n_embd, bias=opts.bias)
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * opts.n_embd, opts.n_embd, bias=opts.bias)
-        self.dropout = dropout_layer(opts.dropout)
+        self.dropout = dropout_layer(opts.rate("mlp"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C)
@@ -103,26 +127,26 @@ class GPT(DecoderMixin):
             dict(
                 wte=nn.Embedding(padded, opts.n_embd),
                 wpe=nn.Embedding(opts.context_length, opts.n_embd),
-                drop=dropout_layer(opts.dropout),
+                drop=dropout_layer(opts.rate("embed")),
                 h=nn.ModuleList([Block(opts) for _ in range(opts.n_layer)]),
                 ln_f=nn.LayerNorm(opts.n_embd, bias=opts.bias),
             )
         )
         self.lm_head = nn.Linear(opts.n_embd, padded, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying
+        if opts.tie_lm_head:
+            self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: residual projections scaled by depth
-                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * opts.n_layer))
+                nn.init.normal_(param, mean=0.0, std=opts.initializer_range / math.sqrt(2 * opts.n_layer))
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
+    def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=self.opts.initializer_range)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=self.opts.initializer_range)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, hidden_only: bool = False) -> torch.Tensor:
         """Logits (B, T, padded vocab), or with ``hidden_only`` the (B, T, C) input of the head."""

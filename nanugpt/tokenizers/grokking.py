@@ -26,6 +26,7 @@ OPERATOR_TOKENS: tuple[str, ...] = (
     "x^2+xy+y^2+x",
     "x^3+xy",
     "x^3+xy^2+x",
+    "(x//y)if(y%2==1)else(x-y)",  # last, so the ids of the others stay as they were
 )
 
 
