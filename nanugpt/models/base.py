@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -40,6 +40,17 @@ class LanguageModel(Protocol):
 def padded_vocab(vocab_size: int, multiple: int) -> int:
     """``vocab_size`` rounded up to a multiple of ``multiple`` (``pad_vocab_to``)."""
     return math.ceil(vocab_size / multiple) * multiple
+
+
+def family_sizes(opts: Any, vocab_size: int) -> dict[str, int]:
+    """``CausalLM``'s sizes for a family whose options have ``n_layer``, ``n_embd`` and ``pad_vocab_to``."""
+    return {
+        "vocab_size": vocab_size,
+        "padded_vocab": padded_vocab(vocab_size, opts.pad_vocab_to),
+        "context_length": opts.context_length,
+        "n_layer": opts.n_layer,
+        "n_embd": opts.n_embd,
+    }
 
 
 class CausalLM(nn.Module):

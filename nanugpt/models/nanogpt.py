@@ -20,7 +20,7 @@ import torch.nn as nn
 from pydantic import Field
 
 from nanugpt.components import ModelOptions, Problem, heads_divide_width
-from nanugpt.models.base import DecoderMixin, KVCache, padded_vocab
+from nanugpt.models.base import DecoderMixin, KVCache, family_sizes
 from nanugpt.models.layers import causal_attention, dropout_layer
 
 
@@ -114,25 +114,18 @@ class GPT(DecoderMixin):
     """Token ids (B, T) -> logits (B, T, padded vocab)."""
 
     def __init__(self, opts: NanoGPTOptions, vocab_size: int):
-        padded = padded_vocab(vocab_size, opts.pad_vocab_to)
-        super().__init__(
-            vocab_size=vocab_size,
-            padded_vocab=padded,
-            context_length=opts.context_length,
-            n_layer=opts.n_layer,
-            n_embd=opts.n_embd,
-        )
+        super().__init__(**family_sizes(opts, vocab_size))
         self.opts = opts
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(padded, opts.n_embd),
+                wte=nn.Embedding(self.padded_vocab, opts.n_embd),
                 wpe=nn.Embedding(opts.context_length, opts.n_embd),
                 drop=dropout_layer(opts.rate("embed")),
                 h=nn.ModuleList([Block(opts) for _ in range(opts.n_layer)]),
                 ln_f=nn.LayerNorm(opts.n_embd, bias=opts.bias),
             )
         )
-        self.lm_head = nn.Linear(opts.n_embd, padded, bias=False)
+        self.lm_head = nn.Linear(opts.n_embd, self.padded_vocab, bias=False)
         if opts.tie_lm_head:
             self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nanugpt.components import ModelOptions
-from nanugpt.models.base import DecoderMixin, KVCache, padded_vocab
+from nanugpt.models.base import DecoderMixin, KVCache, family_sizes
 from nanugpt.models.layers import RotaryEmbedding, apply_rotary, causal_attention, dropout_layer, even_rotary_head_size
 from nanugpt.ops.cross_entropy import soft_cap
 from nanugpt.ops.relu_squared import relu_squared
@@ -166,25 +166,18 @@ class ModernGPT(DecoderMixin):
     """Token ids (B, T) -> logits (B, T, padded vocab)."""
 
     def __init__(self, opts: NanoGPTModernOptions, vocab_size: int):
-        padded = padded_vocab(vocab_size, opts.pad_vocab_to)
-        super().__init__(
-            vocab_size=vocab_size,
-            padded_vocab=padded,
-            context_length=opts.context_length,
-            n_layer=opts.n_layer,
-            n_embd=opts.n_embd,
-        )
+        super().__init__(**family_sizes(opts, vocab_size))
         self.opts = opts
         self.logit_softcap = opts.logit_softcap
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(padded, opts.n_embd),  # PyTorch's N(0, 1) init; normalised before use
+                wte=nn.Embedding(self.padded_vocab, opts.n_embd),  # PyTorch's N(0, 1) init; normalised before use
                 drop=dropout_layer(opts.dropout),
                 h=nn.ModuleList([Block(opts) for _ in range(opts.n_layer)]),
             )
         )
         self.rotary = RotaryEmbedding(opts.n_embd // opts.n_head, opts.context_length, opts.rope_base)
-        self.lm_head = nn.Linear(opts.n_embd, padded, bias=False)
+        self.lm_head = nn.Linear(opts.n_embd, self.padded_vocab, bias=False)
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
                 if name.endswith("c_proj") or name == "lm_head":

@@ -22,7 +22,7 @@ import torch.nn as nn
 from pydantic import Field
 
 from nanugpt.errors import UserError
-from nanugpt.models.base import CausalLM, padded_vocab
+from nanugpt.models.base import CausalLM, family_sizes
 from nanugpt.models.tinyllama import TinyLlamaOptions
 
 TE_INSTALL = "pip install transformer-engine[pytorch]"
@@ -69,20 +69,13 @@ class TELlama3(CausalLM):
         import transformer_engine.pytorch as te
         from transformer_engine.pytorch.attention import RotaryPositionEmbedding
 
-        padded = padded_vocab(vocab_size, opts.pad_vocab_to)
-        super().__init__(
-            vocab_size=vocab_size,
-            padded_vocab=padded,
-            context_length=opts.context_length,
-            n_layer=opts.n_layer,
-            n_embd=opts.n_embd,
-        )
+        super().__init__(**family_sizes(opts, vocab_size))
         self.opts = opts
 
         def init(weight: torch.Tensor) -> None:
             nn.init.normal_(weight, mean=0.0, std=opts.init_std)
 
-        self.embed_tokens = nn.Embedding(padded, opts.n_embd)
+        self.embed_tokens = nn.Embedding(self.padded_vocab, opts.n_embd)
         init(self.embed_tokens.weight)
         self.layers = nn.ModuleList(
             [
@@ -108,7 +101,7 @@ class TELlama3(CausalLM):
             ]
         )
         self.norm = te.RMSNorm(opts.n_embd, eps=opts.rms_norm_eps)
-        self.lm_head = nn.Linear(opts.n_embd, padded, bias=False)
+        self.lm_head = nn.Linear(opts.n_embd, self.padded_vocab, bias=False)
         if opts.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         else:

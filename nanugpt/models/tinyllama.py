@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nanugpt.components import ModelOptions
-from nanugpt.models.base import DecoderMixin, KVCache, padded_vocab
+from nanugpt.models.base import DecoderMixin, KVCache, family_sizes
 from nanugpt.models.layers import (
     RotaryEmbedding,
     apply_rotary,
@@ -159,13 +159,7 @@ class TinyLlama(DecoderMixin):
     """Token ids (B, T) -> logits (B, T, padded vocab), with Hugging Face ``LlamaForCausalLM`` names."""
 
     def __init__(self, opts: TinyLlamaOptions, vocab_size: int):
-        super().__init__(
-            vocab_size=vocab_size,
-            padded_vocab=padded_vocab(vocab_size, opts.pad_vocab_to),
-            context_length=opts.context_length,
-            n_layer=opts.n_layer,
-            n_embd=opts.n_embd,
-        )
+        super().__init__(**family_sizes(opts, vocab_size))
         self.opts = opts
         self.model = LlamaBody(opts, self.padded_vocab)
         self.lm_head = nn.Linear(opts.n_embd, self.padded_vocab, bias=False)
