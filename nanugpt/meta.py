@@ -82,6 +82,18 @@ class TokenMeta(BaseModel):
         return problems
 
 
+def tokenizer_fields(options: BaseModel, codec: Any) -> dict[str, Any]:
+    """The ``TokenMeta`` fields that describe the tokenizer: its options, and the built codec's name, vocabulary
+    size, fitted vocabulary and end-of-text id (every data component writes these the same way)."""
+    return {
+        "tokenizer": options.model_dump(mode="json"),
+        "tokenizer_name": codec.name,
+        "vocab_size": codec.vocab_size,
+        "vocab": codec.vocab(),
+        "eot_id": codec.eot_id,
+    }
+
+
 def write_meta(data_dir: Path, meta: TokenMeta) -> None:
     """Write ``data_dir/meta.json`` atomically (the token files' last step: its presence means they are complete)."""
     write_json(data_dir / META_FILE, meta.model_dump(mode="json", exclude_none=True))

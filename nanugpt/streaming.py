@@ -25,7 +25,7 @@ from pydantic import Field
 
 from nanugpt.components import BatchShare, DataOptions, TokenizerOptions
 from nanugpt.errors import UserError
-from nanugpt.meta import TokenMeta, write_meta
+from nanugpt.meta import TokenMeta, tokenizer_fields, write_meta
 from nanugpt.tokenizers import Tokenizer, tokenizer_from_meta
 
 
@@ -69,11 +69,7 @@ class HFDatasetOptions(DataOptions):
         for split in (self.split, self.val_split):
             next(self.open(split)(), None)  # fail now, not in the middle of training, if a split does not open
         meta = TokenMeta(
-            tokenizer=tokenizer.model_dump(mode="json"),
-            tokenizer_name=codec.name,
-            vocab_size=codec.vocab_size,
-            vocab=codec.vocab(),
-            eot_id=codec.eot_id,
+            **tokenizer_fields(tokenizer, codec),
             dtype="streamed",
             source=f"hf:{self.name}",
             train_tokens=0,

@@ -42,7 +42,7 @@ from nanugpt.atomic import atomic_path
 from nanugpt.components import BatchShare, DataOptions, Problem, TokenizerOptions
 from nanugpt.data import DataError, TokenFile
 from nanugpt.errors import UserError
-from nanugpt.meta import TokenMeta, write_meta
+from nanugpt.meta import TokenMeta, tokenizer_fields, write_meta
 from nanugpt.tokenizers.arithmetic import EOT
 from nanugpt.tokenizers.grokking import GrokkingTokenizerOptions
 
@@ -199,11 +199,7 @@ class TaskDataOptions(DataOptions):
             counts[f"{split}_tokens"] = rows.size
             counts[f"{split}_sha256"] = hashlib.sha256(raw).hexdigest()
         meta = TokenMeta(
-            tokenizer=tokenizer.model_dump(mode="json"),
-            tokenizer_name=codec.name,
-            vocab_size=codec.vocab_size,
-            vocab=codec.vocab(),
-            eot_id=codec.eot_id,
+            **tokenizer_fields(tokenizer, codec),
             pad_id=codec.pad_id,
             equals_id=codec.equals_id,
             dtype=dtype.name,

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from nanugpt.atomic import atomic_path
 from nanugpt.components import TokenizerOptions
 from nanugpt.errors import UserError
-from nanugpt.meta import TokenMeta, write_meta
+from nanugpt.meta import TokenMeta, tokenizer_fields, write_meta
 from nanugpt.tokenizers import Tokenizer
 from nanugpt.tokenizers.byte import ByteTokenizer
 from nanugpt.tokenizers.char import CharTokenizer
@@ -351,11 +351,7 @@ def _write_tokens(
             raise CorpusError("the validation split is empty: raise data.val_fraction or use a larger corpus")
 
     meta = TokenMeta(
-        tokenizer=options.model_dump(mode="json"),
-        tokenizer_name=tokenizer.name,
-        vocab_size=tokenizer.vocab_size,
-        vocab=tokenizer.vocab(),
-        eot_id=tokenizer.eot_id,
+        **tokenizer_fields(options, tokenizer),
         dtype=dtype.name,
         source=source,
         source_sha256=source_digest.hexdigest(),
