@@ -91,14 +91,17 @@ def format_log_line(
     mfu: float | None,
     elapsed: float,
     eta: float,
+    mem_gb: float | None = None,
 ) -> str:
-    """The one console line per log interval."""
+    """The one console line per log interval (``mem_gb``: see ``train/mem_gb`` in ``nanugpt.metrics``)."""
     parts = [f"step {step}/{max_steps}", f"loss {train_loss:.4f}"]
     if val_loss is not None:
         parts.append(f"val {val_loss:.4f}")
     parts += [f"lr {lr:.2e}", f"grad {grad_norm:.3f}", f"{tokens_per_s:,.0f} tok/s"]
     if mfu is not None:
         parts.append(f"MFU {100 * mfu:.1f}%")
+    if mem_gb is not None:
+        parts.append(f"mem {mem_gb:.2f} GB")
     parts += [f"elapsed {format_duration(elapsed)}", f"ETA {format_duration(eta)}"]
     return " | ".join(parts)
 
@@ -123,6 +126,7 @@ class ConsoleSink:
                     metrics.get("train/mfu"),
                     metrics["time/elapsed_s"],
                     metrics["time/eta_s"],
+                    metrics.get("train/mem_gb"),
                 )
             )
 

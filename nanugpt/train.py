@@ -29,6 +29,7 @@ import json
 import math
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,18 +74,33 @@ class Progress:
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
 
 
-def train(params: Params, data_dir: Path, out_dir: Path, launch_command: str | None = None) -> dict[str, Any]:
-    """Run the training loop; return a summary (final losses, steps, tokens/s)."""
+def train(
+    params: Params,
+    data_dir: Path,
+    out_dir: Path,
+    launch_command: str | None = None,
+    sinks: Sequence[MetricSink] = (),
+) -> dict[str, Any]:
+    """Run the training loop; return a summary (final losses, steps, tokens/s). ``sinks`` receive the
+    metrics on rank 0 besides those ``params.logging`` asks for."""
     with process_group(params.general.device_type) as info:
-        return Trainer(params, data_dir, out_dir, info, launch_command).run()
+        return Trainer(params, data_dir, out_dir, info, launch_command, sinks).run()
 
 
 class Trainer:
     """One training run: its parts, and the loop over them."""
 
-    def __init__(self, params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch_command: str | None):
+    def __init__(
+        self,
+        params: Params,
+        data_dir: Path,
+        out_dir: Path,
+        info: DistInfo,
+        launch_command: str | None,
+        sinks: Sequence[MetricSink] = (),
+    ):
         self.params, self.data_dir, self.out_dir, self.info = params, data_dir, out_dir, info
-        self.launch_command = launch_command
+        self.launch_command, self.extra_sinks = launch_command, list(sinks)
         self.parts = build_run(params, data_dir, info, self.log)
         self.progress = Progress()
         self.validator = Validator(
@@ -215,7 +231,7 @@ class Trainer:
                 sinks.append(
                     WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), self.out_dir)
                 )
-            sinks.append(ConsoleSink(self.log, params.training.max_steps))
+            sinks += [*self.extra_sinks, ConsoleSink(self.log, params.training.max_steps)]
             self.log(
                 f"training {sum(p.numel() for p in parts.model.parameters()):,} parameters on "
                 f"{info.world_size} x {info.device}, {parts.accum} micro-steps of "
@@ -233,6 +249,8 @@ class Trainer:
             flops,
             peak,
             self.progress.step,
+            parts.optimizer,
+            parts.model,
         )
 
     def diverged(self, losses: list[float], step: int) -> bool:
@@ -249,12 +267,14 @@ class Trainer:
         raise TrainingError(f"train loss is {bad} at step {step}; lower optimizer.lr")
 
     def validate(self, model: torch.nn.Module, step: int) -> dict[str, float]:
-        """Evaluate (outside the training time) and save ``best.pt`` at a new best val loss."""
+        """Evaluate (outside the training time) and save ``best.pt`` at a new best val loss; the figures and
+        the best loss so far."""
         with self.metrics.clock.paused():
             figures, improved = self.validator.validate(model, step)
             if improved:
                 self.checkpointer.save_best(self.state_dict())
-        return figures
+        assert self.validator.best_loss is not None, "validate() has just set it"
+        return {**figures, "best_loss": self.validator.best_loss}
 
     def save(self, step: int) -> None:
         """Save the state of ``step`` (outside the training time); the earlier run's outputs are then replaced."""
