@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nanugpt.console_log import tee_console
 from nanugpt.params import Params
 from nanugpt.train import train
 from pipeline import paths
@@ -47,7 +48,8 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__, run)
+    with tee_console(paths.log_file("train")):
+        return stage_main(argv, __doc__, run)
 
 
 if __name__ == "__main__":

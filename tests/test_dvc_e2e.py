@@ -226,5 +226,6 @@ def test_bad_params_stop_dvc_repro_before_any_work(tmp_path: Path) -> None:
     assert re.search(r"params\.yaml: model\.n_layer: .*'four'", text)
     assert ran_stages(result) == ["tokenize"]  # the first stage stops at once
     assert files_under(ws / "data") == []
-    assert files_under(ws / "out") == []
+    assert files_under(ws / "out") == [ws / "out" / "logs" / "tokenize.log"]  # the errors, and nothing else
+    assert "optimizer.lrr: unknown key" in (ws / "out" / "logs" / "tokenize.log").read_text()
     assert not (ws / "dvc.lock").exists()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from conftest import tiny_params, write_params
+from conftest import REPO, tiny_params, write_params
 
+from nanugpt.console_log import LogFile, TeeStream
 from nanugpt.params import load_params
 from nanugpt.sinks import format_log_line
 from nanugpt.train import train
@@ -81,3 +86,110 @@ def test_console_line_has_memory() -> None:
         line
         == "step 10/20 | loss 2.5000 | lr 1.00e-03 | grad 0.500 | 1,000 tok/s | mem 1.23 GB | elapsed 0:05 | ETA 0:05"
     )
+
+
+def stage_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)]),
+        "DATA_ROOT": str(tmp_path / "data"),
+        "OUT_DIR": str(tmp_path / "out"),
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
+
+
+def test_tee_prefixes_other_ranks_and_keeps_progress_bars_off_the_log(tmp_path: Path) -> None:
+    console = io.StringIO()
+    log = LogFile(tmp_path / "logs" / "x.log")
+    tee = TeeStream(console, log, "[rank 1] ")
+    tee.write("a warning\nsecond ")
+    tee.write("half\n\r  train: 50%|##   |\r  train: 100%|#####|\n")
+    tee.write("no newline")
+    tee.finish()
+    log.close()
+    assert console.getvalue() == (
+        "[rank 1] a warning\n[rank 1] second half\n[rank 1] \r  train: 50%|##   |\r  train: 100%|#####|\n"
+        "[rank 1] no newline"
+    )
+    assert (
+        tmp_path / "logs" / "x.log"
+    ).read_text() == "[rank 1] a warning\n[rank 1] second half\n[rank 1] no newline\n"
+
+
+def test_a_stage_run_by_hand_appends_its_console_lines_to_out_logs(tmp_path: Path, corpus: Path) -> None:
+    params_file = write_params(tmp_path / "params.yaml", tiny_params(corpus, training={"max_steps": 10}))
+    env = stage_env(tmp_path)
+    for stage in ("tokenize", "train"):
+        done = subprocess.run(
+            [sys.executable, "-m", f"stages.{stage}", str(params_file)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+    log = (tmp_path / "out" / "logs" / "train.log").read_text()
+    assert log.splitlines() == [line for line in done.stdout.splitlines() if line]
+    assert "step 10/10 | loss" in log and "mem " in log and "done: 10 steps" in log
+    assert "tokenized" in (tmp_path / "out" / "logs" / "tokenize.log").read_text()
+    again = subprocess.run(
+        [sys.executable, "-m", "stages.train", str(params_file)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    appended = (tmp_path / "out" / "logs" / "train.log").read_text()
+    assert appended.startswith(log) and "nothing left to train" in appended[len(log) :]
+
+
+RANK_WARNING = """
+import os
+import warnings
+
+from nanugpt.schedulers import CosineOptions
+
+
+class WarningCosineOptions(CosineOptions):
+    def build(self, max_steps, base_lr):
+        if os.environ.get("RANK") == "1":
+            warnings.warn("rank one was here")
+        return super().build(max_steps, base_lr)
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_1_warning_reaches_stderr_and_the_log_with_its_prefix(tmp_path: Path, corpus: Path) -> None:
+    (tmp_path / "rankwarn.py").write_text(RANK_WARNING)
+    sections = {
+        "training": {"max_steps": 4, "log_every": 2, "checkpoint_every": 4},
+        "scheduler": {"module": "rankwarn:WarningCosineOptions", "warmup_steps": 1},
+        "eval": {"eval_every": 0, "eval_iters": 1},
+    }
+    params_file = write_params(tmp_path / "params.yaml", tiny_params(corpus, **sections))
+    env = stage_env(tmp_path)
+    tokenized = subprocess.run([sys.executable, "-m", "stages.tokenize", str(params_file)], cwd=tmp_path, env=env)
+    assert tokenized.returncode == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    done = subprocess.run(
+        [*command, "-m", "stages.train", str(params_file)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    warned = [line for line in done.stderr.splitlines() if "UserWarning: rank one was here" in line]
+    assert len(warned) == 1 and warned[0].startswith("[rank 1] "), done.stderr
+    log = (tmp_path / "out" / "logs" / "train.log").read_text().splitlines()
+    assert [line for line in log if "UserWarning: rank one was here" in line] == warned
+    assert any(line.startswith("step 4/4 | loss") for line in log)  # rank 0's lines, unprefixed
+
+
+def test_no_second_copy_where_the_console_already_is_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "train.log"
+    path.parent.mkdir()
+    with open(path, "w") as redirected:  # as Snakemake's `stage > {log} 2>&1` does
+        code = "import sys; from pathlib import Path; from nanugpt.console_log import tee_console\n"
+        code += f"with tee_console(Path({str(path)!r})):\n    print('one line', file=sys.stderr)"
+        subprocess.run([sys.executable, "-c", code], stdout=redirected, stderr=redirected, check=True, cwd=REPO)
+    assert path.read_text() == "one line\n"
