@@ -6,6 +6,7 @@ Adding a sink touches no loop code. The sinks:
   ``plots/val.csv`` (``step,tokens,val_loss,...`` per evaluation), which
   ``dvc.yaml`` draws on one plot (``logging.dvclive``);
 - ``WandbSink``: Weights & Biases (``logging.wandb``);
+- ``TensorBoardSink``: event files in ``OUT_DIR/tensorboard/`` (``logging.tensorboard``);
 - ``ConsoleSink``: one line per log interval.
 
 Only rank 0 creates sinks.
@@ -132,6 +133,30 @@ class ConsoleSink:
 
     def close(self) -> None:
         pass
+
+
+class TensorBoardSink:
+    """TensorBoard event files (``logging.tensorboard: true``): one scalar series per metric name.
+
+    On a resume, TensorBoard is told to drop the events past ``resume_step`` that the interrupted run
+    wrote (its ``purge_step``), so each series has one point per step.
+    """
+
+    def __init__(self, log_dir: Path, resume_step: int):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError(
+                "logging.tensorboard is true but tensorboard is not installed: pip install 'nanugpt[tensorboard]'"
+            ) from None
+        self.writer = SummaryWriter(str(log_dir), purge_step=resume_step + 1 if resume_step else None, flush_secs=30)
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class WandbSink:

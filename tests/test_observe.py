@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -193,3 +194,38 @@ def test_no_second_copy_where_the_console_already_is_the_log(tmp_path: Path) -> 
         code += f"with tee_console(Path({str(path)!r})):\n    print('one line', file=sys.stderr)"
         subprocess.run([sys.executable, "-c", code], stdout=redirected, stderr=redirected, check=True, cwd=REPO)
     assert path.read_text() == "one line\n"
+
+
+def tensorboard_scalars(log_dir: Path) -> dict[str, dict[int, float]]:
+    """Every scalar series of the event files in ``log_dir``, read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0: keep every point
+    events.Reload()
+    series: dict[str, dict[int, float]] = {}
+    for tag in events.Tags()["scalars"]:
+        points = events.Scalars(tag)
+        series[tag] = {p.step: p.value for p in points}
+        assert len(series[tag]) == len(points), f"{tag}: a step twice"
+    return series
+
+
+def test_tensorboard_events_read_back_with_the_same_names(tmp_path: Path, corpus: Path) -> None:
+    pytest.importorskip("tensorboard")
+    sink = recorded_run(tmp_path, corpus, logging={"tensorboard": True})
+    series = tensorboard_scalars(tmp_path / "out" / "tensorboard")
+    assert set(series) == {name for metrics in sink.rows.values() for name in metrics}
+    for name, points in series.items():
+        sent = {step: metrics[name] for step, metrics in sink.rows.items() if name in metrics}
+        assert points == pytest.approx(sent, rel=1e-6), name  # events hold float32
+
+
+def test_tensorboard_resume_keeps_one_point_per_step(tmp_path: Path, corpus: Path) -> None:
+    pytest.importorskip("tensorboard")
+    recorded_run(tmp_path, corpus, logging={"tensorboard": True})
+    out = tmp_path / "out"
+    shutil.copy(out / "checkpoints" / "step-0000010.pt", out / "checkpoints" / "last.pt")  # killed after step 20
+    params = load_params(tmp_path / "params.yaml")
+    train(params, tmp_path / "data" / "tiny" / "char", out)
+    losses = tensorboard_scalars(out / "tensorboard")["train/loss"]
+    assert sorted(losses) == list(range(1, 21))
