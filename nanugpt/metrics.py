@@ -171,10 +171,10 @@ class TrainMetrics:
             ),
         }
 
-    def close(self) -> None:
-        """Close every sink."""
+    def close(self, failed: bool = False) -> None:
+        """Close every sink (``failed``: the run ends by an exception or a signal)."""
         for sink in self.sinks:
-            sink.close()
+            sink.close(failed)
 
 
 def val_metrics(figures: Mapping[str, float]) -> dict[str, float]:

@@ -15,7 +15,7 @@ Only rank 0 creates sinks.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,8 +29,8 @@ class MetricSink(Protocol):
         """Record the metrics of ``step`` (names as in this module's docstring)."""
         ...
 
-    def close(self) -> None:
-        """Flush and release whatever the sink holds."""
+    def close(self, failed: bool = False) -> None:
+        """Flush and release whatever the sink holds; ``failed``: the run ends by an exception or a signal."""
         ...
 
 
@@ -59,7 +59,7 @@ class CsvSink:
             )
             self._file.flush()
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self._file.close()
 
 
@@ -131,7 +131,7 @@ class ConsoleSink:
                 )
             )
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         pass
 
 
@@ -155,18 +155,21 @@ class TensorBoardSink:
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, step)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.writer.close()
 
 
 class WandbSink:
-    """Weights & Biases logging (``logging.wandb: true``); ``WANDB_MODE=offline`` works with no network.
+    """Weights & Biases logging (``logging.wandb: true``); ``WANDB_MODE=offline`` works with no network, and
+    wandb's own variables (``WANDB_BASE_URL``, ``WANDB_API_KEY``, ...) choose the server.
 
     The run id is kept in ``OUT_DIR/wandb/run_id`` so that later stages (generate's samples) log to the
     same run. Only params are sent as config: the process environment, and any secret in it, never is.
+    ``files`` (the resolved params, ``run_info.json``) are logged as one artifact of type ``run-files``.
+    A run closed as failed is marked so (exit code 1).
     """
 
-    def __init__(self, project: str, run_name: str, config: dict[str, Any], out_dir: Path):
+    def __init__(self, project: str, run_name: str, config: dict[str, Any], out_dir: Path, files: Sequence[Path] = ()):
         try:
             import wandb
         except ImportError:
@@ -185,6 +188,11 @@ class WandbSink:
             settings=wandb.Settings(save_code=False),
         )
         id_file.write_text(self.run.id)
+        if files:
+            artifact = wandb.Artifact(f"run-files-{self.run.id}", type="run-files")
+            for path in files:
+                artifact.add_file(str(path))
+            self.run.log_artifact(artifact)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         self.run.log(dict(metrics), step=step)
@@ -193,5 +201,5 @@ class WandbSink:
         """Generated text, as a table."""
         self.run.log({"samples": self._wandb.Table(columns=["sample"], data=[[s] for s in samples])})
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)

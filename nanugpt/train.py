@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from tqdm import tqdm
 
 from nanugpt import checkpoint, run_info
-from nanugpt.atomic import write_json
+from nanugpt.atomic import write_json, write_text
 from nanugpt.build import build_run, wrap_model
 from nanugpt.checkpointer import Checkpointer, load_rng_state, rng_state
 from nanugpt.device import peak_flops
@@ -190,6 +191,7 @@ class Trainer:
         bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", disable=None if self.info.is_main else True)
         stop = StopRequest()
         model.train()
+        failed = True  # until the loop ends by itself
         try:
             while progress.step < t.max_steps:
                 result = train_step(progress.step)
@@ -209,10 +211,11 @@ class Trainer:
                 if stopping and not final:
                     self.log(f"received signal {stop.signal}: saved a checkpoint at step {step} and stopped")
                     raise SystemExit(128 + (stop.signal or signal.SIGTERM))
+            failed = False
         finally:
             stop.restore()
             bar.close()
-            metrics.close()
+            metrics.close(failed)
         return self.finish()
 
     def start_metrics(self) -> TrainMetrics:
@@ -230,9 +233,7 @@ class Trainer:
             if params.logging.tensorboard:
                 sinks.append(TensorBoardSink(self.out_dir / "tensorboard", self.progress.step))
             if params.logging.wandb:
-                sinks.append(
-                    WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), self.out_dir)
-                )
+                sinks.append(self.wandb_sink())
             sinks += [*self.extra_sinks, ConsoleSink(self.log, params.training.max_steps)]
             self.log(
                 f"training {sum(p.numel() for p in parts.model.parameters()):,} parameters on "
@@ -253,6 +254,20 @@ class Trainer:
             self.progress.step,
             parts.optimizer,
             parts.model,
+        )
+
+    def wandb_sink(self) -> WandbSink:
+        """The W&B run: the resolved params as config, and as a file beside ``run_info.json`` in an artifact."""
+        params = self.params
+        resolved = self.out_dir / "wandb" / "params.yaml"
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+        write_text(resolved, yaml.safe_dump(params.to_dict(), sort_keys=False))
+        return WandbSink(
+            params.general.project_name,
+            params.general.run_name,
+            params.to_dict(),
+            self.out_dir,
+            files=[resolved, self.out_dir / "run_info.json"],
         )
 
     def diverged(self, losses: list[float], step: int) -> bool:

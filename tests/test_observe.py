@@ -6,15 +6,18 @@ import io
 import math
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, tiny_params, write_params
 
 from nanugpt.console_log import LogFile, TeeStream
+from nanugpt.errors import TrainingError
 from nanugpt.params import load_params
 from nanugpt.sinks import format_log_line
 from nanugpt.train import train
@@ -45,8 +48,8 @@ class RecordingSink:
         assert step not in self.rows, f"step {step} written twice"
         self.rows[step] = dict(metrics)
 
-    def close(self) -> None:
-        self.closed = True
+    def close(self, failed: bool = False) -> None:
+        self.closed, self.failed = True, failed
 
 
 def recorded_run(tmp_path: Path, corpus: Path, **sections) -> RecordingSink:
@@ -229,3 +232,54 @@ def test_tensorboard_resume_keeps_one_point_per_step(tmp_path: Path, corpus: Pat
     train(params, tmp_path / "data" / "tiny" / "char", out)
     losses = tensorboard_scalars(out / "tensorboard")["train/loss"]
     assert sorted(losses) == list(range(1, 21))
+
+
+def wandb_records(run_file: Path) -> list[Any]:
+    """The records of an offline run's ``.wandb`` file (LevelDB's log format: 32 KiB blocks of chunks, each
+    with a 7-byte header of crc, length and kind; the file starts with a 7-byte W&B header)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos, pending, records = run_file.read_bytes(), 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        payload, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        pending = payload if kind in (1, 2) else pending + payload  # 1 full, 2 first, 3 middle, 4 last
+        if kind in (1, 4):
+            records.append(wandb_internal_pb2.Record.FromString(pending))
+    return records
+
+
+def offline_run(out: Path) -> list[Any]:
+    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    return wandb_records(run_file)
+
+
+def test_wandb_offline_has_every_metric_the_params_artifact_and_a_clean_exit(
+    tmp_path: Path, corpus: Path, monkeypatch
+) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sink = recorded_run(tmp_path, corpus, logging={"wandb": True})
+    records = offline_run(tmp_path / "out")
+    history = [item for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item]
+    logged = {item.key or "/".join(item.nested_key) for item in history}
+    assert logged >= {name for metrics in sink.rows.values() for name in metrics}
+    (artifact,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert artifact.type == "run-files" and {e.path for e in artifact.manifest.contents} == {
+        "params.yaml",
+        "run_info.json",
+    }
+    (exit_record,) = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit_code == 0
+
+
+def test_wandb_run_that_raises_is_marked_failed(tmp_path: Path, corpus: Path, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(TrainingError, match="lower optimizer.lr"):
+        recorded_run(tmp_path, corpus, logging={"wandb": True}, optimizer={"lr": 1e30})
+    (exit_record,) = [r.exit for r in offline_run(tmp_path / "out") if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit_code == 1
