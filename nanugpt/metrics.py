@@ -3,7 +3,7 @@
 Metric names are the same for every sink (``nanugpt.sinks``):
 
 - each step: ``train/loss``, ``train/lr`` (``optimizer.lr`` x the schedule), ``train/tokens``;
-- at each log interval: ``train/lr/<i>_<kind>`` for every parameter group when the groups' lrs differ
+- at each log interval: ``train/lr_<i>_<kind>`` for every parameter group when the groups' lrs differ
   (e.g. Muon's and AdamW's), ``train/grad_norm`` (the total norm before clipping),
   ``train/weight_norm``, ``train/tokens_per_s``, ``train/mfu`` (when the peak is known),
   ``train/step_time_s``, ``train/mem_gb`` (CUDA: the most allocated since the last interval; CPU: the
@@ -185,7 +185,7 @@ def val_metrics(figures: Mapping[str, float]) -> dict[str, float]:
 
 
 def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """``train/lr/<i>_<kind>`` of every parameter group when their lrs differ; nothing when they are all one.
+    """``train/lr_<i>_<kind>`` of every parameter group when their lrs differ; nothing when they are all one.
 
     A group's lr is its ``lr`` x its ``lr_ratio`` (Muon scales its AdamW groups so).
     """
@@ -193,7 +193,7 @@ def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     if len(set(lrs)) < 2:
         return {}
     kinds = [group.get("kind", "group") for group in optimizer.param_groups]
-    return {f"train/lr/{i}_{kind}": lr for i, (kind, lr) in enumerate(zip(kinds, lrs))}
+    return {f"train/lr_{i}_{kind}": lr for i, (kind, lr) in enumerate(zip(kinds, lrs))}
 
 
 def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 # What the train stage writes into OUT_DIR for one run (evaluate, generate and export write the rest).
 # logs/ is not here: every run appends to it, so it holds the earlier run's lines already.
-TRAIN_OUTPUTS = ("checkpoints", "plots", "tensorboard", "run_info.json", "train_summary.json")
+TRAIN_OUTPUTS = ("checkpoints", "plots", "dvclive", "tensorboard", "run_info.json", "train_summary.json")
 
 
 class PreviousRun:

@@ -5,6 +5,7 @@ Adding a sink touches no loop code. The sinks:
 - ``CsvSink``: ``plots/train.csv`` (``step,tokens,train_loss,lr`` per step) and
   ``plots/val.csv`` (``step,tokens,val_loss,...`` per evaluation), which
   ``dvc.yaml`` draws on one plot (``logging.dvclive``);
+- ``DvcLiveSink``: DVC's own logger in ``OUT_DIR/dvclive/`` (``logging.dvclive``);
 - ``WandbSink``: Weights & Biases (``logging.wandb``);
 - ``TensorBoardSink``: event files in ``OUT_DIR/tensorboard/`` (``logging.tensorboard``);
 - ``ConsoleSink``: one line per log interval.
@@ -133,6 +134,48 @@ class ConsoleSink:
 
     def close(self, failed: bool = False) -> None:
         pass
+
+
+class DvcLiveSink:
+    """dvclive's files in ``live_dir`` (``logging.dvclive: true``): ``params.yaml``, a ``plots/metrics/<name>.tsv``
+    series per metric (``step`` and the value), and ``metrics.json`` (the step and the latest value of each
+    metric, updated at every log interval), which ``dvc exp show`` reads, during the run too.
+
+    On a resume the series keep their rows up to ``resume_step`` and continue from there, so a run killed
+    after its last checkpoint leaves no step twice.
+    """
+
+    def __init__(self, live_dir: Path, params: dict[str, Any], resume_step: int):
+        try:
+            from dvclive import Live
+        except ImportError:
+            raise UserError("logging.dvclive is true but dvclive is not installed: pip install dvclive") from None
+        if resume_step > 0:
+            for series in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+                keep_rows_up_to(series, resume_step)
+        self.live = Live(str(live_dir), resume=resume_step > 0, save_dvc_exp=False, dvcyaml=None)
+        self.live.log_params(params)
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.live.step = step
+        for name, value in metrics.items():
+            self.live.log_metric(name, value)
+        if "train/tokens_per_s" in metrics:  # a log interval: the summary dvc exp show reads
+            self.live.make_summary()
+
+    def close(self, failed: bool = False) -> None:
+        self.live.end()
+
+
+def keep_rows_up_to(series: Path, step: int) -> None:
+    """Drop the rows of a dvclive ``.tsv`` series whose ``step`` is past ``step``."""
+    with open(series, newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        fields, rows = reader.fieldnames or [], [row for row in reader if int(row["step"]) <= step]
+    with open(series, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, delimiter="\t")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 class TensorBoardSink:

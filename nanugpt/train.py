@@ -16,11 +16,13 @@ calls decides its own timing and owns its state, as in torchtitan's trainer:
 
 A checkpoint is the sum of the parts' ``state_dict()`` (``Trainer.state_dict``).
 Outputs under ``out_dir`` (rank 0 only): ``checkpoints/`` (``last.pt``, the
-newest step files, ``best.pt``), ``plots/train.csv`` and ``plots/val.csv``,
-``tensorboard/`` (``logging.tensorboard``), ``run_info.json``, and ``train_summary.json``. SIGTERM, SIGINT and SIGUSR1
-save a checkpoint at the end of the current step and stop, so a preempted or
-requeued job resumes where it was (``training.resume: auto``). A run resumed
-at ``training.max_steps`` changes nothing.
+newest step files, ``best.pt``), ``plots/train.csv``, ``plots/val.csv`` and
+``dvclive/`` (``logging.dvclive``), ``tensorboard/`` (``logging.tensorboard``),
+``wandb/`` (``logging.wandb``), ``run_info.json``, and ``train_summary.json``.
+SIGTERM, SIGINT and SIGUSR1 save a checkpoint at the end of the current step
+and stop, so a preempted or requeued job resumes where it was
+(``training.resume: auto``). A run resumed at ``training.max_steps`` changes
+nothing.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from nanugpt.params import Params
 from nanugpt.previous_run import PreviousRun
 from nanugpt.protocols import ReportingSchedule
 from nanugpt.signals import StopRequest
-from nanugpt.sinks import ConsoleSink, MetricSink, TensorBoardSink, WandbSink, csv_sinks
+from nanugpt.sinks import ConsoleSink, DvcLiveSink, MetricSink, TensorBoardSink, WandbSink, csv_sinks
 from nanugpt.train_step import TrainStep
 from nanugpt.validator import Validator
 
@@ -230,6 +232,7 @@ class Trainer:
             )
             if params.logging.dvclive:
                 sinks += csv_sinks(self.out_dir / "plots", parts.loss_fn.metric_names, self.progress.step)
+                sinks.append(DvcLiveSink(self.out_dir / "dvclive", params.to_dict(), self.progress.step))
             if params.logging.tensorboard:
                 sinks.append(TensorBoardSink(self.out_dir / "tensorboard", self.progress.step))
             if params.logging.wandb:

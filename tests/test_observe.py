@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import math
 import os
 import shutil
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import REPO, tiny_params, write_params
 
 from nanugpt.console_log import LogFile, TeeStream
@@ -66,7 +69,7 @@ def test_every_metric_name_at_its_interval(tmp_path: Path, corpus: Path) -> None
     assert sink.closed and sorted(sink.rows) == list(range(1, 21))
     for step, metrics in sink.rows.items():
         expected = EVERY_STEP | (EVERY_INTERVAL if step % 5 == 0 else set()) | (EVERY_EVAL if step % 10 == 0 else set())
-        assert set(metrics) == expected, step  # AdamW's two groups share one lr: no train/lr/<group>
+        assert set(metrics) == expected, step  # AdamW's two groups share one lr: no train/lr_<group>
     last = sink.rows[20]
     assert last["train/weight_norm"] > 0 and last["train/grad_norm"] > 0 and last["train/step_time_s"] > 0
     assert 0.01 < last["train/mem_gb"] < 100  # the process's resident memory on CPU
@@ -77,11 +80,11 @@ def test_every_metric_name_at_its_interval(tmp_path: Path, corpus: Path) -> None
 def test_lr_per_parameter_group_where_they_differ(tmp_path: Path, corpus: Path) -> None:
     optimizer = {"module": "muon", "lr": 0.02, "adamw_lr": 3e-3, "embed_lr": 1e-2}
     sink = recorded_run(tmp_path, corpus, optimizer=optimizer, training={"max_steps": 10})
-    groups = {name: lr for name, lr in sink.rows[10].items() if name.startswith("train/lr/")}
-    assert list(groups)[0] == "train/lr/0_muon" and len(groups) >= 3, groups
+    groups = {name: lr for name, lr in sink.rows[10].items() if name.startswith("train/lr_")}
+    assert list(groups)[0] == "train/lr_0_muon" and len(groups) >= 3, groups
     factor = sink.rows[10]["train/lr"] / 0.02  # the schedule's factor at step 10
     assert sorted(set(groups.values())) == pytest.approx(sorted({0.02 * factor, 3e-3 * factor, 1e-2 * factor}))
-    assert not any(name.startswith("train/lr/") for name in sink.rows[9])  # log intervals only
+    assert not any(name.startswith("train/lr_") for name in sink.rows[9])  # log intervals only
 
 
 def test_console_line_has_memory() -> None:
@@ -283,3 +286,25 @@ def test_wandb_run_that_raises_is_marked_failed(tmp_path: Path, corpus: Path, mo
         recorded_run(tmp_path, corpus, logging={"wandb": True}, optimizer={"lr": 1e30})
     (exit_record,) = [r.exit for r in offline_run(tmp_path / "out") if r.WhichOneof("record_type") == "exit"]
     assert exit_record.exit_code == 1
+
+
+def dvclive_steps(series: Path) -> list[int]:
+    with open(series, newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f, delimiter="\t")]
+
+
+def test_dvclive_files_and_a_resume_without_a_step_twice(tmp_path: Path, corpus: Path) -> None:
+    sink = recorded_run(tmp_path, corpus)  # logging.dvclive is on by default
+    live = tmp_path / "out" / "dvclive"
+    assert yaml.safe_load((live / "params.yaml").read_text())["training"]["max_steps"] == 20
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["step"] == 20 and summary["train"]["loss"] == pytest.approx(sink.rows[20]["train/loss"])
+    assert summary["val"]["loss"] == pytest.approx(sink.rows[20]["val/loss"])
+    assert dvclive_steps(live / "plots" / "metrics" / "val" / "loss.tsv") == [10, 20]
+
+    out = tmp_path / "out"
+    shutil.copy(out / "checkpoints" / "step-0000010.pt", out / "checkpoints" / "last.pt")  # killed after step 20
+    train(load_params(tmp_path / "params.yaml"), tmp_path / "data" / "tiny" / "char", out)
+    assert dvclive_steps(live / "plots" / "metrics" / "train" / "loss.tsv") == list(range(1, 21))
+    assert dvclive_steps(live / "plots" / "metrics" / "train" / "grad_norm.tsv") == [5, 10, 15, 20]
+    assert json.loads((live / "metrics.json").read_text())["step"] == 20
