@@ -1,4 +1,6 @@
-"""Train stage: token files -> ``OUT_DIR/checkpoints``, ``OUT_DIR/plots/*.csv``, ``OUT_DIR/run_info.json``.
+"""Train stage: token files -> ``OUT_DIR/checkpoints``, ``OUT_DIR/plots/*.csv``, ``OUT_DIR/dvclive/``,
+``OUT_DIR/run_info.json`` (the metric sinks: docs/training.md); run by hand, its console goes to
+``OUT_DIR/logs/train.log`` too.
 
 One process (what ``dvc repro`` runs through ``pipeline.launch`` when
 ``launch.nproc_per_node`` is 1)::

@@ -11,13 +11,14 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, tiny_params, write_params
+from conftest import REPO, dvc_env, tiny_params, write_params
 
 from nanugpt.console_log import LogFile, TeeStream
 from nanugpt.errors import TrainingError
@@ -308,3 +309,39 @@ def test_dvclive_files_and_a_resume_without_a_step_twice(tmp_path: Path, corpus:
     assert dvclive_steps(live / "plots" / "metrics" / "train" / "loss.tsv") == list(range(1, 21))
     assert dvclive_steps(live / "plots" / "metrics" / "train" / "grad_norm.tsv") == [5, 10, 15, 20]
     assert json.loads((live / "metrics.json").read_text())["step"] == 20
+
+
+def live_metrics(ws: Path, env: dict[str, str]) -> dict[str, Any]:
+    """dvclive's metrics of the workspace row of ``dvc exp show --json``."""
+    from test_dvc_e2e import run as run_checked
+
+    shown = json.loads(run_checked(["dvc", "exp", "show", "--json"], ws, env).stdout)
+    (workspace,) = [row for row in shown if row["rev"] == "workspace"]
+    return workspace["data"]["metrics"]["out/dvclive/metrics.json"]["data"]
+
+
+@pytest.mark.slow
+def test_dvc_exp_show_has_the_step_and_metrics_during_and_after_a_run(tmp_path: Path) -> None:
+    from test_dvc_e2e import make_workspace
+    from test_dvc_e2e import run as run_checked
+
+    env = dvc_env(tmp_path)
+    sections = {
+        "training": {"max_steps": 400, "log_every": 10, "checkpoint_every": 200},
+        "eval": {"eval_every": 200, "eval_iters": 2},
+    }
+    ws = make_workspace(tmp_path, tiny_params("corpus.txt", **sections), env)
+    run_checked(["dvc", "repro", "tokenize"], ws, env)
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=ws, env=env, stdout=subprocess.DEVNULL)
+    try:
+        summary = ws / "out" / "dvclive" / "metrics.json"
+        deadline = time.monotonic() + 120
+        while not summary.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        during = live_metrics(ws, env)
+        assert proc.poll() is None, "the run ended before dvc exp show read it: make it longer"
+        assert 10 <= during["step"] < 400 and during["train"]["loss"] > 0 and "tokens_per_s" in during["train"]
+    finally:
+        assert proc.wait(timeout=300) == 0
+    after = live_metrics(ws, env)
+    assert after["step"] == 400 and after["val"]["loss"] > 0 and after["val"]["best_loss"] > 0
