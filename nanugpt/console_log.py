@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO, Any, TextIO
 
 
 class LogFile:
@@ -88,18 +88,10 @@ class TeeStream:
         """Flush the console (the log is line-buffered)."""
         self.console.flush()
 
-    def isatty(self) -> bool:
-        """Whether the console is a terminal (progress bars ask)."""
-        return self.console.isatty()
-
-    def fileno(self) -> int:
-        """The console's file descriptor."""
-        return self.console.fileno()
-
-    @property
-    def encoding(self) -> str:
-        """The console's encoding."""
-        return self.console.encoding
+    def __getattr__(self, name: str) -> Any:
+        # the rest of a text stream (isatty, fileno, encoding, ...) is the console's: progress bars and
+        # libraries that wrap the console (W&B) ask for it
+        return getattr(self.console, name)
 
 
 def is_file(stream: TextIO, path: Path) -> bool:
