@@ -1,15 +1,25 @@
 """Training metrics: per-step losses kept on the device until the loop flushes them, then sent to every sink.
 
-Metric names are the same for every sink (``nanugpt.sinks``): ``train/loss``,
-``train/lr``, ``train/tokens`` each step; ``train/grad_norm``,
-``train/tokens_per_s``, ``train/mfu``, ``time/elapsed_s`` and ``time/eta_s``
-at each log interval; ``val/loss`` and ``val/<metric>`` of the loss (e.g.
-``val/accuracy``) at each evaluation.
+Metric names are the same for every sink (``nanugpt.sinks``):
+
+- each step: ``train/loss``, ``train/lr`` (``optimizer.lr`` x the schedule), ``train/tokens``;
+- at each log interval: ``train/lr_<i>_<kind>`` for every parameter group when the groups' lrs differ
+  (e.g. Muon's and AdamW's), ``train/grad_norm`` (the total norm before clipping),
+  ``train/weight_norm``, ``train/tokens_per_s``, ``train/mfu`` (when the peak is known),
+  ``train/step_time_s``, ``train/mem_gb`` (CUDA: the most allocated since the last interval; CPU: the
+  process's resident memory), ``time/elapsed_s`` and ``time/eta_s``;
+- at each evaluation: ``val/loss``, ``val/ppl``, ``val/best_loss`` and ``val/<metric>`` of the loss
+  (e.g. ``val/accuracy``, ``val/exact_match``).
+
+Nothing here adds a host sync to a step: the interval figures are read once per interval, when the
+loop already waits for the losses.
 """
 
 from __future__ import annotations
 
 import math
+import resource
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -73,8 +83,10 @@ class TrainMetrics:
         flops_per_token: float,
         peak_flops: float | None,
         start_step: int,
+        optimizer: torch.optim.Optimizer,
+        model: torch.nn.Module,
     ):
-        self.sinks, self.info = sinks, info
+        self.sinks, self.info, self.optimizer, self.model = sinks, info, optimizer, model
         self.log_every, self.max_steps, self.tokens_per_step = log_every, max_steps, tokens_per_step
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
         self.clock = Stopwatch()
@@ -113,7 +125,8 @@ class TrainMetrics:
             for (s, tokens, lr, _), loss in zip(self.pending, self.losses)
         ]
         rows[-1][1].update(self.interval_figures(step))
-        rows[-1][1].update({f"val/{name}": value for name, value in (val_figures or {}).items()})
+        if val_figures:
+            rows[-1][1].update(val_metrics(val_figures))
         for sink in self.sinks:
             for s, metrics in rows:
                 sink.write(s, metrics)
@@ -121,15 +134,19 @@ class TrainMetrics:
         self.interval_start = step
 
     def interval_figures(self, step: int) -> dict[str, float]:
-        """Throughput, MFU, grad norm, elapsed time and ETA of the interval ending at ``step``."""
+        """Throughput, MFU, norms, lrs, memory, elapsed time and ETA of the interval ending at ``step``."""
         steps_done = step - self.interval_start
         seconds = self.clock.lap()  # training time only: evaluation and checkpoints are paused out
         tokens_per_s = steps_done * self.tokens_per_step / seconds
         figures = {
-            "train/grad_norm": self.grad_norm.item() if self.grad_norm is not None else math.nan,
+            "train/grad_norm": full_value(self.grad_norm) if self.grad_norm is not None else math.nan,
+            "train/weight_norm": full_value(total_norm(list(self.model.parameters()))),
             "train/tokens_per_s": tokens_per_s,
+            "train/step_time_s": seconds / steps_done,
+            "train/mem_gb": memory_gb(self.info.device),
             "time/elapsed_s": self.clock.wall(),
             "time/eta_s": (self.max_steps - step) * seconds / steps_done,
+            **group_lrs(self.optimizer),
         }
         if self.peak_flops:
             figures["train/mfu"] = self.flops_per_token * tokens_per_s / self.peak_flops
@@ -154,7 +171,53 @@ class TrainMetrics:
             ),
         }
 
-    def close(self) -> None:
-        """Close every sink."""
+    def close(self, failed: bool = False) -> None:
+        """Close every sink (``failed``: the run ends by an exception or a signal)."""
         for sink in self.sinks:
-            sink.close()
+            sink.close(failed)
+
+
+def val_metrics(figures: Mapping[str, float]) -> dict[str, float]:
+    """The ``val/`` metrics of one evaluation's figures (``loss``, ``best_loss`` and the loss's own metrics)."""
+    metrics = {f"val/{name}": value for name, value in figures.items()}
+    metrics["val/ppl"] = math.exp(min(figures["loss"], 700.0))  # exp overflows a float past ~709
+    return metrics
+
+
+def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """``train/lr_<i>_<kind>`` of every parameter group when their lrs differ; nothing when they are all one.
+
+    A group's lr is its ``lr`` x its ``lr_ratio`` (Muon scales its AdamW groups so).
+    """
+    lrs = [group["lr"] * group.get("lr_ratio", 1.0) for group in optimizer.param_groups]
+    if len(set(lrs)) < 2:
+        return {}
+    kinds = [group.get("kind", "group") for group in optimizer.param_groups]
+    return {f"train/lr_{i}_{kind}": lr for i, (kind, lr) in enumerate(zip(kinds, lrs))}
+
+
+def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all ``tensors`` together, on their device (a sharded tensor's norm stays sharded)."""
+    with torch.no_grad():
+        return torch.nn.utils.get_total_norm([t.detach() for t in tensors])
+
+
+def full_value(norm: torch.Tensor) -> float:
+    """A norm as a float; an FSDP2 norm (a DTensor of partial sums) is reduced over its mesh first."""
+    full_tensor = getattr(norm, "full_tensor", None)
+    return float((full_tensor() if full_tensor else norm).item())
+
+
+def memory_gb(device: torch.device) -> float:
+    """GB of memory: on CUDA the most allocated since the previous call (the peak is reset), else this
+    process's resident set (``/proc/self/statm`` on Linux, the peak from ``getrusage`` elsewhere)."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return peak / 1e9
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 1e9
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux and BSD
+        return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9

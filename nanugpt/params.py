@@ -108,6 +108,7 @@ class ExportParams(Section):
 class LoggingParams(Section):
     wandb: bool = Field(False, description="log to Weights & Biases (WANDB_MODE=offline works offline)")
     dvclive: bool = Field(True, description="write DVC metrics and plots files under OUT_DIR")
+    tensorboard: bool = Field(False, description="write TensorBoard event files under OUT_DIR/tensorboard")
 
 
 class Params(Section):

@@ -14,8 +14,9 @@ import os
 import shutil
 from pathlib import Path
 
-# What the train stage writes into OUT_DIR (evaluate, generate and export write the rest).
-TRAIN_OUTPUTS = ("checkpoints", "plots", "run_info.json", "train_summary.json")
+# What the train stage writes into OUT_DIR for one run (evaluate, generate and export write the rest).
+# logs/ is not here: every run appends to it, so it holds the earlier run's lines already.
+TRAIN_OUTPUTS = ("checkpoints", "plots", "dvclive", "tensorboard", "run_info.json", "train_summary.json")
 
 
 class PreviousRun:

@@ -5,7 +5,9 @@ Adding a sink touches no loop code. The sinks:
 - ``CsvSink``: ``plots/train.csv`` (``step,tokens,train_loss,lr`` per step) and
   ``plots/val.csv`` (``step,tokens,val_loss,...`` per evaluation), which
   ``dvc.yaml`` draws on one plot (``logging.dvclive``);
+- ``DvcLiveSink``: DVC's own logger in ``OUT_DIR/dvclive/`` (``logging.dvclive``);
 - ``WandbSink``: Weights & Biases (``logging.wandb``);
+- ``TensorBoardSink``: event files in ``OUT_DIR/tensorboard/`` (``logging.tensorboard``);
 - ``ConsoleSink``: one line per log interval.
 
 Only rank 0 creates sinks.
@@ -14,7 +16,7 @@ Only rank 0 creates sinks.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,8 +30,8 @@ class MetricSink(Protocol):
         """Record the metrics of ``step`` (names as in this module's docstring)."""
         ...
 
-    def close(self) -> None:
-        """Flush and release whatever the sink holds."""
+    def close(self, failed: bool = False) -> None:
+        """Flush and release whatever the sink holds; ``failed``: the run ends by an exception or a signal."""
         ...
 
 
@@ -58,7 +60,7 @@ class CsvSink:
             )
             self._file.flush()
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self._file.close()
 
 
@@ -91,14 +93,17 @@ def format_log_line(
     mfu: float | None,
     elapsed: float,
     eta: float,
+    mem_gb: float | None = None,
 ) -> str:
-    """The one console line per log interval."""
+    """The one console line per log interval (``mem_gb``: see ``train/mem_gb`` in ``nanugpt.metrics``)."""
     parts = [f"step {step}/{max_steps}", f"loss {train_loss:.4f}"]
     if val_loss is not None:
         parts.append(f"val {val_loss:.4f}")
     parts += [f"lr {lr:.2e}", f"grad {grad_norm:.3f}", f"{tokens_per_s:,.0f} tok/s"]
     if mfu is not None:
         parts.append(f"MFU {100 * mfu:.1f}%")
+    if mem_gb is not None:
+        parts.append(f"mem {mem_gb:.2f} GB")
     parts += [f"elapsed {format_duration(elapsed)}", f"ETA {format_duration(eta)}"]
     return " | ".join(parts)
 
@@ -123,21 +128,91 @@ class ConsoleSink:
                     metrics.get("train/mfu"),
                     metrics["time/elapsed_s"],
                     metrics["time/eta_s"],
+                    metrics.get("train/mem_gb"),
                 )
             )
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         pass
 
 
+class DvcLiveSink:
+    """dvclive's files in ``live_dir`` (``logging.dvclive: true``): ``params.yaml``, a ``plots/metrics/<name>.tsv``
+    series per metric (``step`` and the value), and ``metrics.json`` (the step and the latest value of each
+    metric, updated at every log interval), which ``dvc exp show`` reads, during the run too.
+
+    On a resume the series keep their rows up to ``resume_step`` and continue from there, so a run killed
+    after its last checkpoint leaves no step twice.
+    """
+
+    def __init__(self, live_dir: Path, params: dict[str, Any], resume_step: int):
+        try:
+            from dvclive import Live
+        except ImportError:
+            raise UserError("logging.dvclive is true but dvclive is not installed: pip install dvclive") from None
+        if resume_step > 0:
+            for series in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+                keep_rows_up_to(series, resume_step)
+        self.live = Live(str(live_dir), resume=resume_step > 0, save_dvc_exp=False, dvcyaml=None)
+        self.live.log_params(params)
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.live.step = step
+        for name, value in metrics.items():
+            self.live.log_metric(name, value)
+        if "train/tokens_per_s" in metrics:  # a log interval: the summary dvc exp show reads
+            self.live.make_summary()
+
+    def close(self, failed: bool = False) -> None:
+        self.live.end()
+
+
+def keep_rows_up_to(series: Path, step: int) -> None:
+    """Drop the rows of a dvclive ``.tsv`` series whose ``step`` is past ``step``."""
+    with open(series, newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        fields, rows = reader.fieldnames or [], [row for row in reader if int(row["step"]) <= step]
+    with open(series, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, delimiter="\t")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+class TensorBoardSink:
+    """TensorBoard event files (``logging.tensorboard: true``): one scalar series per metric name.
+
+    On a resume, TensorBoard is told to drop the events past ``resume_step`` that the interrupted run
+    wrote (its ``purge_step``), so each series has one point per step.
+    """
+
+    def __init__(self, log_dir: Path, resume_step: int):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError(
+                "logging.tensorboard is true but tensorboard is not installed: pip install 'nanugpt[tensorboard]'"
+            ) from None
+        self.writer = SummaryWriter(str(log_dir), purge_step=resume_step + 1 if resume_step else None, flush_secs=30)
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, step)
+
+    def close(self, failed: bool = False) -> None:
+        self.writer.close()
+
+
 class WandbSink:
-    """Weights & Biases logging (``logging.wandb: true``); ``WANDB_MODE=offline`` works with no network.
+    """Weights & Biases logging (``logging.wandb: true``); ``WANDB_MODE=offline`` works with no network, and
+    wandb's own variables (``WANDB_BASE_URL``, ``WANDB_API_KEY``, ...) choose the server.
 
     The run id is kept in ``OUT_DIR/wandb/run_id`` so that later stages (generate's samples) log to the
     same run. Only params are sent as config: the process environment, and any secret in it, never is.
+    ``files`` (the resolved params, ``run_info.json``) are logged as one artifact of type ``run-files``.
+    A run closed as failed is marked so (exit code 1).
     """
 
-    def __init__(self, project: str, run_name: str, config: dict[str, Any], out_dir: Path):
+    def __init__(self, project: str, run_name: str, config: dict[str, Any], out_dir: Path, files: Sequence[Path] = ()):
         try:
             import wandb
         except ImportError:
@@ -156,6 +231,11 @@ class WandbSink:
             settings=wandb.Settings(save_code=False),
         )
         id_file.write_text(self.run.id)
+        if files:
+            artifact = wandb.Artifact(f"run-files-{self.run.id}", type="run-files")
+            for path in files:
+                artifact.add_file(str(path))
+            self.run.log_artifact(artifact)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         self.run.log(dict(metrics), step=step)
@@ -164,5 +244,5 @@ class WandbSink:
         """Generated text, as a table."""
         self.run.log({"samples": self._wandb.Table(columns=["sample"], data=[[s] for s in samples])})
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)

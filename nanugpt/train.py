@@ -16,11 +16,13 @@ calls decides its own timing and owns its state, as in torchtitan's trainer:
 
 A checkpoint is the sum of the parts' ``state_dict()`` (``Trainer.state_dict``).
 Outputs under ``out_dir`` (rank 0 only): ``checkpoints/`` (``last.pt``, the
-newest step files, ``best.pt``), ``plots/train.csv`` and ``plots/val.csv``,
-``run_info.json``, and ``train_summary.json``. SIGTERM, SIGINT and SIGUSR1
-save a checkpoint at the end of the current step and stop, so a preempted or
-requeued job resumes where it was (``training.resume: auto``). A run resumed
-at ``training.max_steps`` changes nothing.
+newest step files, ``best.pt``), ``plots/train.csv``, ``plots/val.csv`` and
+``dvclive/`` (``logging.dvclive``), ``tensorboard/`` (``logging.tensorboard``),
+``wandb/`` (``logging.wandb``), ``run_info.json``, and ``train_summary.json``.
+SIGTERM, SIGINT and SIGUSR1 save a checkpoint at the end of the current step
+and stop, so a preempted or requeued job resumes where it was
+(``training.resume: auto``). A run resumed at ``training.max_steps`` changes
+nothing.
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ import json
 import math
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from tqdm import tqdm
 
 from nanugpt import checkpoint, run_info
-from nanugpt.atomic import write_json
+from nanugpt.atomic import write_json, write_text
 from nanugpt.build import build_run, wrap_model
 from nanugpt.checkpointer import Checkpointer, load_rng_state, rng_state
 from nanugpt.device import peak_flops
@@ -48,7 +52,7 @@ from nanugpt.params import Params
 from nanugpt.previous_run import PreviousRun
 from nanugpt.protocols import ReportingSchedule
 from nanugpt.signals import StopRequest
-from nanugpt.sinks import ConsoleSink, MetricSink, WandbSink, csv_sinks
+from nanugpt.sinks import ConsoleSink, DvcLiveSink, MetricSink, TensorBoardSink, WandbSink, csv_sinks
 from nanugpt.train_step import TrainStep
 from nanugpt.validator import Validator
 
@@ -73,18 +77,33 @@ class Progress:
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
 
 
-def train(params: Params, data_dir: Path, out_dir: Path, launch_command: str | None = None) -> dict[str, Any]:
-    """Run the training loop; return a summary (final losses, steps, tokens/s)."""
+def train(
+    params: Params,
+    data_dir: Path,
+    out_dir: Path,
+    launch_command: str | None = None,
+    sinks: Sequence[MetricSink] = (),
+) -> dict[str, Any]:
+    """Run the training loop; return a summary (final losses, steps, tokens/s). ``sinks`` receive the
+    metrics on rank 0 besides those ``params.logging`` asks for."""
     with process_group(params.general.device_type) as info:
-        return Trainer(params, data_dir, out_dir, info, launch_command).run()
+        return Trainer(params, data_dir, out_dir, info, launch_command, sinks).run()
 
 
 class Trainer:
     """One training run: its parts, and the loop over them."""
 
-    def __init__(self, params: Params, data_dir: Path, out_dir: Path, info: DistInfo, launch_command: str | None):
+    def __init__(
+        self,
+        params: Params,
+        data_dir: Path,
+        out_dir: Path,
+        info: DistInfo,
+        launch_command: str | None,
+        sinks: Sequence[MetricSink] = (),
+    ):
         self.params, self.data_dir, self.out_dir, self.info = params, data_dir, out_dir, info
-        self.launch_command = launch_command
+        self.launch_command, self.extra_sinks = launch_command, list(sinks)
         self.parts = build_run(params, data_dir, info, self.log)
         self.progress = Progress()
         self.validator = Validator(
@@ -174,6 +193,7 @@ class Trainer:
         bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", disable=None if self.info.is_main else True)
         stop = StopRequest()
         model.train()
+        failed = True  # until the loop ends by itself
         try:
             while progress.step < t.max_steps:
                 result = train_step(progress.step)
@@ -193,10 +213,11 @@ class Trainer:
                 if stopping and not final:
                     self.log(f"received signal {stop.signal}: saved a checkpoint at step {step} and stopped")
                     raise SystemExit(128 + (stop.signal or signal.SIGTERM))
+            failed = False
         finally:
             stop.restore()
             bar.close()
-            metrics.close()
+            metrics.close(failed)
         return self.finish()
 
     def start_metrics(self) -> TrainMetrics:
@@ -211,11 +232,12 @@ class Trainer:
             )
             if params.logging.dvclive:
                 sinks += csv_sinks(self.out_dir / "plots", parts.loss_fn.metric_names, self.progress.step)
+                sinks.append(DvcLiveSink(self.out_dir / "dvclive", params.to_dict(), self.progress.step))
+            if params.logging.tensorboard:
+                sinks.append(TensorBoardSink(self.out_dir / "tensorboard", self.progress.step))
             if params.logging.wandb:
-                sinks.append(
-                    WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), self.out_dir)
-                )
-            sinks.append(ConsoleSink(self.log, params.training.max_steps))
+                sinks.append(self.wandb_sink())
+            sinks += [*self.extra_sinks, ConsoleSink(self.log, params.training.max_steps)]
             self.log(
                 f"training {sum(p.numel() for p in parts.model.parameters()):,} parameters on "
                 f"{info.world_size} x {info.device}, {parts.accum} micro-steps of "
@@ -233,6 +255,22 @@ class Trainer:
             flops,
             peak,
             self.progress.step,
+            parts.optimizer,
+            parts.model,
+        )
+
+    def wandb_sink(self) -> WandbSink:
+        """The W&B run: the resolved params as config, and as a file beside ``run_info.json`` in an artifact."""
+        params = self.params
+        resolved = self.out_dir / "wandb" / "params.yaml"
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+        write_text(resolved, yaml.safe_dump(params.to_dict(), sort_keys=False))
+        return WandbSink(
+            params.general.project_name,
+            params.general.run_name,
+            params.to_dict(),
+            self.out_dir,
+            files=[resolved, self.out_dir / "run_info.json"],
         )
 
     def diverged(self, losses: list[float], step: int) -> bool:
@@ -249,12 +287,14 @@ class Trainer:
         raise TrainingError(f"train loss is {bad} at step {step}; lower optimizer.lr")
 
     def validate(self, model: torch.nn.Module, step: int) -> dict[str, float]:
-        """Evaluate (outside the training time) and save ``best.pt`` at a new best val loss."""
+        """Evaluate (outside the training time) and save ``best.pt`` at a new best val loss; the figures and
+        the best loss so far."""
         with self.metrics.clock.paused():
             figures, improved = self.validator.validate(model, step)
             if improved:
                 self.checkpointer.save_best(self.state_dict())
-        return figures
+        assert self.validator.best_loss is not None, "validate() has just set it"
+        return {**figures, "best_loss": self.validator.best_loss}
 
     def save(self, step: int) -> None:
         """Save the state of ``step`` (outside the training time); the earlier run's outputs are then replaced."""
@@ -286,8 +326,9 @@ class Trainer:
     def finished(self, state: dict[str, Any]) -> dict[str, Any]:
         """A run resumed at ``training.max_steps``: nothing to train, and every output stays as it is. Outputs that
         are missing (Snakemake and DVC delete a stage's outputs before they rerun it) are written again from
-        the checkpoint: ``run_info.json``, ``train_summary.json`` (its losses, not its timings) and the plots'
-        CSV files (their header only: the rows of the run are gone with the files)."""
+        the checkpoint: ``run_info.json``, ``train_summary.json`` (its losses, not its timings), the plots'
+        CSV files (their header only: the rows of the run are gone with the files) and dvclive's files (one point,
+        the checkpoint's losses at its step)."""
         self.log("nothing left to train: training.max_steps is reached; outputs present stay as they are")
         path = self.out_dir / "train_summary.json"
         try:
@@ -305,6 +346,12 @@ class Trainer:
             if self.params.logging.dvclive and not all((plots / f).exists() for f in ("train.csv", "val.csv")):
                 for sink in csv_sinks(plots, self.parts.loss_fn.metric_names, self.progress.step):
                     sink.close()  # rows up to the checkpoint's step kept, a missing file written with its header
+            live = self.out_dir / "dvclive"
+            if self.params.logging.dvclive and not (live / "metrics.json").exists():
+                sink = DvcLiveSink(live, self.params.to_dict(), self.progress.step)
+                losses = {"train/loss": summary["train_loss"], "val/loss": summary["val_loss"]}
+                sink.write(self.progress.step, {k: v for k, v in losses.items() if v is not None and math.isfinite(v)})
+                sink.close()
             write_json(path, summary)
             self.log(f"wrote the missing outputs of the finished run from {self.checkpointer.folder}")
         return summary

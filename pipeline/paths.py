@@ -33,6 +33,11 @@ def out_dir() -> Path:
     return Path(os.environ.get("OUT_DIR") or "out")
 
 
+def log_file(stage: str) -> Path:
+    """``$OUT_DIR/logs/<stage>.log``: where a stage run from the command line appends its console lines."""
+    return out_dir() / "logs" / f"{stage}.log"
+
+
 def writable(folder: Path, variable: str) -> Path:
     """Create ``folder`` if needed and write a file there; return it, or fail in one line naming the fix.
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nanugpt.atomic import write_json
+from nanugpt.console_log import tee_console
 from nanugpt.evaluate import evaluate_checkpoint
 from nanugpt.params import Params
 from pipeline import paths
@@ -32,7 +33,8 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__, run)
+    with tee_console(paths.log_file("evaluate")):
+        return stage_main(argv, __doc__, run)
 
 
 if __name__ == "__main__":

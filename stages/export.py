@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from nanugpt.atomic import atomic_dir
+from nanugpt.console_log import tee_console
 from nanugpt.export import NoHFCounterpart, export_checkpoint
 from nanugpt.meta import read_meta
 from nanugpt.params import Params
@@ -53,7 +54,8 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__, run)
+    with tee_console(paths.log_file("export")):
+        return stage_main(argv, __doc__, run)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from nanugpt.atomic import write_text
 from nanugpt.checkpoint import check_vocab, load_trained_model
+from nanugpt.console_log import tee_console
 from nanugpt.device import pick_device
 from nanugpt.generate import GenerateError, read_prompt, sample
 from nanugpt.meta import read_meta
@@ -59,7 +60,8 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__, run)
+    with tee_console(paths.log_file("generate")):
+        return stage_main(argv, __doc__, run)
 
 
 if __name__ == "__main__":

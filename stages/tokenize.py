@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from nanugpt.console_log import tee_console
 from nanugpt.meta import TokenMeta
 from nanugpt.params import Params
 from pipeline import paths
@@ -36,7 +37,8 @@ def run(params: Params, data_root: Path | None = None) -> TokenMeta:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__, run)
+    with tee_console(paths.log_file("tokenize")):
+        return stage_main(argv, __doc__, run)
 
 
 if __name__ == "__main__":

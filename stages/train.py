@@ -1,4 +1,6 @@
-"""Train stage: token files -> ``OUT_DIR/checkpoints``, ``OUT_DIR/plots/*.csv``, ``OUT_DIR/run_info.json``.
+"""Train stage: token files -> ``OUT_DIR/checkpoints``, ``OUT_DIR/plots/*.csv``, ``OUT_DIR/dvclive/``,
+``OUT_DIR/run_info.json`` (the metric sinks: docs/training.md); run by hand, its console goes to
+``OUT_DIR/logs/train.log`` too.
 
 One process (what ``dvc repro`` runs through ``pipeline.launch`` when
 ``launch.nproc_per_node`` is 1)::
@@ -27,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nanugpt.console_log import tee_console
 from nanugpt.params import Params
 from nanugpt.train import train
 from pipeline import paths
@@ -47,7 +50,8 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(argv, __doc__, run)
+    with tee_console(paths.log_file("train")):
+        return stage_main(argv, __doc__, run)
 
 
 if __name__ == "__main__":

@@ -196,18 +196,21 @@ def test_new_temperature_reruns_only_generate(session: Session) -> None:
 
 def test_plots_show_has_train_and_val_loss_curves(session: Session) -> None:
     max_steps, eval_every = PARAMS["training"]["max_steps"], PARAMS["eval"]["eval_every"]
-    expected_steps = {
-        "train.csv::train_loss": list(range(1, max_steps + 1)),
-        "val.csv::val_loss": list(range(eval_every, max_steps + 1, eval_every)),
-    }
-    for plot_id, x in (("loss_by_step", "step"), ("loss_by_tokens", "tokens")):
-        (plot,) = session.plots["data"][plot_id]
-        assert plot["content"]["encoding"]["x"]["field"] == x
-        steps: dict[str, list[int]] = {}
-        for point in plot["content"]["data"]["values"]:
-            steps.setdefault(point["filename::field"], []).append(int(point["step"]))
-            assert float(point["dvc_inferred_y_value"]) > 0  # a loss
-        assert steps == expected_steps
+    train_steps, val_steps = list(range(1, max_steps + 1)), list(range(eval_every, max_steps + 1, eval_every))
+    (plot,) = session.plots["data"]["loss_by_step"]  # dvclive's series: one field, "loss", in two files
+    assert plot["content"]["encoding"]["x"]["field"] == "step"
+    steps: dict[str, list[int]] = {}
+    for point in plot["content"]["data"]["values"]:
+        steps.setdefault(point["filename"], []).append(int(point["step"]))
+        assert float(point["loss"]) > 0
+    assert steps == {"train/loss.tsv": train_steps, "val/loss.tsv": val_steps}  # DVC drops the shared folders
+    (plot,) = session.plots["data"]["loss_by_tokens"]
+    assert plot["content"]["encoding"]["x"]["field"] == "tokens"
+    steps = {}
+    for point in plot["content"]["data"]["values"]:
+        steps.setdefault(point["filename::field"], []).append(int(point["step"]))
+        assert float(point["dvc_inferred_y_value"]) > 0  # a loss
+    assert steps == {"train.csv::train_loss": train_steps, "val.csv::val_loss": val_steps}
 
 
 def test_bad_params_stop_dvc_repro_before_any_work(tmp_path: Path) -> None:
@@ -226,5 +229,6 @@ def test_bad_params_stop_dvc_repro_before_any_work(tmp_path: Path) -> None:
     assert re.search(r"params\.yaml: model\.n_layer: .*'four'", text)
     assert ran_stages(result) == ["tokenize"]  # the first stage stops at once
     assert files_under(ws / "data") == []
-    assert files_under(ws / "out") == []
+    assert files_under(ws / "out") == [ws / "out" / "logs" / "tokenize.log"]  # the errors, and nothing else
+    assert "optimizer.lrr: unknown key" in (ws / "out" / "logs" / "tokenize.log").read_text()
     assert not (ws / "dvc.lock").exists()

@@ -76,7 +76,7 @@ def test_outputs_left_aside_by_a_killed_run_are_put_back(tmp_path: Path, finishe
     out = tmp_path / "out"
     before = snapshot(out)
     previous = PreviousRun(out)
-    assert previous.set_aside() == list(TRAIN_OUTPUTS)  # what a new run does first ...
+    assert previous.set_aside() == [n for n in TRAIN_OUTPUTS if n != "tensorboard"]  # what a new run does first ...
     (out / "plots").mkdir()
     (out / "plots" / "train.csv").write_text("step,tokens,train_loss,lr\n")  # ... then it is killed (SIGKILL)
     summary = train.run(load_params(params_file), data_root=data, out_dir=out)
@@ -130,7 +130,8 @@ def test_a_finished_run_writes_again_the_outputs_an_orchestrator_deleted(
     out = tmp_path / "out"
     kept = snapshot(out / "checkpoints")
     val_rows = (out / "plots" / "val.csv").read_text()
-    for name in ("run_info.json", "train_summary.json", "plots/train.csv", "checkpoints/last.pt"):
+    deleted = ("run_info.json", "train_summary.json", "plots/train.csv", "checkpoints/last.pt", "dvclive/metrics.json")
+    for name in (*deleted, "dvclive/plots/metrics/train/loss.tsv", "dvclive/plots/metrics/val/loss.tsv"):
         (out / name).unlink()  # what Snakemake does before a forced rerun of the train rule
     summary = train.run(load_params(params_file), data_root=data, out_dir=out)
     assert summary["step"] == 20 and math.isfinite(summary["train_loss"]) and math.isfinite(summary["val_loss"])
@@ -139,3 +140,7 @@ def test_a_finished_run_writes_again_the_outputs_an_orchestrator_deleted(
     assert (out / "plots" / "train.csv").read_text().splitlines() == ["step,tokens,train_loss,lr"]
     assert (out / "plots" / "val.csv").read_text() == val_rows
     assert snapshot(out / "checkpoints") == kept  # last.pt, a link to step 20 again
+    assert json.loads((out / "dvclive" / "metrics.json").read_text())["step"] == 20
+    for series in ("train", "val"):
+        rows = (out / "dvclive" / "plots" / "metrics" / series / "loss.tsv").read_text().splitlines()
+        assert len(rows) == 2 and rows[1].startswith("20\t"), rows

@@ -1,0 +1,347 @@
+"""Watching a run (issue 20): one set of metric names for every sink, read at log intervals only."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO, dvc_env, tiny_params, write_params
+
+from nanugpt.console_log import LogFile, TeeStream
+from nanugpt.errors import TrainingError
+from nanugpt.params import load_params
+from nanugpt.sinks import format_log_line
+from nanugpt.train import train
+from stages import tokenize
+
+EVERY_INTERVAL = {
+    "train/grad_norm",
+    "train/weight_norm",
+    "train/tokens_per_s",
+    "train/mfu",
+    "train/step_time_s",
+    "train/mem_gb",
+    "time/elapsed_s",
+    "time/eta_s",
+}
+EVERY_STEP = {"train/loss", "train/lr", "train/tokens"}
+EVERY_EVAL = {"val/loss", "val/ppl", "val/best_loss"}
+
+
+class RecordingSink:
+    """Keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, dict[str, float]] = {}
+        self.closed = False
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        assert step not in self.rows, f"step {step} written twice"
+        self.rows[step] = dict(metrics)
+
+    def close(self, failed: bool = False) -> None:
+        self.closed, self.failed = True, failed
+
+
+def recorded_run(tmp_path: Path, corpus: Path, **sections) -> RecordingSink:
+    sections.setdefault("training", {})["peak_flops"] = 1e12  # so that train/mfu is there on any CPU
+    params = load_params(write_params(tmp_path / "params.yaml", tiny_params(corpus, **sections)))
+    tokenize.run(params, data_root=tmp_path / "data")
+    sink = RecordingSink()
+    train(params, tmp_path / "data" / "tiny" / "char", tmp_path / "out", sinks=[sink])
+    return sink
+
+
+def test_every_metric_name_at_its_interval(tmp_path: Path, corpus: Path) -> None:
+    sink = recorded_run(tmp_path, corpus, eval={"eval_every": 10, "eval_iters": 2})
+    assert sink.closed and sorted(sink.rows) == list(range(1, 21))
+    for step, metrics in sink.rows.items():
+        expected = EVERY_STEP | (EVERY_INTERVAL if step % 5 == 0 else set()) | (EVERY_EVAL if step % 10 == 0 else set())
+        assert set(metrics) == expected, step  # AdamW's two groups share one lr: no train/lr_<group>
+    last = sink.rows[20]
+    assert last["train/weight_norm"] > 0 and last["train/grad_norm"] > 0 and last["train/step_time_s"] > 0
+    assert 0.01 < last["train/mem_gb"] < 100  # the process's resident memory on CPU
+    assert last["val/ppl"] == pytest.approx(math.exp(last["val/loss"]))
+    assert last["val/best_loss"] == min(sink.rows[10]["val/loss"], last["val/loss"])
+
+
+def test_lr_per_parameter_group_where_they_differ(tmp_path: Path, corpus: Path) -> None:
+    optimizer = {"module": "muon", "lr": 0.02, "adamw_lr": 3e-3, "embed_lr": 1e-2}
+    sink = recorded_run(tmp_path, corpus, optimizer=optimizer, training={"max_steps": 10})
+    groups = {name: lr for name, lr in sink.rows[10].items() if name.startswith("train/lr_")}
+    assert list(groups)[0] == "train/lr_0_muon" and len(groups) >= 3, groups
+    factor = sink.rows[10]["train/lr"] / 0.02  # the schedule's factor at step 10
+    assert sorted(set(groups.values())) == pytest.approx(sorted({0.02 * factor, 3e-3 * factor, 1e-2 * factor}))
+    assert not any(name.startswith("train/lr_") for name in sink.rows[9])  # log intervals only
+
+
+def test_console_line_has_memory() -> None:
+    line = format_log_line(10, 20, 2.5, None, 1e-3, 0.5, 1000, None, 5, 5, mem_gb=1.234)
+    assert (
+        line
+        == "step 10/20 | loss 2.5000 | lr 1.00e-03 | grad 0.500 | 1,000 tok/s | mem 1.23 GB | elapsed 0:05 | ETA 0:05"
+    )
+
+
+def stage_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)]),
+        "DATA_ROOT": str(tmp_path / "data"),
+        "OUT_DIR": str(tmp_path / "out"),
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
+
+
+def test_tee_prefixes_other_ranks_and_keeps_progress_bars_off_the_log(tmp_path: Path) -> None:
+    console = io.StringIO()
+    log = LogFile(tmp_path / "logs" / "x.log")
+    tee = TeeStream(console, log, "[rank 1] ")
+    tee.write("a warning\nsecond ")
+    tee.write("half\n\r  train: 50%|##   |\r  train: 100%|#####|\n")
+    tee.write("no newline")
+    tee.finish()
+    log.close()
+    assert console.getvalue() == (
+        "[rank 1] a warning\n[rank 1] second half\n[rank 1] \r  train: 50%|##   |\r  train: 100%|#####|\n"
+        "[rank 1] no newline"
+    )
+    assert (
+        tmp_path / "logs" / "x.log"
+    ).read_text() == "[rank 1] a warning\n[rank 1] second half\n[rank 1] no newline\n"
+
+
+def test_a_stage_run_by_hand_appends_its_console_lines_to_out_logs(tmp_path: Path, corpus: Path) -> None:
+    params_file = write_params(tmp_path / "params.yaml", tiny_params(corpus, training={"max_steps": 10}))
+    env = stage_env(tmp_path)
+    for stage in ("tokenize", "train"):
+        done = subprocess.run(
+            [sys.executable, "-m", f"stages.{stage}", str(params_file)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+    log = (tmp_path / "out" / "logs" / "train.log").read_text()
+    assert log.splitlines() == [line for line in done.stdout.splitlines() if line]
+    assert "step 10/10 | loss" in log and "mem " in log and "done: 10 steps" in log
+    assert "tokenized" in (tmp_path / "out" / "logs" / "tokenize.log").read_text()
+    again = subprocess.run(
+        [sys.executable, "-m", "stages.train", str(params_file)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    appended = (tmp_path / "out" / "logs" / "train.log").read_text()
+    assert appended.startswith(log) and "nothing left to train" in appended[len(log) :]
+
+
+RANK_WARNING = """
+import os
+import warnings
+
+from nanugpt.schedulers import CosineOptions
+
+
+class WarningCosineOptions(CosineOptions):
+    def build(self, max_steps, base_lr):
+        if os.environ.get("RANK") == "1":
+            warnings.warn("rank one was here")
+        return super().build(max_steps, base_lr)
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_1_warning_reaches_stderr_and_the_log_with_its_prefix(tmp_path: Path, corpus: Path) -> None:
+    (tmp_path / "rankwarn.py").write_text(RANK_WARNING)
+    sections = {
+        "training": {"max_steps": 4, "log_every": 2, "checkpoint_every": 4},
+        "scheduler": {"module": "rankwarn:WarningCosineOptions", "warmup_steps": 1},
+        "eval": {"eval_every": 0, "eval_iters": 1},
+    }
+    params_file = write_params(tmp_path / "params.yaml", tiny_params(corpus, **sections))
+    env = stage_env(tmp_path)
+    tokenized = subprocess.run([sys.executable, "-m", "stages.tokenize", str(params_file)], cwd=tmp_path, env=env)
+    assert tokenized.returncode == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    done = subprocess.run(
+        [*command, "-m", "stages.train", str(params_file)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    warned = [line for line in done.stderr.splitlines() if "UserWarning: rank one was here" in line]
+    assert len(warned) == 1 and warned[0].startswith("[rank 1] "), done.stderr
+    log = (tmp_path / "out" / "logs" / "train.log").read_text().splitlines()
+    assert [line for line in log if "UserWarning: rank one was here" in line] == warned
+    assert any(line.startswith("step 4/4 | loss") for line in log)  # rank 0's lines, unprefixed
+
+
+def test_no_second_copy_where_the_console_already_is_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "train.log"
+    path.parent.mkdir()
+    with open(path, "w") as redirected:  # as Snakemake's `stage > {log} 2>&1` does
+        code = "import sys; from pathlib import Path; from nanugpt.console_log import tee_console\n"
+        code += f"with tee_console(Path({str(path)!r})):\n    print('one line', file=sys.stderr)"
+        subprocess.run([sys.executable, "-c", code], stdout=redirected, stderr=redirected, check=True, cwd=REPO)
+    assert path.read_text() == "one line\n"
+
+
+def tensorboard_scalars(log_dir: Path) -> dict[str, dict[int, float]]:
+    """Every scalar series of the event files in ``log_dir``, read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0: keep every point
+    events.Reload()
+    series: dict[str, dict[int, float]] = {}
+    for tag in events.Tags()["scalars"]:
+        points = events.Scalars(tag)
+        series[tag] = {p.step: p.value for p in points}
+        assert len(series[tag]) == len(points), f"{tag}: a step twice"
+    return series
+
+
+def test_tensorboard_events_read_back_with_the_same_names(tmp_path: Path, corpus: Path) -> None:
+    pytest.importorskip("tensorboard")
+    sink = recorded_run(tmp_path, corpus, logging={"tensorboard": True})
+    series = tensorboard_scalars(tmp_path / "out" / "tensorboard")
+    assert set(series) == {name for metrics in sink.rows.values() for name in metrics}
+    for name, points in series.items():
+        sent = {step: metrics[name] for step, metrics in sink.rows.items() if name in metrics}
+        assert points == pytest.approx(sent, rel=1e-6), name  # events hold float32
+
+
+def test_tensorboard_resume_keeps_one_point_per_step(tmp_path: Path, corpus: Path) -> None:
+    pytest.importorskip("tensorboard")
+    recorded_run(tmp_path, corpus, logging={"tensorboard": True})
+    out = tmp_path / "out"
+    shutil.copy(out / "checkpoints" / "step-0000010.pt", out / "checkpoints" / "last.pt")  # killed after step 20
+    params = load_params(tmp_path / "params.yaml")
+    train(params, tmp_path / "data" / "tiny" / "char", out)
+    losses = tensorboard_scalars(out / "tensorboard")["train/loss"]
+    assert sorted(losses) == list(range(1, 21))
+
+
+def wandb_records(run_file: Path) -> list[Any]:
+    """The records of an offline run's ``.wandb`` file (LevelDB's log format: 32 KiB blocks of chunks, each
+    with a 7-byte header of crc, length and kind; the file starts with a 7-byte W&B header)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos, pending, records = run_file.read_bytes(), 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        payload, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        pending = payload if kind in (1, 2) else pending + payload  # 1 full, 2 first, 3 middle, 4 last
+        if kind in (1, 4):
+            records.append(wandb_internal_pb2.Record.FromString(pending))
+    return records
+
+
+def offline_run(out: Path) -> list[Any]:
+    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    return wandb_records(run_file)
+
+
+def test_wandb_offline_has_every_metric_the_params_artifact_and_a_clean_exit(
+    tmp_path: Path, corpus: Path, monkeypatch
+) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sink = recorded_run(tmp_path, corpus, logging={"wandb": True})
+    records = offline_run(tmp_path / "out")
+    history = [item for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item]
+    logged = {item.key or "/".join(item.nested_key) for item in history}
+    assert logged >= {name for metrics in sink.rows.values() for name in metrics}
+    (artifact,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert artifact.type == "run-files" and {e.path for e in artifact.manifest.contents} == {
+        "params.yaml",
+        "run_info.json",
+    }
+    (exit_record,) = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit_code == 0
+
+
+def test_wandb_run_that_raises_is_marked_failed(tmp_path: Path, corpus: Path, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(TrainingError, match="lower optimizer.lr"):
+        recorded_run(tmp_path, corpus, logging={"wandb": True}, optimizer={"lr": 1e30})
+    (exit_record,) = [r.exit for r in offline_run(tmp_path / "out") if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit_code == 1
+
+
+def dvclive_steps(series: Path) -> list[int]:
+    with open(series, newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f, delimiter="\t")]
+
+
+def test_dvclive_files_and_a_resume_without_a_step_twice(tmp_path: Path, corpus: Path) -> None:
+    sink = recorded_run(tmp_path, corpus)  # logging.dvclive is on by default
+    live = tmp_path / "out" / "dvclive"
+    assert yaml.safe_load((live / "params.yaml").read_text())["training"]["max_steps"] == 20
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["step"] == 20 and summary["train"]["loss"] == pytest.approx(sink.rows[20]["train/loss"])
+    assert summary["val"]["loss"] == pytest.approx(sink.rows[20]["val/loss"])
+    assert dvclive_steps(live / "plots" / "metrics" / "val" / "loss.tsv") == [10, 20]
+
+    out = tmp_path / "out"
+    shutil.copy(out / "checkpoints" / "step-0000010.pt", out / "checkpoints" / "last.pt")  # killed after step 20
+    train(load_params(tmp_path / "params.yaml"), tmp_path / "data" / "tiny" / "char", out)
+    assert dvclive_steps(live / "plots" / "metrics" / "train" / "loss.tsv") == list(range(1, 21))
+    assert dvclive_steps(live / "plots" / "metrics" / "train" / "grad_norm.tsv") == [5, 10, 15, 20]
+    assert json.loads((live / "metrics.json").read_text())["step"] == 20
+
+
+def live_metrics(ws: Path, env: dict[str, str]) -> dict[str, Any]:
+    """dvclive's metrics of the workspace row of ``dvc exp show --json``."""
+    from test_dvc_e2e import run as run_checked
+
+    shown = json.loads(run_checked(["dvc", "exp", "show", "--json"], ws, env).stdout)
+    (workspace,) = [row for row in shown if row["rev"] == "workspace"]
+    return workspace["data"]["metrics"]["out/dvclive/metrics.json"]["data"]
+
+
+@pytest.mark.slow
+def test_dvc_exp_show_has_the_step_and_metrics_during_and_after_a_run(tmp_path: Path) -> None:
+    from test_dvc_e2e import make_workspace
+    from test_dvc_e2e import run as run_checked
+
+    env = dvc_env(tmp_path)
+    sections = {
+        "training": {"max_steps": 400, "log_every": 10, "checkpoint_every": 200},
+        "eval": {"eval_every": 200, "eval_iters": 2},
+    }
+    ws = make_workspace(tmp_path, tiny_params("corpus.txt", **sections), env)
+    run_checked(["dvc", "repro", "tokenize"], ws, env)
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=ws, env=env, stdout=subprocess.DEVNULL)
+    try:
+        summary = ws / "out" / "dvclive" / "metrics.json"
+        deadline = time.monotonic() + 120
+        while not summary.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        during = live_metrics(ws, env)
+        assert proc.poll() is None, "the run ended before dvc exp show read it: make it longer"
+        assert 10 <= during["step"] < 400 and during["train"]["loss"] > 0 and "tokens_per_s" in during["train"]
+    finally:
+        assert proc.wait(timeout=300) == 0
+    after = live_metrics(ws, env)
+    assert after["step"] == 400 and after["val"]["loss"] > 0 and after["val"]["best_loss"] > 0
