@@ -27,6 +27,8 @@ from conftest import REPO, TINY_TEXT, copy_worktree, dvc_env, require_slurm, tin
 from pipeline.stages import STAGES
 
 TIMEOUT_S = 600
+# The tiny corpus with the characters of the README's prompts ("ROMEO:"), which a char vocabulary must hold.
+README_CORPUS = TINY_TEXT + "ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 10
 SHELL_FENCE = re.compile(r"^\s*```(?:bash|sh|shell)\s*$")
 DOCSTRING_COMMAND = re.compile(r"^(python -m |torchrun |srun )")
 # A short pytest run of one quick test file: `make test` itself, without the suite running inside itself.
@@ -276,7 +278,7 @@ def make_workspace(root: Path, run_pipeline: bool) -> tuple[Path, dict[str, str]
     env = dvc_env(root)
     ws = copy_worktree(root / "ws")
     env["PYTHONPATH"] = str(ws)
-    (ws / "corpus.txt").write_text(TINY_TEXT, encoding="utf-8")
+    (ws / "corpus.txt").write_text(README_CORPUS, encoding="utf-8")
     preset = write_params(root / "tiny.yaml", tiny_params("corpus.txt"))
     venv_shim(ws)
     checked(f"python -m pipeline.params use {preset}", ws, env)
