@@ -654,8 +654,10 @@ CASES = [
 
 
 def snapshot(ws: Path, globs: tuple[str, ...]) -> dict[str, str]:
-    """sha256 of every file matching ``globs`` under ``ws``."""
-    files = {p for pattern in globs for p in ws.glob(pattern) if p.is_file()}
+    """sha256 of every file matching ``globs`` under ``ws``, but the stages' logs (``out/logs/``): every command
+    appends its lines there by design, failed ones too."""
+    logs = ws / "out" / "logs"
+    files = {p for pattern in globs for p in ws.glob(pattern) if p.is_file() and logs not in p.parents}
     return {str(p.relative_to(ws)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
 
 
