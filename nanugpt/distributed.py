@@ -8,9 +8,10 @@ process uses the GPU of its local rank.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -26,6 +27,8 @@ class DistInfo:
     local_rank: int
     world_size: int
     device: torch.device
+    # Host name -> the ranks running on it (every node of a multi-node job), for run_info.json.
+    hosts: dict[str, list[int]] = field(default_factory=lambda: {socket.gethostname(): [0]})
 
     @property
     def is_main(self) -> bool:
@@ -49,9 +52,19 @@ def process_group(device_type: str) -> Iterator[DistInfo]:
         backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
     )
     try:
-        yield DistInfo(rank, local_rank, world_size, device)
+        yield DistInfo(rank, local_rank, world_size, device, ranks_by_host(world_size))
     finally:
         dist.destroy_process_group()
+
+
+def ranks_by_host(world_size: int) -> dict[str, list[int]]:
+    """Every process's host name, gathered from all ranks: ``{host: [ranks on it]}`` (one collective)."""
+    names: list[str | None] = [None] * world_size
+    dist.all_gather_object(names, socket.gethostname())
+    hosts: dict[str, list[int]] = {}
+    for rank, name in enumerate(names):
+        hosts.setdefault(str(name), []).append(rank)
+    return hosts
 
 
 def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -47,13 +47,16 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def collect(params: dict[str, Any], device: str, world_size: int, launch_command: str | None) -> dict[str, Any]:
-    """The content of ``run_info.json``."""
+def collect(
+    params: dict[str, Any], device: str, world_size: int, hosts: dict[str, list[int]], launch_command: str | None
+) -> dict[str, Any]:
+    """The content of ``run_info.json``; ``hosts`` maps each node's host name to the ranks it ran."""
     return {
         "git": git_state(),
         "params": params,
         "versions": library_versions(),
         "device": device,
         "world_size": world_size,
+        "hosts": hosts,
         "launch_command": launch_command,
     }

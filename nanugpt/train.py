@@ -228,7 +228,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json(
                 self.out_dir / "run_info.json",
-                run_info.collect(params.to_dict(), str(info.device), info.world_size, self.launch_command),
+                run_info.collect(params.to_dict(), str(info.device), info.world_size, info.hosts, self.launch_command),
             )
             if params.logging.dvclive:
                 sinks += csv_sinks(self.out_dir / "plots", parts.loss_fn.metric_names, self.progress.step)
@@ -340,7 +340,7 @@ class Trainer:
             info, plots = self.info, self.out_dir / "plots"
             if not (self.out_dir / "run_info.json").exists():
                 collected = run_info.collect(
-                    self.params.to_dict(), str(info.device), info.world_size, self.launch_command
+                    self.params.to_dict(), str(info.device), info.world_size, info.hosts, self.launch_command
                 )
                 write_json(self.out_dir / "run_info.json", collected)
             if self.params.logging.dvclive and not all((plots / f).exists() for f in ("train.csv", "val.csv")):

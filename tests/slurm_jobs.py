@@ -1,0 +1,117 @@
+"""Helpers of the tests that run jobs on CI's real Slurm cluster (``.ci/slurm-up``): submit, poll, read back."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TINY_TEXT, copy_worktree, tiny_params, write_params
+
+SNAKEMAKE_TIMEOUT_S = 600
+COMMAND_TIMEOUT_S = 60
+# snakemake under Slurm as the tests run it: squeue for job states (no accounting here), short status intervals.
+SNAKEMAKE_SLURM = [
+    "snakemake",
+    "--workflow-profile",
+    "profiles/slurm",
+    "--executor",
+    "slurm",
+    "-j",
+    "2",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "5",
+    "--slurm-keep-successful-logs",
+    "--latency-wait",
+    "10",
+]
+
+
+def run(
+    command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess:
+    """Run a command to completion (bounded by ``timeout``); fail the test with its output when it fails."""
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(command)} exited with {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def job_fields(job_id: str) -> dict[str, str]:
+    """``scontrol show job`` of a job as ``{field: value}`` (finished jobs stay listed for MinJobAge)."""
+    text = run(["scontrol", "show", "job", "-o", job_id]).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", text))
+
+
+def job_env() -> dict[str, str]:
+    """This environment with the test's Python first on PATH (sbatch exports it to the jobs)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR") and not k.startswith("SLURM_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def files_under(root: Path, *folders: str) -> list[str]:
+    """Paths of every file below ``root/<folder>``, relative to ``root``."""
+    return sorted(str(p.relative_to(root)) for folder in folders for p in (root / folder).rglob("*") if p.is_file())
+
+
+def workspace(tmp: Path, name: str, corpus_text: str = TINY_TEXT, **sections: dict[str, Any]) -> Path:
+    """A copy of the repository with a tiny params file on a corpus beside it."""
+    ws = copy_worktree(tmp / name)
+    corpus = tmp / f"{name}-corpus.txt"
+    corpus.write_text(corpus_text, encoding="utf-8")
+    write_params(ws / "params.yaml", tiny_params(corpus, **sections))
+    return ws
+
+
+def train_steps(csv_path: Path) -> list[int]:
+    """Steps logged so far in a train.csv that may be being written (a partial last line is ignored)."""
+    if not csv_path.exists():
+        return []
+    steps = []
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                steps.append(int(row["step"]))
+            except (TypeError, ValueError):
+                pass
+    return steps
+
+
+def wait_for(what: str, predicate: Any, timeout_s: float, poll_s: float = 1.0) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(poll_s)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def idle_nodes() -> int:
+    """How many Slurm nodes are idle now (0 when Slurm does not answer)."""
+    try:
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return out.stdout.split().count("idle")
+
+
+def train_losses(out_dir: Path) -> dict[int, float]:
+    """``{step: train loss}`` of a finished run's ``plots/train.csv``."""
+    with open(out_dir / "plots" / "train.csv", newline="") as f:
+        return {int(row["step"]): float(row["train_loss"]) for row in csv.DictReader(f)}
+
+
+def max_relative_difference(a: dict[int, float], b: dict[int, float]) -> float:
+    """The largest ``|a - b| / |b|`` over the steps of ``b`` (both must log the same steps)."""
+    assert sorted(a) == sorted(b), (sorted(a)[:5], sorted(b)[:5])
+    return max(abs(a[step] - b[step]) / abs(b[step]) for step in b)

@@ -1,0 +1,262 @@
+"""More than one node, on CI's real multi-node Slurm cluster (``.ci/slurm-up 2``: each node its own network
+namespace and host name on this one machine): 4 ranks on 2 nodes train like one process, a node that dies
+and a job at its time limit lose nothing, a requeued 2-node job resumes on both nodes.
+
+Every run here is a tiny char model whose per-step losses are compared with one process training the same
+params in the test itself (batches are a pure function of seed and step, so a resumed run must continue
+the uninterrupted curve). Skipped unless 2 Slurm nodes are idle.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from slurm_jobs import (
+    COMMAND_TIMEOUT_S,
+    SNAKEMAKE_SLURM,
+    SNAKEMAKE_TIMEOUT_S,
+    idle_nodes,
+    job_env,
+    job_fields,
+    max_relative_difference,
+    run,
+    train_losses,
+    train_steps,
+    wait_for,
+    workspace,
+)
+
+from pipeline.schema import load
+from stages import tokenize, train
+
+pytestmark = pytest.mark.slow
+
+NODES = 2
+# 2 nodes x 2 processes (gloo); a step of 8 rows is 1 micro-step of 2 rows on each of the 4 ranks.
+LAUNCH = {"nnodes": NODES, "nproc_per_node": 2, "cpus_per_node": 2, "runtime_min": 10, "mem_mb": 2000}
+TRAINING = {"device_batch_size": 2, "global_batch_size": 8, "log_every": 10}
+HOSTS = {"n1": [0, 1], "n2": [2, 3]}  # run_info.json's hosts: the ranks torchrun put on each node
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> None:
+    """Skip unless the cluster has 2 idle nodes (CI starts them with ``.ci/slurm-up 2``)."""
+    if idle_nodes() < NODES:
+        pytest.skip(f"fewer than {NODES} idle Slurm nodes here; CI starts them with .ci/slurm-up {NODES}")
+
+
+def one_process_losses(ws: Path) -> dict[int, float]:
+    """Per-step train losses of one process training the workspace's params (its tokens reused)."""
+    train.run(load(ws / "params.yaml"), data_root=ws / "data", out_dir=ws / "one-process")
+    return train_losses(ws / "one-process")
+
+
+def tokenized(ws: Path) -> None:
+    """Tokenize the workspace's corpus into ``ws/data`` (what every job here reads)."""
+    tokenize.run(load(ws / "params.yaml"), data_root=ws / "data")
+
+
+def sbatch_script(ws: Path, log: Path, *options: str) -> Path:
+    """The README's 2-node batch script: ``exec python -m pipeline.launch params.yaml`` in the workspace."""
+    script = ws / "train.sbatch"
+    script.write_text(
+        "#!/bin/bash\n"
+        f"#SBATCH --nodes={NODES}\n"
+        "#SBATCH --ntasks-per-node=1\n"
+        f"#SBATCH --cpus-per-task={LAUNCH['cpus_per_node']}\n"
+        f"#SBATCH --mem={LAUNCH['mem_mb']}\n"
+        "#SBATCH --open-mode=append\n"  # a requeued or resubmitted run appends to the same log
+        f"#SBATCH --output={log}\n"
+        + "".join(f"#SBATCH {option}\n" for option in options)
+        + 'echo "=== run ${SLURM_RESTART_COUNT:-0} of job $SLURM_JOB_ID"\n'
+        f"cd {ws}\n"
+        f"export DATA_ROOT={ws / 'data'} OUT_DIR={ws / 'out'}\n"
+        f"exec {sys.executable} -m pipeline.launch params.yaml\n"
+    )
+    return script
+
+
+def submit(ws: Path, script: Path) -> str:
+    """``sbatch`` the script; its job id."""
+    return run(["sbatch", "--parsable", str(script)], cwd=ws, env=job_env()).stdout.strip().split(";")[0]
+
+
+def wait_until_ended(job_id: str, timeout_s: float) -> dict[str, str]:
+    """The job's fields once it ended."""
+    return wait_for(f"job {job_id} to end", lambda: (f := job_fields(job_id))["JobState"] in ENDED and f, timeout_s, 2)
+
+
+def cancel(job_id: str) -> None:
+    """``scancel`` (a no-op for a job that ended)."""
+    subprocess.run(["scancel", job_id], check=False, capture_output=True, timeout=COMMAND_TIMEOUT_S)
+
+
+def logged_steps(ws: Path) -> int:
+    """The newest step in the run's ``train.csv`` (0 before the first)."""
+    return max(train_steps(ws / "out" / "plots" / "train.csv"), default=0)
+
+
+def checkpoint_steps(ws: Path) -> list[int]:
+    """Steps of the complete step checkpoints in ``out/checkpoints`` (each file loads)."""
+    steps = []
+    for path in sorted((ws / "out" / "checkpoints").glob("step-*.pt")):
+        steps.append(int(torch.load(path, weights_only=True, map_location="cpu")["step"]))
+    return sorted(steps)
+
+
+def mn_workspace(tmp_path: Path, name: str, **sections: dict[str, Any]) -> Path:
+    """A workspace for a 2-node run: tiny model, the 4-rank batch split, ``launch`` for 2 nodes."""
+    training = {**TRAINING, **sections.pop("training", {})}
+    launch = {**LAUNCH, **sections.pop("launch", {})}
+    return workspace(tmp_path, name, training=training, launch=launch, **sections)
+
+
+def test_snakemake_runs_four_ranks_on_two_nodes_like_one_process(two_nodes: None, tmp_path: Path) -> None:
+    ws = mn_workspace(tmp_path, "snakemake")
+    started = time.monotonic()
+    result = run(SNAKEMAKE_SLURM, cwd=ws, env=job_env(), timeout=SNAKEMAKE_TIMEOUT_S)
+    print(f"snakemake --executor slurm, 2 nodes x 2 ranks: {time.monotonic() - started:.0f} s")
+    submitted = dict(
+        (fields["Comment"].removeprefix("rule_").split("_wildcards")[0], fields)
+        for fields in map(job_fields, re.findall(r"with SLURM jobid (\d+)", result.stdout + result.stderr))
+    )
+    train_job = submitted["train"]
+    assert train_job["NumNodes"] == "2" and train_job["NodeList"] == "n[1-2]", train_job
+    assert train_job["JobState"] == "COMPLETED", train_job
+
+    run_info = (ws / "out" / "run_info.json").read_text()
+    assert f'"hosts": {{"n1": {HOSTS["n1"]}, "n2": {HOSTS["n2"]}}}'.replace("'", '"') in run_info.replace("\n", "")
+    train_log = (ws / "out" / "logs" / "train.log").read_text()
+    assert "srun --nodes=2 --ntasks-per-node=1" in train_log and "on 4 x cpu" in train_log, train_log
+    assert train_log.count("done: 20 steps") == 1, train_log  # rank 0 alone logs and writes
+
+    tokenized(ws)
+    one, four = one_process_losses(ws), train_losses(ws / "out")
+    assert sorted(four) == list(range(1, 21))  # each step once: no second writer
+    difference = max_relative_difference(four, one)
+    print(f"max relative per-step loss difference, 4 ranks on 2 nodes vs 1 process: {difference:.2e}")
+    assert difference < 1e-4
+
+
+def test_requeued_two_node_job_resumes_on_both_nodes(two_nodes: None, tmp_path: Path) -> None:
+    max_steps = 400
+    ws = mn_workspace(tmp_path, "requeue", training={"max_steps": max_steps, "checkpoint_every": 50})
+    tokenized(ws)
+    log = ws / "slurm.log"
+    job_id = submit(ws, sbatch_script(ws, log, "--requeue", "--time=10"))
+    started = time.monotonic()
+    try:
+        wait_for("the first run to log 100 steps", lambda: logged_steps(ws) >= 100, 300, 0.5)
+        run(["scontrol", "requeue", job_id])
+        fields = wait_until_ended(job_id, 420)
+    finally:
+        cancel(job_id)
+    print(f"2-node requeue test: {time.monotonic() - started:.0f} s")
+
+    text = log.read_text()
+    first, _, second = text.partition("=== run 1 of job")
+    assert fields["JobState"] == "COMPLETED" and fields["Restarts"] == "1", (fields, text)
+    saved = re.findall(r"received signal 15: saved a checkpoint at step (\d+) and stopped", first)
+    assert len(saved) == 1, first
+    assert f"resumed from step {saved[0]} " in second and "on 4 x cpu" in second, second
+    assert '"n2": [2, 3]' in (ws / "out" / "run_info.json").read_text()
+    one, four = one_process_losses(ws), train_losses(ws / "out")
+    assert sorted(four) == list(range(1, max_steps + 1))
+    difference = max_relative_difference(four, one)
+    print(f"requeued at step {saved[0]}; max relative loss difference vs 1 process: {difference:.2e}")
+    assert difference < 1e-4
+
+
+def test_a_node_that_dies_loses_nothing_but_its_steps_since_the_last_checkpoint(
+    two_nodes: None, tmp_path: Path
+) -> None:
+    max_steps, every = 300, 50
+    ws = mn_workspace(tmp_path, "node-dies", training={"max_steps": max_steps, "checkpoint_every": every})
+    tokenized(ws)
+    log = ws / "slurm.log"
+    script = sbatch_script(ws, log, "--time=10")
+    job_id = submit(ws, script)
+    try:
+        wait_for("a checkpoint and 20 steps more", lambda: logged_steps(ws) >= every + 20, 300, 0.5)
+        killed = kill_training_on("n2")
+        fields = wait_until_ended(job_id, 180)
+    finally:
+        cancel(job_id)
+    died_at = logged_steps(ws)
+    assert killed and fields["JobState"] == "FAILED", (killed, fields, log.read_text())
+
+    # What the dead run left: complete checkpoints only, the newest of them what a rerun resumes from.
+    saved = checkpoint_steps(ws)
+    assert saved and all(step % every == 0 for step in saved), saved
+    resume_step = saved[-1]
+    assert not list((ws / "out" / "checkpoints").glob(".*.tmp-*")), "a partial checkpoint is left"
+
+    rerun = submit(ws, script)  # what the user does: submit again (or rerun snakemake)
+    try:
+        fields = wait_until_ended(rerun, 420)
+    finally:
+        cancel(rerun)
+    second = log.read_text().rpartition(f"=== run 0 of job {rerun}")[2]
+    assert fields["JobState"] == "COMPLETED", (fields, second)
+    assert f"resumed from step {resume_step} " in second, second
+    one, four = one_process_losses(ws), train_losses(ws / "out")
+    assert sorted(four) == list(range(1, max_steps + 1))
+    difference = max_relative_difference(four, one)
+    print(
+        f"node n2 killed at step ~{died_at}; resumed from step {resume_step}; "
+        f"max relative loss difference vs 1 process: {difference:.2e}"
+    )
+    assert difference < 1e-4
+
+
+def kill_training_on(node: str) -> list[int]:
+    """SIGKILL the training processes (torchrun's workers) running in ``node``'s network namespace."""
+    pids = subprocess.run(
+        ["ip", "netns", "pids", f"nanugpt-{node}"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split()
+    killed = []
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "stages.train" in command and "nanugpt.torchrun" not in command:
+            subprocess.run(["kill", "-KILL", pid], check=False, timeout=30)
+            killed.append(int(pid))
+    return killed
+
+
+def test_a_job_at_its_time_limit_saves_and_is_requeued(two_nodes: None, tmp_path: Path) -> None:
+    """``--time=1`` and ``launch.stop_before_limit_s: 30``: the launcher asks the ranks to stop 30 s before the
+    limit (SIGUSR1), they save, the launcher requeues the job, and the requeued run resumes from that step."""
+    ws = mn_workspace(
+        tmp_path,
+        "time-limit",
+        training={"max_steps": 100_000, "checkpoint_every": 10_000},
+        launch={"stop_before_limit_s": 30},
+    )
+    tokenized(ws)
+    log = ws / "slurm.log"
+    job_id = submit(ws, sbatch_script(ws, log, "--requeue", "--time=1"))
+    try:
+        wait_for("the requeued run to resume", lambda: "resumed from step" in log.read_text(), 240, 1)
+    finally:
+        cancel(job_id)
+    text = log.read_text()
+    first, _, second = text.partition("=== run 1 of job")
+    saved = re.findall(r"received signal 10: saved a checkpoint at step (\d+) and stopped", first)
+    assert "the run saves and stops 30 s before" in first and len(saved) == 1, first
+    assert f"launch: requeued Slurm job {job_id}" in first, first
+    stopped_at = int(saved[0])
+    last_logged = max(int(s) for s in re.findall(r"step (\d+)/100000", first) or ["0"])
+    assert f"resumed from step {stopped_at} " in second, second
+    print(f"time limit: saved at step {stopped_at} on the signal; steps lost: {max(0, last_logged - stopped_at)}")
+    assert last_logged <= stopped_at
