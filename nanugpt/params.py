@@ -132,6 +132,13 @@ class Params(Section):
     export: ExportParams = ExportParams()
     logging: LoggingParams = LoggingParams()
 
+    def cross_checks(self) -> list[tuple[str, str]]:
+        """Problems that involve more than one section: ``(dotted key, message)`` pairs (``cross_check``).
+
+        An orchestrator's schema adds the rules of its own sections by extending this.
+        """
+        return cross_check(self)
+
     def to_dict(self) -> dict[str, Any]:
         """The explicit, plain form of these params (what ``params.yaml`` holds)."""
         return self.model_dump(mode="json")
@@ -248,7 +255,7 @@ def validate_params(
         raise ParamsError(problems) from None
     if problems:
         raise ParamsError(problems)
-    problems.extend(f"{where(key)}: {key}: {message}" for key, message in cross_check(params))
+    problems.extend(f"{where(key)}: {key}: {message}" for key, message in params.cross_checks())
     for section in COMPONENT_SECTIONS:
         problems.extend(f"{where(key)}: {key}: {message}" for key, message in getattr(params, section).check(params))
     if problems:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
+from nanugpt.console_log import env_rank
 from nanugpt.errors import UserError
 from nanugpt.params import ParamsError
 from pipeline.schema import PipelineParams, load
@@ -26,17 +27,24 @@ def run_command(body: Callable[[], int | None]) -> int:
     """Run a command's body and return its exit code: 0 (or what it returns), 2 for bad params, 1 for user errors.
 
     No traceback reaches the user for their own mistakes: ``ParamsError`` prints its problems, one per line,
-    and ``UserError`` prints ``error: <message>``, both on stderr.
+    and ``UserError`` prints ``error: <message>``, both on stderr. Under torchrun only rank 0 prints them:
+    every rank reads the same params and data and fails the same way (the exit code still says it failed).
     """
     try:
         code = body()
     except ParamsError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
+        report("\n".join(exc.problems))
         return 2
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        report(f"error: {exc}")
         return 1
     return code or 0
+
+
+def report(message: str) -> None:
+    """Print a user error on stderr, on rank 0 alone when there are several processes."""
+    if env_rank() == 0:
+        print(message, file=sys.stderr)
 
 
 def stage_main(argv: Sequence[str] | None, doc: str, run: Callable[[PipelineParams], object]) -> int:

@@ -18,11 +18,14 @@ no stage and no torch: it runs the train stage as a command.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from nanugpt.errors import UserError
 from nanugpt.signals import STOP_SIGNALS
@@ -40,36 +43,86 @@ def first_slurm_node(nodelist: str) -> str:
     return out.stdout.split()[0]
 
 
-def build_command(params: PipelineParams, stage_argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+@dataclass(frozen=True)
+class SlurmJob:
+    """The Slurm job this launcher runs in: its id, node list and node count."""
+
+    job_id: str
+    nodelist: str
+    nnodes: int
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> SlurmJob | None:
+        """The job of ``env`` (None outside one). Snakemake's Slurm jobstep strips every ``SLURM_*`` variable but
+        the job id, so what is missing is asked of ``squeue``."""
+        job_id = env.get("SLURM_JOB_ID")
+        if not job_id:
+            return None
+        nodelist, nnodes = env.get("SLURM_JOB_NODELIST", ""), env.get("SLURM_JOB_NUM_NODES", "")
+        if not nodelist or not nnodes:
+            nodelist, nnodes = squeue(job_id, "%N %D").split()
+        return SlurmJob(job_id, nodelist, int(nnodes))
+
+
+def squeue(job_id: str, fmt: str) -> str:
+    """One job's fields from ``squeue -o fmt`` (raises UserError when Slurm does not answer)."""
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", fmt], capture_output=True, text=True, timeout=60)
+    if out.returncode or not out.stdout.strip():
+        raise UserError(f"squeue does not know Slurm job {job_id}: {out.stderr.strip() or 'no output'}")
+    return out.stdout.strip()
+
+
+def seconds_left(job_id: str) -> int | None:
+    """Seconds before the job's time limit (None when it has none), as ``squeue`` reports it."""
+    return parse_time_left(squeue(job_id, "%L"))
+
+
+def parse_time_left(text: str) -> int | None:
+    """``squeue``'s time left, ``[[D-]HH:]MM:SS``, in seconds; None for ``UNLIMITED`` or ``NOT_SET``."""
+    if not re.fullmatch(r"(\d+-)?(\d+:){0,2}\d+", text):
+        return None
+    days, _, clock = text.rpartition("-")
+    seconds = 0
+    for part in clock.split(":"):
+        seconds = seconds * 60 + int(part)
+    return seconds + int(days or 0) * 86400
+
+
+def torchrun(params: PipelineParams) -> list[str]:
+    """Our torchrun (``nanugpt.torchrun``): it forwards SIGUSR1 too and reports failed ranks in one line each."""
+    grace = params.launch.stop_before_limit_s
+    return [sys.executable, "-m", "nanugpt.torchrun", f"--shutdown-timeout={grace}"]
+
+
+def build_command(params: PipelineParams, stage_argv: Sequence[str], job: SlurmJob | None) -> list[str]:
     """The command that runs the train stage: plain Python, ``torchrun`` or ``srun torchrun``."""
     nproc, nnodes = params.launch.nproc_per_node, params.launch.nnodes
-    torchrun = [sys.executable, "-m", "torch.distributed.run"]
     stage = ["-m", "stages.train", *stage_argv]
     if nnodes > 1:
-        job_id, nodelist = env.get("SLURM_JOB_ID"), env.get("SLURM_JOB_NODELIST")
-        if job_id and not nodelist:  # Snakemake's Slurm jobstep strips SLURM_JOB_NODELIST: ask Slurm
-            nodelist = subprocess.run(
-                ["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True, timeout=60, check=False
-            ).stdout.strip()
-        if not job_id or not nodelist:
+        if job is None:
             raise UserError(
-                f"launch.nnodes is {nnodes}: run inside a Slurm allocation of {nnodes} nodes (sbatch/salloc)"
+                f"launch.nnodes is {nnodes}: run inside a Slurm allocation of {nnodes} nodes (sbatch -N {nnodes})"
             )
-        head = first_slurm_node(nodelist)
+        if job.nnodes < nnodes:
+            raise UserError(
+                f"launch.nnodes is {nnodes} but Slurm job {job.job_id} has {job.nnodes} node(s) ({job.nodelist}): "
+                f"ask for --nodes={nnodes}"
+            )
         return [
             "srun",
             f"--nodes={nnodes}",
             "--ntasks-per-node=1",
-            *torchrun,
+            "--kill-on-bad-exit=1",  # a node whose ranks failed ends the step on every node
+            *torchrun(params),
             f"--nnodes={nnodes}",
             f"--nproc-per-node={nproc}",
             "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={head}:{RDZV_PORT}",
-            f"--rdzv-id={job_id}",
+            f"--rdzv-endpoint={first_slurm_node(job.nodelist)}:{RDZV_PORT}",
+            f"--rdzv-id={job.job_id}",
             *stage,
         ]
     if nproc > 1:
-        return [*torchrun, "--standalone", f"--nproc-per-node={nproc}", *stage]
+        return [*torchrun(params), "--standalone", f"--nproc-per-node={nproc}", *stage]
     return [sys.executable, *stage]
 
 
@@ -83,20 +136,57 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         params = load(path, overrides)
-        command = build_command(params, [path, *overrides], os.environ)
+        job = SlurmJob.from_env(os.environ)
+        command = build_command(params, [path, *overrides], job)
+        stop_after = stop_delay(params, job)
         printable = shlex.join(command)
         env = {**os.environ, LAUNCH_COMMAND_ENV: printable}
-        if params.launch.nnodes == 1 and params.launch.nproc_per_node == 1:
+        if command[0] == sys.executable and stop_after is None:
             print(f"launch: {printable} (in this process)", flush=True)
             os.execvpe(command[0], command, env)  # never returns
         print(f"launch: {printable}", flush=True)
-        return run_forwarding_signals(command, env)
+        code = run_forwarding_signals(command, env, stop_after)
+        if job is not None and code == 128 + signal.SIGUSR1:
+            requeue(job)
+        return code
 
     return run_command(body)
 
 
-def run_forwarding_signals(command: list[str], env: dict[str, str]) -> int:
-    """Run ``command`` and wait for it; a stop signal (preemption, requeue, Ctrl-C) is passed on to it.
+def stop_delay(params: PipelineParams, job: SlurmJob | None) -> float | None:
+    """Seconds until the train stage is asked to save and stop ahead of the job's time limit; None: no limit."""
+    if job is None:
+        return None
+    left = seconds_left(job.job_id)
+    if left is None:
+        return None
+    margin = params.launch.stop_before_limit_s
+    if left <= margin:
+        raise UserError(
+            f"Slurm job {job.job_id} has {left} s left, not more than launch.stop_before_limit_s ({margin} s): "
+            "the run would stop before its first step; ask for a longer --time or lower launch.stop_before_limit_s"
+        )
+    print(f"launch: Slurm job {job.job_id} ends in {left} s; the run saves and stops {margin} s before", flush=True)
+    return float(left - margin)
+
+
+def requeue(job: SlurmJob) -> None:
+    """Put the job back in the queue after its run saved and stopped on SIGUSR1 (time limit ahead)."""
+    done = subprocess.run(["scontrol", "requeue", job.job_id], capture_output=True, text=True, timeout=60)
+    if done.returncode:
+        print(
+            f"launch: the run stopped on SIGUSR1 and saved; `scontrol requeue {job.job_id}` failed "
+            f"({done.stderr.strip()}): submit the job again to resume",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        print(f"launch: requeued Slurm job {job.job_id}: it resumes from the checkpoint it just saved", flush=True)
+
+
+def run_forwarding_signals(command: list[str], env: dict[str, str], stop_after: float | None = None) -> int:
+    """Run ``command`` and wait for it; a stop signal (preemption, requeue, Ctrl-C) is passed on to it, and
+    after ``stop_after`` seconds (the time limit ahead) SIGUSR1 is sent to it.
 
     The launcher keeps waiting while torchrun and its ranks save their checkpoint, instead of dying
     at once and leaving them to be killed with the job step.
@@ -107,9 +197,16 @@ def run_forwarding_signals(command: list[str], env: dict[str, str]) -> int:
         child.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
+    timer = None
+    if stop_after is not None:
+        timer = threading.Timer(stop_after, child.send_signal, (signal.SIGUSR1,))
+        timer.daemon = True
+        timer.start()
     try:
         return child.wait()
     finally:
+        if timer is not None:
+            timer.cancel()
         for s, handler in previous.items():
             signal.signal(s, handler)
 

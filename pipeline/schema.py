@@ -35,6 +35,12 @@ class LaunchParams(Section):
         ge=0,
         description="GPUs per node of the train job; 0 = none; else at least nproc_per_node (a GPU per process)",
     )
+    stop_before_limit_s: int = Field(
+        180,
+        gt=0,
+        description="in a Slurm job with a time limit: the train stage saves and stops this many seconds before "
+        "it, and the job is requeued to resume (the save must fit in this time)",
+    )
 
     @model_validator(mode="after")
     def _a_gpu_per_process(self) -> LaunchParams:
@@ -55,6 +61,22 @@ class PipelineParams(Params):
     """A complete, validated params file as the pipeline's commands read it."""
 
     launch: LaunchParams = LaunchParams()
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        """The library's cross-section rules, and the batch split over the world size ``launch`` asks for."""
+        problems = super().cross_checks()
+        world_size = self.launch.nnodes * self.launch.nproc_per_node
+        rows = self.training.device_batch_size * world_size
+        if not problems and self.training.global_batch_size % rows:
+            problems.append(
+                (
+                    "training.global_batch_size",
+                    f"must be a multiple of training.device_batch_size x world size ({self.training.device_batch_size}"
+                    f" x {world_size} = {rows}, where world size = launch.nnodes x launch.nproc_per_node = "
+                    f"{self.launch.nnodes} x {self.launch.nproc_per_node}), got {self.training.global_batch_size}",
+                )
+            )
+        return problems
 
 
 def load(path: str | Path, overrides: Sequence[str] = ()) -> PipelineParams:

@@ -17,69 +17,40 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import TINY_TEXT, copy_worktree, require_slurm, tiny_params, write_params
+from conftest import TINY_TEXT, require_slurm
+from slurm_jobs import (
+    COMMAND_TIMEOUT_S,
+    SNAKEMAKE_SLURM,
+    SNAKEMAKE_TIMEOUT_S,
+    files_under,
+    job_env,
+    job_fields,
+    run,
+    train_steps,
+    wait_for,
+    workspace,
+)
 
 from pipeline.stages import STAGES
 
 pytestmark = pytest.mark.slow
 
-SNAKEMAKE_TIMEOUT_S = 600
-COMMAND_TIMEOUT_S = 60
 RULES = tuple(STAGES)  # every stage is a rule, and every rule but `all` a Slurm job
 # The train job: 2 processes under torchrun in one task of 2 cores; runtime and memory from params.
 LAUNCH = {"nproc_per_node": 2, "cpus_per_node": 2, "runtime_min": 10, "mem_mb": 2000}
-
-
-def run(
-    command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S
-) -> subprocess.CompletedProcess:
-    """Run a command to completion (bounded by ``timeout``); fail the test with its output when it fails."""
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(command)} exited with {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture(scope="module")
 def slurm() -> None:
     """Skip unless a Slurm cluster with an idle node answers here."""
     require_slurm()
-
-
-def job_fields(job_id: str) -> dict[str, str]:
-    """``scontrol show job`` of a job as ``{field: value}`` (finished jobs stay listed for MinJobAge)."""
-    text = run(["scontrol", "show", "job", "-o", job_id]).stdout
-    return dict(re.findall(r"(\w+)=(\S*)", text))
-
-
-def job_env() -> dict[str, str]:
-    """This environment with the test's Python first on PATH (sbatch exports it to the jobs)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR") and not k.startswith("SLURM_")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def files_under(root: Path, *folders: str) -> list[str]:
-    """Paths of every file below ``root/<folder>``, relative to ``root``."""
-    return sorted(str(p.relative_to(root)) for folder in folders for p in (root / folder).rglob("*") if p.is_file())
-
-
-def workspace(tmp: Path, name: str, corpus_text: str = TINY_TEXT, **sections: dict[str, Any]) -> Path:
-    """A copy of the repository with a tiny params file on a corpus beside it."""
-    ws = copy_worktree(tmp / name)
-    corpus = tmp / f"{name}-corpus.txt"
-    corpus.write_text(corpus_text, encoding="utf-8")
-    write_params(ws / "params.yaml", tiny_params(corpus, **sections))
-    return ws
 
 
 def test_pipeline_under_snakemake_slurm_executor(slurm: None, tmp_path: Path) -> None:
@@ -91,27 +62,7 @@ def test_pipeline_under_snakemake_slurm_executor(slurm: None, tmp_path: Path) ->
     local_s = time.monotonic() - started
 
     ws = workspace(tmp_path, "slurm", launch=LAUNCH)
-    result = run(
-        [
-            "snakemake",
-            "--workflow-profile",
-            "profiles/slurm",
-            "--executor",
-            "slurm",
-            "-j",
-            "2",
-            "--slurm-status-command",
-            "squeue",
-            "--slurm-init-seconds-before-status-checks",
-            "5",
-            "--slurm-keep-successful-logs",
-            "--latency-wait",
-            "10",
-        ],
-        cwd=ws,
-        env=env,
-        timeout=SNAKEMAKE_TIMEOUT_S,
-    )
+    result = run(SNAKEMAKE_SLURM, cwd=ws, env=env, timeout=SNAKEMAKE_TIMEOUT_S)
     output = result.stdout + result.stderr
     print(f"local snakemake {local_s:.0f} s, under Slurm {time.monotonic() - started - local_s:.0f} s")
 
@@ -136,7 +87,7 @@ def test_pipeline_under_snakemake_slurm_executor(slurm: None, tmp_path: Path) ->
     # ... and ran torchrun with 2 processes inside it.
     train_log = (ws / "out" / "logs" / "train.log").read_text()
     assert "launch: " in train_log
-    assert "torch.distributed.run --standalone --nproc-per-node=2 -m stages.train" in train_log
+    assert "-m nanugpt.torchrun --shutdown-timeout=180 --standalone --nproc-per-node=2 -m stages.train" in train_log
     assert "on 2 x cpu" in train_log, train_log
     assert train_log.count("done: 20 steps") == 1, train_log  # rank 0 alone logs
     run_info = json.loads((ws / "out" / "run_info.json").read_text())
@@ -147,30 +98,6 @@ def test_pipeline_under_snakemake_slurm_executor(slurm: None, tmp_path: Path) ->
     assert files_under(ws, "out", "data"), "no artifacts"
     for name in ("metrics.json", "samples.txt", "plots/train.csv", "checkpoints/last.pt"):
         assert (ws / "out" / name).stat().st_size > 0, name
-
-
-def train_steps(csv_path: Path) -> list[int]:
-    """Steps logged so far in a train.csv that may be being written (a partial last line is ignored)."""
-    if not csv_path.exists():
-        return []
-    steps = []
-    with open(csv_path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                steps.append(int(row["step"]))
-            except (TypeError, ValueError):
-                pass
-    return steps
-
-
-def wait_for(what: str, predicate: Any, timeout_s: float, poll_s: float = 1.0) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(poll_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def test_requeued_train_job_resumes_from_its_checkpoint(slurm: None, tmp_path: Path) -> None:
@@ -236,7 +163,7 @@ def test_requeued_train_job_resumes_from_its_checkpoint(slurm: None, tmp_path: P
     assert second, f"the job did not run a second time\n{text}"
     assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0" and fields["Restarts"] == "1", fields
     assert "DUE TO JOB REQUEUE" in first, first
-    assert "torch.distributed.run --standalone --nproc-per-node=2" in first and "on 2 x cpu" in first
+    assert "--standalone --nproc-per-node=2" in first and "on 2 x cpu" in first
 
     # The first run saved a checkpoint when Slurm's SIGTERM arrived; the second resumed from exactly there.
     saved = re.findall(r"received signal 15: saved a checkpoint at step (\d+) and stopped", first)
