@@ -83,3 +83,9 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([float(flag)], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait until every process got here (nothing for one process)."""
+    if info.world_size > 1:
+        dist.barrier()

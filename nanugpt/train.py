@@ -45,7 +45,7 @@ from nanugpt.atomic import write_json, write_text
 from nanugpt.build import build_run, wrap_model
 from nanugpt.checkpointer import Checkpointer, load_rng_state, rng_state
 from nanugpt.device import peak_flops
-from nanugpt.distributed import DistInfo, any_rank, process_group
+from nanugpt.distributed import DistInfo, any_rank, barrier, process_group
 from nanugpt.errors import TrainingError
 from nanugpt.metrics import TrainMetrics
 from nanugpt.params import Params
@@ -211,6 +211,7 @@ class Trainer:
                 if save:
                     self.save(step)
                 if stopping and not final:
+                    barrier(self.info)  # no rank exits (which can end the job step) while rank 0 still saves
                     self.log(f"received signal {stop.signal}: saved a checkpoint at step {step} and stopped")
                     raise SystemExit(128 + (stop.signal or signal.SIGTERM))
             failed = False

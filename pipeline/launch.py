@@ -186,29 +186,34 @@ def requeue(job: SlurmJob) -> None:
 
 def run_forwarding_signals(command: list[str], env: dict[str, str], stop_after: float | None = None) -> int:
     """Run ``command`` and wait for it; a stop signal (preemption, requeue, Ctrl-C) is passed on to it, and
-    after ``stop_after`` seconds (the time limit ahead) SIGUSR1 is sent to it.
+    after ``stop_after`` seconds (the time limit ahead) SIGUSR1 is sent to it. Returns its exit code, or
+    128 + SIGUSR1 when it was asked to stop with SIGUSR1 and ended: with ``srun --kill-on-bad-exit``, the
+    node that stops first ends the others' tasks, and srun's own exit code no longer says why.
 
     The launcher keeps waiting while torchrun and its ranks save their checkpoint, instead of dying
     at once and leaving them to be killed with the job step.
     """
     child = subprocess.Popen(command, env=env)
+    sent: list[int] = []
 
-    def forward(signum: int, frame: object) -> None:
+    def forward(signum: int, frame: object = None) -> None:
+        sent.append(signum)
         child.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
     timer = None
     if stop_after is not None:
-        timer = threading.Timer(stop_after, child.send_signal, (signal.SIGUSR1,))
+        timer = threading.Timer(stop_after, forward, (signal.SIGUSR1,))
         timer.daemon = True
         timer.start()
     try:
-        return child.wait()
+        code = child.wait()
     finally:
         if timer is not None:
             timer.cancel()
         for s, handler in previous.items():
             signal.signal(s, handler)
+    return 128 + signal.SIGUSR1 if code and signal.SIGUSR1 in sent else code
 
 
 if __name__ == "__main__":
