@@ -539,12 +539,11 @@ def translate_eval(t: Translation) -> None:
     t.implied("eval.save_checkpoint", "implied: last.pt is always written (evaluate, generate and export read it)")
     t.expect("eval.checkoint_after", 0, "checkpoints are written from the first training.checkpoint_every")
     hours = t.get("eval.checkpoint_every_hr")
-    if hours is not MISSING:
-        t.refuse(
-            "eval.checkpoint_every_hr",
-            hours,
-            "no time-based checkpoints yet: use training.checkpoint_every (steps); SIGTERM/SIGUSR1 save one",
-        )
+    if hours == 0:  # nanuGPT saves once more than 0 hours have passed since the last save: at every step
+        t.set("training.checkpoint_every", 1)
+        t.note("eval.checkpoint_every_hr", "0 saves at every step: training.checkpoint_every 1")
+    elif hours not in (MISSING, None):
+        t.set("training.checkpoint_every_min", hours * 60)
     t.implied("eval.checkpoint_keep_best", "implied: best.pt is kept beside the last training.keep_last step files")
     t.implied("generate.checkpoint_path", "implied: generate reads OUT_DIR/checkpoints")
     name = t.get("generate.checkpoint_name")
