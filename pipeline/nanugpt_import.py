@@ -30,9 +30,11 @@ from typing import Any
 
 from nanugpt.config_loader import ConfigError, load_unexpanded
 from nanugpt.params import ParamsError, validate_params
+from nanugpt.tasks import FULL_TABLE_PRIME
 from pipeline.schema import PipelineParams
 
 MISSING: Any = object()
+GROKKING_SAMPLE = 4_000_000  # pairs drawn for a prime whose whole table is too large (params/grokking_prime50k.yaml)
 
 # nanuGPT's component functions -> our registered short names, by section
 MODULES: dict[str, dict[str, str]] = {
@@ -359,6 +361,14 @@ def translate_data(t: Translation, tokenize: Translation | None) -> None:
         prime = t.get(f"{kwargs}.prime")
         t.set("data.dataset", f"grokking_prime{prime}")
         t.set("data.prime", prime)
+        if isinstance(prime, int) and prime > FULL_TABLE_PRIME:  # nanuGPT's prime50k
+            t.set("data.sampled_examples", GROKKING_SAMPLE)
+            t.refuse(
+                f"{kwargs}.prime",
+                prime,
+                f"nanuGPT splits every pair (a, b), about {prime * prime:.1e}; above p = {FULL_TABLE_PRIME:,} we draw "
+                f"data.sampled_examples of them, set to {GROKKING_SAMPLE:,} as in params/grokking_prime50k.yaml",
+            )
         t.copy(f"{kwargs}.operation", "data.operation")
         train = t.get(f"{kwargs}.training_fraction", 0.5)
         t.set("data.train_fraction", train)

@@ -133,7 +133,7 @@ def test_gpt_neox_options_on_tinyllama_are_refused_by_name(tmp_path: Path, capsy
     ]
 
 
-def test_grokking_maps_and_large_primes_are_refused(
+def test_grokking_maps_and_large_primes_draw_a_sample(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     code, refused, out = run_import(tmp_path, capsys, str(ASSETS / "grokking" / "base_config.yaml"))
@@ -148,9 +148,16 @@ def test_grokking_maps_and_large_primes_are_refused(
     assert (params.model.module, params.model.bias, params.loss.module) == ("tiny_transformer", True, "grokking")
     assert (params.optimizer.weight_decay, params.scheduler.min_lr_ratio) == (1.0, 1.0)
 
-    code, refused, _ = run_import(tmp_path, capsys, str(ASSETS / "grokking" / "prime50k.yaml"))
-    assert code == 1 and len(refused) == 2
-    assert "eval.eval_iters: None" in refused[0] and "data.prime" in refused[1] and "50021" in refused[1]
+    code, refused, out = run_import(tmp_path, capsys, str(ASSETS / "grokking" / "prime50k.yaml"))
+    assert code == 1 and len(refused) == 2  # nanuGPT's whole table is not ours, nor its whole-split evaluation
+    assert refused[0] == (
+        "not mapped: data.module_kwargs.prime: 50021: nanuGPT splits every pair (a, b), about 2.5e+09; above "
+        "p = 10,007 we draw data.sampled_examples of them, set to 4,000,000 as in params/grokking_prime50k.yaml"
+    )
+    assert "eval.eval_iters: None" in refused[1]
+    assert out.read_text().startswith("# not mapped: data.module_kwargs.prime")  # written: the rest is valid
+    large = loaded(out, monkeypatch)
+    assert (large.data.prime, large.data.sampled_examples, large.tokenizer.prime) == (50021, 4_000_000, 50021)
 
 
 def test_tokenize_configs_go_with_a_train_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
