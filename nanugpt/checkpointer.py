@@ -2,10 +2,17 @@
 
 The state itself is the sum of the run's parts (``Trainer.state_dict``); the
 files are written by ``nanugpt.checkpoint``. Only rank 0 writes.
+
+Time-based checkpoints (``training.checkpoint_every_min``) are decided on every
+rank alike: each rank reads its own clock (``time_due``), and the loop ORs the
+flags over ranks in the all-reduce it already does each step for the stop
+signal (``nanugpt.distributed.any_rank``), so all ranks save at the same step
+at no extra collective or host sync.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,22 +43,39 @@ RESUME_KEYS = (
 
 
 class Checkpointer:
-    """Saves ``step-NNNNNNN.pt`` + ``last.pt`` every ``training.checkpoint_every`` steps, at the last step and
-    when stopped by a signal, and ``best.pt`` at each new best val loss; finds the checkpoint to resume from."""
+    """Saves ``step-NNNNNNN.pt`` + ``last.pt`` every ``training.checkpoint_every`` steps, once
+    ``training.checkpoint_every_min`` minutes of wall clock have passed since the last save (or the start), at
+    the last step and when stopped by a signal, and ``best.pt`` at each new best val loss; finds the checkpoint
+    to resume from. ``clock`` gives seconds (``time.monotonic``; tests pass their own)."""
 
-    def __init__(self, folder: Path, params: Params, info: DistInfo, log: Callable[[str], None]):
-        self.folder, self.params, self.info, self.log = folder, params, info, log
+    def __init__(
+        self,
+        folder: Path,
+        params: Params,
+        info: DistInfo,
+        log: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.folder, self.params, self.info, self.log, self.clock = folder, params, info, log, clock
         self.every, self.keep_last = params.training.checkpoint_every, params.training.keep_last
+        self.every_s = params.training.checkpoint_every_min * 60
         self.digest = params.digest(RESUME_KEYS)
+        self.last_save = clock()
 
-    def should_save(self, step: int, final: bool, stopping: bool) -> bool:
-        """True at the steps whose state is saved."""
-        return final or stopping or (self.every > 0 and step % self.every == 0)
+    def time_due(self) -> bool:
+        """True when this rank's clock says ``training.checkpoint_every_min`` have passed since the last save;
+        always False when that is 0. The loop ORs it over ranks before passing it to ``should_save``."""
+        return self.every_s > 0 and self.clock() - self.last_save >= self.every_s
+
+    def should_save(self, step: int, final: bool, stopping: bool, time_due: bool = False) -> bool:
+        """True at the steps whose state is saved; ``time_due``: ``time_due()`` of any rank."""
+        return final or stopping or time_due or (self.every > 0 and step % self.every == 0)
 
     def save(self, step: int, state: dict[str, Any]) -> None:
-        """Write the state of ``step`` and point ``last.pt`` at it."""
+        """Write the state of ``step`` and point ``last.pt`` at it; the minutes to the next timed save start now."""
         if self.info.is_main:
             checkpoint.save_checkpoint(self.folder, step, state, self.keep_last)
+        self.last_save = self.clock()
 
     def save_best(self, state: dict[str, Any]) -> None:
         """Write ``best.pt``."""

@@ -76,13 +76,14 @@ def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t / info.world_size
 
 
-def any_rank(flag: bool, info: DistInfo) -> bool:
-    """True on every process when ``flag`` is True on any (so all ranks stop at the same step)."""
+def any_rank(flags: tuple[bool, ...], info: DistInfo) -> tuple[bool, ...]:
+    """Each flag True on every process when it is True on any (so all ranks stop, or save, at the same step):
+    one all-reduce for all the flags."""
     if info.world_size == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=info.device)
+        return flags
+    t = torch.tensor([float(flag) for flag in flags], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return tuple(bool(v) for v in t.tolist())
 
 
 def barrier(info: DistInfo) -> None:

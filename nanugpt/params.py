@@ -70,6 +70,9 @@ class TrainingParams(Section):
     grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables clipping")
     log_every: int = Field(10, gt=0, description="steps between log lines")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = only at the end")
+    checkpoint_every_min: float = Field(
+        0.0, ge=0, description="minutes of wall clock between checkpoints, besides checkpoint_every; 0 = off"
+    )
     keep_last: int = Field(2, ge=1, description="step checkpoints kept besides last.pt")
     resume: str = Field(
         "auto", description="'auto': resume from OUT_DIR/checkpoints/last.pt when compatible; 'never'; or a path"

@@ -200,9 +200,10 @@ class Trainer:
                 step = progress.advance(parts.tokens_per_step)
                 metrics.record(step, progress.tokens_seen, result.lr, result.loss, result.grad_norm)
                 bar.update(1)
-                final, stopping = step == t.max_steps, any_rank(stop.signal is not None, self.info)
+                final = step == t.max_steps
+                stopping, time_due = any_rank((stop.signal is not None, self.checkpointer.time_due()), self.info)
                 validate = self.validator.should_validate(step, final)
-                save = self.checkpointer.should_save(step, final, stopping)
+                save = self.checkpointer.should_save(step, final, stopping, time_due)
                 if not (metrics.should_log(step) or validate or save):
                     continue
                 if self.diverged(metrics.reduce(), step):

@@ -30,9 +30,11 @@ from typing import Any
 
 from nanugpt.config_loader import ConfigError, load_unexpanded
 from nanugpt.params import ParamsError, validate_params
+from nanugpt.tasks import FULL_TABLE_PRIME
 from pipeline.schema import PipelineParams
 
 MISSING: Any = object()
+GROKKING_SAMPLE = 4_000_000  # pairs drawn for a prime whose whole table is too large (params/grokking_prime50k.yaml)
 
 # nanuGPT's component functions -> our registered short names, by section
 MODULES: dict[str, dict[str, str]] = {
@@ -359,6 +361,14 @@ def translate_data(t: Translation, tokenize: Translation | None) -> None:
         prime = t.get(f"{kwargs}.prime")
         t.set("data.dataset", f"grokking_prime{prime}")
         t.set("data.prime", prime)
+        if isinstance(prime, int) and prime > FULL_TABLE_PRIME:  # nanuGPT's prime50k
+            t.set("data.sampled_examples", GROKKING_SAMPLE)
+            t.refuse(
+                f"{kwargs}.prime",
+                prime,
+                f"nanuGPT splits every pair (a, b), about {prime * prime:.1e}; above p = {FULL_TABLE_PRIME:,} we draw "
+                f"data.sampled_examples of them, set to {GROKKING_SAMPLE:,} as in params/grokking_prime50k.yaml",
+            )
         t.copy(f"{kwargs}.operation", "data.operation")
         train = t.get(f"{kwargs}.training_fraction", 0.5)
         t.set("data.train_fraction", train)
@@ -539,12 +549,11 @@ def translate_eval(t: Translation) -> None:
     t.implied("eval.save_checkpoint", "implied: last.pt is always written (evaluate, generate and export read it)")
     t.expect("eval.checkoint_after", 0, "checkpoints are written from the first training.checkpoint_every")
     hours = t.get("eval.checkpoint_every_hr")
-    if hours is not MISSING:
-        t.refuse(
-            "eval.checkpoint_every_hr",
-            hours,
-            "no time-based checkpoints yet: use training.checkpoint_every (steps); SIGTERM/SIGUSR1 save one",
-        )
+    if hours == 0:  # nanuGPT saves once more than 0 hours have passed since the last save: at every step
+        t.set("training.checkpoint_every", 1)
+        t.note("eval.checkpoint_every_hr", "0 saves at every step: training.checkpoint_every 1")
+    elif hours not in (MISSING, None):
+        t.set("training.checkpoint_every_min", hours * 60)
     t.implied("eval.checkpoint_keep_best", "implied: best.pt is kept beside the last training.keep_last step files")
     t.implied("generate.checkpoint_path", "implied: generate reads OUT_DIR/checkpoints")
     name = t.get("generate.checkpoint_name")

@@ -98,8 +98,6 @@ def test_unmappable_keys_are_listed_with_reasons_and_exit_1(
     assert refused == [
         "not mapped: general.distributed_backend: 'horovod': only torchrun's NCCL (GPU) and gloo (CPU) are supported",
         "not mapped: optimizer.module_kwargs.zero_stage: 1: no ZeRO-1 optimizer-state sharding here",
-        "not mapped: eval.checkpoint_every_hr: 2: no time-based checkpoints yet: use training.checkpoint_every "
-        "(steps); SIGTERM/SIGUSR1 save one",
         "not mapped: eval.future_knob: 3: no counterpart here",
     ]
     assert out.read_text().startswith("# not mapped: general.distributed_backend")  # the rest is still written
@@ -110,6 +108,7 @@ def test_unmappable_keys_are_listed_with_reasons_and_exit_1(
         1e-3,
     )
     assert (params.scaler.module, params.scaler.target_norm, params.training.grad_clip) == ("keller", 1.0, 0.0)
+    assert params.training.checkpoint_every_min == 120  # checkpoint_every_hr: 2
     assert params.data.source == "hf:Skylion007/openwebtext"  # nanuGPT's openwebtext, from the table
 
 
@@ -134,7 +133,7 @@ def test_gpt_neox_options_on_tinyllama_are_refused_by_name(tmp_path: Path, capsy
     ]
 
 
-def test_grokking_maps_and_large_primes_are_refused(
+def test_grokking_maps_and_large_primes_draw_a_sample(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     code, refused, out = run_import(tmp_path, capsys, str(ASSETS / "grokking" / "base_config.yaml"))
@@ -149,9 +148,16 @@ def test_grokking_maps_and_large_primes_are_refused(
     assert (params.model.module, params.model.bias, params.loss.module) == ("tiny_transformer", True, "grokking")
     assert (params.optimizer.weight_decay, params.scheduler.min_lr_ratio) == (1.0, 1.0)
 
-    code, refused, _ = run_import(tmp_path, capsys, str(ASSETS / "grokking" / "prime50k.yaml"))
-    assert code == 1 and len(refused) == 2
-    assert "eval.eval_iters: None" in refused[0] and "data.prime" in refused[1] and "50021" in refused[1]
+    code, refused, out = run_import(tmp_path, capsys, str(ASSETS / "grokking" / "prime50k.yaml"))
+    assert code == 1 and len(refused) == 2  # nanuGPT's whole table is not ours, nor its whole-split evaluation
+    assert refused[0] == (
+        "not mapped: data.module_kwargs.prime: 50021: nanuGPT splits every pair (a, b), about 2.5e+09; above "
+        "p = 10,007 we draw data.sampled_examples of them, set to 4,000,000 as in params/grokking_prime50k.yaml"
+    )
+    assert "eval.eval_iters: None" in refused[1]
+    assert out.read_text().startswith("# not mapped: data.module_kwargs.prime")  # written: the rest is valid
+    large = loaded(out, monkeypatch)
+    assert (large.data.prime, large.data.sampled_examples, large.tokenizer.prime) == (50021, 4_000_000, 50021)
 
 
 def test_tokenize_configs_go_with_a_train_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,3 +197,25 @@ def test_muon_takes_nanugpts_defaults(
     opt = loaded(out, monkeypatch).optimizer
     assert (opt.module, opt.lr, opt.adamw_lr, opt.embed_lr, opt.momentum_start) == ("muon", 0.04, 0.01, 0.6, 0.85)
     assert tuple(opt.adamw_betas) == (0.8, 0.95)
+
+
+@pytest.mark.parametrize(("hours", "every_min", "every_steps"), [(0.5, 30, 0), (0, 0, 1), (None, 0, 0)])
+def test_checkpoint_every_hr_becomes_minutes(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    hours: float | None,
+    every_min: float,
+    every_steps: int,
+) -> None:
+    config = tmp_path / "timed.yaml"
+    include = ASSETS / "train_gpt2" / "tinyshakespeare.yaml"
+    config.write_text(
+        f"__include__: ['{include}']\neval:\n  checkpoint_every_hr: {'null' if hours is None else hours}\n"
+    )
+    tokenize_config = str(ASSETS / "tokenize" / "tinyshakespeare_byte.yaml")
+    code, refused, out = run_import(tmp_path, capsys, str(config), "--tokenize", tokenize_config)
+    assert (code, refused) == (0, [])
+    training = loaded(out, monkeypatch).training
+    # nanuGPT saves once more than the hours have passed since the last save, so 0 means every step
+    assert (training.checkpoint_every_min, training.checkpoint_every) == (every_min, every_steps)

@@ -9,6 +9,8 @@ import yaml
 from conftest import REPO
 
 from nanugpt.config_loader import load_yaml_tree
+from nanugpt.export import write_tokenizer
+from nanugpt.tokenizers.byte import ByteTokenizer
 from pipeline.schema import load
 from stages import tokenize, train
 
@@ -16,8 +18,17 @@ PRESETS = sorted(p for p in (REPO / "params").glob("*.yaml"))
 SMALL_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "context_length": 16}
 
 
+def offline_hf_tokenizer(folder: Path) -> Path:
+    """A local folder of Hugging Face tokenizer files (our byte tokenizer's), for presets whose ``hf`` tokenizer
+    is a hub download: the suite runs offline."""
+    folder.mkdir(exist_ok=True)
+    write_tokenizer(ByteTokenizer(["<|endoftext|>"]), folder, 1024)
+    return folder
+
+
 def shrink(tree: dict, corpus: Path) -> list[str]:
-    """Overrides that keep a preset's components but make it a few-second CPU run."""
+    """Overrides that keep a preset's components but make it a few-second CPU run (the corpus's folder holds the
+    files it needs: a local hf tokenizer)."""
     overrides = {
         "general.device_type": "cpu",
         "general.dtype": "float32",
@@ -39,6 +50,10 @@ def shrink(tree: dict, corpus: Path) -> list[str]:
             "data.dataset": "tiny",
             "data.val_fraction": "0.1",
         }
+    if tree["tokenizer"]["module"] == "hf":  # a download: the same component, loading files written here
+        overrides["tokenizer.name_or_path"] = str(offline_hf_tokenizer(corpus.parent / "hf_tokenizer"))
+    if tree["data"].get("sampled_examples"):  # a large grokking prime: the same prime, fewer pairs
+        overrides["data.sampled_examples"] = "2000"
     if tree["model"]["module"] != "tiny_transformer":
         overrides |= {f"model.{key}": str(value) for key, value in SMALL_MODEL.items()}
     if "n_kv_head" in tree["model"]:
@@ -58,6 +73,7 @@ def test_preset_validates_and_trains_three_steps(preset: Path, tmp_path: Path, c
     tree = load_yaml_tree(preset)
     params = load(preset, shrink(tree, corpus))
     assert params.model.module == full.model.module and params.optimizer.module == full.optimizer.module
+    assert params.tokenizer.module == full.tokenizer.module
     tokenize.run(params, data_root=tmp_path / "data")
     summary = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
     assert summary["step"] == 3 and summary["train_loss"] == summary["train_loss"]  # finite, not NaN
@@ -81,7 +97,9 @@ def test_presets_cover_the_issue_list() -> None:
         "openwebtext_gpt2_124m_keller_adamw",
         "openwebtext_gpt2_124m_wsd",
         "wikitext103_gpt2",
+        "wikitext103_llama2",
         "openwebtext_tinyllama_345m",
+        "grokking_prime50k",
     } <= names
     assert yaml.safe_load((REPO / "params" / "openwebtext_gpt2_124m.yaml").read_text())["__include__"]
 

@@ -101,6 +101,36 @@ def test_grokking_split_is_seeded_by_split_seed_alone(tmp_path: Path) -> None:
     assert train_pairs.isdisjoint(val_pairs) and len(val_pairs) == meta.val_rows > 0
 
 
+@pytest.mark.parametrize("operation", ["x/y", "x^3+xy^2+x"])
+def test_large_primes_draw_distinct_pairs_without_the_table(tmp_path: Path, operation: str) -> None:
+    p = 50021  # nanuGPT's prime50k: 2.5e9 pairs, never built
+    tokenizer = GrokkingTokenizerOptions(module="grokking", prime=p)
+    meta, rows = written(grokking(p, operation, sampled_examples=3000, train_fraction=0.6), tokenizer, tmp_path / "a")
+    again, _ = written(grokking(p, operation, sampled_examples=3000, train_fraction=0.6), tokenizer, tmp_path / "b")
+    other, _ = written(grokking(p, operation, sampled_examples=3000, split_seed=1), tokenizer, tmp_path / "c")
+    assert (meta.train_rows, meta.val_rows, meta.vocab_size, meta.dtype) == (1800, 1200, p + 11, "uint16")
+    assert (meta.train_sha256, meta.val_sha256) == (again.train_sha256, again.val_sha256)  # the seed decides
+    assert other.train_sha256 != meta.train_sha256
+    codec = tokenizer.build()
+    train_pairs = {tuple(r) for r in rows["train"][:, [0, 2]].tolist()}
+    val_pairs = {tuple(r) for r in rows["val"][:, [0, 2]].tolist()}
+    assert len(train_pairs) == 1800 and len(val_pairs) == 1200 and train_pairs.isdisjoint(val_pairs)
+    for a, op, b, equals, c in np.concatenate([rows["train"], rows["val"]]).tolist():
+        assert (op, equals) == (codec.operator_id(OPERATIONS[operation][0]), codec.equals_id)
+        assert c == (a * pow(b, p - 2, p) % p if operation == "x/y" else REFERENCE[operation](a, b, p))
+    assert max(a for a, _ in train_pairs | val_pairs) > p // 2  # drawn over the whole range, not a corner
+
+
+def test_large_primes_need_a_sample_of_at_most_half_the_pairs() -> None:
+    with pytest.raises(ValueError, match="prime 50021 has 2,502,050,420 pairs, too many .* set data.sampled_examples"):
+        grokking(50021, "x/y")
+    with pytest.raises(ValueError, match=r"sampled_examples \(61\) is more than half of the 121 pairs mod 11"):
+        grokking(11, sampled_examples=61)
+    assert grokking(11, sampled_examples=60).n_examples() == 60
+    with pytest.raises(ParamsError, match="data.prime: input should be less than or equal to 1000003"):
+        load(REPO / "params" / "grokking_prime97.yaml", ["--data.prime", "1000033", "--tokenizer.prime", "1000033"])
+
+
 def test_train_batches_are_pure_and_ranks_slice_the_global_batch(tmp_path: Path) -> None:
     data = grokking(97, "x-y")
     meta, rows = written(data, GrokkingTokenizerOptions(module="grokking", prime=97), tmp_path)
