@@ -271,6 +271,9 @@ class Trainer:
             params.to_dict(),
             self.out_dir,
             files=[resolved, self.out_dir / "run_info.json"],
+            stage="train",
+            new_run=self.progress.step == 0,  # a resume continues the run; a start from step 0 is a new one
+            start_step=self.progress.step,
         )
 
     def diverged(self, losses: list[float], step: int) -> bool:

@@ -52,7 +52,7 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
     ]
     write_text(paths.samples_file(out), SEPARATOR.join(samples) + "\n")
     if params.logging.wandb:
-        sink = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), out)
+        sink = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), out, stage="generate")
         sink.log_samples(samples)
         sink.close()
     print(SEPARATOR.join(samples))
