@@ -548,3 +548,24 @@ def test_dvc_exp_show_has_the_step_and_metrics_during_and_after_a_run(tmp_path: 
         assert proc.wait(timeout=300) == 0
     after = live_metrics(ws, env)
     assert after["step"] == 400 and after["val"]["loss"] > 0 and after["val"]["best_loss"] > 0
+
+
+@pytest.mark.slow
+def test_a_queued_dvc_experiment_shows_dvclives_step_and_metrics(tmp_path: Path) -> None:
+    from test_dvc_e2e import make_workspace
+    from test_dvc_e2e import run as run_checked
+
+    env = dvc_env(tmp_path)
+    ws = make_workspace(tmp_path, tiny_params("corpus.txt"), env)
+    run_checked(["dvc", "exp", "run", "--queue", "-S", "optimizer.lr=0.002", "-n", "queued-lr"], ws, env)
+    ran = run_checked(["dvc", "exp", "run", "--run-all"], ws, env)  # runs the queue in temporary copies, and waits
+    shown = json.loads(run_checked(["dvc", "exp", "show", "--json"], ws, env).stdout)
+    (baseline,) = [row for row in shown if row["rev"] != "workspace"]
+    experiments = [rev for exp in baseline["experiments"] or [] for rev in exp["revs"]]
+    assert [exp["name"] for exp in experiments] == ["queued-lr"], ran.stdout + ran.stderr
+    data = experiments[0]["data"]
+    assert data["params"]["params.yaml"]["data"]["optimizer"]["lr"] == 0.002
+    live = data["metrics"]["out/dvclive/metrics.json"]["data"]
+    assert live["step"] == 20 and live["train"]["loss"] > 0 and live["train"]["tokens_per_s"] > 0
+    assert live["val"]["loss"] > 0 and live["val"]["best_loss"] > 0
+    assert data["metrics"]["out/metrics.json"]["data"]["val_loss"] > 0  # evaluate's figures beside dvclive's
