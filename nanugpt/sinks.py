@@ -325,6 +325,13 @@ def describe_attempt(attempt: Mapping[str, Any]) -> str:
     return text + (f" from step {attempt['start_step']}" if attempt["stage"] == "train" else "")
 
 
+def check_sinks(params: Params, environ: Mapping[str, str] = os.environ) -> None:
+    """Raise now what would stop a sink later, so that a stage fails before any work: with ``logging.wandb``,
+    a malformed W&B server address."""
+    if params.logging.wandb:
+        server_settings(environ)
+
+
 def server_settings(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``wandb.Settings`` the environment asks for. wandb reads ``WANDB_BASE_URL`` (the server) itself;
     nanuGPT's seed names the server ``WANDB_HOST``, so a ``WANDB_HOST`` is the server when ``WANDB_BASE_URL``

@@ -22,7 +22,7 @@ from nanugpt.atomic import write_json
 from nanugpt.console_log import tee_console
 from nanugpt.evaluate import evaluate_checkpoint
 from nanugpt.params import Params
-from nanugpt.sinks import log_evaluation
+from nanugpt.sinks import check_sinks, log_evaluation
 from pipeline import paths
 from pipeline.cli import stage_main
 
@@ -30,6 +30,7 @@ from pipeline.cli import stage_main
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate the last checkpoint and write ``metrics.json``; return the metrics."""
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
+    check_sinks(params)
     metrics = evaluate_checkpoint(params, paths.last_checkpoint(out), paths.tokenized_dir(params, data_root))
     write_json(paths.metrics_file(out), metrics)
     log_evaluation(params, out, metrics)

@@ -340,6 +340,14 @@ def test_wandb_host_is_the_server_where_wandb_base_url_is_not_set() -> None:
             server_settings({name: value})
 
 
+def test_a_malformed_wandb_host_stops_training_before_any_work(tmp_path: Path, corpus: Path, monkeypatch) -> None:
+    params = load_params(write_params(tmp_path / "params.yaml", tiny_params(corpus, logging={"wandb": True})))
+    monkeypatch.setenv("WANDB_HOST", "wandb.lab")
+    with pytest.raises(UserError, match="WANDB_HOST='wandb.lab' is not a W&B server address"):
+        train(params, tmp_path / "data" / "tiny" / "char", tmp_path / "out")  # no token files needed: it stops first
+    assert not (tmp_path / "out").exists()
+
+
 def test_wandb_offline_run_is_created_with_wandb_host_as_its_server(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
