@@ -212,7 +212,7 @@ class TensorBoardSink:
 
 class WandbSink:
     """Weights & Biases logging (``logging.wandb: true``); ``WANDB_MODE=offline`` works with no network. The
-    server is wandb's ``WANDB_BASE_URL``, else ``WANDB_HOST`` (``wandb_server``).
+    server is wandb's ``WANDB_BASE_URL``, else ``WANDB_HOST`` (``server_settings``).
 
     ``OUT_DIR/wandb/run.json`` keeps the run's id, so that a resumed training and the later stages
     (evaluate's figures, generate's samples) log to the same run, and the attempt that has the run open:
