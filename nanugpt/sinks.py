@@ -6,21 +6,29 @@ Adding a sink touches no loop code. The sinks:
   ``plots/val.csv`` (``step,tokens,val_loss,...`` per evaluation), which
   ``dvc.yaml`` draws on one plot (``logging.dvclive``);
 - ``DvcLiveSink``: DVC's own logger in ``OUT_DIR/dvclive/`` (``logging.dvclive``);
-- ``WandbSink``: Weights & Biases (``logging.wandb``);
+- ``WandbSink``: Weights & Biases (``logging.wandb``), with the run's failed attempts (killed ones too);
 - ``TensorBoardSink``: event files in ``OUT_DIR/tensorboard/`` (``logging.tensorboard``);
 - ``ConsoleSink``: one line per log interval.
 
-Only rank 0 creates sinks.
+Only rank 0 creates sinks. ``log_evaluation`` sends the evaluate stage's figures to TensorBoard and W&B.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import os
+import socket
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
+from nanugpt.atomic import write_json
 from nanugpt.errors import UserError
+from nanugpt.params import Params
 
 
 class MetricSink(Protocol):
@@ -203,34 +211,74 @@ class TensorBoardSink:
 
 
 class WandbSink:
-    """Weights & Biases logging (``logging.wandb: true``); ``WANDB_MODE=offline`` works with no network, and
-    wandb's own variables (``WANDB_BASE_URL``, ``WANDB_API_KEY``, ...) choose the server.
+    """Weights & Biases logging (``logging.wandb: true``); ``WANDB_MODE=offline`` works with no network. The
+    server is wandb's ``WANDB_BASE_URL``, else ``WANDB_HOST`` (``server_settings``).
 
-    The run id is kept in ``OUT_DIR/wandb/run_id`` so that later stages (generate's samples) log to the
-    same run. Only params are sent as config: the process environment, and any secret in it, never is.
-    ``files`` (the resolved params, ``run_info.json``) are logged as one artifact of type ``run-files``.
-    A run closed as failed is marked so (exit code 1).
+    ``OUT_DIR/wandb/run.json`` keeps the run's id, so that a resumed training and the later stages
+    (evaluate's figures, generate's samples) log to the same run, and the attempt that has the run open:
+    ``new_run`` (a training that starts from step 0) begins a new run, unless the last attempt was killed.
+    Only params are sent as config: the process environment, and any secret in it, never is. ``files``
+    (the resolved params, ``run_info.json``) are logged as one artifact of type ``run-files``.
+
+    A failed attempt is recorded in the run's summary: ``run/failed_attempts`` (the attempts that raised or
+    were killed) and ``run/last_failure`` (which, when, where). One that raises or is stopped by a signal is
+    marked failed at once (exit code 1). One killed outright (SIGKILL, the out-of-memory killer, a lost
+    node) cannot do so: the next attempt finds it still open in ``run.json``, records it, and sends a W&B
+    alert (level WARN).
     """
 
-    def __init__(self, project: str, run_name: str, config: dict[str, Any], out_dir: Path, files: Sequence[Path] = ()):
+    def __init__(
+        self,
+        project: str,
+        run_name: str,
+        config: dict[str, Any],
+        out_dir: Path,
+        files: Sequence[Path] = (),
+        *,
+        stage: str,
+        new_run: bool = False,
+        start_step: int = 0,
+        environ: Mapping[str, str] = os.environ,
+    ):
         try:
             import wandb
         except ImportError:
             raise UserError("logging.wandb is true but wandb is not installed: pip install 'nanugpt[wandb]'") from None
+        settings = server_settings(environ)  # a malformed server address stops here, before anything is written
         self._wandb = wandb
-        id_file = out_dir / "wandb" / "run_id"
-        id_file.parent.mkdir(parents=True, exist_ok=True)
-        run_id = id_file.read_text().strip() if id_file.exists() else None
+        self.state_file = out_dir / "wandb" / "run.json"
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        state = read_run_state(self.state_file)
+        killed = state.get("open")
+        if new_run and not killed:
+            state = {}
         self.run = wandb.init(
             project=project,
             name=run_name,
             config=config,
             dir=str(out_dir),
-            id=run_id,
+            id=state.get("id"),
             resume="allow",
-            settings=wandb.Settings(save_code=False),
+            settings=wandb.Settings(save_code=False, **settings),
         )
-        id_file.write_text(self.run.id)
+        self.failed_attempts: int = state.get("failed_attempts", 0) + (killed is not None)
+        self.attempt: dict[str, Any] = {
+            "stage": stage,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "start_step": start_step,
+        }
+        self.save_state(open_attempt=self.attempt)
+        self.run.summary["run/failed_attempts"] = self.failed_attempts
+        if killed:
+            text = (
+                f"{describe_attempt(killed)} ended without closing the run (killed by SIGKILL or the out-of-memory "
+                f"killer, or its node was lost); recorded by {describe_attempt(self.attempt)}"
+            )
+            self.run.summary["run/last_failure"] = text
+            self.run.alert(title="nanuGPT: an attempt of this run was killed", text=text, level="WARN")
+            print(f"W&B run {self.run.id}: {text}", file=sys.stderr)
         if files:
             artifact = wandb.Artifact(f"run-files-{self.run.id}", type="run-files")
             for path in files:
@@ -244,5 +292,99 @@ class WandbSink:
         """Generated text, as a table."""
         self.run.log({"samples": self._wandb.Table(columns=["sample"], data=[[s] for s in samples])})
 
+    def log_summary(self, figures: Mapping[str, float]) -> None:
+        """Figures of the whole run (evaluate's), in the run's summary: the runs table shows and compares them."""
+        self.run.summary.update(dict(figures))
+
     def close(self, failed: bool = False) -> None:
+        if failed:
+            self.failed_attempts += 1
+            self.run.summary["run/failed_attempts"] = self.failed_attempts
+            self.run.summary["run/last_failure"] = f"{describe_attempt(self.attempt)} ended by an exception or a signal"
         self.run.finish(exit_code=1 if failed else 0)
+        self.save_state(open_attempt=None)  # after finish: an attempt killed while finishing stays open
+
+    def save_state(self, open_attempt: dict[str, Any] | None) -> None:
+        """Write ``run.json``: the run's id, its failed attempts, and the attempt that has it open (or null)."""
+        write_json(self.state_file, {"id": self.run.id, "failed_attempts": self.failed_attempts, "open": open_attempt})
+
+
+def read_run_state(path: Path) -> dict[str, Any]:
+    """``run.json`` of ``WandbSink``; empty when there is none."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise UserError(f"{path}: not the JSON nanuGPT writes ({exc}); delete it to start a new W&B run") from None
+
+
+def describe_attempt(attempt: Mapping[str, Any]) -> str:
+    """``the train attempt started at <time> on <host> (pid <pid>) from step <step>``."""
+    text = f"the {attempt['stage']} attempt started at {attempt['started']} on {attempt['host']} (pid {attempt['pid']})"
+    return text + (f" from step {attempt['start_step']}" if attempt["stage"] == "train" else "")
+
+
+def check_sinks(params: Params, environ: Mapping[str, str] = os.environ) -> None:
+    """Raise now what would stop a sink later, so that a stage fails before any work: with ``logging.wandb``,
+    a malformed W&B server address."""
+    if params.logging.wandb:
+        server_settings(environ)
+
+
+def server_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``wandb.Settings`` the environment asks for. wandb reads ``WANDB_BASE_URL`` (the server) itself;
+    nanuGPT's seed names the server ``WANDB_HOST``, so a ``WANDB_HOST`` is the server when ``WANDB_BASE_URL``
+    is not set. wandb reads ``WANDB_HOST`` as the machine's name, so where it holds a URL the run's host is set
+    to this machine's name. A malformed address is an error naming the variable."""
+    base_url, host = (environ.get(name, "").strip() for name in ("WANDB_BASE_URL", "WANDB_HOST"))
+    if base_url:
+        check_server_url("WANDB_BASE_URL", base_url)
+        return {"host": socket.gethostname()} if "://" in host else {}
+    if not host:
+        return {}
+    check_server_url("WANDB_HOST", host)
+    return {"base_url": host, "host": socket.gethostname()}
+
+
+def check_server_url(name: str, url: str) -> None:
+    """Raise ``UserError`` unless ``url`` is an http(s) address with a host (and a valid port)."""
+    parts = urlsplit(url)
+    try:
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in url)
+        parts.port  # noqa: B018 (reading the port parses it: a bad one raises ValueError)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UserError(
+            f"{name}={url!r} is not a W&B server address: give the server's URL with its scheme, e.g. "
+            f"{name}=https://api.wandb.ai or {name}=http://wandb.example.com:8080 (or unset it for wandb's default)"
+        )
+
+
+def evaluation_figures(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """``eval/<name>`` of every number in evaluate's ``metrics.json`` but its ``step``: val (and test) loss and
+    perplexity, the loss's metrics, and any task's figures (e.g. HellaSwag's accuracy) when present."""
+    return {
+        f"eval/{name}": float(value)
+        for name, value in metrics.items()
+        if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+def log_evaluation(params: Params, out_dir: Path, metrics: Mapping[str, Any]) -> None:
+    """Send evaluate's figures (``evaluation_figures``) of the checkpoint at ``metrics["step"]`` to the sinks
+    that are on: TensorBoard (a point at that step in ``OUT_DIR/tensorboard/evaluate/``; evaluating the same
+    step again replaces it) and W&B (the training run's summary). dvclive's folder is the train stage's
+    output, so evaluate leaves it alone: ``dvc exp show`` reads evaluate's own ``metrics.json``."""
+    figures, step = evaluation_figures(metrics), int(metrics["step"])
+    if params.logging.tensorboard:
+        board = TensorBoardSink(out_dir / "tensorboard" / "evaluate", resume_step=step - 1)
+        board.write(step, figures)
+        board.close()
+    if params.logging.wandb:
+        run = WandbSink(
+            params.general.project_name, params.general.run_name, params.to_dict(), out_dir, stage="evaluate"
+        )
+        run.log_summary(figures)
+        run.close()

@@ -52,7 +52,7 @@ from nanugpt.params import Params
 from nanugpt.previous_run import PreviousRun
 from nanugpt.protocols import ReportingSchedule
 from nanugpt.signals import StopRequest
-from nanugpt.sinks import ConsoleSink, DvcLiveSink, MetricSink, TensorBoardSink, WandbSink, csv_sinks
+from nanugpt.sinks import ConsoleSink, DvcLiveSink, MetricSink, TensorBoardSink, WandbSink, check_sinks, csv_sinks
 from nanugpt.train_step import TrainStep
 from nanugpt.validator import Validator
 
@@ -102,6 +102,7 @@ class Trainer:
         launch_command: str | None,
         sinks: Sequence[MetricSink] = (),
     ):
+        check_sinks(params)  # on every rank: all stop at once, none waits for rank 0 at a collective
         self.params, self.data_dir, self.out_dir, self.info = params, data_dir, out_dir, info
         self.launch_command, self.extra_sinks = launch_command, list(sinks)
         self.parts = build_run(params, data_dir, info, self.log)
@@ -273,6 +274,9 @@ class Trainer:
             params.to_dict(),
             self.out_dir,
             files=[resolved, self.out_dir / "run_info.json"],
+            stage="train",
+            new_run=self.progress.step == 0,  # a resume continues the run; a start from step 0 is a new one
+            start_step=self.progress.step,
         )
 
     def diverged(self, losses: list[float], step: int) -> bool:

@@ -4,9 +4,12 @@
 
 Loss on ``eval.eval_iters`` fixed batches of ``training.device_batch_size``
 sequences of the val split (and the test split when ``test.bin`` exists).
-``dvc metrics show`` and ``dvc exp show`` list these numbers. Reads:
-general.seed, general.device_type, general.dtype, training.device_batch_size,
-eval.eval_iters, data.dataset, tokenizer.module.
+``dvc metrics show`` and ``dvc exp show`` list these numbers; with
+``logging.tensorboard`` / ``logging.wandb`` they also go to TensorBoard and to
+the training's W&B run as ``eval/<name>``. Reads: general.seed,
+general.device_type, general.dtype, general.project_name, general.run_name,
+training.device_batch_size, eval.eval_iters, data.dataset, tokenizer.module,
+logging.wandb, logging.tensorboard.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from nanugpt.atomic import write_json
 from nanugpt.console_log import tee_console
 from nanugpt.evaluate import evaluate_checkpoint
 from nanugpt.params import Params
+from nanugpt.sinks import check_sinks, log_evaluation
 from pipeline import paths
 from pipeline.cli import stage_main
 
@@ -26,8 +30,10 @@ from pipeline.cli import stage_main
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate the last checkpoint and write ``metrics.json``; return the metrics."""
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
+    check_sinks(params)
     metrics = evaluate_checkpoint(params, paths.last_checkpoint(out), paths.tokenized_dir(params, data_root))
     write_json(paths.metrics_file(out), metrics)
+    log_evaluation(params, out, metrics)
     print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     return metrics
 

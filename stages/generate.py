@@ -24,7 +24,7 @@ from nanugpt.device import pick_device
 from nanugpt.generate import GenerateError, read_prompt, sample
 from nanugpt.meta import read_meta
 from nanugpt.params import Params
-from nanugpt.sinks import WandbSink
+from nanugpt.sinks import WandbSink, check_sinks
 from nanugpt.tokenizers import tokenizer_from_meta
 from pipeline import paths
 from pipeline.cli import stage_main
@@ -35,6 +35,7 @@ SEPARATOR = "\n---------------\n"
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> list[str]:
     """Sample from ``generate.checkpoint`` (``last`` by default); write the samples to ``samples.txt``, return them."""
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
+    check_sinks(params)
     prompt = read_prompt(params.generate.prompt)  # a bad FILE: prompt fails before the model is loaded
     device = pick_device(params.general.device_type)
     model, _, state = load_trained_model(paths.chosen_checkpoint(params.generate.checkpoint, out), device)
@@ -52,7 +53,7 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
     ]
     write_text(paths.samples_file(out), SEPARATOR.join(samples) + "\n")
     if params.logging.wandb:
-        sink = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), out)
+        sink = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), out, stage="generate")
         sink.log_samples(samples)
         sink.close()
     print(SEPARATOR.join(samples))

@@ -7,7 +7,10 @@ import io
 import json
 import math
 import os
+import re
 import shutil
+import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -21,11 +24,11 @@ import yaml
 from conftest import REPO, dvc_env, tiny_params, write_params
 
 from nanugpt.console_log import LogFile, TeeStream
-from nanugpt.errors import TrainingError
+from nanugpt.errors import TrainingError, UserError
 from nanugpt.params import load_params
-from nanugpt.sinks import format_log_line
+from nanugpt.sinks import WandbSink, evaluation_figures, format_log_line, server_settings
 from nanugpt.train import train
-from stages import tokenize
+from stages import evaluate, tokenize
 
 EVERY_INTERVAL = {
     "train/grad_norm",
@@ -285,8 +288,216 @@ def test_wandb_run_that_raises_is_marked_failed(tmp_path: Path, corpus: Path, mo
     monkeypatch.setenv("WANDB_MODE", "offline")
     with pytest.raises(TrainingError, match="lower optimizer.lr"):
         recorded_run(tmp_path, corpus, logging={"wandb": True}, optimizer={"lr": 1e30})
-    (exit_record,) = [r.exit for r in offline_run(tmp_path / "out") if r.WhichOneof("record_type") == "exit"]
+    records = offline_run(tmp_path / "out")
+    (exit_record,) = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
     assert exit_record.exit_code == 1
+    summary = run_summary(records)
+    assert summary["run/failed_attempts"] == 1
+    assert summary["run/last_failure"].endswith("from step 0 ended by an exception or a signal")
+
+
+def offline_attempts(out: Path) -> list[list[Any]]:
+    """The records of every offline run file under ``out/wandb``, in the order the attempts started."""
+
+    def started(path: Path) -> tuple[str, int]:  # offline-run-<yyyymmdd_hhmmss>-<id>[-<n> within one second]
+        _, _, stamp, _, *again = path.parent.name.split("-")
+        return stamp, int(again[0]) if again else 0
+
+    return [wandb_records(path) for path in sorted(out.glob("wandb/offline-run-*/run-*.wandb"), key=started)]
+
+
+def run_record(records: list[Any]) -> Any:
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    return run
+
+
+def run_summary(records: list[Any]) -> dict[str, Any]:
+    """The summary an offline run's records leave (the last value of each key)."""
+    updates = [item for r in records if r.WhichOneof("record_type") == "summary" for item in r.summary.update]
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in updates}
+
+
+def exit_codes(records: list[Any]) -> list[int]:
+    return [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
+
+
+def test_wandb_host_is_the_server_where_wandb_base_url_is_not_set() -> None:
+    host = socket.gethostname()
+    assert server_settings({}) == {}
+    assert server_settings({"WANDB_HOST": "http://wandb.lab:8080"}) == {
+        "base_url": "http://wandb.lab:8080",
+        "host": host,
+    }
+    both = {"WANDB_BASE_URL": "https://api.wandb.ai", "WANDB_HOST": "http://wandb.lab:8080"}
+    assert server_settings(both) == {"host": host}  # wandb reads WANDB_BASE_URL itself, and it wins
+    assert server_settings({"WANDB_BASE_URL": "https://api.wandb.ai", "WANDB_HOST": "node17"}) == {}  # wandb's sense
+    for name, value in [
+        ("WANDB_HOST", "wandb.lab"),
+        ("WANDB_HOST", "http://wandb.lab:80x"),
+        ("WANDB_BASE_URL", "ftp://x"),
+    ]:
+        with pytest.raises(UserError, match=f"{name}='{re.escape(value)}' is not a W&B server address.*https://"):
+            server_settings({name: value})
+
+
+def test_a_malformed_wandb_host_stops_training_before_any_work(tmp_path: Path, corpus: Path, monkeypatch) -> None:
+    params = load_params(write_params(tmp_path / "params.yaml", tiny_params(corpus, logging={"wandb": True})))
+    monkeypatch.setenv("WANDB_HOST", "wandb.lab")
+    with pytest.raises(UserError, match="WANDB_HOST='wandb.lab' is not a W&B server address"):
+        train(params, tmp_path / "data" / "tiny" / "char", tmp_path / "out")  # no token files needed: it stops first
+    assert not (tmp_path / "out").exists()
+
+
+def test_wandb_offline_run_is_created_with_wandb_host_as_its_server(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sink = WandbSink("p", "r", {}, tmp_path, stage="train", environ={"WANDB_HOST": "http://wandb.example.invalid:8080"})
+    settings = sink.run.settings
+    sink.close()
+    assert settings.base_url == "http://wandb.example.invalid:8080" and settings.host == socket.gethostname()
+    (records,) = offline_attempts(tmp_path)
+    assert run_record(records).host == socket.gethostname()  # not the server's address, as wandb alone would put
+
+
+def test_a_resume_continues_the_wandb_run_and_a_start_from_step_0_begins_a_new_one(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+    def attempt(**how: Any) -> str:
+        sink = WandbSink("p", "r", {}, tmp_path, **how)
+        sink.close()
+        return sink.run.id
+
+    first = attempt(stage="train", new_run=True)
+    assert attempt(stage="train", start_step=10) == attempt(stage="generate") == first
+    second = attempt(stage="train", new_run=True)
+    assert second != first
+    state_file = tmp_path / "wandb" / "run.json"
+    state = json.loads(state_file.read_text())
+    assert state == {"id": second, "failed_attempts": 0, "open": None}
+    killed = {"stage": "train", "host": "n1", "pid": 7, "started": "2026-12-01T12:00:00+00:00", "start_step": 0}
+    state_file.write_text(json.dumps({**state, "open": killed}))  # what an attempt killed outright leaves
+    assert attempt(stage="train", new_run=True) == second  # the restart of a killed run continues it
+    assert json.loads(state_file.read_text())["failed_attempts"] == 1
+
+
+KILLABLE_SCHEDULE = """
+import os
+import time
+from pathlib import Path
+
+from nanugpt.schedulers import CosineOptions
+
+
+class Stalling:
+    \"\"\"A cosine schedule that, where $STALL_AT names a file, creates it at step 15 and stalls there.\"\"\"
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def factor(self, step):
+        if step == 15 and os.environ.get("STALL_AT"):
+            Path(os.environ["STALL_AT"]).touch()
+            time.sleep(600)
+        return self.schedule.factor(step)
+
+    def state_dict(self):
+        return self.schedule.state_dict()
+
+
+class StallingCosineOptions(CosineOptions):
+    def build(self, max_steps, base_lr):
+        return Stalling(super().build(max_steps, base_lr))
+"""
+
+
+def test_a_wandb_attempt_killed_by_sigkill_is_recorded_as_failed_by_the_next(
+    tmp_path: Path, corpus: Path, monkeypatch, capfd
+) -> None:
+    pytest.importorskip("wandb")
+    (tmp_path / "stalling.py").write_text(KILLABLE_SCHEDULE)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the params name the schedule by its module
+    sections = {
+        "scheduler": {"module": "stalling:StallingCosineOptions", "warmup_steps": 2},
+        "logging": {"wandb": True},
+    }
+    params_file = write_params(tmp_path / "params.yaml", tiny_params(corpus, **sections))
+    tokenize.run(load_params(params_file), data_root=tmp_path / "data")
+    stalled, out = tmp_path / "stalled", tmp_path / "out"
+    # no WANDB_SERVICE: the stages start their own wandb service, not this process's (which outlives a kill)
+    env = {k: v for k, v in stage_env(tmp_path).items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", STALL_AT=str(stalled))
+    command = [sys.executable, "-m", "stages.train", str(params_file)]
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not stalled.exists():  # steps 1-15 logged, the checkpoint of step 10 saved
+            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()
+            time.sleep(0.05)
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == -signal.SIGKILL
+    state_before = json.loads((out / "wandb" / "run.json").read_text())
+    assert state_before["open"]["pid"] == first.pid
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    capfd.readouterr()
+    assert train(load_params(params_file), tmp_path / "data" / "tiny" / "char", out)["step"] == 20  # the resume
+    again = capfd.readouterr()
+    assert "resumed from step 10" in again.out
+
+    killed, resumed = offline_attempts(out)  # wandb writes its file every 15 s: the killed one may hold nothing
+    assert exit_codes(killed) == [] and exit_codes(resumed) == [0]  # the killed attempt could not close its run
+    assert run_record(resumed).run_id == state_before["id"] and run_record(resumed).resume
+    summary = run_summary(resumed)
+    assert summary["run/failed_attempts"] == 1
+    failure = summary["run/last_failure"]
+    assert re.fullmatch(
+        rf"the train attempt started at \S+ on {re.escape(socket.gethostname())} \(pid {first.pid}\) from step 0 "
+        r"ended without closing the run \(killed .*\); recorded by the train attempt .* from step 10",
+        failure,
+    ), failure
+    (alert,) = [r.alert for r in resumed if r.WhichOneof("record_type") == "alert"]
+    assert alert.level == "WARN" and alert.text == failure
+    assert failure in again.err
+    history = [r.history for r in resumed if r.WhichOneof("record_type") == "history"]
+    assert [h.step.num for h in history] == list(range(11, 21))  # the run goes on from its checkpoint
+    state = json.loads((out / "wandb" / "run.json").read_text())
+    assert state["failed_attempts"] == 1 and state["open"] is None
+
+
+def test_evaluation_figures_are_every_number_of_metrics_json_but_the_step() -> None:
+    metrics = {"step": 20, "tokens_seen": 160, "val_loss": 2.0, "test_loss": 2.5, "hellaswag_acc": 0.25, "ok": True}
+    assert evaluation_figures({**metrics, "tokenizer": "char"}) == {
+        "eval/tokens_seen": 160.0,
+        "eval/val_loss": 2.0,
+        "eval/test_loss": 2.5,
+        "eval/hellaswag_acc": 0.25,
+    }
+
+
+def test_evaluate_figures_reach_tensorboard_and_the_wandb_run(tmp_path: Path, corpus: Path, monkeypatch) -> None:
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    recorded_run(tmp_path, corpus, logging={"tensorboard": True, "wandb": True})
+    out, params = tmp_path / "out", load_params(tmp_path / "params.yaml")
+    for _ in range(2):  # evaluating the same checkpoint again replaces its figures
+        metrics = evaluate.run(params, data_root=tmp_path / "data", out_dir=out)
+    figures = evaluation_figures(metrics)
+    assert {"eval/val_loss", "eval/val_ppl"} <= set(figures)
+    series = tensorboard_scalars(out / "tensorboard" / "evaluate")
+    assert set(series) == set(figures)
+    for name, value in figures.items():
+        assert series[name] == {20: pytest.approx(value, rel=1e-6)}, name
+    assert not any(name.startswith("eval/") for name in tensorboard_scalars(out / "tensorboard"))
+    trained, *evaluations = offline_attempts(out)
+    assert len(evaluations) == 2 and {run_record(r).run_id for r in evaluations} == {run_record(trained).run_id}
+    summary = run_summary(evaluations[-1])
+    assert {name: summary[name] for name in figures} == pytest.approx(figures)
+    assert exit_codes(evaluations[-1]) == [0]
 
 
 def dvclive_steps(series: Path) -> list[int]:
@@ -345,3 +556,24 @@ def test_dvc_exp_show_has_the_step_and_metrics_during_and_after_a_run(tmp_path: 
         assert proc.wait(timeout=300) == 0
     after = live_metrics(ws, env)
     assert after["step"] == 400 and after["val"]["loss"] > 0 and after["val"]["best_loss"] > 0
+
+
+@pytest.mark.slow
+def test_a_queued_dvc_experiment_shows_dvclives_step_and_metrics(tmp_path: Path) -> None:
+    from test_dvc_e2e import make_workspace
+    from test_dvc_e2e import run as run_checked
+
+    env = dvc_env(tmp_path)
+    ws = make_workspace(tmp_path, tiny_params("corpus.txt"), env)
+    run_checked(["dvc", "exp", "run", "--queue", "-S", "optimizer.lr=0.002", "-n", "queued-lr"], ws, env)
+    ran = run_checked(["dvc", "exp", "run", "--run-all"], ws, env)  # runs the queue in temporary copies, and waits
+    shown = json.loads(run_checked(["dvc", "exp", "show", "--json"], ws, env).stdout)
+    (baseline,) = [row for row in shown if row["rev"] != "workspace"]
+    experiments = [rev for exp in baseline["experiments"] or [] for rev in exp["revs"]]
+    assert [exp["name"] for exp in experiments] == ["queued-lr"], ran.stdout + ran.stderr
+    data = experiments[0]["data"]
+    assert data["params"]["params.yaml"]["data"]["optimizer"]["lr"] == 0.002
+    live = data["metrics"]["out/dvclive/metrics.json"]["data"]
+    assert live["step"] == 20 and live["train"]["loss"] > 0 and live["train"]["tokens_per_s"] > 0
+    assert live["val"]["loss"] > 0 and live["val"]["best_loss"] > 0
+    assert data["metrics"]["out/metrics.json"]["data"]["val_loss"] > 0  # evaluate's figures beside dvclive's
