@@ -49,9 +49,7 @@ def test_two_nodes_run_one_torchrun_per_node_with_rendezvous_on_the_first(tmp_pa
     assert command[-3:] == ["-m", "stages.train", "p.yaml"]
 
 
-def test_a_batch_that_does_not_split_over_the_world_size_is_refused_before_launch(
-    tmp_path: Path, corpus: Path
-) -> None:
+def test_a_batch_that_does_not_split_over_the_world_size_is_refused_before_launch(tmp_path: Path, corpus: Path) -> None:
     path = write_params(tmp_path / "p.yaml", tiny_params(corpus, launch={"nnodes": 2, "nproc_per_node": 2}))
     result = launch(path)
     assert result.returncode == 2
