@@ -76,12 +76,15 @@ class Point:
     values: dict[str, Any]  # dotted key -> value, the point's own (swept) keys
     tree: dict[str, Any]  # the params as written: the base's keys with the values set
     params: PipelineParams
+    named: bool = False  # its name is given in the sweep file
 
     @property
     def group(self) -> str:
-        """The name of the point without its seed: the points of one group differ only in ``general.seed``."""
-        rest = {k: v for k, v in self.values.items() if k != SEED_KEY}
-        return point_name(rest)
+        """The name of the point without its seed: the points of one group differ only in ``general.seed``.
+        A named point without a seed is a group of its own, under its name."""
+        if self.named and SEED_KEY not in self.values:
+            return self.name
+        return point_name({k: v for k, v in self.values.items() if k != SEED_KEY})
 
     @property
     def data_dir(self) -> str:
@@ -160,11 +163,11 @@ def read_sweep_file(path: Path) -> SweepFile:
     return spec
 
 
-def _point_values(spec: SweepFile, path: Path) -> list[tuple[str, dict[str, Any], str]]:
-    """``(name, values, where)`` of every point: the grid's product, then the explicit points."""
+def _point_values(spec: SweepFile, path: Path) -> list[tuple[str, dict[str, Any], str, bool]]:
+    """``(name, values, where, named)`` of every point: the grid's product, then the explicit points."""
     keys = list(spec.grid)
     found = [
-        (point_name(values), values, "grid")
+        (point_name(values), values, "grid", False)
         for values in (dict(zip(keys, combo)) for combo in itertools.product(*spec.grid.values()))
         if keys  # no grid: no grid points (the product of nothing is one empty point)
     ]
@@ -178,10 +181,10 @@ def _point_values(spec: SweepFile, path: Path) -> list[tuple[str, dict[str, Any]
                 "starting with a letter or digit)"
             )
             continue
-        found.append((name, values, f"points[{i}]"))
+        found.append((name, values, f"points[{i}]", "name" in entry))
     seen: list[tuple[dict[str, Any], str]] = []
     by_name: dict[str, str] = {}
-    for name, values, where in found:
+    for name, values, where, _ in found:
         label = f"grid point {name!r}" if where == "grid" else where
         twin = next((other for other_values, other in seen if other_values == values), None)
         if twin:
@@ -210,7 +213,7 @@ def expand(path: str | Path) -> Sweep:
         raise SweepError([f"{path}: base: {problem}" for problem in exc.problems]) from None
     points, problems = [], []
     found = _point_values(spec, path)
-    for point, values, _ in found:
+    for point, values, _, named in found:
         tree = copy.deepcopy(base_tree)
         for key, value in values.items():
             set_dotted(tree, key, value)
@@ -219,7 +222,7 @@ def expand(path: str | Path) -> Sweep:
         except ParamsError as exc:
             problems += [f"{path}: {problem}" for problem in exc.problems]
             continue
-        points.append(Point(point, values, tree, params))  # type: ignore[arg-type]
+        points.append(Point(point, values, tree, params, named))  # type: ignore[arg-type]
     if problems:
         raise SweepError(_merge_shared(problems, len(found)))
     keys = tuple(dict.fromkeys(key for point in points for key in point.values))

@@ -59,7 +59,7 @@ def test_explicit_points_seeds_and_groups(tmp_path: Path, corpus: Path) -> None:
     )
     sweep = expand(path)
     assert [p.name for p in sweep.points] == ["lr=0.001,seed=1", "lr=0.001,seed=2", "long", "optimizer=adamw"]
-    assert [p.group for p in sweep.points] == ["lr=0.001", "lr=0.001", "max_steps=40", "optimizer=adamw"]
+    assert [p.group for p in sweep.points] == ["lr=0.001", "lr=0.001", "long", "optimizer=adamw"]
     assert sweep.points[2].params.training.max_steps == 40
 
 
