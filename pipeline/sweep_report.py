@@ -284,6 +284,7 @@ document.querySelectorAll("table.sortable th").forEach((th, column) => {
     const key = row => row.cells[column].dataset.value ?? row.cells[column].textContent;
     const rows = Array.from(body.rows).sort((a, b) => {
       const [x, y] = [key(a), key(b)];
+      if (x === "" || y === "") return (x === "") - (y === "");  // empty cells last, either way
       const [nx, ny] = [parseFloat(x), parseFloat(y)];
       const order = isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny;
       return up ? order : -order;
@@ -291,6 +292,9 @@ document.querySelectorAll("table.sortable th").forEach((th, column) => {
     rows.forEach(row => body.appendChild(row));
   });
 });
+// report.html#sort=<column> opens the page sorted by that column (val_loss, tokens_per_s, ...)
+const sortBy = new URLSearchParams(location.hash.slice(1)).get("sort");
+document.querySelector(`table.sortable th[data-key="${sortBy}"]`)?.click();
 """
 
 STYLE = """
@@ -311,11 +315,13 @@ def report_html(sweep: Sweep, results: Sequence[Result]) -> str:
     """The whole page."""
     best = best_result(results)
     colors = _group_colors(results)
-    head = "".join(f"<th>{html.escape(key)}</th>" for key in ("point", *sweep.keys, *(h for _, h in METRICS)))
+    columns = [("point", "point"), *((key, key) for key in sweep.keys), *METRICS]
+    head = "".join(f'<th data-key="{html.escape(key)}">{html.escape(heading)}</th>' for key, heading in columns)
     rows = []
     for r in results:
         metrics: dict[str, Any] = {"status": r.status, **r.metrics}
-        cells = [f"<td>{'★ ' if r is best else ''}{html.escape(r.point.name)}</td>"]
+        name = html.escape(r.point.name)
+        cells = [f'<td data-value="{name}">{"★ " if r is best else ""}{name}</td>']
         cells += [f"<td>{html.escape(_cell(r.point.values.get(key)))}</td>" for key in sweep.keys]
         for column, _ in METRICS:
             value = metrics[column]
@@ -324,7 +330,7 @@ def report_html(sweep: Sweep, results: Sequence[Result]) -> str:
         classes = " ".join(
             c for c in ("best" if r is best else "", "failed" if r.status.startswith("failed") else "") if c
         )
-        rows.append(f'<tr class="{classes}" data-point="{html.escape(r.point.name)}">{"".join(cells)}</tr>')
+        rows.append(f'<tr class="{classes}" data-point="{name}">{"".join(cells)}</tr>')
     counts = {s: sum(r.status.startswith(s) for r in results) for s in ("done", "failed", "incomplete", "not run")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     best_line = (
