@@ -30,6 +30,7 @@ import itertools
 import json
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,45 +212,38 @@ def expand(path: str | Path) -> Sweep:
         base_tree = load_yaml_tree(base)
     except ConfigError as exc:
         raise SweepError([f"{path}: base: {problem}" for problem in exc.problems]) from None
-    points, problems = [], []
+    points, failures = [], []
     found = _point_values(spec, path)
     for point, values, _, named in found:
         tree = copy.deepcopy(base_tree)
         for key, value in values.items():
             set_dotted(tree, key, value)
+        source = f"point {point}"
         try:
-            params = validate_params(tree, f"point {point}", schema=PipelineParams)
+            params = validate_params(tree, source, schema=PipelineParams)
         except ParamsError as exc:
-            problems += [f"{path}: {problem}" for problem in exc.problems]
+            failures += [(point, problem.removeprefix(f"{source}: ")) for problem in exc.problems]
             continue
         points.append(Point(point, values, tree, params, named))  # type: ignore[arg-type]
-    if problems:
-        raise SweepError(_merge_shared(problems, len(found)))
+    if failures:
+        raise SweepError(_problem_lines(path, failures, len(found)))
     keys = tuple(dict.fromkeys(key for point in points for key in point.values))
     sweep = Sweep(name, path, base, keys, tuple(points), spec.export)
     data_groups(sweep)  # a token folder shared by points with different data params is refused now
     return sweep
 
 
-def _merge_shared(problems: list[str], n_points: int) -> list[str]:
-    """One line ``<file>: every point: <key>: <message>`` for a problem that every point has (a base's)."""
-    pattern = re.compile(r"^(.*?): point ([^:]+): (.*)$")
-    by_message: dict[str, set[str]] = {}
-    for line in problems:
-        if match := pattern.match(line):
-            by_message.setdefault(f"{match.group(1)}: every point: {match.group(3)}", set()).add(match.group(2))
-    shared = {message for message, names in by_message.items() if n_points > 1 and len(names) == n_points}
-    merged, seen = [], set()
-    for line in problems:
-        match = pattern.match(line)
-        key = f"{match.group(1)}: every point: {match.group(3)}" if match else None
-        if key in shared:
-            if key not in seen:
-                merged.append(key)
-                seen.add(key)
-        else:
-            merged.append(line)
-    return merged
+def _problem_lines(path: Path, failures: list[tuple[str, str]], n_points: int) -> list[str]:
+    """``<file>: point <name>: <key>: <message>`` per problem; one ``<file>: every point: ...`` line for a
+    problem that every point has (the base's, or a key set for all)."""
+    counts = Counter(problem for _, problem in failures)
+    lines: list[str] = []
+    for point, problem in failures:
+        shared = n_points > 1 and counts[problem] == n_points
+        line = f"{path}: every point: {problem}" if shared else f"{path}: point {point}: {problem}"
+        if line not in lines:
+            lines.append(line)
+    return lines
 
 
 def data_groups(sweep: Sweep) -> dict[str, Point]:

@@ -1,7 +1,7 @@
 # A sweep's rules, included by the Snakefile when `--config sweep=sweeps/<name>.yaml` is given.
 #
-#   snakemake -j 4 --config sweep=sweeps/example.yaml
-#   snakemake --executor slurm -j 8 --workflow-profile profiles/slurm --config sweep=sweeps/example.yaml
+#   snakemake -j 4 --config sweep=sweeps/lr_width.yaml
+#   snakemake --executor slurm -j 8 --workflow-profile profiles/slurm --config sweep=sweeps/lr_width.yaml
 #
 # Every point runs train, evaluate and generate (and export, with `export: true` in the sweep file) into
 # OUT_DIR/sweeps/<name>/<point>/, with the same commands and outputs as the single-run rules; points that
