@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 
 from nanugpt.errors import UserError
 from nanugpt.signals import STOP_SIGNALS
+from pipeline import submit
 from pipeline.cli import parse_argv, run_command
 from pipeline.schema import PipelineParams, load
 
@@ -83,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         params = load(path, overrides)
+        if submit.should_submit(params, os.environ):  # launch.submit: slurm, outside a job: submit and wait
+            return submit.submit_and_wait(params, [path, *overrides], os.environ)
         command = build_command(params, [path, *overrides], os.environ)
         printable = shlex.join(command)
         env = {**os.environ, LAUNCH_COMMAND_ENV: printable}

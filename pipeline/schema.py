@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 from pydantic import Field, model_validator
 
@@ -34,6 +34,16 @@ class LaunchParams(Section):
         0,
         ge=0,
         description="GPUs per node of the train job; 0 = none; else at least nproc_per_node (a GPU per process)",
+    )
+
+    submit: Literal["local", "slurm"] = Field(
+        "local",
+        description="'slurm': the train stage, run outside a Slurm job (a login node, dvc exp run), submits itself "
+        "with sbatch and waits for it (pipeline.submit); 'local': it runs where it is started",
+    )
+    slurm_args: list[str] = Field(
+        default_factory=list,
+        description="extra sbatch options of a submitted train job, e.g. ['--partition=gpu', '--account=proj']",
     )
 
     @model_validator(mode="after")
