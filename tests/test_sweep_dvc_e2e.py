@@ -69,7 +69,9 @@ def test_sweep_points_run_as_named_dvc_experiments(tmp_path: Path) -> None:
         )
     assert started.returncode == 0, (tmp_path / "queue-start.log").read_text()
     status = wait_for_queue(ws, env)
-    assert status.count("Success") == 3, status
+    if status.count("Success") != 3:
+        logs = [run(["dvc", "queue", "logs", name], ws, env, expect_ok=False).stdout[-3000:] for name in EXPECTED]
+        pytest.fail(status + "\n".join(logs))
 
     shown = experiments(json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout))
     assert sorted(shown) == sorted(EXPECTED), shown.keys()
