@@ -47,9 +47,7 @@ def paths(stage, kind, data_dir=DATA_DIR, out_dir=OUT_DIR):
 
 
 def outputs(stage, data_dir=DATA_DIR, out_dir=OUT_DIR):
-    return paths(stage, "outs", data_dir, out_dir) + paths(stage, "metrics", data_dir, out_dir) + paths(
-        stage, "plots", data_dir, out_dir
-    )
+    return [path for kind in ("outs", "metrics", "plots") for path in paths(stage, kind, data_dir, out_dir)]
 
 
 def train_resources(params=PARAMS):
@@ -90,7 +88,9 @@ if SWEEP_FILE:  # its rules, and its points' outputs as the targets (SWEEP_TARGE
 rule all:
     input:
         # plain strings: directory() flags are for outputs only
-        SWEEP_TARGETS if SWEEP_FILE else [str(path) for stage in ("evaluate", "generate", "export") for path in outputs(stage)],
+        SWEEP_TARGETS
+        if SWEEP_FILE
+        else [str(path) for stage in ("evaluate", "generate", "export") for path in outputs(stage)],
 
 
 rule tokenize:
