@@ -4,6 +4,7 @@
 #   snakemake -j 2                                                   # locally
 #   snakemake -j 2 --config data_root=/scratch/data out_dir=/scratch/runs/exp1
 #   snakemake --executor slurm -j 8 --workflow-profile profiles/slurm   # on a cluster
+#   snakemake -j 4 --config sweep=sweeps/lr_width.yaml               # every point of a sweep (pipeline/sweep.smk)
 #
 # Reruns follow the params each stage reads (Snakemake's params trigger), its code
 # (input files) and its inputs, so an optimizer.lr change re-runs train and what follows.
@@ -31,32 +32,32 @@ DATA_DIR = f"{DATA_ROOT}/{PARAMS['data']['dataset']}/{PARAMS['tokenizer']['modul
 MARKERS = {folder: marker for s in STAGES.values() for folder, marker in s.persist.items()}
 
 
-def paths(stage, kind):
+def paths(stage, kind, data_dir=DATA_DIR, out_dir=OUT_DIR):
     """Rendered artifact paths of a stage; folders wrapped in directory() for outputs."""
     s = STAGES[stage]
     rendered = []
     for template in getattr(s, kind):
         if template in MARKERS:
-            rendered.append(render(MARKERS[template], DATA_DIR, OUT_DIR))
+            rendered.append(render(MARKERS[template], data_dir, out_dir))
         elif kind == "outs" and template in s.dirs:
-            rendered.append(directory(render(template, DATA_DIR, OUT_DIR)))
+            rendered.append(directory(render(template, data_dir, out_dir)))
         else:
-            rendered.append(render(template, DATA_DIR, OUT_DIR))
+            rendered.append(render(template, data_dir, out_dir))
     return rendered
 
 
-def outputs(stage):
-    return paths(stage, "outs") + paths(stage, "metrics") + paths(stage, "plots")
+def outputs(stage, data_dir=DATA_DIR, out_dir=OUT_DIR):
+    return [path for kind in ("outs", "metrics", "plots") for path in paths(stage, kind, data_dir, out_dir)]
 
 
-def train_resources():
+def train_resources(params=PARAMS):
     """The train job's portable resources, from params' ``launch`` section (defaults filled in).
 
     One task per node runs the launcher (torchrun starts ``nproc_per_node`` processes inside it),
     so cpus_per_task and mem_mb are per node. Cluster specifics (slurm_partition, slurm_account,
     qos) live in the workflow profile (profiles/slurm), not here.
     """
-    launch = LaunchParams.model_validate(PARAMS.get("launch") or {})
+    launch = LaunchParams.model_validate(params.get("launch") or {})
     resources = dict(
         runtime=launch.runtime_min,
         mem_mb=launch.mem_mb,
@@ -78,10 +79,18 @@ def command(stage):
     return STAGES[stage].command(PARAMS_FILE) + " > {log} 2>&1"
 
 
+SWEEP_FILE = config.get("sweep")
+if SWEEP_FILE:  # its rules, and its points' outputs as the targets (SWEEP_TARGETS)
+
+    include: "pipeline/sweep.smk"
+
+
 rule all:
     input:
         # plain strings: directory() flags are for outputs only
-        [str(path) for stage in ("evaluate", "generate", "export") for path in outputs(stage)],
+        SWEEP_TARGETS
+        if SWEEP_FILE
+        else [str(path) for stage in ("evaluate", "generate", "export") for path in outputs(stage)],
 
 
 rule tokenize:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from nanugpt.errors import UserError
 from nanugpt.signals import STOP_SIGNALS
+from pipeline import submit
 from pipeline.cli import parse_argv, run_command
 from pipeline.schema import PipelineParams, load
 
@@ -136,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         params = load(path, overrides)
+        if submit.should_submit(params, os.environ):  # launch.submit: slurm, outside a job: submit and wait
+            return submit.submit_and_wait(params, [path, *overrides], os.environ)
         job = SlurmJob.from_env(os.environ)
         command = build_command(params, [path, *overrides], job)
         stop_after = stop_delay(params, job)

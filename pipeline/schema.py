@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 from pydantic import Field, model_validator
 
@@ -40,6 +40,16 @@ class LaunchParams(Section):
         gt=0,
         description="in a Slurm job with a time limit: the train stage saves and stops this many seconds before "
         "it, and the job is requeued to resume (the save must fit in this time)",
+    )
+
+    submit: Literal["local", "slurm"] = Field(
+        "local",
+        description="'slurm': the train stage, run outside a Slurm job (a login node, dvc exp run), submits itself "
+        "with sbatch and waits for it (pipeline.submit); 'local': it runs where it is started",
+    )
+    slurm_args: list[str] = Field(
+        default_factory=list,
+        description="extra sbatch options of a submitted train job, e.g. ['--partition=gpu', '--account=proj']",
     )
 
     @model_validator(mode="after")

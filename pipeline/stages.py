@@ -65,6 +65,7 @@ STAGES: dict[str, Stage] = {
             code=(
                 "stages/train.py",
                 "pipeline/launch.py",
+                "pipeline/submit.py",
                 "nanugpt/train.py",
                 "nanugpt/signals.py",
                 "nanugpt/data.py",

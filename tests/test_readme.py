@@ -57,6 +57,11 @@ class Rule:
     fresh: bool = False  # runs in a workspace of its own where nothing was built yet
 
 
+SWEEP = (("sweeps/lr_width.yaml", "sweeps/readme.yaml"),)
+WAIT_FOR_QUEUE = "while dvc queue status | grep -qE 'Queued|Running'; do sleep 5; done"
+SLURM_QUICK = "--slurm-init-seconds-before-status-checks 5 --latency-wait 10"
+TINY_SWEEP = "printf 'base: ../params.yaml\\ngrid:\\n  optimizer.lr: [0.001, 0.002]\\n' > sweeps/readme.yaml"
+
 RULES = (
     # Quick start and set-up. `.venv` in the workspace is this test's venv (see venv_shim), already installed.
     Rule(r"make run", setup="rm -rf data out dvc.lock", expect="val_loss"),
@@ -88,6 +93,26 @@ RULES = (
         rewrite=(("profiles/slurm", "profiles/slurm --slurm-init-seconds-before-status-checks 5 --latency-wait 10"),),
         slurm=True,
         fresh=True,
+    ),
+    # Sweeps: a two-point sweep of the tiny params.yaml stands in for the example's 9 points of 300 steps
+    Rule(r"python -m pipeline\.sweep list sweeps/lr_width\.yaml", rewrite=SWEEP, setup=TINY_SWEEP, expect="2 points"),
+    Rule(
+        r"snakemake -j 4 --config sweep=sweeps/lr_width\.yaml", rewrite=SWEEP, setup=TINY_SWEEP, expect="sweep report"
+    ),
+    Rule(
+        r"snakemake --executor slurm -j 8 --workflow-profile profiles/slurm --config sweep=sweeps/lr_width\.yaml",
+        rewrite=(*SWEEP, ("profiles/slurm", f"profiles/slurm {SLURM_QUICK}")),
+        setup=TINY_SWEEP,
+        slurm=True,
+        fresh=True,
+    ),
+    Rule(r"python -m pipeline\.sweep report sweeps/lr_width\.yaml", rewrite=SWEEP, setup=TINY_SWEEP, expect="wrote"),
+    Rule(
+        r"python -m pipeline\.sweep queue sweeps/lr_width\.yaml && dvc queue start -j 4",
+        # its workers outlive it and would hold the output pipe: their output goes to a file; then wait for them
+        rewrite=(*SWEEP, ("-j 4", f"-j 2 > queue.log 2>&1 && {WAIT_FOR_QUEUE}")),
+        setup=TINY_SWEEP,
+        expect="queued 2 of 2",
     ),
     # One stage by hand, and the stages' docstrings
     Rule(r"python -m stages\.(tokenize|train|evaluate|export) params\.yaml"),
