@@ -23,7 +23,8 @@ LAUNCH = {"submit": "slurm", "cpus_per_node": 1, "mem_mb": 1000, "runtime_min": 
 
 
 def params(corpus: Path, **launch: object) -> PipelineParams:
-    return validate_params(tiny_params(corpus, launch=launch), "test", schema=PipelineParams)  # type: ignore[return-value]
+    plain = tiny_params(corpus, launch=launch, training={"device_batch_size": 1})  # 8 rows split over up to 8 ranks
+    return validate_params(plain, "test", schema=PipelineParams)  # type: ignore[return-value]
 
 
 def test_sbatch_asks_for_the_launch_resources_and_reruns_the_launcher(corpus: Path) -> None:
