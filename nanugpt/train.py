@@ -114,7 +114,9 @@ class Trainer:
             params.general.dtype,
             self.parts.loss_fn,
         )
-        self.checkpointer = Checkpointer(out_dir / "checkpoints", params, info, self.log)
+        self.checkpointer = Checkpointer(
+            out_dir / "checkpoints", params, info, self.log, self.parts.model, self.parts.optimizer
+        )
         self.previous = PreviousRun(out_dir)
         self.metrics: TrainMetrics
 
@@ -127,9 +129,10 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly: the sum of the parts' states."""
         parts, params = self.parts, self.params
+        model_state, optimizer_state = self.checkpointer.model_optimizer_state()
         return {
-            "model": parts.model.state_dict(),
-            "optimizer": parts.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scheduler": parts.schedule.state_dict(),
             "scaler": parts.scaler.state_dict(),
             **self.progress.state_dict(),
@@ -146,13 +149,12 @@ class Trainer:
         """Continue from a checkpoint's ``state_dict()``."""
         checkpoint.check_vocab(state, self.parts.meta, self.data_dir)
         try:
-            self.parts.model.load_state_dict(state["model"])
+            self.checkpointer.load_model_optimizer(state)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise checkpoint.CheckpointError(
                 f"{self.params.training.resume}: checkpoint does not fit this model.* shape ({first})"
             ) from None
-        self.parts.optimizer.load_state_dict(state["optimizer"])
         self.parts.scaler.load_state_dict(state["scaler"])
         load_rng_state(state["rng"])
         self.progress.load_state_dict(state)
