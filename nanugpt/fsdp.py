@@ -105,9 +105,9 @@ def local_bytes(tensors: Iterable[torch.Tensor]) -> int:
     seen: set[int] = set()
     total = 0
     for t in tensors:
-        local = t.to_local() if isinstance(t, DTensor) else t
         if id(t) in seen:
             continue
         seen.add(id(t))
+        local = t.to_local() if isinstance(t, DTensor) else t
         total += local.numel() * local.element_size()
     return total

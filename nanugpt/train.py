@@ -16,7 +16,8 @@ calls decides its own timing and owns its state, as in torchtitan's trainer:
 
 A checkpoint is the sum of the parts' ``state_dict()`` (``Trainer.state_dict``).
 Outputs under ``out_dir`` (rank 0 only): ``checkpoints/`` (``last.pt``, the
-newest step files, ``best.pt``), ``plots/train.csv``, ``plots/val.csv`` and
+newest step files, ``best.pt``; under ``training.strategy: fsdp`` step folders
+every rank writes its shards into, ``last`` and ``best/``), ``plots/train.csv``, ``plots/val.csv`` and
 ``dvclive/`` (``logging.dvclive``), ``tensorboard/`` (``logging.tensorboard``),
 ``wandb/`` (``logging.wandb``), ``run_info.json``, and ``train_summary.json``.
 SIGTERM, SIGINT and SIGUSR1 save a checkpoint at the end of the current step

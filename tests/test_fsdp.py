@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import REPO, tiny_params, write_params
 
+from nanugpt.build import build_run
 from nanugpt.distributed import DistInfo
 from nanugpt.errors import TrainingError
 from nanugpt.fsdp import blocks_of, checkpoint_blocks
@@ -151,8 +152,6 @@ def test_strategy_is_validated_at_load_time() -> None:
 
 
 def test_one_process_ignores_the_sharding(tmp_path: Path, corpus: Path) -> None:
-    from nanugpt.build import build_run
-
     params = load(write_params(tmp_path / "p.yaml", run_params(corpus, "nanogpt", strategy="fsdp")))
     tokenize.run(params, data_root=tmp_path / "data")
     data_dir = next((tmp_path / "data").glob("*/*"))
@@ -160,3 +159,18 @@ def test_one_process_ignores_the_sharding(tmp_path: Path, corpus: Path) -> None:
     assert all(type(p) is torch.nn.Parameter for p in parts.model.parameters())
 
 
+@pytest.mark.slow
+def test_fsdp_holds_a_world_size_share_of_parameters_and_optimizer_state(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    import fsdp_memory
+
+    results = fsdp_memory.main(
+        ["--world-sizes", "2,4", "--n-layer", "2", "--n-embd", "32", "--steps", "1", "--json", str(tmp_path / "m.json")]
+    )
+    for row in results["runs"]:
+        n = row["world_size"]
+        for rank in row["ranks"]["fsdp"]:
+            fsdp = rank["params_bytes"] + rank["optimizer_bytes"]
+            ddp = row["ranks"]["ddp"][0]["params_bytes"] + row["ranks"]["ddp"][0]["optimizer_bytes"]
+            assert fsdp <= ddp * (1 / n + 0.10), (n, fsdp, ddp)
+            assert rank["grads_bytes"] <= row["ranks"]["ddp"][0]["grads_bytes"] * (1 / n + 0.10)
