@@ -129,7 +129,8 @@ def test_activation_checkpointing_recomputes_each_block() -> None:
     "module", ["nanogpt", "nanogpt_modern", "tinyllama", "tiny_transformer", "hf_gpt2", "hf_llama"]
 )
 def test_every_catalog_block_model_names_its_blocks(module: str) -> None:
-    pytest.importorskip("transformers") if module.startswith("hf_") else None
+    if module.startswith("hf_"):
+        pytest.importorskip("transformers")
     params = validate_params(tiny_params("unused.txt", model={"module": module, **TINY}), "test")
     model = params.model.build(65)
     blocks = blocks_of(model, "test")
