@@ -3,8 +3,11 @@
 ``build_run`` reads the token files' ``meta.json``, builds the batch sources,
 the model (seeded by ``general.seed``, the same on every rank), optimizer,
 schedule, scaler and loss, and derives the gradient accumulation.
-``wrap_model`` compiles and DDP-wraps the model after a checkpoint, if any,
-has been loaded into it.
+With ``training.activation_checkpointing: full`` each block recomputes its
+activations; with ``training.strategy: fsdp`` on more than one process the model
+is sharded (``nanugpt.fsdp``) before the optimizer is built on its sharded
+parameters. ``wrap_model`` compiles and DDP-wraps an unsharded model after a
+checkpoint, if any, has been loaded into it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from nanugpt.components import BatchShare
 from nanugpt.data import Batches
 from nanugpt.distributed import DistInfo
 from nanugpt.errors import TrainingError
+from nanugpt.fsdp import checkpoint_blocks, is_sharded, shard_model
 from nanugpt.losses import Loss
 from nanugpt.memory import check_train_memory
 from nanugpt.meta import DataError, TokenMeta, read_meta
@@ -29,7 +33,8 @@ from nanugpt.protocols import Scaler, Schedule
 
 @dataclass
 class RunParts:
-    """Everything a run is made of. ``model`` is the plain module (never compiled or wrapped)."""
+    """Everything a run is made of. ``model`` is the plain module (never compiled or DDP-wrapped; sharded in place
+    under ``training.strategy: fsdp``)."""
 
     model: torch.nn.Module
     meta: TokenMeta  # the token files' meta.json
@@ -84,6 +89,10 @@ def build_run(params: Params, data_dir: Path, info: DistInfo, log: Callable[[str
 
     torch.manual_seed(seed)
     model = params.model.build(meta.vocab_size).to(device)
+    if t.activation_checkpointing == "full":
+        checkpoint_blocks(model)
+    if t.strategy == "fsdp" and info.world_size > 1:
+        model = shard_model(model, info, t.reshard_after_forward, params.general.dtype, params.general.torch_compile)
     optimizer = params.optimizer.build(model, device.type)
     for group in optimizer.param_groups:  # the schedule scales each group's own peak lr (e.g. Muon's AdamW part)
         group.setdefault("base_lr", group["lr"])
@@ -103,7 +112,10 @@ def build_run(params: Params, data_dir: Path, info: DistInfo, log: Callable[[str
 
 
 def wrap_model(model: torch.nn.Module, params: Params, info: DistInfo) -> torch.nn.Module:
-    """The module the train step calls: ``model`` compiled (``general.torch_compile``) and DDP-wrapped on N ranks."""
+    """The module the train step calls: ``model`` compiled (``general.torch_compile``) and DDP-wrapped on N ranks;
+    a sharded model as it is (its blocks were compiled before sharding)."""
+    if is_sharded(model):
+        return model
     if params.general.torch_compile:
         model = torch.compile(model)
     if info.world_size > 1:

@@ -4,7 +4,9 @@ A run's checkpoint folder holds ``step-NNNNNNN.pt`` files (the newest
 ``training.keep_last`` are kept), ``last.pt``, a hard link to the newest
 one, and ``best.pt``, the state at the lowest val loss. Resuming tries
 ``last.pt`` and falls back to older step files when a file is truncated or
-corrupt.
+corrupt. A sharded run (``training.strategy: fsdp``) writes step folders
+instead (``nanugpt.dcp``): its ``last`` and ``best`` folders stand in for
+``last.pt`` and ``best.pt`` wherever a checkpoint is read, in one process.
 """
 
 from __future__ import annotations
@@ -17,14 +19,11 @@ from typing import Any
 
 import torch
 
+from nanugpt import dcp
 from nanugpt.atomic import atomic_path
-from nanugpt.errors import UserError
+from nanugpt.errors import CheckpointError as CheckpointError  # defined with the other errors, imported from here
 from nanugpt.meta import TokenMeta
 from nanugpt.params import Params, params_from_checkpoint
-
-
-class CheckpointError(UserError):
-    """A checkpoint that is missing, corrupt, or does not fit the model."""
 
 
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
@@ -77,15 +76,28 @@ def newest_loadable(folder: Path, map_location: str | torch.device = "cpu") -> t
     return None
 
 
+def resolve(ckpt_path: Path) -> Path:
+    """``ckpt_path``, or for a missing ``last.pt`` / ``best.pt`` the sharded run's ``last`` / ``best`` folder."""
+    if not ckpt_path.exists() and ckpt_path.suffix == ".pt" and ckpt_path.with_suffix("").is_dir():
+        return ckpt_path.with_suffix("")
+    return ckpt_path
+
+
 def load_trained_model(ckpt_path: Path, device: torch.device) -> tuple[torch.nn.Module, Params, dict[str, Any]]:
-    """Rebuild the model of a checkpoint with its weights; return it with the params it was trained with."""
-    state = load_checkpoint(ckpt_path, device)
+    """Rebuild the model of a checkpoint (a ``.pt`` file or a sharded folder, see ``resolve``) with its weights;
+    return it with the params it was trained with and the checkpoint's state (a folder's: without the model)."""
+    ckpt_path = resolve(ckpt_path)
+    sharded = ckpt_path.is_dir()
+    state = dcp.read_run_state(ckpt_path) if sharded else load_checkpoint(ckpt_path, device)
     trained = params_from_checkpoint(state["params"])
     options = trained.model
     if getattr(options, "pretrained", None):  # the weights are in the checkpoint: don't read the start folder again
         options = options.model_copy(update={"pretrained": None})
     model = options.build(state["vocab_size"]).to(device)
-    model.load_state_dict(state["model"])
+    if sharded:
+        dcp.load_model(ckpt_path, model)
+    else:
+        model.load_state_dict(state["model"])
     model.eval()
     return model, trained, state
 

@@ -1,7 +1,10 @@
 """When a run saves its state, and where a run resumes from.
 
-The state itself is the sum of the run's parts (``Trainer.state_dict``); the
-files are written by ``nanugpt.checkpoint``. Only rank 0 writes.
+The state itself is the sum of the run's parts (``Trainer.state_dict``). Under
+``training.strategy: ddp`` rank 0 writes ``.pt`` files (``nanugpt.checkpoint``);
+under ``fsdp`` every rank writes its shards into step folders (``nanugpt.dcp``).
+Resuming takes the newest checkpoint of either form, so a run changes strategy
+or number of ranks and continues.
 
 Time-based checkpoints (``training.checkpoint_every_min``) are decided on every
 rank alike: each rank reads its own clock (``time_due``), and the loop ORs the
@@ -12,6 +15,7 @@ at no extra collective or host sync.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +23,7 @@ from typing import Any
 
 import torch
 
-from nanugpt import checkpoint
+from nanugpt import checkpoint, dcp
 from nanugpt.distributed import DistInfo
 from nanugpt.params import Params
 
@@ -54,13 +58,23 @@ class Checkpointer:
         params: Params,
         info: DistInfo,
         log: Callable[[str], None],
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.folder, self.params, self.info, self.log, self.clock = folder, params, info, log, clock
+        self.model, self.optimizer = model, optimizer
         self.every, self.keep_last = params.training.checkpoint_every, params.training.keep_last
         self.every_s = params.training.checkpoint_every_min * 60
         self.digest = params.digest(RESUME_KEYS)
         self.last_save = clock()
+        self.sharded = params.training.strategy == "fsdp"  # step folders (DCP) rather than .pt files
+
+    def model_optimizer_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The model's and the optimizer's states in the form this run saves them."""
+        if self.sharded:
+            return dcp.model_optimizer_state(self.model, self.optimizer)
+        return self.model.state_dict(), self.optimizer.state_dict()
 
     def time_due(self) -> bool:
         """True when this rank's clock says ``training.checkpoint_every_min`` have passed since the last save;
@@ -72,35 +86,75 @@ class Checkpointer:
         return final or stopping or time_due or (self.every > 0 and step % self.every == 0)
 
     def save(self, step: int, state: dict[str, Any]) -> None:
-        """Write the state of ``step`` and point ``last.pt`` at it; the minutes to the next timed save start now."""
-        if self.info.is_main:
+        """Write the state of ``step`` and point ``last.pt`` (``last``) at it; the minutes to the next timed save
+        start now."""
+        if self.sharded:
+            dcp.save_step(self.folder, step, state, self.keep_last)
+        elif self.info.is_main:
             checkpoint.save_checkpoint(self.folder, step, state, self.keep_last)
+        self.drop_other_form("last")
         self.last_save = self.clock()
 
     def save_best(self, state: dict[str, Any]) -> None:
-        """Write ``best.pt``."""
-        if self.info.is_main:
+        """Write ``best.pt`` (``best/``)."""
+        if self.sharded:
+            dcp.save_folder(self.folder / "best", state)
+        elif self.info.is_main:
             checkpoint.save_best(self.folder, state)
+        self.drop_other_form("best")
+
+    def drop_other_form(self, name: str) -> None:
+        """Remove ``<name>.pt`` after a sharded save, the ``<name>`` folder or link after a ``.pt`` one: where a
+        run changed strategy, ``last`` / ``best`` then name only the newest checkpoint, for every stage."""
+        if not self.info.is_main:
+            return
+        if self.sharded:
+            (self.folder / f"{name}.pt").unlink(missing_ok=True)
+        elif (self.folder / name).is_symlink():
+            (self.folder / name).unlink()
+        elif (self.folder / name).is_dir():
+            shutil.rmtree(self.folder / name)
 
     def resume_state(self) -> dict[str, Any] | None:
         """The checkpoint ``training.resume`` names, if it can be continued: ``auto`` takes the newest loadable
-        one trained with the same params (repointing a corrupt ``last.pt`` at it), ``never`` none."""
+        one, ``.pt`` file or step folder, trained with the same params (repointing a corrupt ``last.pt`` or a
+        ``last`` at a damaged folder at it), ``never`` none. A step folder's state holds its run state and
+        ``sharded_folder``, its path: ``load_model_optimizer`` reads the shards."""
         setting, device = self.params.training.resume, self.info.device
         if setting == "never":
             return None
         if setting != "auto":
+            if Path(setting).is_dir():
+                return {**dcp.read_run_state(Path(setting)), "sharded_folder": Path(setting)}
             return checkpoint.load_checkpoint(Path(setting), device)
-        found = checkpoint.newest_loadable(self.folder, device)
-        if found is None:
+        whole = checkpoint.newest_loadable(self.folder, device)
+        sharded = dcp.newest_complete(self.folder)
+        if whole is None and sharded is None:
             return None
-        path, state = found
+        take_sharded = whole is None or (
+            sharded is not None and (sharded[1]["step"], self.sharded) > (whole[1]["step"], not self.sharded)
+        )
+        path, state = sharded if take_sharded else whole  # type: ignore[misc]
         if state.get("params_digest") != self.digest:
             self.log(f"not resuming from {path}: it was trained with different params; starting from step 0")
             return None
+        if take_sharded:
+            last = self.folder / "last"
+            if self.info.is_main and not (last.is_dir() and last.resolve() == path.resolve()):
+                dcp.point_last_at(self.folder, path)
+                self.log(f"last now points at {path.name}, the newest checkpoint folder that loads")
+            return {**state, "sharded_folder": path}
         if path.name != "last.pt" and self.info.is_main:
             checkpoint.point_last_at(self.folder, path)
             self.log(f"last.pt now points at {path.name}, the newest checkpoint that loads")
         return state
+
+    def load_model_optimizer(self, state: dict[str, Any]) -> None:
+        """Load the model and optimizer of ``resume_state()``'s state, resharded to this run's ranks."""
+        if "sharded_folder" in state:
+            dcp.load_into(state["sharded_folder"], self.model, self.optimizer)
+        else:
+            dcp.load_whole_into(self.model, self.optimizer, state["model"], state["optimizer"])
 
 
 def rng_state() -> dict[str, Any]:

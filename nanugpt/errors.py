@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class TrainingError(UserError):
     """A run that cannot start or continue as configured (batch sizes that do not divide, a diverged loss)."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, corrupt, or does not fit the model."""

@@ -27,6 +27,12 @@ matrices of each shape and the slices are all-gathered, so every rank applies
 the same update. This assumes every rank holds the same gradients (DDP
 all-reduces them), so momentum buffers agree and a rank-0 checkpoint holds
 all of the optimizer's state.
+
+Under FSDP (``training.strategy: fsdp``) parameters, gradients and momentum
+buffers are DTensors sharded on dim 0: each rank keeps its rows of the
+momentum, the updates are gathered whole (Newton-Schulz needs whole
+matrices), orthogonalised with the work split across ranks as above, and
+each rank applies its own rows of the result.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import torch
 import torch.distributed as dist
 from pydantic import Field, field_validator
 from torch import nn
+from torch.distributed.tensor import DTensor, Replicate
 
 from nanugpt.components import OptimizerOptions
 
@@ -301,7 +308,11 @@ class Muon(torch.optim.Optimizer):
             updates.append(p.grad.lerp(buf, momentum) if group["nesterov"] else buf)
             state["step"] += 1
         lr = group["lr"] * group["lr_ratio"]
-        for p, update in zip(params, orthogonalise_all(updates, group["ns_steps"])):
+        whole = [u.full_tensor() if isinstance(u, DTensor) else u for u in updates]
+        for p, update in zip(params, orthogonalise_all(whole, group["ns_steps"])):
+            if isinstance(p, DTensor):  # every rank holds the whole result: keep this rank's rows of it
+                update = DTensor.from_local(update, p.device_mesh, [Replicate()], run_check=False)
+                update = update.redistribute(p.device_mesh, p.placements)
             p.mul_(1 - lr * group["weight_decay"])
             p.add_(update, alpha=-lr * shape_scale(p.shape))
 

@@ -80,6 +80,20 @@ class TrainingParams(Section):
     peak_flops: float | None = Field(
         None, gt=0, description="device peak FLOP/s for MFU; null = GPU table, or a matmul measured on CPU"
     )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="data parallelism over processes: 'ddp' (every rank holds the whole model and optimizer) or "
+        "'fsdp' (FSDP2: parameters, gradients and optimizer state sharded per block; checkpoints are sharded "
+        "DCP folders); one process ignores the sharding",
+    )
+    reshard_after_forward: bool = Field(
+        True,
+        description="fsdp: free each block's gathered parameters after its forward and gather them again in "
+        "backward (ZeRO-3-like); false keeps them until backward (ZeRO-2-like: more memory, fewer all-gathers)",
+    )
+    activation_checkpointing: Literal["none", "full"] = Field(
+        "none", description="'full': recompute each transformer block's activations in backward instead of storing them"
+    )
 
 
 class EvalParams(Section):
@@ -346,6 +360,9 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
     if t.global_batch_size % t.device_batch_size:
         message = f"must be a multiple of training.device_batch_size ({t.device_batch_size}), got {t.global_batch_size}"
         return [("training.global_batch_size", message)]
+    if t.strategy == "fsdp" and params.general.dtype == "float16":
+        message = "fsdp does not combine with general.dtype float16 (loss scaling of sharded gradients); use bfloat16"
+        return [("training.strategy", message)]
     return []
 
 

@@ -16,7 +16,8 @@ calls decides its own timing and owns its state, as in torchtitan's trainer:
 
 A checkpoint is the sum of the parts' ``state_dict()`` (``Trainer.state_dict``).
 Outputs under ``out_dir`` (rank 0 only): ``checkpoints/`` (``last.pt``, the
-newest step files, ``best.pt``), ``plots/train.csv``, ``plots/val.csv`` and
+newest step files, ``best.pt``; under ``training.strategy: fsdp`` step folders
+every rank writes its shards into, ``last`` and ``best/``), ``plots/train.csv``, ``plots/val.csv`` and
 ``dvclive/`` (``logging.dvclive``), ``tensorboard/`` (``logging.tensorboard``),
 ``wandb/`` (``logging.wandb``), ``run_info.json``, and ``train_summary.json``.
 SIGTERM, SIGINT and SIGUSR1 save a checkpoint at the end of the current step
@@ -115,7 +116,9 @@ class Trainer:
             params.general.dtype,
             self.parts.loss_fn,
         )
-        self.checkpointer = Checkpointer(out_dir / "checkpoints", params, info, self.log)
+        self.checkpointer = Checkpointer(
+            out_dir / "checkpoints", params, info, self.log, self.parts.model, self.parts.optimizer
+        )
         self.previous = PreviousRun(out_dir)
         self.metrics: TrainMetrics
 
@@ -128,9 +131,10 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly: the sum of the parts' states."""
         parts, params = self.parts, self.params
+        model_state, optimizer_state = self.checkpointer.model_optimizer_state()
         return {
-            "model": parts.model.state_dict(),
-            "optimizer": parts.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scheduler": parts.schedule.state_dict(),
             "scaler": parts.scaler.state_dict(),
             **self.progress.state_dict(),
@@ -147,13 +151,12 @@ class Trainer:
         """Continue from a checkpoint's ``state_dict()``."""
         checkpoint.check_vocab(state, self.parts.meta, self.data_dir)
         try:
-            self.parts.model.load_state_dict(state["model"])
+            self.checkpointer.load_model_optimizer(state)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise checkpoint.CheckpointError(
                 f"{self.params.training.resume}: checkpoint does not fit this model.* shape ({first})"
             ) from None
-        self.parts.optimizer.load_state_dict(state["optimizer"])
         self.parts.scaler.load_state_dict(state["scaler"])
         load_rng_state(state["rng"])
         self.progress.load_state_dict(state)

@@ -16,6 +16,7 @@ from nanugpt.build import RunParts
 from nanugpt.data import to_device
 from nanugpt.device import autocast_context
 from nanugpt.distributed import DistInfo
+from nanugpt.fsdp import clip_grad_norm, no_sync
 from nanugpt.models.base import DecoderMixin
 
 
@@ -29,7 +30,8 @@ class StepResult:
 
 
 class TrainStep:
-    """Runs optimizer step ``step`` of a run over its global batch (DDP syncs gradients on the last micro-step)."""
+    """Runs optimizer step ``step`` of a run over its global batch (DDP and FSDP sync gradients on the last
+    micro-step)."""
 
     def __init__(
         self, parts: RunParts, model: torch.nn.Module, info: DistInfo, peak_lr: float, dtype: str, grad_clip: float
@@ -52,8 +54,9 @@ class TrainStep:
         parts = self.parts
         with autocast_context(self.info.device, self.dtype):
             if self.from_hidden:
-                weight, cap = parts.model.linear_head()
-                loss = parts.loss_fn.from_hidden(self.model(x, hidden_only=True), weight, y, cap)
+                hidden = self.model(x, hidden_only=True)
+                weight, cap = parts.model.linear_head()  # after forward: a sharded model's head is gathered then
+                loss = parts.loss_fn.from_hidden(hidden, weight, y, cap)
             else:
                 loss = parts.loss_fn(self.model(x), y)
             return loss / parts.accum if parts.accum > 1 else loss
@@ -65,12 +68,12 @@ class TrainStep:
         for micro in range(parts.accum):
             x, y = parts.train_batches.micro_batch(step, micro)
             last_micro = micro == parts.accum - 1
-            with contextlib.nullcontext() if last_micro or self.info.world_size == 1 else self.model.no_sync():
+            with contextlib.nullcontext() if last_micro or self.info.world_size == 1 else no_sync(self.model):
                 loss = self.micro_loss(to_device(x, device), to_device(y, device))
                 parts.scaler.scale(loss).backward()
             step_loss += loss.detach()
         parts.scaler.unscale_(parts.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip or math.inf)
+        grad_norm = clip_grad_norm(self.trainable, self.grad_clip or math.inf)
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()
         parts.optimizer.zero_grad(set_to_none=True)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO, tiny_params, write_params
 from time_checkpoint_worker import RecordingTrainer, StepClock
 
@@ -20,7 +21,9 @@ from pipeline import paths
 from stages import tokenize
 
 TIMED = {"max_steps": 14, "checkpoint_every": 0, "checkpoint_every_min": 0.1, "log_every": 5}  # 6 s
-ONE = DistInfo(0, 0, 1, __import__("torch").device("cpu"))
+ONE = DistInfo(0, 0, 1, torch.device("cpu"))
+_LAYER = torch.nn.Linear(2, 2)
+MODEL_OPTIMIZER = (_LAYER, torch.optim.SGD(_LAYER.parameters(), lr=0.1))  # what a Checkpointer saves states of
 
 
 class ManualClock:
@@ -36,7 +39,7 @@ class ManualClock:
 def test_due_when_the_minutes_pass_not_before(tmp_path: Path, corpus: Path) -> None:
     params = load_params(write_params(tmp_path / "p.yaml", tiny_params(corpus, training={"checkpoint_every_min": 2})))
     clock = ManualClock()
-    checkpointer = Checkpointer(tmp_path / "ckpt", params, ONE, print, clock)
+    checkpointer = Checkpointer(tmp_path / "ckpt", params, ONE, print, *MODEL_OPTIMIZER, clock=clock)
     clock.now = 119.9
     assert not checkpointer.time_due()
     assert not checkpointer.should_save(3, final=False, stopping=False, time_due=checkpointer.time_due())
@@ -54,7 +57,7 @@ def test_zero_minutes_is_off(tmp_path: Path, corpus: Path) -> None:
     params = load_params(write_params(tmp_path / "p.yaml", tiny_params(corpus)))
     assert params.training.checkpoint_every_min == 0
     clock = ManualClock()
-    checkpointer = Checkpointer(tmp_path / "ckpt", params, ONE, print, clock)
+    checkpointer = Checkpointer(tmp_path / "ckpt", params, ONE, print, *MODEL_OPTIMIZER, clock=clock)
     clock.now = 1e9
     assert not checkpointer.time_due()
 

@@ -34,7 +34,8 @@ class RecordingTrainer(Trainer):
 
     def __init__(self, *args: Any, clock: StepClock, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.checkpointer = Checkpointer(self.out_dir / "checkpoints", self.params, self.info, self.log, clock)
+        folder, parts = self.out_dir / "checkpoints", self.parts
+        self.checkpointer = Checkpointer(folder, self.params, self.info, self.log, parts.model, parts.optimizer, clock)
         self.saved: list[int] = []
 
     def save(self, step: int) -> None:

@@ -36,6 +36,10 @@ class LanguageModel(Protocol):
         """Parameter count; with ``non_embedding``, without the tables that are only looked up."""
         ...
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The repeated blocks, in order: the units FSDP shards and activation checkpointing recomputes."""
+        ...
+
 
 def padded_vocab(vocab_size: int, multiple: int) -> int:
     """``vocab_size`` rounded up to a multiple of ``multiple`` (``pad_vocab_to``)."""
@@ -81,6 +85,10 @@ class CausalLM(nn.Module):
         """Parameter count, each shared tensor once; by default without ``lookup_params``, as in FLOP estimates."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.lookup_params() if non_embedding else n
+
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The repeated blocks, in order (``LanguageModel.transformer_blocks``); none unless a family names them."""
+        return []
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM appendix B)."""

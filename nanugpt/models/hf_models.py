@@ -57,6 +57,11 @@ class HFCausalLM(CausalLM):
         )
         self.hf = hf_model
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The decoder layers of the transformers model: ``h`` (GPT-2) or ``layers`` (Llama) of its base model."""
+        base = self.hf.base_model
+        return list(getattr(base, "h", None) or getattr(base, "layers", None) or [])
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) of token ids (B, T); V is the transformers model's (padded) vocabulary."""
         self.check_length(idx.size(1))

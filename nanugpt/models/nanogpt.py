@@ -141,6 +141,10 @@ class GPT(DecoderMixin):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=self.opts.initializer_range)
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The decoder blocks, in order."""
+        return list(self.transformer.h)
+
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, hidden_only: bool = False) -> torch.Tensor:
         """Logits (B, T, padded vocab), or with ``hidden_only`` the (B, T, C) input of the head."""
         B, T = idx.shape

@@ -185,6 +185,10 @@ class ModernGPT(DecoderMixin):
                 else:  # std 0.5 / sqrt(fan_in), as modded-nanogpt
                     nn.init.normal_(module.weight, mean=0.0, std=0.5 / math.sqrt(module.in_features))
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The decoder blocks, in order."""
+        return list(self.transformer.h)
+
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, hidden_only: bool = False) -> torch.Tensor:
         """Logits (B, T, padded vocab), or with ``hidden_only`` the (B, T, C) input of the head."""
         T = idx.size(1)

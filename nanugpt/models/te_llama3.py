@@ -109,6 +109,10 @@ class TELlama3(CausalLM):
         rope = RotaryPositionEmbedding(opts.n_embd // opts.n_head, rotary_base=opts.rope_theta)
         self.register_buffer("rope_freqs", rope(max_seq_len=opts.context_length), persistent=False)  # (T_max, 1, 1, hs)
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The decoder blocks, in order."""
+        return list(self.layers)
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)
         if idx.device.type != "cuda":

@@ -98,6 +98,10 @@ class TinyTransformer(CausalLM):
         self.norm_f = make_norm(opts)
         self.head = nn.Linear(opts.n_embd, vocab_size, bias=opts.bias)
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The decoder blocks, in order."""
+        return list(self.blocks)
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)
         self.check_length(T)

@@ -195,6 +195,10 @@ class TinyLlama(DecoderMixin):
             "initializer_range": o.init_std,
         }
 
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The decoder blocks, in order."""
+        return list(self.model.layers)
+
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, hidden_only: bool = False) -> torch.Tensor:
         """Logits (B, T, padded vocab), or with ``hidden_only`` the (B, T, C) input of the head."""
         past = cache.length if cache is not None else 0

@@ -1,0 +1,177 @@
+"""FSDP2 and activation checkpointing under the real torchrun (gloo on CPU): the same losses as DDP and as one
+process, for the catalog's block models and optimizers."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import REPO, tiny_params, write_params
+
+from nanugpt.build import build_run
+from nanugpt.distributed import DistInfo
+from nanugpt.errors import TrainingError
+from nanugpt.fsdp import blocks_of, checkpoint_blocks
+from nanugpt.params import ParamsError, validate_params
+from pipeline.schema import load
+from stages import tokenize, train
+
+TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16}
+# (model, optimizer) pairs of the acceptance: nanoGPT with AdamW, the modern GPT with Muon, a Llama
+SETUPS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "nanogpt": ({"module": "nanogpt", **TINY}, {"module": "adamw_nanogpt", "lr": 3e-3}),
+    "nanogpt_modern+muon": ({"module": "nanogpt_modern", **TINY}, {"module": "muon", "lr": 0.02}),
+    "tinyllama+adamw": ({"module": "tinyllama", **TINY}, {"module": "adamw", "lr": 3e-3}),
+}
+
+
+def run_params(corpus: Path, setup: str, **training: Any) -> dict[str, Any]:
+    """Tiny params of ``setup``: 8 steps of 8 rows, 2 micro-steps per rank at 2 ranks, a val pass at the end."""
+    model, optimizer = SETUPS[setup]
+    return tiny_params(
+        corpus,
+        model=model,
+        optimizer=optimizer,
+        training={"max_steps": 8, "device_batch_size": 2, "global_batch_size": 8, "checkpoint_every": 0, **training},
+        eval={"eval_every": 0, "eval_iters": 2},
+    )
+
+
+def losses(out_dir: Path) -> list[float]:
+    """The per-step train losses a run wrote."""
+    with open(out_dir / "plots" / "train.csv") as f:
+        return [float(row["train_loss"]) for row in csv.DictReader(f)]
+
+
+def launch(tmp_path: Path, params: dict[str, Any], out: str, nproc: int) -> list[float]:
+    """Run the train stage under ``python -m pipeline.launch`` with ``nproc`` torchrun processes; its losses."""
+    params_file = write_params(tmp_path / f"{out}.yaml", {**params, "launch": {"nproc_per_node": nproc}})
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "DATA_ROOT": str(tmp_path / "data"),
+        "OUT_DIR": str(tmp_path / out),
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.launch", str(params_file)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"on {nproc} x cpu" in result.stdout
+    return losses(tmp_path / out)
+
+
+def one_process(tmp_path: Path, params: dict[str, Any], out: str) -> list[float]:
+    """Tokenize (once) and run the train stage in this process; its losses."""
+    loaded = load(write_params(tmp_path / f"{out}.yaml", params))
+    tokenize.run(loaded, data_root=tmp_path / "data")
+    train.run(loaded, data_root=tmp_path / "data", out_dir=tmp_path / out)
+    return losses(tmp_path / out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setup", SETUPS)
+def test_fsdp_matches_ddp_and_one_process(tmp_path: Path, corpus: Path, setup: str) -> None:
+    one = one_process(tmp_path, run_params(corpus, setup), "one")
+    ddp = launch(tmp_path, run_params(corpus, setup), "ddp", 2)
+    fsdp = launch(tmp_path, run_params(corpus, setup, strategy="fsdp"), "fsdp", 2)
+    assert len(one) == len(ddp) == len(fsdp) == 8
+    # the same global batches: only summation order differs (micro-batch split, all-reduce vs reduce-scatter)
+    assert ddp == pytest.approx(one, rel=1e-4)
+    assert fsdp == pytest.approx(one, rel=1e-4)
+    assert fsdp == pytest.approx(ddp, rel=1e-4)
+    assert one[-1] < one[0]  # it trains
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setup", SETUPS)
+def test_activation_checkpointing_keeps_the_losses_in_one_process(tmp_path: Path, corpus: Path, setup: str) -> None:
+    plain = one_process(tmp_path, run_params(corpus, setup), "plain")
+    recomputed = one_process(tmp_path, run_params(corpus, setup, activation_checkpointing="full"), "ac")
+    assert recomputed == pytest.approx(plain, rel=1e-6)  # the same operations, run again in backward
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy,setup", [("ddp", "nanogpt"), ("fsdp", "nanogpt_modern+muon")])
+def test_activation_checkpointing_keeps_the_losses_on_two_ranks(
+    tmp_path: Path, corpus: Path, strategy: str, setup: str
+) -> None:
+    one = one_process(tmp_path, run_params(corpus, setup), "one")
+    ac = launch(tmp_path, run_params(corpus, setup, strategy=strategy, activation_checkpointing="full"), "ac", 2)
+    assert ac == pytest.approx(one, rel=1e-4)
+
+
+def test_activation_checkpointing_recomputes_each_block() -> None:
+    params = validate_params(tiny_params("unused.txt", model={"module": "nanogpt", **TINY}), "test")
+    model = params.model.build(65)
+    calls: list[int] = []
+    for i, block in enumerate(model.transformer_blocks()):
+        block.register_forward_pre_hook(lambda *_, i=i: calls.append(i))
+    names = [name for name, _ in model.named_parameters()]
+    checkpoint_blocks(model)
+    assert [name for name, _ in model.named_parameters()] == names  # checkpoints keep their keys
+    model(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
+    assert calls == [0, 1, 1, 0]  # forward, then each block again in backward (last first)
+
+
+@pytest.mark.parametrize(
+    "module", ["nanogpt", "nanogpt_modern", "tinyllama", "tiny_transformer", "hf_gpt2", "hf_llama"]
+)
+def test_every_catalog_block_model_names_its_blocks(module: str) -> None:
+    if module.startswith("hf_"):
+        pytest.importorskip("transformers")
+    params = validate_params(tiny_params("unused.txt", model={"module": module, **TINY}), "test")
+    model = params.model.build(65)
+    blocks = blocks_of(model, "test")
+    assert len(blocks) == 2
+    assert all(isinstance(b, torch.nn.Module) for b in blocks)
+
+
+def test_a_model_without_blocks_is_refused_by_name() -> None:
+    with pytest.raises(TrainingError, match=r"training.strategy fsdp needs the model's transformer blocks.*Linear"):
+        blocks_of(torch.nn.Linear(2, 2), "training.strategy fsdp")
+
+
+def test_strategy_is_validated_at_load_time() -> None:
+    with pytest.raises(ParamsError, match=r"training.strategy: input should be 'ddp' or 'fsdp'"):
+        validate_params(tiny_params("unused.txt", training={"strategy": "zero"}), "test")
+    with pytest.raises(ParamsError, match=r"training.strategy: fsdp does not combine with general.dtype float16"):
+        validate_params(tiny_params("unused.txt", training={"strategy": "fsdp"}, general={"dtype": "float16"}), "test")
+    with pytest.raises(ParamsError, match=r"training.activation_checkpointing: input should be 'none' or 'full'"):
+        validate_params(tiny_params("unused.txt", training={"activation_checkpointing": "some"}), "test")
+
+
+def test_one_process_ignores_the_sharding(tmp_path: Path, corpus: Path) -> None:
+    params = load(write_params(tmp_path / "p.yaml", run_params(corpus, "nanogpt", strategy="fsdp")))
+    tokenize.run(params, data_root=tmp_path / "data")
+    data_dir = next((tmp_path / "data").glob("*/*"))
+    parts = build_run(params, data_dir, DistInfo(0, 0, 1, torch.device("cpu")), print)
+    assert all(type(p) is torch.nn.Parameter for p in parts.model.parameters())
+
+
+@pytest.mark.slow
+def test_fsdp_holds_a_world_size_share_of_parameters_and_optimizer_state(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    import fsdp_memory
+
+    results = fsdp_memory.main(
+        ["--world-sizes", "2,4", "--n-layer", "2", "--n-embd", "32", "--steps", "1", "--json", str(tmp_path / "m.json")]
+    )
+    for row in results["runs"]:
+        n = row["world_size"]
+        for rank in row["ranks"]["fsdp"]:
+            fsdp = rank["params_bytes"] + rank["optimizer_bytes"]
+            ddp = row["ranks"]["ddp"][0]["params_bytes"] + row["ranks"]["ddp"][0]["optimizer_bytes"]
+            assert fsdp <= ddp * (1 / n + 0.10), (n, fsdp, ddp)
+            assert rank["grads_bytes"] <= row["ranks"]["ddp"][0]["grads_bytes"] * (1 / n + 0.10)
