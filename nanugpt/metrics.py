@@ -2,7 +2,8 @@
 
 Metric names are the same for every sink (``nanugpt.sinks``):
 
-- each step: ``train/loss``, ``train/lr`` (``optimizer.lr`` x the schedule), ``train/tokens``;
+- each step: ``train/loss``, ``train/lr`` (``optimizer.lr`` x the schedule), ``train/tokens`` (a sink whose
+  ``every_step`` is false gets them at the log intervals only, those of the interval's last step);
 - at each log interval: ``train/lr_<i>_<kind>`` for every parameter group when the groups' lrs differ
   (e.g. Muon's and AdamW's), ``train/grad_norm`` (the total norm before clipping),
   ``train/weight_norm``, ``train/tokens_per_s``, ``train/mfu`` (when the peak is known),
@@ -119,7 +120,9 @@ class TrainMetrics:
         return self.losses
 
     def write(self, step: int, val_figures: Mapping[str, float] | None) -> None:
-        """Send the reduced interval ending at ``step``, and ``val_figures`` if it was evaluated, to the sinks."""
+        """Send the reduced interval ending at ``step`` to the sinks: a row per step to those that keep every
+        step (``MetricSink.every_step``), the row of ``step`` alone to the others. The row of ``step`` also has
+        the interval's figures, and ``val_figures`` if it was evaluated."""
         rows = [
             (s, {"train/loss": loss, "train/lr": lr, "train/tokens": tokens})
             for (s, tokens, lr, _), loss in zip(self.pending, self.losses)
@@ -128,7 +131,7 @@ class TrainMetrics:
         if val_figures:
             rows[-1][1].update(val_metrics(val_figures))
         for sink in self.sinks:
-            for s, metrics in rows:
+            for s, metrics in rows if sink.every_step else rows[-1:]:
                 sink.write(s, metrics)
         self.pending.clear()
         self.interval_start = step

@@ -1,14 +1,18 @@
 """Where metrics go. Every sink receives the same names (``nanugpt.metrics``'s docstring lists them) through
-one interface, ``MetricSink``: ``write(step, metrics)`` once per step that has metrics, and ``close()``.
-Adding a sink touches no loop code. The sinks:
+one interface, ``MetricSink``: ``write(step, metrics)`` and ``close()``. A sink's ``every_step`` says which
+rows it gets: every step's (the CSV files, whose row is one line), or one per log interval, at the interval's
+last step (the others: their rows cost far more, and ``bench/sink_overhead.py`` checks that with them all on,
+a step at ``log_every: 10`` is within 1% of its speed with them off). Adding a sink touches no loop code.
+The sinks:
 
-- ``CsvSink``: ``plots/train.csv`` (``step,tokens,train_loss,lr`` per step) and
+- ``CsvSink`` (every step): ``plots/train.csv`` (``step,tokens,train_loss,lr`` per step) and
   ``plots/val.csv`` (``step,tokens,val_loss,...`` per evaluation), which
   ``dvc.yaml`` draws on one plot (``logging.dvclive``);
-- ``DvcLiveSink``: DVC's own logger in ``OUT_DIR/dvclive/`` (``logging.dvclive``);
-- ``WandbSink``: Weights & Biases (``logging.wandb``), with the run's failed attempts (killed ones too);
-- ``TensorBoardSink``: event files in ``OUT_DIR/tensorboard/`` (``logging.tensorboard``);
-- ``ConsoleSink``: one line per log interval.
+- ``DvcLiveSink`` (per interval): DVC's own logger in ``OUT_DIR/dvclive/`` (``logging.dvclive``);
+- ``WandbSink`` (per interval): Weights & Biases (``logging.wandb``), with the run's failed attempts (killed
+  ones too);
+- ``TensorBoardSink`` (per interval): event files in ``OUT_DIR/tensorboard/`` (``logging.tensorboard``);
+- ``ConsoleSink`` (per interval): one line per log interval.
 
 Only rank 0 creates sinks. ``log_evaluation`` sends the evaluate stage's figures to TensorBoard and W&B.
 """
@@ -32,7 +36,11 @@ from nanugpt.params import Params
 
 
 class MetricSink(Protocol):
-    """Where metrics go: ``write`` is called once per step that has metrics, in step order."""
+    """Where metrics go: ``write`` is called once per row the sink takes, in step order."""
+
+    every_step: bool
+    """True: a row for every step (``train/loss``, ``train/lr``, ``train/tokens``; the interval's figures on its
+    last step). False: one row per log interval, that of its last step (every metric of the interval)."""
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         """Record the metrics of ``step`` (names as in this module's docstring)."""
@@ -47,6 +55,8 @@ class CsvSink:
     """An append-only CSV with a row for each step that has the metric ``trigger``; rows after a resume point
     are dropped. ``columns`` maps each CSV column after ``step`` to the metric it holds.
     """
+
+    every_step = True  # a row is one line in a file
 
     def __init__(self, path: Path, columns: Mapping[str, str], trigger: str, resume_step: int):
         self.path, self.columns, self.trigger = path, dict(columns), trigger
@@ -119,26 +129,27 @@ def format_log_line(
 class ConsoleSink:
     """``format_log_line`` for each step that ends a log interval."""
 
+    every_step = False
+
     def __init__(self, log: Callable[[str], None], max_steps: int):
         self.log, self.max_steps = log, max_steps
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
-        if "train/tokens_per_s" in metrics:
-            self.log(
-                format_log_line(
-                    step,
-                    self.max_steps,
-                    metrics["train/loss"],
-                    metrics.get("val/loss"),
-                    metrics["train/lr"],
-                    metrics["train/grad_norm"],
-                    metrics["train/tokens_per_s"],
-                    metrics.get("train/mfu"),
-                    metrics["time/elapsed_s"],
-                    metrics["time/eta_s"],
-                    metrics.get("train/mem_gb"),
-                )
+        self.log(
+            format_log_line(
+                step,
+                self.max_steps,
+                metrics["train/loss"],
+                metrics.get("val/loss"),
+                metrics["train/lr"],
+                metrics["train/grad_norm"],
+                metrics["train/tokens_per_s"],
+                metrics.get("train/mfu"),
+                metrics["time/elapsed_s"],
+                metrics["time/eta_s"],
+                metrics.get("train/mem_gb"),
             )
+        )
 
     def close(self, failed: bool = False) -> None:
         pass
@@ -146,12 +157,15 @@ class ConsoleSink:
 
 class DvcLiveSink:
     """dvclive's files in ``live_dir`` (``logging.dvclive: true``): ``params.yaml``, a ``plots/metrics/<name>.tsv``
-    series per metric (``step`` and the value), and ``metrics.json`` (the step and the latest value of each
-    metric, updated at every log interval), which ``dvc exp show`` reads, during the run too.
+    series per metric (``step`` and the value, a row per log interval), and ``metrics.json`` (the step and the
+    latest value of each metric, rewritten at every log interval), which ``dvc exp show`` reads, during the run
+    too. Every step's loss is in ``CsvSink``'s ``plots/train.csv``.
 
     On a resume the series keep their rows up to ``resume_step`` and continue from there, so a run killed
     after its last checkpoint leaves no step twice.
     """
+
+    every_step = False  # a row appends to one file per metric
 
     def __init__(self, live_dir: Path, params: dict[str, Any], resume_step: int):
         try:
@@ -168,8 +182,7 @@ class DvcLiveSink:
         self.live.step = step
         for name, value in metrics.items():
             self.live.log_metric(name, value)
-        if "train/tokens_per_s" in metrics:  # a log interval: the summary dvc exp show reads
-            self.live.make_summary()
+        self.live.make_summary()  # what dvc exp show reads
 
     def close(self, failed: bool = False) -> None:
         self.live.end()
@@ -187,11 +200,14 @@ def keep_rows_up_to(series: Path, step: int) -> None:
 
 
 class TensorBoardSink:
-    """TensorBoard event files (``logging.tensorboard: true``): one scalar series per metric name.
+    """TensorBoard event files (``logging.tensorboard: true``): one scalar series per metric name, a point per
+    log interval.
 
     On a resume, TensorBoard is told to drop the events past ``resume_step`` that the interrupted run
-    wrote (its ``purge_step``), so each series has one point per step.
+    wrote (its ``purge_step``), so no series has a step twice.
     """
+
+    every_step = False
 
     def __init__(self, log_dir: Path, resume_step: int):
         try:
@@ -225,7 +241,11 @@ class WandbSink:
     marked failed at once (exit code 1). One killed outright (SIGKILL, the out-of-memory killer, a lost
     node) cannot do so: the next attempt finds it still open in ``run.json``, records it, and sends a W&B
     alert (level WARN).
+
+    Metrics: a ``run.log`` per log interval, at its step.
     """
+
+    every_step = False
 
     def __init__(
         self,

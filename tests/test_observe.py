@@ -45,9 +45,10 @@ EVERY_EVAL = {"val/loss", "val/ppl", "val/best_loss"}
 
 
 class RecordingSink:
-    """Keeps what it is sent."""
+    """Keeps what it is sent: every step's rows, or one per log interval (``every_step``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, every_step: bool) -> None:
+        self.every_step = every_step
         self.rows: dict[int, dict[str, float]] = {}
         self.closed = False
 
@@ -59,21 +60,24 @@ class RecordingSink:
         self.closed, self.failed = True, failed
 
 
-def recorded_run(tmp_path: Path, corpus: Path, **sections) -> RecordingSink:
+def recorded_run(tmp_path: Path, corpus: Path, **sections) -> tuple[RecordingSink, RecordingSink]:
+    """Train ``tiny_params`` with ``sections``; what a sink of every step and a sink of log intervals got."""
     sections.setdefault("training", {})["peak_flops"] = 1e12  # so that train/mfu is there on any CPU
     params = load_params(write_params(tmp_path / "params.yaml", tiny_params(corpus, **sections)))
     tokenize.run(params, data_root=tmp_path / "data")
-    sink = RecordingSink()
-    train(params, tmp_path / "data" / "tiny" / "char", tmp_path / "out", sinks=[sink])
-    return sink
+    steps, intervals = RecordingSink(every_step=True), RecordingSink(every_step=False)
+    train(params, tmp_path / "data" / "tiny" / "char", tmp_path / "out", sinks=[steps, intervals])
+    return steps, intervals
 
 
 def test_every_metric_name_at_its_interval(tmp_path: Path, corpus: Path) -> None:
-    sink = recorded_run(tmp_path, corpus, eval={"eval_every": 10, "eval_iters": 2})
+    sink, intervals = recorded_run(tmp_path, corpus, eval={"eval_every": 10, "eval_iters": 2})
     assert sink.closed and sorted(sink.rows) == list(range(1, 21))
     for step, metrics in sink.rows.items():
         expected = EVERY_STEP | (EVERY_INTERVAL if step % 5 == 0 else set()) | (EVERY_EVAL if step % 10 == 0 else set())
         assert set(metrics) == expected, step  # AdamW's two groups share one lr: no train/lr_<group>
+    # a sink of log intervals gets the row of each interval's last step, whole, and no other
+    assert intervals.closed and intervals.rows == {step: sink.rows[step] for step in (5, 10, 15, 20)}
     last = sink.rows[20]
     assert last["train/weight_norm"] > 0 and last["train/grad_norm"] > 0 and last["train/step_time_s"] > 0
     assert 0.01 < last["train/mem_gb"] < 100  # the process's resident memory on CPU
@@ -83,7 +87,7 @@ def test_every_metric_name_at_its_interval(tmp_path: Path, corpus: Path) -> None
 
 def test_lr_per_parameter_group_where_they_differ(tmp_path: Path, corpus: Path) -> None:
     optimizer = {"module": "muon", "lr": 0.02, "adamw_lr": 3e-3, "embed_lr": 1e-2}
-    sink = recorded_run(tmp_path, corpus, optimizer=optimizer, training={"max_steps": 10})
+    sink, _ = recorded_run(tmp_path, corpus, optimizer=optimizer, training={"max_steps": 10})
     groups = {name: lr for name, lr in sink.rows[10].items() if name.startswith("train/lr_")}
     assert list(groups)[0] == "train/lr_0_muon" and len(groups) >= 3, groups
     factor = sink.rows[10]["train/lr"] / 0.02  # the schedule's factor at step 10
@@ -222,8 +226,8 @@ def tensorboard_scalars(log_dir: Path) -> dict[str, dict[int, float]]:
 
 def test_tensorboard_events_read_back_with_the_same_names(tmp_path: Path, corpus: Path) -> None:
     pytest.importorskip("tensorboard")
-    sink = recorded_run(tmp_path, corpus, logging={"tensorboard": True})
-    series = tensorboard_scalars(tmp_path / "out" / "tensorboard")
+    _, sink = recorded_run(tmp_path, corpus, logging={"tensorboard": True})
+    series = tensorboard_scalars(tmp_path / "out" / "tensorboard")  # a point per log interval
     assert set(series) == {name for metrics in sink.rows.values() for name in metrics}
     for name, points in series.items():
         sent = {step: metrics[name] for step, metrics in sink.rows.items() if name in metrics}
@@ -238,7 +242,7 @@ def test_tensorboard_resume_keeps_one_point_per_step(tmp_path: Path, corpus: Pat
     params = load_params(tmp_path / "params.yaml")
     train(params, tmp_path / "data" / "tiny" / "char", out)
     losses = tensorboard_scalars(out / "tensorboard")["train/loss"]
-    assert sorted(losses) == list(range(1, 21))
+    assert sorted(losses) == [5, 10, 15, 20]
 
 
 def wandb_records(run_file: Path) -> list[Any]:
@@ -269,10 +273,11 @@ def test_wandb_offline_has_every_metric_the_params_artifact_and_a_clean_exit(
 ) -> None:
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
-    sink = recorded_run(tmp_path, corpus, logging={"wandb": True})
+    _, sink = recorded_run(tmp_path, corpus, logging={"wandb": True})
     records = offline_run(tmp_path / "out")
-    history = [item for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item]
-    logged = {item.key or "/".join(item.nested_key) for item in history}
+    history = [r.history for r in records if r.WhichOneof("record_type") == "history"]
+    assert [h.step.num for h in history] == [5, 10, 15, 20]  # a point per log interval
+    logged = {item.key or "/".join(item.nested_key) for h in history for item in h.item}
     assert logged >= {name for metrics in sink.rows.values() for name in metrics}
     (artifact,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
     assert artifact.type == "run-files" and {e.path for e in artifact.manifest.contents} == {
@@ -463,7 +468,7 @@ def test_a_wandb_attempt_killed_by_sigkill_is_recorded_as_failed_by_the_next(
     assert alert.level == "WARN" and alert.text == failure
     assert failure in again.err
     history = [r.history for r in resumed if r.WhichOneof("record_type") == "history"]
-    assert [h.step.num for h in history] == list(range(11, 21))  # the run goes on from its checkpoint
+    assert [h.step.num for h in history] == [15, 20]  # the run goes on from its checkpoint, a point per interval
     state = json.loads((out / "wandb" / "run.json").read_text())
     assert state["failed_attempts"] == 1 and state["open"] is None
 
@@ -506,7 +511,7 @@ def dvclive_steps(series: Path) -> list[int]:
 
 
 def test_dvclive_files_and_a_resume_without_a_step_twice(tmp_path: Path, corpus: Path) -> None:
-    sink = recorded_run(tmp_path, corpus)  # logging.dvclive is on by default
+    sink, _ = recorded_run(tmp_path, corpus)  # logging.dvclive is on by default
     live = tmp_path / "out" / "dvclive"
     assert yaml.safe_load((live / "params.yaml").read_text())["training"]["max_steps"] == 20
     summary = json.loads((live / "metrics.json").read_text())
@@ -517,8 +522,10 @@ def test_dvclive_files_and_a_resume_without_a_step_twice(tmp_path: Path, corpus:
     out = tmp_path / "out"
     shutil.copy(out / "checkpoints" / "step-0000010.pt", out / "checkpoints" / "last.pt")  # killed after step 20
     train(load_params(tmp_path / "params.yaml"), tmp_path / "data" / "tiny" / "char", out)
-    assert dvclive_steps(live / "plots" / "metrics" / "train" / "loss.tsv") == list(range(1, 21))
-    assert dvclive_steps(live / "plots" / "metrics" / "train" / "grad_norm.tsv") == [5, 10, 15, 20]
+    for name in ("loss", "grad_norm"):  # a row per log interval
+        assert dvclive_steps(live / "plots" / "metrics" / "train" / f"{name}.tsv") == [5, 10, 15, 20], name
+    with open(out / "plots" / "train.csv", newline="") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == list(range(1, 21))  # the CSV keeps every step
     assert json.loads((live / "metrics.json").read_text())["step"] == 20
 
 
