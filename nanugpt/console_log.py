@@ -94,6 +94,11 @@ class TeeStream:
         return getattr(self.console, name)
 
 
+# Set by the launcher when its own console is the log file: a rank's console then reaches that file through
+# torchrun or srun (a pipe, which ``is_file`` cannot see through), and writing it directly too would double it.
+CONSOLE_IS_LOG_ENV = "NANUGPT_CONSOLE_IS_LOG"
+
+
 def is_file(stream: TextIO, path: Path) -> bool:
     """True when ``stream`` writes into the file at ``path`` (a shell redirected it there)."""
     try:
@@ -113,7 +118,9 @@ def tee_console(path: Path, rank: int | None = None) -> Iterator[None]:
     rank = env_rank() if rank is None else rank
     prefix = f"[rank {rank}] " if rank else ""
     saved = sys.stdout, sys.stderr
-    log = LogFile(path, enabled=not any(is_file(stream, path) for stream in saved))
+    told = os.environ.get(CONSOLE_IS_LOG_ENV) == str(path.resolve())
+    already = told or any(is_file(stream, path) for stream in saved)
+    log = LogFile(path, enabled=not already)
     tees = TeeStream(saved[0], log, prefix), TeeStream(saved[1], log, prefix)
     sys.stdout, sys.stderr = tees  # type: ignore[assignment]
     try:

@@ -29,13 +29,19 @@ def evaluate_split(
     model.eval()
     names = ("loss", *loss_fn.metric_names)
     sums = torch.zeros(2 * len(names), device=info.device)  # (sum, count) per name
+    rounds = -(-iters // info.world_size)
     with torch.no_grad():
-        for i in range(info.rank, iters, info.world_size):
-            x, y = batches.micro_batch(i, 0)
+        for i in range(info.rank, rounds * info.world_size, info.world_size):
+            # Every rank runs the same number of forwards (under FSDP each one gathers parameters from all ranks);
+            # a rank past the last batch runs batch 0 again and leaves it out of the sums.
+            x, y = batches.micro_batch(i if i < iters else 0, 0)
             x, y = to_device(x, info.device), to_device(y, info.device)
             with autocast_context(info.device, dtype):
                 logits = model(x)
-                sums[0] += loss_fn(logits, y).float()
+                loss = loss_fn(logits, y).float()
+            if i >= iters:
+                continue
+            sums[0] += loss
             sums[1] += 1
             for j, (total, count) in enumerate(loss_fn.metrics(logits, y).values(), start=1):
                 sums[2 * j] += total

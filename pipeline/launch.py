@@ -27,9 +27,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from nanugpt.console_log import CONSOLE_IS_LOG_ENV, is_file
 from nanugpt.errors import UserError
 from nanugpt.signals import STOP_SIGNALS
-from pipeline import submit
+from pipeline import paths, submit
 from pipeline.cli import parse_argv, run_command
 from pipeline.schema import PipelineParams, load
 
@@ -144,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_after = stop_delay(params, job)
         printable = shlex.join(command)
         env = {**os.environ, LAUNCH_COMMAND_ENV: printable}
+        log = paths.log_file("train")
+        if any(is_file(stream, log) for stream in (sys.stdout, sys.stderr)):  # e.g. Snakemake's `> log 2>&1`
+            env[CONSOLE_IS_LOG_ENV] = str(log.resolve())
         if command[0] == sys.executable and stop_after is None:
             print(f"launch: {printable} (in this process)", flush=True)
             os.execvpe(command[0], command, env)  # never returns

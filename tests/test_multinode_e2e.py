@@ -276,3 +276,23 @@ def test_a_job_at_its_time_limit_saves_and_is_requeued(two_nodes: None, tmp_path
     assert f"resumed from step {stopped_at} " in second, second
     print(f"time limit: saved at step {stopped_at} on the signal; steps lost: {max(0, last_logged - stopped_at)}")
     assert last_logged <= stopped_at
+
+
+def test_fsdp_shards_across_two_nodes_and_trains_like_one_process(two_nodes: None, tmp_path: Path) -> None:
+    """``training.strategy: fsdp`` with 4 ranks on 2 nodes: each rank holds a quarter of the model, the losses
+    are one process's, and the checkpoint is a folder of every rank's shards."""
+    ws = mn_workspace(tmp_path, "fsdp", training={"strategy": "fsdp", "checkpoint_every": 10})
+    tokenized(ws)
+    log = ws / "slurm.log"
+    job_id = submit(ws, sbatch_script(ws, log, "--time=10"))
+    try:
+        fields = wait_until_ended(job_id, 420)
+    finally:
+        cancel(job_id)
+    assert fields["JobState"] == "COMPLETED", (fields, log.read_text())
+    assert hosts(ws) == HOSTS
+    assert (ws / "out" / "checkpoints" / "last").is_dir(), sorted((ws / "out" / "checkpoints").iterdir())
+    one, four = one_process_losses(ws), train_losses(ws / "out")
+    difference = max_relative_difference(four, one)
+    print(f"fsdp, 4 ranks on 2 nodes: max relative loss difference vs 1 process: {difference:.2e}")
+    assert difference < 1e-4

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from conftest import REPO, dvc_env, tiny_params, write_params
 
-from nanugpt.console_log import LogFile, TeeStream
+from nanugpt.console_log import CONSOLE_IS_LOG_ENV, LogFile, TeeStream
 from nanugpt.errors import TrainingError, UserError
 from nanugpt.params import load_params
 from nanugpt.sinks import WandbSink, evaluation_figures, format_log_line, server_settings
@@ -208,6 +208,18 @@ def test_no_second_copy_where_the_console_already_is_the_log(tmp_path: Path) -> 
         code += f"with tee_console(Path({str(path)!r})):\n    print('one line', file=sys.stderr)"
         subprocess.run([sys.executable, "-c", code], stdout=redirected, stderr=redirected, check=True, cwd=REPO)
     assert path.read_text() == "one line\n"
+
+
+def test_no_second_copy_where_the_launcher_says_the_console_reaches_the_log(tmp_path: Path) -> None:
+    """A rank under srun writes its console into a pipe that ends in the log: the launcher says so."""
+    path = tmp_path / "logs" / "train.log"
+    path.parent.mkdir()
+    path.write_text("launcher's line\n")
+    code = "import sys; from pathlib import Path; from nanugpt.console_log import tee_console\n"
+    code += f"with tee_console(Path({str(path)!r})):\n    print('one line')"
+    env = {**os.environ, CONSOLE_IS_LOG_ENV: str(path.resolve())}
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO, env=env)
+    assert piped.stdout == "one line\n" and path.read_text() == "launcher's line\n"
 
 
 def tensorboard_scalars(log_dir: Path) -> dict[str, dict[int, float]]:
