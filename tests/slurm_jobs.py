@@ -16,23 +16,30 @@ from conftest import TINY_TEXT, copy_worktree, tiny_params, write_params
 
 SNAKEMAKE_TIMEOUT_S = 600
 COMMAND_TIMEOUT_S = 60
-# snakemake under Slurm as the tests run it: squeue for job states (no accounting here), short status intervals.
-SNAKEMAKE_SLURM = [
-    "snakemake",
-    "--workflow-profile",
-    "profiles/slurm",
-    "--executor",
-    "slurm",
-    "-j",
-    "2",
-    "--slurm-status-command",
-    "squeue",
-    "--slurm-init-seconds-before-status-checks",
-    "5",
-    "--slurm-keep-successful-logs",
-    "--latency-wait",
-    "10",
-]
+
+
+def snakemake_on_slurm(jobs: int = 2) -> list[str]:
+    """snakemake under Slurm as the tests run it: squeue for job states (no accounting here), short status
+    intervals, up to ``jobs`` Slurm jobs at once."""
+    return [
+        "snakemake",
+        "--workflow-profile",
+        "profiles/slurm",
+        "--executor",
+        "slurm",
+        "-j",
+        str(jobs),
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "5",
+        "--slurm-keep-successful-logs",
+        "--latency-wait",
+        "10",
+    ]
+
+
+SNAKEMAKE_SLURM = snakemake_on_slurm()
 
 
 def run(

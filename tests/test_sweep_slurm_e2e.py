@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import TINY_TEXT, copy_worktree, require_slurm, tiny_params, write_params
+from slurm_jobs import snakemake_on_slurm
 
 pytestmark = pytest.mark.slow
 
@@ -52,21 +53,7 @@ def test_sweep_points_train_as_concurrent_slurm_jobs(tmp_path: Path) -> None:
     watcher.start()
     try:
         result = subprocess.run(
-            [
-                "snakemake",
-                "--workflow-profile",
-                "profiles/slurm",
-                "--executor",
-                "slurm",
-                "-j",
-                "4",
-                "--slurm-init-seconds-before-status-checks",
-                "5",
-                "--latency-wait",
-                "10",
-                "--config",
-                "sweep=sweeps/cluster.yaml",
-            ],  # fmt: skip
+            [*snakemake_on_slurm(jobs=4), "--config", "sweep=sweeps/cluster.yaml"],
             cwd=ws,
             env=env,
             capture_output=True,
