@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from nanugpt import checkpoint, dcp
+from nanugpt.atomic import write_json
 from nanugpt.distributed import DistInfo
 from nanugpt.params import Params
 
@@ -44,6 +45,10 @@ RESUME_KEYS = (
     "training.global_batch_size",
     "training.grad_clip",
 )
+
+# Names the checkpoint ``last.pt`` / ``last`` is and its step, for either strategy: the one file by which
+# Snakemake knows the checkpoints folder (pipeline/stages.py), rewritten whenever ``last`` moves.
+LAST_MARKER = "last.json"
 
 
 class Checkpointer:
@@ -93,7 +98,14 @@ class Checkpointer:
         elif self.info.is_main:
             checkpoint.save_checkpoint(self.folder, step, state, self.keep_last)
         self.drop_other_form("last")
+        self.mark_last(step, self.sharded)
         self.last_save = self.clock()
+
+    def mark_last(self, step: int, sharded: bool) -> None:
+        """Write ``last.json`` (rank 0): the step of the checkpoint ``last`` names, and its form."""
+        if self.info.is_main:
+            last = "last" if sharded else "last.pt"
+            write_json(self.folder / LAST_MARKER, {"step": step, "last": last})
 
     def save_best(self, state: dict[str, Any]) -> None:
         """Write ``best.pt`` (``best/``)."""
@@ -138,16 +150,22 @@ class Checkpointer:
         if state.get("params_digest") != self.digest:
             self.log(f"not resuming from {path}: it was trained with different params; starting from step 0")
             return None
-        if take_sharded:
+        if self.info.is_main:
+            self.point_last_at(path, take_sharded)
+            # Snakemake deletes the marker before it reruns a job: a run that finds nothing left to train writes it
+            self.mark_last(state["step"], take_sharded)
+        return {**state, "sharded_folder": path} if take_sharded else state
+
+    def point_last_at(self, path: Path, sharded: bool) -> None:
+        """Point ``last`` (a folder link) or ``last.pt`` at ``path``, the checkpoint a resume takes, unless it does."""
+        if sharded:
             last = self.folder / "last"
-            if self.info.is_main and not (last.is_dir() and last.resolve() == path.resolve()):
+            if not (last.is_dir() and last.resolve() == path.resolve()):
                 dcp.point_last_at(self.folder, path)
                 self.log(f"last now points at {path.name}, the newest checkpoint folder that loads")
-            return {**state, "sharded_folder": path}
-        if path.name != "last.pt" and self.info.is_main:
+        elif path.name != "last.pt":
             checkpoint.point_last_at(self.folder, path)
             self.log(f"last.pt now points at {path.name}, the newest checkpoint that loads")
-        return state
 
     def load_model_optimizer(self, state: dict[str, Any]) -> None:
         """Load the model and optimizer of ``resume_state()``'s state, resharded to this run's ranks."""

@@ -118,7 +118,7 @@ STAGES: dict[str, Stage] = {
                 "{out_dir}/dvclive/plots/metrics/val/loss.tsv",
             ),
             dirs=frozenset({"{out_dir}/checkpoints"}),
-            persist={"{out_dir}/checkpoints": "{out_dir}/checkpoints/last.pt"},
+            persist={"{out_dir}/checkpoints": "{out_dir}/checkpoints/last.json"},
         ),
         Stage(
             name="evaluate",

@@ -130,8 +130,19 @@ def test_a_finished_run_writes_again_the_outputs_an_orchestrator_deleted(
     out = tmp_path / "out"
     kept = snapshot(out / "checkpoints")
     val_rows = (out / "plots" / "val.csv").read_text()
-    deleted = ("run_info.json", "train_summary.json", "plots/train.csv", "checkpoints/last.pt", "dvclive/metrics.json")
-    for name in (*deleted, "dvclive/plots/metrics/train/loss.tsv", "dvclive/plots/metrics/val/loss.tsv"):
+    deleted = (
+        "run_info.json",
+        "train_summary.json",
+        "plots/train.csv",
+        "checkpoints/last.json",
+        "dvclive/metrics.json",
+    )
+    for name in (
+        *deleted,
+        "checkpoints/last.pt",
+        "dvclive/plots/metrics/train/loss.tsv",
+        "dvclive/plots/metrics/val/loss.tsv",
+    ):
         (out / name).unlink()  # what Snakemake does before a forced rerun of the train rule
     summary = train.run(load_params(params_file), data_root=data, out_dir=out)
     assert summary["step"] == 20 and math.isfinite(summary["train_loss"]) and math.isfinite(summary["val_loss"])
@@ -139,7 +150,7 @@ def test_a_finished_run_writes_again_the_outputs_an_orchestrator_deleted(
     assert json.loads((out / "run_info.json").read_text())["params"]["training"]["max_steps"] == 20
     assert (out / "plots" / "train.csv").read_text().splitlines() == ["step,tokens,train_loss,lr"]
     assert (out / "plots" / "val.csv").read_text() == val_rows
-    assert snapshot(out / "checkpoints") == kept  # last.pt, a link to step 20 again
+    assert snapshot(out / "checkpoints") == kept  # last.pt a link to step 20 again, last.json back
     assert json.loads((out / "dvclive" / "metrics.json").read_text())["step"] == 20
     for series in ("train", "val"):
         rows = (out / "dvclive" / "plots" / "metrics" / series / "loss.tsv").read_text().splitlines()

@@ -279,19 +279,21 @@ def test_a_job_at_its_time_limit_saves_and_is_requeued(two_nodes: None, tmp_path
 
 
 def test_fsdp_shards_across_two_nodes_and_trains_like_one_process(two_nodes: None, tmp_path: Path) -> None:
-    """``training.strategy: fsdp`` with 4 ranks on 2 nodes: each rank holds a quarter of the model, the losses
-    are one process's, and the checkpoint is a folder of every rank's shards."""
+    """``training.strategy: fsdp`` with 4 ranks on 2 nodes under Snakemake: each rank holds a quarter of the
+    model, the losses are one process's, the checkpoint is a folder of every rank's shards, the other stages
+    read it, and a second snakemake run has nothing to do (``last.json`` marks the folder for both strategies)."""
     ws = mn_workspace(tmp_path, "fsdp", training={"strategy": "fsdp", "checkpoint_every": 10})
-    tokenized(ws)
-    log = ws / "slurm.log"
-    job_id = submit(ws, sbatch_script(ws, log, "--time=10"))
-    try:
-        fields = wait_until_ended(job_id, 420)
-    finally:
-        cancel(job_id)
-    assert fields["JobState"] == "COMPLETED", (fields, log.read_text())
+    run(SNAKEMAKE_SLURM, cwd=ws, env=job_env(), timeout=SNAKEMAKE_TIMEOUT_S)
     assert hosts(ws) == HOSTS
-    assert (ws / "out" / "checkpoints" / "last").is_dir(), sorted((ws / "out" / "checkpoints").iterdir())
+    checkpoints = ws / "out" / "checkpoints"
+    assert (checkpoints / "last").is_dir() and not (checkpoints / "last.pt").exists(), sorted(checkpoints.iterdir())
+    assert json.loads((checkpoints / "last.json").read_text()) == {"step": 20, "last": "last"}
+    assert json.loads((ws / "out" / "metrics.json").read_text())["val_loss"] > 0  # evaluate read the shards
+    assert (ws / "out" / "samples.txt").read_text() and (ws / "out" / "hf" / "config.json").is_file()
+    again = run([*SNAKEMAKE_SLURM, "-n"], cwd=ws, env=job_env())
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout + again.stderr
+
+    tokenized(ws)
     one, four = one_process_losses(ws), train_losses(ws / "out")
     difference = max_relative_difference(four, one)
     print(f"fsdp, 4 ranks on 2 nodes: max relative loss difference vs 1 process: {difference:.2e}")

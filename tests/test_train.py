@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -41,7 +42,10 @@ def test_loss_falls_and_outputs_written(tmp_path: Path, corpus: Path) -> None:
     assert summary["steady_tokens_per_s"] > 0 and summary["tokens_per_s"] > 0
     assert (tmp_path / "out" / "run_info.json").exists()
     kept = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
-    assert kept == ["best.pt", "last.pt"] + [f"step-{s:07d}.pt" for s in (20, 30, 40, 50, 60)]  # keep_last: 5
+    assert kept == ["best.pt", "last.json", "last.pt"] + [
+        f"step-{s:07d}.pt" for s in (20, 30, 40, 50, 60)
+    ]  # keep_last 5
+    assert json.loads((tmp_path / "out" / "checkpoints" / "last.json").read_text()) == {"step": 60, "last": "last.pt"}
 
 
 def test_run_within_the_warmup_has_no_steady_throughput(tmp_path: Path, corpus: Path) -> None:
