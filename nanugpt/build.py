@@ -23,7 +23,7 @@ from nanugpt.components import BatchShare
 from nanugpt.data import Batches
 from nanugpt.distributed import DistInfo
 from nanugpt.errors import TrainingError
-from nanugpt.fsdp import checkpoint_blocks, is_sharded, shard_model
+from nanugpt.fsdp import checkpoint_blocks, is_sharded, mixed_precision, shard_model
 from nanugpt.losses import Loss
 from nanugpt.memory import check_train_memory
 from nanugpt.meta import DataError, TokenMeta, read_meta
@@ -47,6 +47,7 @@ class RunParts:
     vocab_size: int
     accum: int  # micro-steps per optimizer step on each process
     tokens_per_step: int  # over all processes
+    autocast_dtype: str  # general.dtype, or float32 (no autocast) where FSDP's mixed precision casts instead
 
 
 def check_tokenized(meta: TokenMeta, params: Params, data_dir: Path) -> None:
@@ -91,8 +92,12 @@ def build_run(params: Params, data_dir: Path, info: DistInfo, log: Callable[[str
     model = params.model.build(meta.vocab_size).to(device)
     if t.activation_checkpointing == "full":
         checkpoint_blocks(model)
+    autocast_dtype = params.general.dtype
     if t.strategy == "fsdp" and info.world_size > 1:
-        model = shard_model(model, info, t.reshard_after_forward, params.general.dtype, params.general.torch_compile)
+        policy = mixed_precision(device.type, params.general.dtype)
+        model = shard_model(model, info, t.reshard_after_forward, policy, params.general.torch_compile)
+        if policy is not None:
+            autocast_dtype = "float32"
     optimizer = params.optimizer.build(model, device.type)
     for group in optimizer.param_groups:  # the schedule scales each group's own peak lr (e.g. Muon's AdamW part)
         group.setdefault("base_lr", group["lr"])
@@ -108,6 +113,7 @@ def build_run(params: Params, data_dir: Path, info: DistInfo, log: Callable[[str
         vocab_size=meta.vocab_size,
         accum=share.micro_steps,
         tokens_per_step=t.global_batch_size * context,
+        autocast_dtype=autocast_dtype,
     )
 
 

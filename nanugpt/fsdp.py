@@ -8,6 +8,7 @@ The blocks come from the model itself (``LanguageModel.transformer_blocks()``), 
   final norm, head). Parameters become DTensors sharded on dim 0 over the ranks; each block's are gathered
   for its forward and, with ``training.reshard_after_forward``, freed after it and gathered again in backward.
   Gradients are reduce-scattered, so every rank holds and updates 1/N of the optimizer state too.
+- ``mixed_precision``: on CUDA with bfloat16, FSDP casts parameters and gradients itself, in place of autocast.
 - ``no_sync``, ``clip_grad_norm``: the train step's gradient sync and norm, for a DDP or a sharded model.
 - ``local_bytes``: what tensors hold on this rank (their local shards), for memory reports.
 """
@@ -45,19 +46,30 @@ def checkpoint_blocks(model: nn.Module) -> None:
         checkpoint(block)
 
 
+def mixed_precision(device_type: str, dtype: str) -> MixedPrecisionPolicy | None:
+    """FSDP's own casting, in place of autocast, for ``general.dtype`` on ``device_type``: on CUDA with bfloat16,
+    parameters are gathered in bfloat16 for compute and gradients reduced in float32 (the float32 master copy
+    stays sharded); None elsewhere, where the train step's autocast does the casting as under DDP."""
+    if device_type == "cuda" and dtype == "bfloat16":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return None
+
+
 def shard_model(
-    model: nn.Module, info: DistInfo, reshard_after_forward: bool, dtype: str, compile_blocks: bool
+    model: nn.Module,
+    info: DistInfo,
+    reshard_after_forward: bool,
+    policy: MixedPrecisionPolicy | None,
+    compile_blocks: bool,
 ) -> nn.Module:
     """Shard ``model`` in place over the ranks of ``info`` (each block, then the root) and return it.
 
-    Build the optimizer after this: it must hold the sharded parameters. On CUDA with ``general.dtype``
-    bfloat16, blocks compute in bfloat16 and reduce gradients in float32. ``compile_blocks`` compiles
-    each block on its own (``general.torch_compile``), which FSDP's per-block hooks allow.
+    Build the optimizer after this: it must hold the sharded parameters. ``policy``: ``mixed_precision``'s.
+    ``compile_blocks`` compiles each block on its own (``general.torch_compile``), which FSDP's per-block hooks
+    allow.
     """
     mesh = init_device_mesh(info.device.type, (info.world_size,))
-    policy = MixedPrecisionPolicy()
-    if info.device.type == "cuda" and dtype == "bfloat16":
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    policy = policy or MixedPrecisionPolicy()  # the default casts nothing
     for block in blocks_of(model, "training.strategy fsdp"):
         if compile_blocks:
             block.compile()

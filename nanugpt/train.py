@@ -113,7 +113,7 @@ class Trainer:
             params.eval.eval_every,
             params.eval.eval_iters,
             info,
-            params.general.dtype,
+            self.parts.autocast_dtype,
             self.parts.loss_fn,
         )
         self.checkpointer = Checkpointer(
@@ -190,9 +190,7 @@ class Trainer:
     def loop(self, model: torch.nn.Module) -> dict[str, Any]:
         """Train from ``progress.step`` to ``training.max_steps``; return the summary."""
         t, parts, progress = self.params.training, self.parts, self.progress
-        train_step = TrainStep(
-            parts, model, self.info, self.params.optimizer.lr, self.params.general.dtype, t.grad_clip
-        )
+        train_step = TrainStep(parts, model, self.info, self.params.optimizer.lr, parts.autocast_dtype, t.grad_clip)
         metrics = self.metrics = self.start_metrics()
         bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", disable=None if self.info.is_main else True)
         stop = StopRequest()

@@ -17,7 +17,7 @@ from conftest import REPO, tiny_params, write_params
 from nanugpt.build import build_run
 from nanugpt.distributed import DistInfo
 from nanugpt.errors import TrainingError
-from nanugpt.fsdp import blocks_of, checkpoint_blocks
+from nanugpt.fsdp import blocks_of, checkpoint_blocks, mixed_precision
 from nanugpt.params import ParamsError, validate_params
 from pipeline.schema import load
 from stages import tokenize, train
@@ -82,34 +82,39 @@ def one_process(tmp_path: Path, params: dict[str, Any], out: str) -> list[float]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("setup", SETUPS)
-def test_fsdp_matches_ddp_and_one_process(tmp_path: Path, corpus: Path, setup: str) -> None:
-    one = one_process(tmp_path, run_params(corpus, setup), "one")
-    ddp = launch(tmp_path, run_params(corpus, setup), "ddp", 2)
-    fsdp = launch(tmp_path, run_params(corpus, setup, strategy="fsdp"), "fsdp", 2)
-    assert len(one) == len(ddp) == len(fsdp) == 8
-    # the same global batches: only summation order differs (micro-batch split, all-reduce vs reduce-scatter)
-    assert ddp == pytest.approx(one, rel=1e-4)
-    assert fsdp == pytest.approx(one, rel=1e-4)
-    assert fsdp == pytest.approx(ddp, rel=1e-4)
-    assert one[-1] < one[0]  # it trains
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("setup", SETUPS)
-def test_activation_checkpointing_keeps_the_losses_in_one_process(tmp_path: Path, corpus: Path, setup: str) -> None:
-    plain = one_process(tmp_path, run_params(corpus, setup), "plain")
-    recomputed = one_process(tmp_path, run_params(corpus, setup, activation_checkpointing="full"), "ac")
-    assert recomputed == pytest.approx(plain, rel=1e-6)  # the same operations, run again in backward
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy,setup", [("ddp", "nanogpt"), ("fsdp", "nanogpt_modern+muon")])
-def test_activation_checkpointing_keeps_the_losses_on_two_ranks(
-    tmp_path: Path, corpus: Path, strategy: str, setup: str
+def test_fsdp_ddp_and_one_process_agree_with_and_without_activation_checkpointing(
+    tmp_path: Path, corpus: Path, setup: str
 ) -> None:
-    one = one_process(tmp_path, run_params(corpus, setup), "one")
-    ac = launch(tmp_path, run_params(corpus, setup, strategy=strategy, activation_checkpointing="full"), "ac", 2)
-    assert ac == pytest.approx(one, rel=1e-4)
+    runs = {"one": one_process(tmp_path, run_params(corpus, setup), "one")}
+    runs["one+ac"] = one_process(tmp_path, run_params(corpus, setup, activation_checkpointing="full"), "one-ac")
+    for strategy in ("ddp", "fsdp"):
+        runs[strategy] = launch(tmp_path, run_params(corpus, setup, strategy=strategy), strategy, 2)
+        ac = run_params(corpus, setup, strategy=strategy, activation_checkpointing="full")
+        runs[f"{strategy}+ac"] = launch(tmp_path, ac, f"{strategy}-ac", 2)
+    one = runs["one"]
+    assert all(len(curve) == 8 for curve in runs.values()) and one[-1] < one[0]  # 8 steps each, and it trains
+    assert runs["one+ac"] == pytest.approx(one, rel=1e-6)  # the same operations, run again in backward
+    # the same global batches: only summation order differs (micro-batch split, all-reduce vs reduce-scatter)
+    for name in ("ddp", "ddp+ac", "fsdp", "fsdp+ac"):
+        assert runs[name] == pytest.approx(one, rel=1e-4), name
+    assert runs["fsdp"] == pytest.approx(runs["ddp"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_fsdp_with_each_block_compiled_matches_one_eager_process(tmp_path: Path, corpus: Path) -> None:
+    """``general.torch_compile`` under fsdp compiles each block before sharding (FSDP's hooks stay outside the
+    compiled graphs); compiled kernels agree with eager ones to rounding."""
+    one = one_process(tmp_path, run_params(corpus, "nanogpt"), "one")
+    params = run_params(corpus, "nanogpt", strategy="fsdp")
+    compiled = launch(tmp_path, {**params, "general": {**params["general"], "torch_compile": True}}, "compiled", 2)
+    assert compiled == pytest.approx(one, rel=1e-4)
+
+
+def test_fsdp_casts_in_place_of_autocast_only_on_cuda_with_bfloat16() -> None:
+    policy = mixed_precision("cuda", "bfloat16")
+    assert policy is not None and (policy.param_dtype, policy.reduce_dtype) == (torch.bfloat16, torch.float32)
+    for device_type, dtype in (("cuda", "float32"), ("cpu", "bfloat16"), ("cpu", "float32")):
+        assert mixed_precision(device_type, dtype) is None  # autocast (or nothing) as under ddp
 
 
 def test_activation_checkpointing_recomputes_each_block() -> None:
