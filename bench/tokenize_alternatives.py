@@ -172,7 +172,7 @@ def main() -> None:
             print(
                 f"round {round_ + 1}: "
                 + " | ".join(f"{n} {figures[n]['seconds']:.2f} s ({figures[n]['tokens']:,} tokens)" for n in CONTENDERS)
-                + f" | faster alternative / ours {figures['ratio']:.3f}",
+                + f" | ours / the faster alternative (throughput) {figures['ratio']:.3f}",
                 flush=True,
             )
     summary = {
