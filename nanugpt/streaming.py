@@ -178,7 +178,6 @@ class DocumentStream:
     ):
         self.reader, self.texts, self.buffer_size = reader, texts, buffer_size
         self.seed, self.rank, self.skip, self.where = seed, rank, skip, where
-        self.start = copy.deepcopy(reader.state_dict())  # where every epoch begins
         self._texts: Iterator[str] | None = None  # opened at the first read, from the reader's state
         self.buffer: list[str] = []
         self.epoch = 0
@@ -218,7 +217,7 @@ class DocumentStream:
         self._fill()
         if not self.buffer:  # this rank's share is read and drawn: the next epoch starts
             self.epoch, self.draws = self.epoch + 1, 0
-            self.reader.load_state_dict(copy.deepcopy(self.start))
+            self.reader.set_epoch(self.epoch)  # a reader in another epoch than its loaded state starts afresh
             self._texts = None
             self._fill()
             if not self.buffer:
@@ -243,6 +242,7 @@ class DocumentStream:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state_dict()``: the next document is the one that stream would have given."""
+        self.reader.set_epoch(state["epoch"])
         self.reader.load_state_dict(copy.deepcopy(state["reader"]))
         self._texts = None
         self.buffer = list(state["buffer"])
