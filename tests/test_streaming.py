@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from conftest import REPO, tiny_params, write_params
 
-from nanugpt.checkpoint import load_checkpoint
+from nanugpt.checkpoint import load_checkpoint, resolve
 from nanugpt.components import BatchShare
+from nanugpt.dcp import read_run_state
 from nanugpt.errors import UserError
 from nanugpt.params import Params, ParamsError, validate_params
 from nanugpt.streaming import DocumentStream
@@ -43,7 +44,7 @@ def write_corpus(folder: Path) -> list[str]:
     return docs
 
 
-def stream_tree(tmp_path: Path, data: dict[str, Any] | None = None, **training: int) -> dict[str, Any]:
+def stream_tree(tmp_path: Path, data: dict[str, Any] | None = None, **training: Any) -> dict[str, Any]:
     """Params of a tiny byte-level model on the JSON corpus, no validation split: held-out documents instead."""
     write_corpus(tmp_path / "corpus")
     tree = tiny_params(
@@ -66,7 +67,7 @@ def stream_tree(tmp_path: Path, data: dict[str, Any] | None = None, **training: 
     return tree
 
 
-def prepared(tmp_path: Path, data: dict[str, Any] | None = None, **training: int) -> tuple[Params, Path]:
+def prepared(tmp_path: Path, data: dict[str, Any] | None = None, **training: Any) -> tuple[Params, Path]:
     params = validate_params(stream_tree(tmp_path, data, **training), "test")
     tokenize.run(params, data_root=tmp_path / "data")
     return params, tmp_path / "data" / "tiny_stream" / "byte"
@@ -137,8 +138,9 @@ def train_losses(out_dir: Path) -> list[float]:
 
 
 def stream_states(out_dir: Path, name: str) -> list[dict[str, Any]]:
-    """Each rank's document stream state in checkpoint ``name``."""
-    state = load_checkpoint(out_dir / "checkpoints" / name)
+    """Each rank's document stream state in checkpoint ``name`` (a ``.pt`` file or a sharded step folder)."""
+    path = resolve(out_dir / "checkpoints" / name)
+    state = read_run_state(path) if path.is_dir() else load_checkpoint(path)
     return [rank["documents"] for rank in state["data"]["stream_by_rank"]]
 
 
@@ -232,20 +234,25 @@ def launch_two_ranks(tmp_path: Path, params_file: Path, out_dir: Path) -> str:
 
 
 @pytest.mark.slow
-def test_two_ranks_resume_exactly_under_torchrun(tmp_path: Path) -> None:
-    tree = stream_tree(tmp_path, max_steps=12, checkpoint_every=4)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_resume_exactly_under_torchrun(tmp_path: Path, strategy: str) -> None:
+    tree = stream_tree(tmp_path, max_steps=12, checkpoint_every=4, strategy=strategy)
     tree["launch"] = {"nproc_per_node": 2}
     params_file = write_params(tmp_path / "params.yaml", tree)
     tokenize.run(load(params_file), data_root=tmp_path / "data")
     launch_two_ranks(tmp_path, params_file, tmp_path / "full")
     resumed = tmp_path / "resumed"
     (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copy(tmp_path / "full" / "checkpoints" / "step-0000004.pt", resumed / "checkpoints" / "last.pt")
+    step_4 = "step-0000004" if strategy == "fsdp" else "step-0000004.pt"
+    if strategy == "fsdp":  # a step folder: its shards and run.pt (the stream positions)
+        shutil.copytree(tmp_path / "full" / "checkpoints" / step_4, resumed / "checkpoints" / step_4)
+    else:
+        shutil.copy(tmp_path / "full" / "checkpoints" / step_4, resumed / "checkpoints" / "last.pt")
     shutil.copytree(tmp_path / "full" / "plots", resumed / "plots")
     assert "resumed from step 4" in launch_two_ranks(tmp_path, params_file, resumed)
     assert train_losses(resumed) == train_losses(tmp_path / "full")  # bitwise: gloo sums in the same order
 
-    at_4 = stream_states(tmp_path / "full", "step-0000004.pt")
+    at_4 = stream_states(tmp_path / "full", step_4)
     end = stream_states(resumed, "last.pt")
     full = stream_states(tmp_path / "full", "last.pt")
     for rank in range(2):
