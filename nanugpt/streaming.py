@@ -96,13 +96,21 @@ class HFDatasetOptions(DataOptions):
                 self.name, self.config, split=split, data_files=self.data_files, streaming=self.streaming
             )
         except Exception as exc:  # datasets raises many types: missing, offline, bad split
-            fix = "; a dataset without one: set data.val_split: null to hold out data.val_documents" * (
-                key == "data.val_split"
-            )
+            fix = "; a dataset without one: set data.val_split: null to hold out data.val_documents"
+            if key != "data.val_split":
+                fix = ""
             raise UserError(
                 f"{key} {split!r}: cannot open this split of {self.name} ({type(exc).__name__}: {exc}){fix}"
             ) from None
-        return dataset if self.streaming else dataset.to_iterable_dataset()
+        if not self.streaming:
+            dataset = dataset.to_iterable_dataset()
+        if dataset.features is not None:  # known: read the text column only (parquet then decodes no other)
+            if self.text_field not in dataset.features:
+                raise UserError(
+                    f"data.text_field {self.text_field!r} is not a column of {self.name} ({sorted(dataset.features)})"
+                )
+            dataset = dataset.select_columns([self.text_field])
+        return dataset
 
     def texts(self, dataset: IterableDataset) -> Iterator[str]:
         """The ``text_field`` of each document of ``dataset``."""
@@ -151,7 +159,8 @@ class HFDatasetOptions(DataOptions):
             shortage = f"data.val_documents: the {self.val_documents} held-out documents"
             return FixedRows(iter(self.held_out()), tokenizer, context_length, share, shortage)
         documents = self.texts(self.open(self.val_split, "data.val_split"))
-        return FixedRows(documents, tokenizer, context_length, share, f"data.val_split {self.val_split!r}")
+        shortage = f"the documents of data.val_split {self.val_split!r}"
+        return FixedRows(documents, tokenizer, context_length, share, shortage)
 
 
 def digest(text: str) -> bytes:

@@ -259,3 +259,9 @@ def test_two_ranks_resume_exactly_under_torchrun(tmp_path: Path, strategy: str) 
         assert full[rank]["position"] == end[rank]["position"] > at_4[rank]["position"] > 0
         assert end[rank]["read_here"] == end[rank]["position"] - at_4[rank]["position"]
     assert full[0]["buffer"] != full[1]["buffer"]
+
+
+def test_a_missing_text_column_is_named_before_training(tmp_path: Path) -> None:
+    params = validate_params(stream_tree(tmp_path, {"text_field": "body"}), "test")
+    with pytest.raises(UserError, match=r"data.text_field 'body' is not a column of json \(\['text'\]\)"):
+        tokenize.run(params, data_root=tmp_path / "data")
