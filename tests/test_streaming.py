@@ -19,6 +19,7 @@ from nanugpt.checkpoint import load_checkpoint, resolve
 from nanugpt.components import BatchShare
 from nanugpt.dcp import read_run_state
 from nanugpt.errors import UserError
+from nanugpt.meta import read_meta
 from nanugpt.params import Params, ParamsError, validate_params
 from nanugpt.streaming import DocumentStream
 from pipeline.schema import load
@@ -74,8 +75,6 @@ def prepared(tmp_path: Path, data: dict[str, Any] | None = None, **training: Any
 
 
 def stream_of(params: Params, data_dir: Path, rank: int = 0, world_size: int = 1, seed: int = 0) -> DocumentStream:
-    from nanugpt.meta import read_meta
-
     share = BatchShare(2, 2 * world_size, rank, world_size)
     return params.data.batches(data_dir, read_meta(data_dir), "train", 16, share, seed).documents
 
@@ -164,8 +163,6 @@ def test_resume_reads_no_document_again_and_gives_the_same_losses(tmp_path: Path
 
 
 def test_validation_reads_its_documents_once(tmp_path: Path) -> None:
-    from nanugpt.meta import read_meta
-
     params, data_dir = prepared(tmp_path)
     val = params.data.batches(data_dir, read_meta(data_dir), "val", 16, BatchShare(2, 2), seed=0)
     first = [val.micro_batch(i, 0)[0] for i in range(2)]
