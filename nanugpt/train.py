@@ -54,6 +54,7 @@ from nanugpt.previous_run import PreviousRun
 from nanugpt.protocols import ReportingSchedule
 from nanugpt.signals import StopRequest
 from nanugpt.sinks import ConsoleSink, DvcLiveSink, MetricSink, TensorBoardSink, WandbSink, check_sinks, csv_sinks
+from nanugpt.streaming import batches_state, load_batches_state
 from nanugpt.train_step import TrainStep
 from nanugpt.validator import Validator
 
@@ -141,7 +142,11 @@ class Trainer:
             "train_loss": self.metrics.train_loss,
             **self.validator.state_dict(),
             "rng": rng_state(),
-            "data": {"seed": params.general.seed, "next_step": self.progress.step},
+            "data": {
+                "seed": params.general.seed,
+                "next_step": self.progress.step,
+                **batches_state(parts.train_batches, self.info),  # a stream's position, per rank
+            },
             "params": params.to_dict(),
             "params_digest": self.checkpointer.digest,
             "vocab_size": parts.vocab_size,
@@ -161,6 +166,7 @@ class Trainer:
         load_rng_state(state["rng"])
         self.progress.load_state_dict(state)
         self.validator.load_state_dict(state)
+        load_batches_state(self.parts.train_batches, state["data"], self.info)
 
     def run(self) -> dict[str, Any]:
         """Resume or start, train to ``training.max_steps``, and return the summary."""
