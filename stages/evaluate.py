@@ -1,8 +1,7 @@
 """Evaluate stage: ``OUT_DIR/checkpoints/last.pt`` -> ``OUT_DIR/metrics.json`` (val_loss, val_ppl, benchmarks).
 
     python -m stages.evaluate [params.yaml] [--section.key value ...]
-    python -m stages.evaluate params.yaml --eval.tasks '[hellaswag]'   # and HellaSwag (acc, acc_norm)
-    torchrun --standalone --nproc-per-node=4 -m stages.evaluate params.yaml   # the work shared by 4 processes
+    torchrun --standalone --nproc-per-node=2 -m stages.evaluate params.yaml   # the work shared by 2 processes
 
 Loss on ``eval.eval_iters`` fixed batches of ``training.device_batch_size``
 sequences of the val split (and the test split when ``test.bin`` exists), and
