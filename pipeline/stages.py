@@ -104,7 +104,8 @@ STAGES: dict[str, Stage] = {
                 "scheduler",
                 "loss",
                 "scaler",
-                "eval",
+                "eval.eval_every",  # not eval.tasks and the benchmark keys: only evaluate reads them
+                "eval.eval_iters",
                 "logging",
                 "launch",
             ),
