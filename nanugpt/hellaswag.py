@@ -16,9 +16,10 @@ ending a summed and a mean loss. The example counts as right
 
 lm-evaluation-harness's ``hellaswag`` task differs: it builds the context from
 ``activity_label``, ``ctx_a`` and ``ctx_b``, removes WikiHow's bracketed
-artefacts, encodes context and ending together, and normalises the
-log-likelihood by the ending's length in characters. Its figures for GPT-2
-124M are acc 0.2892 / acc_norm 0.3114; this scoring gives 0.2859 / 0.2955.
+artefacts, encodes context and ending together, and for ``acc_norm`` divides
+the log-likelihood by the ending's length in characters (its ``acc`` rule is
+ours). For GPT-2 124M (OpenAI's weights) build-nanogpt reports acc 0.2859 /
+acc_norm 0.2955 with this scoring and 0.2892 / 0.3114 from the harness.
 
 A row longer than the model's context keeps its last ``context_length + 1``
 tokens (the start of the context goes). An example with text the tokenizer
