@@ -1,8 +1,10 @@
-"""Evaluation: loss and the loss's metrics on fixed batches, during training and of a trained checkpoint."""
+"""Evaluation: loss and the loss's metrics on fixed batches, during training and of a trained checkpoint, and the
+benchmarks of ``eval.tasks`` (HellaSwag) of a trained checkpoint."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,12 @@ from nanugpt.checkpoint import check_vocab, load_trained_model
 from nanugpt.components import BatchShare
 from nanugpt.data import Batches, to_device
 from nanugpt.device import autocast_context, pick_device
-from nanugpt.distributed import DistInfo
+from nanugpt.distributed import DistInfo, barrier
+from nanugpt.hellaswag import evaluate_hellaswag, hellaswag_file
 from nanugpt.losses import Loss
 from nanugpt.meta import read_meta
 from nanugpt.params import Params
+from nanugpt.tokenizers import tokenizer_from_meta
 
 
 def evaluate_split(
@@ -53,16 +57,22 @@ def evaluate_split(
     return dict(zip(names, values))
 
 
-def evaluate_checkpoint(params: Params, ckpt_path: Path, data_dir: Path) -> dict[str, Any]:
-    """Loss, perplexity and the loss's metrics of a checkpoint on ``eval.eval_iters`` fixed batches of val and test.
+def evaluate_checkpoint(
+    params: Params, ckpt_path: Path, data_dir: Path, info: DistInfo | None = None, data_root: Path | None = None
+) -> dict[str, Any]:
+    """Loss, perplexity and the loss's metrics of a checkpoint on ``eval.eval_iters`` fixed batches of val and test,
+    and the figures of each benchmark in ``eval.tasks``; the work is shared by the ranks of ``info`` (default: one
+    process on ``general.device_type``).
 
-    Each split present in ``data_dir`` is evaluated; figures are named ``<split>_loss``, ``<split>_ppl``, ...
+    Each split present in ``data_dir`` is evaluated; figures are named ``<split>_loss``, ``<split>_ppl``, ...;
+    a benchmark's ``<task>_<figure>`` (``hellaswag_acc``, ...). A benchmark file is downloaded into ``data_root``
+    (default: the folder that holds ``data_dir``'s ``<dataset>/<tokenizer>``, i.e. DATA_ROOT).
     """
-    device = pick_device(params.general.device_type)
-    model, trained, state = load_trained_model(ckpt_path, device)
+    info = info or DistInfo(0, 0, 1, pick_device(params.general.device_type))
+    data_root = data_root or data_dir.parent.parent
+    model, trained, state = load_trained_model(ckpt_path, info.device)
     meta = read_meta(data_dir)
     check_vocab(state, meta, data_dir)
-    info = DistInfo(0, 0, 1, device)
     loss_fn = trained.loss.build()
     rows = params.training.device_batch_size
     metrics: dict[str, Any] = {"step": state["step"], "tokens_seen": state["tokens_seen"]}
@@ -78,4 +88,21 @@ def evaluate_checkpoint(params: Params, ckpt_path: Path, data_dir: Path) -> dict
         metrics[f"{split}_loss"] = figures.pop("loss")
         metrics[f"{split}_ppl"] = math.exp(metrics[f"{split}_loss"])
         metrics.update({f"{split}_{name}": value for name, value in figures.items()})
+    if "hellaswag" in params.eval.tasks:
+        encode = tokenizer_from_meta(meta).encode
+        path = shared_file(
+            info, lambda: hellaswag_file(params.eval.hellaswag_path, params.eval.hellaswag_sha256, data_root)
+        )
+        figures = evaluate_hellaswag(
+            model, encode, trained.model.context_length, rows, info, params.general.dtype, path
+        )
+        metrics.update({f"hellaswag_{name}": value for name, value in figures.items()})
     return metrics
+
+
+def shared_file(info: DistInfo, find: Callable[[], Path]) -> Path:
+    """The path ``find`` returns, rank 0 calling it first (a download happens once), the other ranks after it."""
+    if info.is_main:
+        find()
+    barrier(info)
+    return find()

@@ -96,9 +96,29 @@ class TrainingParams(Section):
     )
 
 
+# sha256 of the official HellaSwag validation file (rowanz/hellaswag data/hellaswag_val.jsonl, unchanged since 2019),
+# as Hugging Face datasets pinned it in datasets/hellaswag/dataset_infos.json (12,246,618 bytes)
+HELLASWAG_VAL_SHA256 = "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588"
+
+
 class EvalParams(Section):
     eval_every: int = Field(250, ge=0, description="steps between val evaluations during training; 0 = only at end")
     eval_iters: int = Field(20, gt=0, description="fixed val batches per evaluation")
+    tasks: list[Literal["hellaswag"]] = Field(
+        default_factory=list, description="benchmarks the evaluate stage scores besides the loss: hellaswag"
+    )
+    hellaswag_path: str | None = Field(
+        None,
+        min_length=1,
+        description="local HellaSwag JSONL (ctx, endings, label); null = download hellaswag_val.jsonl once into "
+        "DATA_ROOT/hellaswag/raw/",
+    )
+    hellaswag_sha256: str | None = Field(
+        HELLASWAG_VAL_SHA256,
+        pattern="^[0-9a-f]{64}$",
+        description="expected sha256 of the HellaSwag file (default: the official validation file's); "
+        "null = not checked",
+    )
 
 
 CHECKPOINT_DEFAULT = "last"

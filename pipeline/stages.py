@@ -104,7 +104,8 @@ STAGES: dict[str, Stage] = {
                 "scheduler",
                 "loss",
                 "scaler",
-                "eval",
+                "eval.eval_every",  # not eval.tasks and the benchmark keys: only evaluate reads them
+                "eval.eval_iters",
                 "logging",
                 "launch",
             ),
@@ -138,6 +139,8 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/models",
                 "nanugpt/ops",
                 "nanugpt/losses.py",
+                "nanugpt/hellaswag.py",
+                "nanugpt/tokenizers",
             ),
             params=(
                 "general.seed",
@@ -147,6 +150,9 @@ STAGES: dict[str, Stage] = {
                 "tokenizer.module",
                 "training.device_batch_size",
                 "eval.eval_iters",
+                "eval.tasks",
+                "eval.hellaswag_path",
+                "eval.hellaswag_sha256",
                 "general.project_name",
                 "general.run_name",
                 "logging.tensorboard",

@@ -1,15 +1,23 @@
-"""Evaluate stage: ``OUT_DIR/checkpoints/last.pt`` -> ``OUT_DIR/metrics.json`` (val_loss, val_ppl).
+"""Evaluate stage: ``OUT_DIR/checkpoints/last.pt`` -> ``OUT_DIR/metrics.json`` (val_loss, val_ppl, benchmarks).
 
     python -m stages.evaluate [params.yaml] [--section.key value ...]
+    torchrun --standalone --nproc-per-node=2 -m stages.evaluate params.yaml   # the work shared by 2 processes
 
 Loss on ``eval.eval_iters`` fixed batches of ``training.device_batch_size``
-sequences of the val split (and the test split when ``test.bin`` exists).
+sequences of the val split (and the test split when ``test.bin`` exists), and
+each benchmark of ``eval.tasks``: ``hellaswag`` scores the official validation
+file (downloaded once into ``DATA_ROOT/hellaswag/raw/`` and checked against
+``eval.hellaswag_sha256``, or read from ``eval.hellaswag_path``) and reports
+``hellaswag_acc``, ``hellaswag_acc_norm``, ``hellaswag_examples`` and
+``hellaswag_skipped`` (see ``nanugpt.hellaswag``). Under torchrun each rank
+takes a share and rank 0 writes.
 ``dvc metrics show`` and ``dvc exp show`` list these numbers; with
 ``logging.tensorboard`` / ``logging.wandb`` they also go to TensorBoard and to
 the training's W&B run as ``eval/<name>``. Reads: general.seed,
 general.device_type, general.dtype, general.project_name, general.run_name,
-training.device_batch_size, eval.eval_iters, data.dataset, tokenizer.module,
-logging.wandb, logging.tensorboard.
+training.device_batch_size, eval.eval_iters, eval.tasks, eval.hellaswag_path,
+eval.hellaswag_sha256, data.dataset, tokenizer.module, logging.wandb,
+logging.tensorboard.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 
 from nanugpt.atomic import write_json
 from nanugpt.console_log import tee_console
+from nanugpt.distributed import process_group
 from nanugpt.evaluate import evaluate_checkpoint
 from nanugpt.params import Params
 from nanugpt.sinks import check_sinks, log_evaluation
@@ -31,7 +40,16 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
     """Evaluate the last checkpoint and write ``metrics.json``; return the metrics."""
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
     check_sinks(params)
-    metrics = evaluate_checkpoint(params, paths.last_checkpoint(out), paths.tokenized_dir(params, data_root))
+    with process_group(params.general.device_type) as info:  # one process, or each rank of torchrun
+        metrics = evaluate_checkpoint(
+            params,
+            paths.last_checkpoint(out),
+            paths.tokenized_dir(params, data_root),
+            info,
+            data_root or paths.data_root(),
+        )
+        if not info.is_main:
+            return metrics
     write_json(paths.metrics_file(out), metrics)
     log_evaluation(params, out, metrics)
     print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))

@@ -61,6 +61,11 @@ SWEEP = (("sweeps/lr_width.yaml", "sweeps/readme.yaml"),)
 WAIT_FOR_QUEUE = "while dvc queue status | grep -qE 'Queued|Running'; do sleep 5; done"
 SLURM_QUICK = "--slurm-init-seconds-before-status-checks 5 --latency-wait 10"
 TINY_SWEEP = "printf 'base: ../params.yaml\\ngrid:\\n  optimizer.lr: [0.001, 0.002]\\n' > sweeps/readme.yaml"
+# A HellaSwag file of one example in the tiny corpus's characters stands in for the official one (a download)
+TINY_HELLASWAG = (
+    """printf '%s\\n' '{"ctx": "ROMEO:", "endings": ["But soft", "All:", "Speak", "hear"], "label": 0}' """
+    "> hellaswag.jsonl"
+)
 
 RULES = (
     # Quick start and set-up. `.venv` in the workspace is this test's venv (see venv_shim), already installed.
@@ -137,6 +142,25 @@ RULES = (
         expect="done:",
     ),
     Rule(r"srun torchrun --nnodes=\$SLURM_NNODES .*", skip="needs a Slurm allocation of several nodes (CI has one)"),
+    # Benchmarks
+    Rule(
+        r"python -m stages\.evaluate params\.yaml --eval\.tasks '\[hellaswag\]'",
+        rewrite=(
+            ("'[hellaswag]'", "'[hellaswag]' --eval.hellaswag_path hellaswag.jsonl --eval.hellaswag_sha256 null"),
+        ),
+        setup=TINY_HELLASWAG,
+        expect="hellaswag_acc",
+    ),
+    Rule(
+        r"dvc exp run -S 'eval\.tasks=\[hellaswag\]'",
+        rewrite=(("]'", "]' -S eval.hellaswag_path=hellaswag.jsonl -S eval.hellaswag_sha256=null"),),
+        setup=TINY_HELLASWAG,
+        after="git checkout -- params.yaml",
+        expect="Ran experiment",
+    ),
+    Rule(r"pip install -e '\.\[eval\]'", skip="needs the network (lm-eval from PyPI; make setup installs it)"),
+    Rule(r"lm_eval --model hf .* --tasks hellaswag .*", skip="needs the network (the task's dataset from the hub)"),
+    Rule(r"torchrun --standalone --nproc-per-node=2 -m stages\.evaluate params\.yaml", expect="val_loss"),
     # Development
     Rule(r"python bench/train_throughput\.py --pairs \d+", rewrite=(("--pairs 10", "--pairs 1 --steps 5"),)),
 )
