@@ -23,14 +23,23 @@ from nanugpt.tokenizers import tokenizer_from_meta
 
 
 def evaluate_split(
-    model: torch.nn.Module, batches: Batches, iters: int, info: DistInfo, dtype: str, loss_fn: Loss
+    model: torch.nn.Module,
+    batches: Batches,
+    iters: int,
+    info: DistInfo,
+    dtype: str,
+    loss_fn: Loss,
+    plain: torch.nn.Module | None = None,
 ) -> dict[str, float]:
     """Mean loss and the loss's metrics over ``iters`` fixed batches (the same on every call), split across ranks.
 
     Batch ``i`` is ``batches.micro_batch(i, 0)``: evaluation batches are addressed like training steps.
+    ``plain``: ``model`` unwrapped, when it is compiled or DDP-wrapped. A loss without metrics is taken as in
+    training (``Loss.of_model``: a decoder's from its hidden states, the cost of the logits' passes saved).
     """
     was_training = model.training
     model.eval()
+    plain = plain or model
     names = ("loss", *loss_fn.metric_names)
     sums = torch.zeros(2 * len(names), device=info.device)  # (sum, count) per name
     rounds = -(-iters // info.world_size)
@@ -41,15 +50,19 @@ def evaluate_split(
             x, y = batches.micro_batch(i if i < iters else 0, 0)
             x, y = to_device(x, info.device), to_device(y, info.device)
             with autocast_context(info.device, dtype):
-                logits = model(x)
-                loss = loss_fn(logits, y).float()
+                if loss_fn.metric_names:
+                    logits = model(x)
+                    loss = loss_fn(logits, y).float()
+                else:
+                    loss = loss_fn.of_model(model, plain, x, y).float()
             if i >= iters:
                 continue
             sums[0] += loss
             sums[1] += 1
-            for j, (total, count) in enumerate(loss_fn.metrics(logits, y).values(), start=1):
-                sums[2 * j] += total
-                sums[2 * j + 1] += count
+            if loss_fn.metric_names:
+                for j, (total, count) in enumerate(loss_fn.metrics(logits, y).values(), start=1):
+                    sums[2 * j] += total
+                    sums[2 * j + 1] += count
     if info.world_size > 1:
         torch.distributed.all_reduce(sums)
     model.train(was_training)

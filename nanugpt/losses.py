@@ -17,6 +17,7 @@ import torch
 from pydantic import Field
 
 from nanugpt.components import LossOptions
+from nanugpt.models.base import DecoderMixin
 from nanugpt.ops.cross_entropy import DEFAULT_SIZES, KernelSizes, cross_entropy, linear_cross_entropy
 
 
@@ -45,6 +46,18 @@ class Loss:
         when they would be large (``linear_cross_entropy``)."""
         hidden, targets = self.positions(hidden, targets)
         return linear_cross_entropy(hidden, weight, targets, self.ignore_index, cap, self.sizes)
+
+    def of_model(
+        self, model: torch.nn.Module, plain: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of ``model`` (``plain`` unwrapped: not compiled, DDP-wrapped) on inputs ``x``, targets ``y``: for
+        a decoder from its hidden states and linear head (``from_hidden``: large logits never fill memory), else
+        from its logits."""
+        if not isinstance(plain, DecoderMixin):
+            return self(model(x), y)
+        hidden = model(x, hidden_only=True)
+        weight, cap = plain.linear_head()  # after forward: a sharded model's head is gathered then
+        return self.from_hidden(hidden, weight, y, cap)
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{name: (sum, count)}`` of each metric in ``metric_names`` on one batch."""

@@ -303,7 +303,7 @@ class Trainer:
         """Evaluate (outside the training time) and save ``best.pt`` at a new best val loss; the figures and
         the best loss so far."""
         with self.metrics.clock.paused():
-            figures, improved = self.validator.validate(model, step)
+            figures, improved = self.validator.validate(model, step, self.parts.model)
             if improved:
                 self.checkpointer.save_best(self.state_dict())
         assert self.validator.best_loss is not None, "validate() has just set it"

@@ -17,7 +17,6 @@ from nanugpt.data import to_device
 from nanugpt.device import autocast_context
 from nanugpt.distributed import DistInfo
 from nanugpt.fsdp import clip_grad_norm, no_sync
-from nanugpt.models.base import DecoderMixin
 
 
 @dataclass(frozen=True)
@@ -39,8 +38,6 @@ class TrainStep:
         self.parts, self.model, self.info = parts, model, info
         self.peak_lr, self.dtype, self.grad_clip = peak_lr, dtype, grad_clip
         self.trainable = [p for p in parts.model.parameters() if p.requires_grad]
-        # decoders give hidden states and the loss applies the head, so large logits never fill memory
-        self.from_hidden = isinstance(parts.model, DecoderMixin)
 
     def set_lr(self, step: int) -> float:
         """Set every parameter group's lr to its peak (``base_lr``) x the schedule's factor; return optimizer.lr's."""
@@ -53,12 +50,7 @@ class TrainStep:
         """The loss of one micro-batch, scaled for accumulation."""
         parts = self.parts
         with autocast_context(self.info.device, self.dtype):
-            if self.from_hidden:
-                hidden = self.model(x, hidden_only=True)
-                weight, cap = parts.model.linear_head()  # after forward: a sharded model's head is gathered then
-                loss = parts.loss_fn.from_hidden(hidden, weight, y, cap)
-            else:
-                loss = parts.loss_fn(self.model(x), y)
+            loss = parts.loss_fn.of_model(self.model, parts.model, x, y)
             return loss / parts.accum if parts.accum > 1 else loss
 
     def __call__(self, step: int) -> StepResult:

@@ -31,10 +31,13 @@ class Validator:
         """True at the steps this run evaluates: every ``every`` steps and the last, when there is a val split."""
         return self.batches is not None and (final or (self.every > 0 and step % self.every == 0))
 
-    def validate(self, model: torch.nn.Module, step: int) -> tuple[dict[str, float], bool]:
-        """The loss and the loss's metrics of ``model`` at ``step``, and whether the loss is the best so far."""
+    def validate(
+        self, model: torch.nn.Module, step: int, plain: torch.nn.Module | None = None
+    ) -> tuple[dict[str, float], bool]:
+        """The loss and the loss's metrics of ``model`` (``plain``: unwrapped) at ``step``, and whether the loss is
+        the best so far."""
         assert self.batches is not None, "validate() runs only where should_validate() said so"
-        figures = evaluate_split(model, self.batches, self.iters, self.info, self.dtype, self.loss_fn)
+        figures = evaluate_split(model, self.batches, self.iters, self.info, self.dtype, self.loss_fn, plain)
         loss = figures["loss"]
         if not math.isfinite(loss):
             raise TrainingError(f"val loss is {loss} at step {step}: the run diverged; lower optimizer.lr")
