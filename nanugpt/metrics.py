@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from nanugpt.distributed import DistInfo, all_reduce_mean
-from nanugpt.sinks import MetricSink
+from nanugpt.sinks import MetricSink, ThreadedSink
 
 # Steps of each process left out of ``steady_tokens_per_s``: the first ones pay for torch.compile,
 # the allocator's first requests and the optimizer state's creation.
@@ -174,10 +174,19 @@ class TrainMetrics:
             ),
         }
 
-    def close(self, failed: bool = False) -> None:
-        """Close every sink (``failed``: the run ends by an exception or a signal)."""
+    def flush(self) -> None:
+        """Wait until every sink has written the rows sent so far: before a checkpoint, so that a run resumed
+        from it finds every row up to its step in the sinks' files."""
         for sink in self.sinks:
-            sink.close(failed)
+            if isinstance(sink, ThreadedSink):
+                sink.flush()
+
+    def close(self, failed: bool = False) -> None:
+        """Close every sink (``failed``: the run ends by an exception or a signal), outside the training time:
+        a sink's closing (W&B's ``finish``, which uploads when online) is not training."""
+        with self.clock.paused():
+            for sink in self.sinks:
+                sink.close(failed)
 
 
 def val_metrics(figures: Mapping[str, float]) -> dict[str, float]:

@@ -53,7 +53,16 @@ from nanugpt.params import Params
 from nanugpt.previous_run import PreviousRun
 from nanugpt.protocols import ReportingSchedule
 from nanugpt.signals import StopRequest
-from nanugpt.sinks import ConsoleSink, DvcLiveSink, MetricSink, TensorBoardSink, WandbSink, check_sinks, csv_sinks
+from nanugpt.sinks import (
+    ConsoleSink,
+    DvcLiveSink,
+    MetricSink,
+    TensorBoardSink,
+    ThreadedSink,
+    WandbSink,
+    check_sinks,
+    csv_sinks,
+)
 from nanugpt.streaming import batches_state, load_batches_state
 from nanugpt.train_step import TrainStep
 from nanugpt.validator import Validator
@@ -242,7 +251,7 @@ class Trainer:
             )
             if params.logging.dvclive:
                 sinks += csv_sinks(self.out_dir / "plots", parts.loss_fn.metric_names, self.progress.step)
-                sinks.append(DvcLiveSink(self.out_dir / "dvclive", params.to_dict(), self.progress.step))
+                sinks.append(ThreadedSink(DvcLiveSink(self.out_dir / "dvclive", params.to_dict(), self.progress.step)))
             if params.logging.tensorboard:
                 sinks.append(TensorBoardSink(self.out_dir / "tensorboard", self.progress.step))
             if params.logging.wandb:
@@ -312,6 +321,7 @@ class Trainer:
     def save(self, step: int) -> None:
         """Save the state of ``step`` (outside the training time); the earlier run's outputs are then replaced."""
         with self.metrics.clock.paused():
+            self.metrics.flush()  # the sinks' files have every row up to the checkpoint's step
             self.checkpointer.save(step, self.state_dict())
         if self.info.is_main:
             self.previous.discard()

@@ -14,19 +14,23 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from conftest import REPO, dvc_env, tiny_params, write_params
 
 from nanugpt.console_log import CONSOLE_IS_LOG_ENV, LogFile, TeeStream
+from nanugpt.distributed import DistInfo
 from nanugpt.errors import TrainingError, UserError
+from nanugpt.metrics import TrainMetrics
 from nanugpt.params import load_params
-from nanugpt.sinks import WandbSink, evaluation_figures, format_log_line, server_settings
+from nanugpt.sinks import ThreadedSink, WandbSink, evaluation_figures, format_log_line, server_settings
 from nanugpt.train import train
 from stages import evaluate, tokenize
 
@@ -596,3 +600,92 @@ def test_a_queued_dvc_experiment_shows_dvclives_step_and_metrics(tmp_path: Path)
     assert live["step"] == 20 and live["train"]["loss"] > 0 and live["train"]["tokens_per_s"] > 0
     assert live["val"]["loss"] > 0 and live["val"]["best_loss"] > 0
     assert data["metrics"]["out/metrics.json"]["data"]["val_loss"] > 0  # evaluate's figures beside dvclive's
+
+
+class GatedSink(RecordingSink):
+    """A ``RecordingSink`` whose writes wait for ``gate``, then raise ``fail_at``'s error at that step."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__(every_step=False)
+        self.gate, self.fail_at = threading.Event(), fail_at
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        assert self.gate.wait(timeout=30), "the gate was never opened"
+        if step == self.fail_at:
+            raise OSError(f"disk full at step {step}")
+        super().write(step, metrics)
+
+
+def test_a_threaded_sink_hands_rows_over_without_waiting_and_keeps_their_order() -> None:
+    inner = GatedSink()
+    sink = ThreadedSink(inner)
+    assert sink.every_step is False
+    for step in (10, 20, 30):
+        sink.write(step, {"train/loss": step / 10})  # returns while the sink waits at its gate
+    assert inner.rows == {}
+    inner.gate.set()
+    sink.flush()
+    assert list(inner.rows.items()) == [(10, {"train/loss": 1.0}), (20, {"train/loss": 2.0}), (30, {"train/loss": 3.0})]
+    sink.close(failed=True)
+    assert inner.closed and inner.failed
+
+
+def test_a_threaded_sinks_error_is_raised_on_the_training_thread_once() -> None:
+    inner = GatedSink(fail_at=20)
+    inner.gate.set()
+    sink = ThreadedSink(inner)
+    sink.write(10, {"train/loss": 1.0})
+    sink.write(20, {"train/loss": 2.0})
+    with pytest.raises(OSError, match="disk full at step 20"):
+        sink.flush()
+    sink.write(30, {"train/loss": 3.0})  # dropped: the sink is broken
+    sink.close()  # the error was raised already
+    assert list(inner.rows) == [10] and inner.closed
+
+
+class SlowCloseSink(RecordingSink):
+    def close(self, failed: bool = False) -> None:
+        time.sleep(0.3)
+        super().close(failed)
+
+
+def test_closing_the_sinks_is_not_training_time() -> None:
+    model = torch.nn.Linear(2, 2)
+    metrics = TrainMetrics(
+        [SlowCloseSink(every_step=False)],
+        DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu")),
+        log_every=1,
+        max_steps=1,
+        tokens_per_step=1,
+        flops_per_token=1.0,
+        peak_flops=None,
+        start_step=0,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        model=model,
+    )
+    metrics.close()
+    summary = metrics.summary(step=0, tokens_seen=0)
+    assert summary["seconds"] - summary["train_seconds"] >= 0.3  # W&B's finish, e.g., is not training
+
+
+class SlowSink(RecordingSink):
+    """Takes 0.5 s to write a row, and notes when each row was written."""
+
+    def __init__(self) -> None:
+        super().__init__(every_step=False)
+        self.written: dict[int, float] = {}
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        time.sleep(0.5)
+        super().write(step, metrics)
+        self.written[step] = time.time()
+
+
+def test_a_checkpoint_is_saved_after_the_threaded_sinks_have_its_rows(tmp_path: Path, corpus: Path) -> None:
+    params = load_params(write_params(tmp_path / "params.yaml", tiny_params(corpus, logging={"dvclive": False})))
+    tokenize.run(params, data_root=tmp_path / "data")
+    slow = SlowSink()
+    train(params, tmp_path / "data" / "tiny" / "char", tmp_path / "out", sinks=[ThreadedSink(slow)])
+    assert list(slow.rows) == [5, 10, 15, 20] and slow.closed
+    saved = (tmp_path / "out" / "checkpoints" / "step-0000010.pt").stat().st_mtime
+    assert saved >= slow.written[10] - 0.05  # the file clock is coarse; without the wait it is 0.5 s early
