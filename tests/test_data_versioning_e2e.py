@@ -4,7 +4,8 @@ reaches ``metrics.json`` and ``dvc exp show``.
 DVC: a committed first run (with ``data.test_fraction``), one line of the corpus edited and ``dvc repro``
 (source, tokenize, train and what follows re-run), then the edit undone as a user of versioned data does it
 (``git checkout <first run> -- .`` and ``dvc checkout``): every output comes back from the DVC cache and the
-next ``dvc repro`` re-runs nothing but the source check. Snakemake: a first run, the edit (source, tokenize,
+next ``dvc repro`` re-runs nothing but the source check; the same edit made again by hand gets its token files
+from DVC's run-cache (train, a ``persist`` output, runs again). Snakemake: a first run, the edit (source, tokenize,
 train... re-run), and a run with nothing changed (nothing to do). Each run stops at evaluate (``dvc repro
 evaluate``, snakemake's target ``out/metrics.json``): generate and export add nothing to what is tested.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import TINY_TEXT, copy_worktree, dvc_env, tiny_params, write_params
-from test_dvc_e2e import make_workspace, ran_stages, run, skipped_stages
+from test_dvc_e2e import make_workspace, output, ran_stages, run, skipped_stages
 from test_snakemake_e2e import job_reasons
 
 from nanugpt.hashing import sha256_file
@@ -54,6 +55,8 @@ class DvcSession:
     after_edit: dict[str, str]
     restored: dict[str, str]
     repro_restored: subprocess.CompletedProcess[str]
+    edited_again: subprocess.CompletedProcess[str]
+    after_edit_again: dict[str, str]
     exp_show: list[dict[str, Any]]
 
 
@@ -80,7 +83,22 @@ def dvc_session(tmp_path_factory: pytest.TempPathFactory) -> DvcSession:
     run(["dvc", "checkout"], ws, env)  # token files and checkpoints from the cache
     restored = fingerprint(ws, data_dir, out_dir)
     repro_restored = run(["dvc", "repro", "evaluate"], ws, env)
-    return DvcSession(ws, first, first_metrics, edited, after_edit, restored, repro_restored, exp_show)
+
+    (ws / "corpus.txt").write_text(EDITED_TEXT, encoding="utf-8")
+    edited_again = run(["dvc", "repro", "evaluate"], ws, env)
+    after_edit_again = fingerprint(ws, data_dir, out_dir)
+    return DvcSession(
+        ws,
+        first,
+        first_metrics,
+        edited,
+        after_edit,
+        restored,
+        repro_restored,
+        edited_again,
+        after_edit_again,
+        exp_show,
+    )
 
 
 def test_dvc_editing_one_corpus_line_reruns_tokenize_train_and_what_follows(dvc_session: DvcSession) -> None:
@@ -93,6 +111,12 @@ def test_dvc_undoing_the_edit_brings_the_first_result_back_from_the_cache(dvc_se
     assert dvc_session.restored == dvc_session.first
     assert ran_stages(dvc_session.repro_restored) == ["source"]  # the check; the record equals dvc.lock's
     assert skipped_stages(dvc_session.repro_restored) == EVERY_STAGE[1:]
+
+
+def test_dvc_an_edit_made_again_gets_its_tokens_from_the_run_cache(dvc_session: DvcSession) -> None:
+    assert "Stage 'tokenize' is cached - skipping run, checking out outputs" in output(dvc_session.edited_again)
+    assert ran_stages(dvc_session.edited_again) == ["source", "train", "evaluate"]  # train: a persist output
+    assert dvc_session.after_edit_again == dvc_session.after_edit  # and it trains to the same checkpoint
 
 
 def test_test_split_figures_in_metrics_json_and_dvc_exp_show(dvc_session: DvcSession) -> None:
