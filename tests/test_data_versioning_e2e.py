@@ -80,7 +80,7 @@ def dvc_session(tmp_path_factory: pytest.TempPathFactory) -> DvcSession:
     after_edit = fingerprint(ws, data_dir, out_dir)
 
     run(["git", "checkout", "HEAD", "--", "."], ws, env)  # the corpus, dvc.lock and the uncached metrics
-    run(["dvc", "checkout"], ws, env)  # token files and checkpoints from the cache
+    run(["dvc", "checkout", "--with-deps", "evaluate"], ws, env)  # token files and checkpoints from the cache
     restored = fingerprint(ws, data_dir, out_dir)
     repro_restored = run(["dvc", "repro", "evaluate"], ws, env)
 
