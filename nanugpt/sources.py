@@ -1,4 +1,5 @@
-"""Where a corpus comes from: a URL checked against its sha256, or local text files.
+"""Where a corpus comes from: a URL checked against its sha256, local text files, or a Hugging Face dataset at
+a revision; and the record of the local files' sha256 that the source stage writes (``source_record``).
 
 Offline machines: for a URL source the fetcher first takes a local copy from
 the environment variable ``NANUGPT_<DATASET>`` (e.g. ``NANUGPT_TINYSHAKESPEARE``)
