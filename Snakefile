@@ -1,4 +1,4 @@
-# The pipeline under Snakemake: the same five stages, commands and outputs as dvc.yaml,
+# The pipeline under Snakemake: the same six stages, commands and outputs as dvc.yaml,
 # built from the table in pipeline/stages.py.
 #
 #   snakemake -j 2                                                   # locally
@@ -7,14 +7,15 @@
 #   snakemake -j 4 --config sweep=sweeps/lr_width.yaml               # every point of a sweep (pipeline/sweep.smk)
 #
 # Reruns follow the params each stage reads (Snakemake's params trigger), its code
-# (input files) and its inputs, so an optimizer.lr change re-runs train and what follows.
+# (input files) and its inputs, so an optimizer.lr change re-runs train and what follows. The source
+# rule has the local corpus files as its inputs, so editing one re-runs source, tokenize and what follows.
 import os
 import sys
 
 import yaml
 
 sys.path.insert(0, workflow.basedir)
-from pipeline.stages import STAGES, code_files, param_values, render
+from pipeline.stages import STAGES, code_files, corpus_inputs, param_values, render
 from pipeline.schema import LaunchParams
 
 PARAMS_FILE = config.get("params", "params.yaml")
@@ -93,8 +94,23 @@ rule all:
         else [str(path) for stage in ("evaluate", "generate", "export") for path in outputs(stage)],
 
 
+rule source:
+    input:
+        corpus_inputs(PARAMS_FILE),
+        code_files(STAGES["source"]),
+    output:
+        outputs("source"),
+    params:
+        values=param_values(STAGES["source"], PARAMS),
+    log:
+        f"{OUT_DIR}/logs/source.log",
+    shell:
+        command("source")
+
+
 rule tokenize:
     input:
+        paths("tokenize", "deps"),
         code_files(STAGES["tokenize"]),
     output:
         outputs("tokenize"),

@@ -66,8 +66,10 @@ class Checkpointer:
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         clock: Callable[[], float] = time.monotonic,
+        data_digest: str = "",
     ):
         self.folder, self.params, self.info, self.log, self.clock = folder, params, info, log, clock
+        self.data_digest = data_digest  # of the token files (meta.json): a corpus edit under the same params
         self.model, self.optimizer = model, optimizer
         self.every, self.keep_last = params.training.checkpoint_every, params.training.keep_last
         self.every_s = params.training.checkpoint_every_min * 60
@@ -149,6 +151,9 @@ class Checkpointer:
         path, state = sharded if take_sharded else whole  # type: ignore[misc]
         if state.get("params_digest") != self.digest:
             self.log(f"not resuming from {path}: it was trained with different params; starting from step 0")
+            return None
+        if state.get("data_digest", "") != self.data_digest:
+            self.log(f"not resuming from {path}: it was trained on other token files (meta.json); starting from step 0")
             return None
         if self.info.is_main:
             self.point_last_at(path, take_sharded)

@@ -28,9 +28,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nanugpt.components import BatchShare, DataOptions, TokenizerOptions
+from nanugpt.errors import UserError
 from nanugpt.hashing import sha256_file
 from nanugpt.meta import RETOKENIZE, DataError, TokenMeta
 
@@ -44,9 +45,19 @@ class HFSourceOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     config: str | None = Field(None, description="dataset configuration name")
+    revision: str | None = Field(
+        None,
+        description="dataset revision on the hub: a commit sha or a tag, recorded in meta.json; null = the "
+        "hub's main branch, whatever it holds that day",
+    )
     split: str = Field("train", description="split whose documents are tokenized (val = its last val_fraction)")
+    test_split: str | None = Field(
+        "test", description="the dataset's own split tokenized into test.bin when it has one; null = never"
+    )
     text_field: str = Field("text", description="column holding the text")
-    data_files: list[str] | None = Field(None, description="local files for builders such as 'text' or 'json'")
+    data_files: list[str] | dict[str, list[str]] | None = Field(
+        None, description="local files for builders such as 'text' or 'json' (a list, or lists by split name)"
+    )
 
 
 class TokenizedDataOptions(DataOptions):
@@ -69,6 +80,14 @@ class TokenizedDataOptions(DataOptions):
         description="share of the corpus (its end) held out for val; 0 is refused, because "
         "training evaluates the val split (val loss, the best checkpoint) and would have none",
     )
+    test_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of the corpus (its very end, after val's share) held out as test.bin, which the "
+        "evaluate stage reports as test_loss / test_ppl; 0 = no test split (an hf dataset's own test split "
+        "is used instead when it has one, see data.hf.test_split)",
+    )
     tokenize_workers: int | None = Field(None, gt=0, description="processes for tokenizing; null = all cores")
     verify: Literal["sha256", "size"] = Field(
         "sha256",
@@ -86,6 +105,22 @@ class TokenizedDataOptions(DataOptions):
             )
         return value
 
+    @model_validator(mode="after")
+    def _train_split_not_empty(self) -> TokenizedDataOptions:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction is {self.val_fraction + self.test_fraction:g}: it must be < 1, "
+                "or nothing is left to train on"
+            )
+        return self
+
+    def corpus_files(self) -> list[Path]:
+        """The local files of ``source`` (a file, a folder's .txt files, an hf source's ``data_files``); none
+        for a URL or a hub dataset (``nanugpt.sources.data_corpus_files``)."""
+        from nanugpt.sources import corpus_files
+
+        return corpus_files(self.source, self.hf.data_files)
+
     def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> TokenMeta:
         # Imported here so that training, which only reads token files, does not depend on tokenizing code.
         from nanugpt.sources import HF_PREFIX, load_hf_documents, resolve_source
@@ -93,12 +128,37 @@ class TokenizedDataOptions(DataOptions):
 
         if self.source.startswith(HF_PREFIX):
             hf = self.hf
-            batches, count = load_hf_documents(self.source, hf.split, hf.text_field, hf.config, hf.data_files)
+            (batches, count), test = load_hf_documents(
+                self.source, hf.split, hf.text_field, hf.config, hf.data_files, hf.revision, hf.test_split
+            )
+            if test is not None and self.test_fraction > 0:
+                raise UserError(
+                    f"data.test_fraction is {self.test_fraction:g}, but {self.source} has its own "
+                    f"{hf.test_split!r} split, which becomes test.bin: set data.test_fraction: 0, or "
+                    "data.hf.test_split: null to hold out a share of the documents instead"
+                )
             return tokenize_documents(
-                batches, count, tokenizer, out_dir, self.val_fraction, self.tokenize_workers, source=self.source
+                batches,
+                count,
+                tokenizer,
+                out_dir,
+                self.val_fraction,
+                self.tokenize_workers,
+                source=self.source,
+                test_fraction=self.test_fraction,
+                test_split=test,
+                revision=hf.revision,
             )
         files = resolve_source(self.source, self.dataset, self.sha256, raw_dir)
-        return tokenize_files(files, tokenizer, out_dir, self.val_fraction, self.tokenize_workers, source=self.source)
+        return tokenize_files(
+            files,
+            tokenizer,
+            out_dir,
+            self.val_fraction,
+            self.tokenize_workers,
+            source=self.source,
+            test_fraction=self.test_fraction,
+        )
 
     def batches(
         self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare, seed: int

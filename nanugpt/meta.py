@@ -9,6 +9,7 @@ not match the sizes of the ``.bin`` files beside it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +42,9 @@ class TokenMeta(BaseModel):
     source: str = ""
     source_sha256: str | None = None
     source_bytes: int = 0
+    revision: str | None = Field(
+        None, description="the Hugging Face dataset revision of an hf: source (data.hf.revision)"
+    )
     train_tokens: int | None = Field(None, ge=0)
     val_tokens: int | None = Field(None, ge=0)
     test_tokens: int | None = Field(None, ge=0)
@@ -63,6 +67,10 @@ class TokenMeta(BaseModel):
     def split_sha256(self, split: str) -> str | None:
         """The sha256 of ``split``'s ``.bin`` file, or None when not recorded."""
         return {"train": self.train_sha256, "val": self.val_sha256, "test": self.test_sha256}[split]
+
+    def digest(self) -> str:
+        """A sha256 over every field: equal for the same token files (their sha256 and counts are fields)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
     def problems(self, data_dir: Path) -> list[str]:
         """How this meta disagrees with itself or with the ``.bin`` files in ``data_dir``."""

@@ -1,4 +1,5 @@
-"""Where a corpus comes from: a URL checked against its sha256, or local text files.
+"""Where a corpus comes from: a URL checked against its sha256, local text files, or a Hugging Face dataset at
+a revision; and the record of the local files' sha256 that the source stage writes (``source_record``).
 
 Offline machines: for a URL source the fetcher first takes a local copy from
 the environment variable ``NANUGPT_<DATASET>`` (e.g. ``NANUGPT_TINYSHAKESPEARE``)
@@ -12,8 +13,9 @@ import os
 import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from nanugpt.atomic import atomic_path
 from nanugpt.errors import UserError
@@ -38,12 +40,20 @@ def _check_sha(path: Path, expected: str | None, what: str) -> None:
 
 
 HF_PREFIX = "hf:"
+Documents = Callable[[], Iterable[list[str]]]  # a function that yields a split's texts in order, in lists
 
 
 def load_hf_documents(
-    source: str, split: str, text_field: str, config: str | None = None, data_files: list[str] | None = None
-) -> tuple[Callable[[], Iterator[list[str]]], int]:
-    """Open a Hugging Face ``datasets`` split (``source`` is ``hf:<name>``): (batches of texts, count).
+    source: str,
+    split: str,
+    text_field: str,
+    config: str | None = None,
+    data_files: list[str] | dict[str, list[str]] | None = None,
+    revision: str | None = None,
+    test_split: str | None = None,
+) -> tuple[tuple[Documents, int], tuple[Documents, int] | None]:
+    """Open a Hugging Face ``datasets`` dataset (``source`` is ``hf:<name>``) at ``revision``: its ``split`` as
+    (batches of texts, count), and its ``test_split`` the same way when the dataset has one (else None).
 
     The dataset is downloaded once into the datasets cache (or read from local
     ``data_files``) and memory-mapped, so memory stays flat.
@@ -54,26 +64,37 @@ def load_hf_documents(
         raise SourceError("data.source hf:... needs the datasets package: pip install 'nanugpt[hf]'") from None
     name = source[len(HF_PREFIX) :]
     try:
-        dataset = datasets.load_dataset(name, config, split=split, data_files=data_files)
-    except Exception as exc:  # datasets raises many types: missing, offline, bad split
+        splits = datasets.load_dataset(name, config, data_files=data_files, revision=revision)
+    except Exception as exc:  # datasets raises many types: missing, offline, bad revision
         raise SourceError(
-            f"data.source {source!r}: cannot load split {split!r} ({type(exc).__name__}: {exc}). "
-            "Offline, load it once with network, or give local files in data.hf.data_files"
+            f"data.source {source!r}: cannot load it at revision {revision or 'main'!r} ({type(exc).__name__}: "
+            f"{exc}). Offline, load it once with network, or give local files in data.hf.data_files"
         ) from None
-    if text_field not in dataset.column_names:
-        raise SourceError(f"data.hf.text_field {text_field!r} is not a column of {source} ({dataset.column_names})")
+    if split not in splits:
+        raise SourceError(f"data.hf.split {split!r} is not a split of {source} ({sorted(splits)})")
 
-    def batches() -> Iterator[list[str]]:
-        for batch in dataset.iter(batch_size=1024):
-            yield batch[text_field]
+    def documents(dataset: Any) -> tuple[Documents, int]:
+        if text_field not in dataset.column_names:
+            raise SourceError(f"data.hf.text_field {text_field!r} is not a column of {source} ({dataset.column_names})")
 
-    return batches, len(dataset)
+        def batches() -> Iterator[list[str]]:
+            for batch in dataset.iter(batch_size=1024):
+                yield batch[text_field]
+
+        return batches, len(dataset)
+
+    test = documents(splits[test_split]) if test_split and test_split != split and test_split in splits else None
+    return documents(splits[split]), test
 
 
-def resolve_source(source: str, dataset: str, sha256: str | None, raw_dir: Path) -> list[Path]:
-    """Return the local text files of a corpus, downloading a URL source if needed."""
+def corpus_files(source: str, data_files: list[str] | dict[str, list[str]] | None = None) -> list[Path]:
+    """The local files a corpus is read from: a ``data.source`` file, the ``.txt`` files of a folder, or an
+    hf source's local ``data_files``; none for a URL or a hub dataset, whose identity is its params."""
+    if source.startswith(HF_PREFIX):
+        listed = data_files.values() if isinstance(data_files, dict) else [data_files or []]
+        return [Path(name).expanduser() for names in listed for name in names]
     if source.startswith(("http://", "https://")):
-        return [_fetch_url(source, dataset, sha256, raw_dir)]
+        return []
     path = Path(source).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
@@ -82,8 +103,34 @@ def resolve_source(source: str, dataset: str, sha256: str | None, raw_dir: Path)
         return files
     if not path.is_file():
         raise SourceError(f"data.source {source!r}: no such file or folder")
-    _check_sha(path, sha256, "data.source")
     return [path]
+
+
+def data_corpus_files(data: Any) -> list[Path]:
+    """The local files a ``data:`` component is read from: what its optional ``corpus_files()`` method returns
+    (``tokenized`` has one); none for a component without it, whose data its params identify (generated
+    tasks, a streamed hub dataset)."""
+    corpus = getattr(data, "corpus_files", None)
+    return corpus() if corpus is not None else []
+
+
+def source_record(files: list[Path]) -> dict[str, Any]:
+    """What the source stage writes: each local corpus file's path, size and sha256, so that a pipeline that
+    depends on the record re-runs exactly when a file's content changed."""
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise SourceError(f"data: corpus files not found: {', '.join(missing)}")
+    return {"files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files]}
+
+
+def resolve_source(source: str, dataset: str, sha256: str | None, raw_dir: Path) -> list[Path]:
+    """Return the local text files of a corpus, downloading a URL source if needed."""
+    if source.startswith(("http://", "https://")):
+        return [_fetch_url(source, dataset, sha256, raw_dir)]
+    files = corpus_files(source)
+    if Path(source).expanduser().is_file():
+        _check_sha(files[0], sha256, "data.source")
+    return files
 
 
 def _fetch_url(url: str, dataset: str, sha256: str | None, raw_dir: Path) -> Path:

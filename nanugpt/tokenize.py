@@ -1,9 +1,11 @@
-"""Turning a text corpus into ``train.bin`` / ``val.bin`` token files plus ``meta.json``.
+"""Turning a text corpus into ``train.bin`` / ``val.bin`` (and ``test.bin``) token files plus ``meta.json``.
 
 The corpus is streamed in chunks cut at line ends, so memory stays flat
 however large it is, and large corpora are encoded by a pool of processes.
-The first ``1 - val_fraction`` of the bytes (cut at a line end) become the
-training split and the rest the validation split; documents (files) keep
+The corpus's last ``test_fraction`` of the bytes (cut at a line end) becomes
+the test split, the ``val_fraction`` before it the validation split, and the
+rest the training split; with ``test_fraction`` 0 no ``test.bin`` is written.
+Documents (files) keep
 their order and are separated by the end-of-text token when the tokenizer has
 one. Token files hold little-endian uint16 when the vocabulary fits, else
 uint32. Each file is written under a temporary name and renamed only when
@@ -12,12 +14,13 @@ complete; ``meta.json`` is written last.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import hashlib
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,13 +32,14 @@ from nanugpt.atomic import atomic_path
 from nanugpt.components import TokenizerOptions
 from nanugpt.errors import UserError
 from nanugpt.meta import TokenMeta, tokenizer_fields, write_meta
+from nanugpt.sources import Documents
 from nanugpt.tokenizers import Tokenizer
 from nanugpt.tokenizers.byte import ByteTokenizer
 from nanugpt.tokenizers.char import CharTokenizer
 
 CHUNK_BYTES = 1 << 20
 PARALLEL_MIN_BYTES = 8 << 20  # below this a process pool costs more than it saves
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
 
 
 class CorpusError(UserError):
@@ -68,8 +72,13 @@ def _safe_end(data: bytes) -> int:
     return 0
 
 
-def _chunks(files: list[Path], total: int, cut: int, chunk_bytes: int) -> Iterator[tuple[str, int, bytes]]:
-    """Yield ``(split, corpus offset, bytes)`` chunks; no chunk crosses ``cut``.
+def _split_of(offset: int, cuts: tuple[int, ...]) -> str:
+    """The split of corpus byte ``offset``: ``cuts`` are the offsets where val (and test) start."""
+    return SPLITS[bisect.bisect_right(cuts, offset)]
+
+
+def _chunks(files: list[Path], total: int, cuts: tuple[int, ...], chunk_bytes: int) -> Iterator[tuple[str, int, bytes]]:
+    """Yield ``(split, corpus offset, bytes)`` chunks; no chunk crosses one of ``cuts``.
 
     An empty chunk marks the boundary between two files (documents).
     """
@@ -88,32 +97,32 @@ def _chunks(files: list[Path], total: int, cut: int, chunk_bytes: int) -> Iterat
                     while end > 0 and (data[end - 1] & 0xC0) == 0x80:
                         end -= 1
                     end = end - 1 if end > 0 and data[end - 1] >= 0xC0 else end
-                yield from _split_at_cut(data[:end], offset, cut)
+                yield from _split_at_cuts(data[:end], offset, cuts)
                 offset += end
                 pending = data[end:]
             if pending:
-                yield from _split_at_cut(pending, offset, cut)
+                yield from _split_at_cuts(pending, offset, cuts)
                 offset += len(pending)
         if index + 1 < len(files):
-            yield ("train" if offset < cut else "val"), offset, b""
+            yield _split_of(offset, cuts), offset, b""
     if offset != total:
         raise CorpusError(f"the corpus changed while it was read ({offset} bytes read, {total} expected)")
 
 
-def _split_at_cut(data: bytes, offset: int, cut: int) -> Iterator[tuple[str, int, bytes]]:
-    if offset < cut < offset + len(data):
-        head = cut - offset
-        yield "train", offset, data[:head]
-        yield "val", cut, data[head:]
-    else:
-        yield ("train" if offset < cut else "val"), offset, data
+def _split_at_cuts(data: bytes, offset: int, cuts: tuple[int, ...]) -> Iterator[tuple[str, int, bytes]]:
+    start = 0
+    for cut in cuts:
+        if offset + start < cut < offset + len(data):
+            yield _split_of(offset + start, cuts), offset + start, data[start : cut - offset]
+            start = cut - offset
+    yield _split_of(offset + start, cuts), offset + start, data[start:]
 
 
-def _find_cut(files: list[Path], total: int, val_fraction: float) -> int:
-    """Byte offset where the validation split starts: the first clean cut at or after the fraction."""
-    if val_fraction <= 0:
+def _find_cut(files: list[Path], total: int, fraction: float) -> int:
+    """Byte offset where the corpus's last ``fraction`` starts: the first clean cut at or after it."""
+    if fraction <= 0:
         return total
-    target = int(total * (1 - val_fraction))
+    target = int(total * (1 - fraction))
     offset = 0
     for path in files:
         size = path.stat().st_size
@@ -211,8 +220,10 @@ def tokenize_files(
     source: str = "",
     chunk_bytes: int = CHUNK_BYTES,
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
+    test_fraction: float = 0.0,
 ) -> TokenMeta:
-    """Tokenize text files into ``out_dir/{train,val}.bin`` and ``out_dir/meta.json``; return the meta.
+    """Tokenize text files into ``out_dir/{train,val}.bin`` (``test.bin`` when ``test_fraction`` > 0) and
+    ``out_dir/meta.json``; return the meta.
 
     Each file is a document. ``workers`` processes encode chunks of
     ``chunk_bytes`` when the corpus has at least ``parallel_min_bytes``; the
@@ -222,15 +233,29 @@ def tokenize_files(
     if total == 0:
         raise CorpusError(f"the corpus is empty ({', '.join(map(str, files))})")
     vocab = sorted(fit_char_vocab(files)) if options.module == "char" else None
-    units = _chunks(files, total, _find_cut(files, total, val_fraction), chunk_bytes)
+    cuts = (_find_cut(files, total, val_fraction + test_fraction),)
+    if test_fraction > 0:
+        cuts += (_find_cut(files, total, test_fraction),)
+    units = _chunks(files, total, cuts, chunk_bytes)
     hint = str(files[0]) if len(files) == 1 else f"{len(files)} files"
     return _write_tokens(
-        units, options, vocab, out_dir, val_fraction, workers, total >= parallel_min_bytes, hint, total, "B", source
+        units,
+        options,
+        vocab,
+        out_dir,
+        val_fraction,
+        test_fraction > 0,
+        workers,
+        total >= parallel_min_bytes,
+        hint,
+        total,
+        "B",
+        source,
     )
 
 
 def tokenize_documents(
-    batches: Callable[[], Iterable[list[str]]],
+    batches: Documents,
     n_documents: int,
     options: TokenizerOptions,
     out_dir: Path,
@@ -238,26 +263,41 @@ def tokenize_documents(
     workers: int | None = None,
     source: str = "",
     parallel_min_documents: int = 10_000,
+    test_fraction: float = 0.0,
+    test_split: tuple[Documents, int] | None = None,
+    revision: str | None = None,
 ) -> TokenMeta:
     """Tokenize ``n_documents`` documents (``batches()`` yields them in order, in lists) like ``tokenize_files``.
 
-    The last ``val_fraction`` of the documents, in their given order, become the
-    validation split; every document is followed by the end-of-text token when
-    the tokenizer has one.
+    The last ``test_fraction`` of the documents, in their given order, become
+    the test split and the ``val_fraction`` before them the validation split;
+    or, given ``test_split`` (its documents and their count: a dataset's own
+    test split), those documents are the test split. Every document is followed
+    by the end-of-text token when the tokenizer has one. ``revision`` is the
+    dataset revision recorded in ``meta.json``.
     """
     if n_documents == 0:
         raise CorpusError(f"the corpus is empty ({source} has no documents)")
-    vocab = sorted({c for batch in batches() for doc in batch for c in doc}) if options.module == "char" else None
-    cut = n_documents - int(n_documents * val_fraction)
+    test_batches, n_test = test_split or (lambda: iter(()), 0)
+
+    def every_batch() -> Iterator[list[str]]:
+        yield from batches()
+        yield from test_batches()
+
+    vocab = sorted({c for batch in every_batch() for doc in batch for c in doc}) if options.module == "char" else None
+    val_start = n_documents - int(n_documents * (val_fraction + test_fraction))
+    test_start = n_documents - int(n_documents * test_fraction)
 
     def units() -> Iterator[tuple[str, int, Payload]]:
         index = 0
         for batch in batches():
-            head = max(0, min(len(batch), cut - index))
-            if head:
-                yield "train", index, batch[:head]
-            if head < len(batch):
-                yield "val", index + head, batch[head:]
+            train, val = max(0, val_start - index), max(0, test_start - index)
+            for split, first, last in (("train", 0, train), ("val", train, val), ("test", val, len(batch))):
+                if min(last, len(batch)) > first:
+                    yield split, index + first, batch[first:last]
+            index += len(batch)
+        for batch in test_batches():
+            yield "test", index, batch
             index += len(batch)
 
     return _write_tokens(
@@ -266,12 +306,14 @@ def tokenize_documents(
         vocab,
         out_dir,
         val_fraction,
+        test_fraction > 0 or test_split is not None,
         workers,
-        n_documents >= parallel_min_documents,
+        n_documents + n_test >= parallel_min_documents,
         source,
-        n_documents,
+        n_documents + n_test,
         "doc",
         source,
+        revision,
     )
 
 
@@ -281,28 +323,32 @@ def _write_tokens(
     vocab: list[str] | None,
     out_dir: Path,
     val_fraction: float,
+    with_test: bool,
     workers: int | None,
     large: bool,
     hint: str,
     total: int,
     unit: str,
     source: str,
+    revision: str | None = None,
 ) -> TokenMeta:
-    """Encode units of work in order (in a process pool when ``large``), write the splits and meta.json."""
+    """Encode units of work in order (in a process pool when ``large``), write the splits (``test`` only
+    ``with_test``) and meta.json."""
     tokenizer = options.build(vocab=vocab)
     if isinstance(tokenizer, CharTokenizer) and tokenizer.vocab_size == 0:
         raise CorpusError("the corpus has no characters")
     dtype = token_dtype(tokenizer.vocab_size)
     workers = workers or os.cpu_count() or 1
-    counts = {split: 0 for split in SPLITS}
-    digests = {split: hashlib.sha256() for split in SPLITS}
+    splits = SPLITS if with_test else SPLITS[:2]
+    counts = {split: 0 for split in splits}
+    digests = {split: hashlib.sha256() for split in splits}
     source_digest = hashlib.sha256()
     source_bytes = 0
     eot = np.asarray([tokenizer.eot_id], dtype=dtype) if tokenizer.eot_id is not None else None
 
     with ExitStack() as stack:
-        paths = {split: stack.enter_context(atomic_path(out_dir / f"{split}.bin")) for split in SPLITS}
-        outputs: dict[str, BinaryIO] = {split: stack.enter_context(open(paths[split], "wb")) for split in SPLITS}
+        paths = {split: stack.enter_context(atomic_path(out_dir / f"{split}.bin")) for split in splits}
+        outputs: dict[str, BinaryIO] = {split: stack.enter_context(open(paths[split], "wb")) for split in splits}
         progress = stack.enter_context(tqdm(total=total, unit=unit, unit_scale=True, desc="tokenize", disable=None))
 
         def write(split: str, ids: np.ndarray) -> None:
@@ -349,6 +395,8 @@ def _write_tokens(
             raise CorpusError("the training split is empty: the corpus is too small or data.val_fraction too large")
         if val_fraction > 0 and counts["val"] == 0:
             raise CorpusError("the validation split is empty: raise data.val_fraction or use a larger corpus")
+        if with_test and counts["test"] == 0:
+            raise CorpusError("the test split is empty: raise data.test_fraction or use a larger corpus")
 
     meta = TokenMeta(
         **tokenizer_fields(options, tokenizer),
@@ -360,6 +408,9 @@ def _write_tokens(
         val_tokens=counts["val"],
         train_sha256=digests["train"].hexdigest(),
         val_sha256=digests["val"].hexdigest(),
+        test_tokens=counts.get("test"),
+        test_sha256=digests["test"].hexdigest() if with_test else None,
+        revision=revision,
     )
     write_meta(out_dir, meta)
     return meta

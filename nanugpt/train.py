@@ -127,7 +127,13 @@ class Trainer:
             self.parts.loss_fn,
         )
         self.checkpointer = Checkpointer(
-            out_dir / "checkpoints", params, info, self.log, self.parts.model, self.parts.optimizer
+            out_dir / "checkpoints",
+            params,
+            info,
+            self.log,
+            self.parts.model,
+            self.parts.optimizer,
+            data_digest=self.parts.meta.digest(),
         )
         self.previous = PreviousRun(out_dir)
         self.metrics: TrainMetrics
@@ -158,6 +164,7 @@ class Trainer:
             },
             "params": params.to_dict(),
             "params_digest": self.checkpointer.digest,
+            "data_digest": self.checkpointer.data_digest,
             "vocab_size": parts.vocab_size,
         }
 

@@ -63,6 +63,11 @@ def tokenized_dir(params: Params, root: Path | None = None) -> Path:
     return (root or data_root()) / params.data.dataset / params.tokenizer.module
 
 
+def source_record(params: Params, root: Path | None = None) -> Path:
+    """``DATA_ROOT/<data.dataset>/source.json``: the source stage's record of the local corpus files."""
+    return (root or data_root()) / params.data.dataset / "source.json"
+
+
 def checkpoint_dir(root: Path | None = None) -> Path:
     """``OUT_DIR/checkpoints``: the train stage's checkpoints."""
     return (root or out_dir()) / "checkpoints"

@@ -1,18 +1,33 @@
-"""The five pipeline stages as data: command, code, params read, inputs and outputs.
+"""The six pipeline stages as data: command, code, params read, inputs and outputs.
 
 ``Snakefile`` builds its rules from this table, and a test checks that
 ``dvc.yaml`` declares exactly the same, so the two orchestrators cannot drift.
-Artifact paths are templates over ``{data_dir}`` (``DATA_ROOT/<dataset>/<tokenizer>``)
-and ``{out_dir}`` (``OUT_DIR``). Each stage lists only the params keys it reads,
-so changing ``optimizer.lr`` re-runs train and what follows, never tokenize.
+Artifact paths are templates over ``{data_dir}`` (``DATA_ROOT/<dataset>/<tokenizer>``),
+``{dataset_dir}`` (``DATA_ROOT/<dataset>``) and ``{out_dir}`` (``OUT_DIR``). Each
+stage lists only the params keys it reads, so changing ``optimizer.lr`` re-runs
+train and what follows, never tokenize.
+
+A local corpus is an input by content: the ``source`` stage records the sha256
+of each of its files in ``DATA_ROOT/<dataset>/source.json``, on which tokenize
+depends. DVC cannot depend on a path that only a params value names, so under
+DVC the source stage runs at every ``dvc repro`` (``always_changed``: it only
+hashes) and what follows re-runs only when the record changed; Snakemake has
+the corpus files as the rule's inputs (``corpus_inputs``) and reruns it when
+one is newer.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from nanugpt.config_loader import ConfigError
+from nanugpt.errors import UserError
+from nanugpt.sources import data_corpus_files
+from pipeline.schema import load
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,6 +48,7 @@ class Stage:
     # Folders kept between runs so an interrupted run resumes: DVC marks them `persist`; Snakemake, which
     # deletes a rule's declared outputs before it runs, declares only the marker file inside instead.
     persist: Mapping[str, str] = field(default_factory=dict)
+    always_changed: bool = False  # DVC runs the stage at every repro (the source stage: see the module doc)
 
     def command(self, params_file: str = "params.yaml") -> str:
         """The shell command both orchestrators run."""
@@ -42,6 +58,20 @@ class Stage:
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
+        Stage(
+            name="source",
+            module="stages.source",
+            code=(
+                "stages/source.py",
+                "nanugpt/sources.py",
+                "nanugpt/data.py",
+                "nanugpt/tasks.py",
+                "nanugpt/streaming.py",
+            ),
+            params=("data",),
+            outs=("{dataset_dir}/source.json",),
+            always_changed=True,
+        ),
         Stage(
             name="tokenize",
             module="stages.tokenize",
@@ -56,6 +86,7 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/tokenizers",
             ),
             params=("data", "tokenizer"),
+            deps=("{dataset_dir}/source.json",),
             outs=("{data_dir}",),
             dirs=frozenset({"{data_dir}"}),
         ),
@@ -217,8 +248,8 @@ STAGES: dict[str, Stage] = {
 
 
 def render(template: str, data_dir: str, out_dir: str) -> str:
-    """An artifact path with ``{data_dir}`` and ``{out_dir}`` filled in."""
-    return template.format(data_dir=data_dir, out_dir=out_dir)
+    """An artifact path with ``{data_dir}``, ``{dataset_dir}`` (its parent) and ``{out_dir}`` filled in."""
+    return template.format(data_dir=data_dir, dataset_dir=posixpath.dirname(data_dir), out_dir=out_dir)
 
 
 def code_files(stage: Stage) -> list[str]:
@@ -228,6 +259,15 @@ def code_files(stage: Stage) -> list[str]:
         path = REPO / entry
         files += sorted(str(p.relative_to(REPO)) for p in path.rglob("*.py")) if path.is_dir() else [entry]
     return files
+
+
+def corpus_inputs(params_file: str) -> list[str]:
+    """The local corpus files the params file names (the source rule's inputs under Snakemake); none when the
+    file or its corpus has a problem, which the source stage's command then reports in its own words."""
+    try:
+        return [str(path) for path in data_corpus_files(load(params_file).data)]
+    except (UserError, ConfigError, OSError):
+        return []
 
 
 def param_values(stage: Stage, params: dict[str, Any]) -> dict[str, Any]:

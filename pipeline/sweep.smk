@@ -16,6 +16,7 @@ import re
 import shlex
 from pathlib import Path
 
+from nanugpt.sources import data_corpus_files
 from pipeline import sweep as sweeps
 from pipeline.sweep_report import failed_marker, write_report
 
@@ -84,6 +85,8 @@ ruleorder: sweep_tokenize > tokenize
 
 rule sweep_tokenize:
     input:
+        # the group's local corpus files themselves (a sweep has no source jobs): editing one re-tokenizes
+        lambda wildcards: [str(p) for p in data_corpus_files(DATA[wildcards.data].params.data)],
         code_files(STAGES["tokenize"]),
     output:
         outputs("tokenize", data_dir=f"{DATA_ROOT}/{{data}}"),

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 TIMEOUT_S = 300
 NEW_LR = 0.001
 NEW_TEMPERATURE = 0.5
-STAGE_NAMES = ("tokenize", "train", "evaluate", "generate", "export")
+STAGE_NAMES = ("source", "tokenize", "train", "evaluate", "generate", "export")
 PARAMS = tiny_params("corpus.txt")  # the corpus is written into the workspace
 
 
@@ -159,15 +159,14 @@ def test_repro_runs_every_stage_and_writes_artifacts(session: Session) -> None:
     assert set(lock["stages"]) == set(STAGE_NAMES)
 
 
-def test_second_repro_runs_nothing(session: Session) -> None:
-    assert ran_stages(session.repro_again) == []
-    assert skipped_stages(session.repro_again) == list(STAGE_NAMES)
-    assert "Data and pipelines are up to date." in output(session.repro_again)
+def test_second_repro_runs_nothing_but_the_source_check(session: Session) -> None:
+    assert ran_stages(session.repro_again) == ["source"]  # always_changed: it hashes the corpus, nothing more
+    assert skipped_stages(session.repro_again) == list(STAGE_NAMES[1:])
 
 
 def test_new_lr_reruns_train_evaluate_generate_but_not_tokenize(session: Session) -> None:
     assert skipped_stages(session.exp_lr) == ["tokenize"]
-    assert ran_stages(session.exp_lr) == ["train", "evaluate", "generate", "export"]
+    assert ran_stages(session.exp_lr) == ["source", "train", "evaluate", "generate", "export"]
     assert session.token_files_mtime_after_exp == session.token_files_mtime  # token files untouched
     assert session.token_files_mtime
     params = yaml.safe_load((session.ws / "params.yaml").read_text())
@@ -190,7 +189,7 @@ def test_exp_show_lists_baseline_and_experiment_with_val_loss(session: Session) 
 
 def test_new_temperature_reruns_only_generate(session: Session) -> None:
     assert skipped_stages(session.exp_temperature) == ["tokenize", "train", "evaluate", "export"]
-    assert ran_stages(session.exp_temperature) == ["generate"]
+    assert ran_stages(session.exp_temperature) == ["source", "generate"]
     assert session.samples_after_temperature != session.samples_before_temperature
 
 
@@ -219,7 +218,7 @@ def test_bad_params_stop_dvc_repro_before_any_work(tmp_path: Path) -> None:
     env = dvc_env(tmp_path)
     ws = make_workspace(tmp_path, PARAMS, env)
     bad = yaml.safe_load((ws / "params.yaml").read_text())
-    # tokenize reads neither section, but every stage validates the whole file first
+    # source reads neither section, but every stage validates the whole file first
     bad["optimizer"]["lrr"] = bad["optimizer"].pop("lr")
     bad["model"]["n_layer"] = "four"
     (ws / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
@@ -229,8 +228,8 @@ def test_bad_params_stop_dvc_repro_before_any_work(tmp_path: Path) -> None:
     assert "params.yaml: optimizer.lrr: unknown key; did you mean 'lr'?" in text
     assert "params.yaml: optimizer.lr: required key is missing" in text
     assert re.search(r"params\.yaml: model\.n_layer: .*'four'", text)
-    assert ran_stages(result) == ["tokenize"]  # the first stage stops at once
+    assert ran_stages(result) == ["source"]  # the first stage stops at once
     assert files_under(ws / "data") == []
-    assert files_under(ws / "out") == [ws / "out" / "logs" / "tokenize.log"]  # the errors, and nothing else
-    assert "optimizer.lrr: unknown key" in (ws / "out" / "logs" / "tokenize.log").read_text()
+    assert files_under(ws / "out") == [ws / "out" / "logs" / "source.log"]  # the errors, and nothing else
+    assert "optimizer.lrr: unknown key" in (ws / "out" / "logs" / "source.log").read_text()
     assert not (ws / "dvc.lock").exists()

@@ -9,10 +9,11 @@ import pytest
 from conftest import lock_folder, tiny_params, unlock_folder, write_params
 
 from pipeline import paths
-from stages import evaluate, export, generate, tokenize, train
+from stages import evaluate, export, generate, source, tokenize, train
 
 # stage -> (its main, the variable placing its output folder)
 STAGES: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "source": (source.main, "DATA_ROOT"),
     "tokenize": (tokenize.main, "DATA_ROOT"),
     "train": (train.main, "OUT_DIR"),
     "evaluate": (evaluate.main, "OUT_DIR"),
@@ -37,7 +38,7 @@ def test_a_file_in_place_of_the_output_folder(name: str, tmp_path: Path, corpus:
     blocker = tmp_path / "blocker"
     blocker.write_text("not a folder")
     code, err = run_stage(name, tmp_path, corpus, monkeypatch, capsys, **{variable: blocker})
-    folder = blocker / "tiny" / "char" if variable == "DATA_ROOT" else blocker
+    folder = {"source": blocker / "tiny", "tokenize": blocker / "tiny" / "char"}.get(name, blocker)
     # evaluate and generate would otherwise first fail on the missing checkpoint: the folder is checked before work
     expected = f"error: {folder}: a file stands where the output folder should be; remove it or set {variable} to a "
     expected += "folder\n"

@@ -23,8 +23,8 @@ def names(entries: list) -> list[str]:
     return [e if isinstance(e, str) else next(iter(e)) for e in entries]
 
 
-def test_stage_names_are_the_five_in_both() -> None:
-    assert list(dvc_stages()) == ["tokenize", "train", "evaluate", "generate", "export"] == list(STAGES)
+def test_stage_names_are_the_six_in_both() -> None:
+    assert list(dvc_stages()) == ["source", "tokenize", "train", "evaluate", "generate", "export"] == list(STAGES)
 
 
 def test_dvc_yaml_matches_the_stage_table() -> None:
@@ -43,6 +43,7 @@ def test_dvc_yaml_matches_the_stage_table() -> None:
         assert [p for p in outs if outs[p].get("cache") is False] == rendered(stage.plots), name
         assert {p for p in outs if outs[p].get("persist")} == set(rendered(stage.persist)), name
         assert names(declared.get("metrics", [])) == rendered(stage.metrics), name
+        assert declared.get("always_changed", False) == stage.always_changed, name
         assert "plots" not in declared, "per-stage plots make DVC draw each file alone; use outs with cache: false"
 
 

@@ -16,9 +16,10 @@ from nanugpt.checkpoint import load_trained_model
 from nanugpt.params import Params, ParamsError, load_params
 from pipeline import paths
 from pipeline.schema import LaunchParams, PipelineParams, load
-from stages import evaluate, export, generate, tokenize, train
+from stages import evaluate, export, generate, source, tokenize, train
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "source": source.main,
     "tokenize": tokenize.main,
     "train": train.main,
     "evaluate": evaluate.main,

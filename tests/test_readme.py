@@ -75,7 +75,7 @@ RULES = (
     Rule(r"make setup TORCH_SPEC=\S+ TORCH_INDEX=https://\S+", skip="needs the network (a PyTorch wheel index)"),
     Rule(r"python -m venv \.venv && .*pip install .*", skip="needs the network (PyTorch and the project from PyPI)"),
     # DVC
-    Rule(r"dvc repro", expect="up to date"),
+    Rule(r"dvc repro", expect="didn't change, skipping"),  # the source stage always runs (always_changed)
     Rule(r"dvc exp run -S optimizer\.lr=\S+", expect="Ran experiment"),
     Rule(r"dvc exp run --queue -S '\S+'", expect="Queued experiment"),
     Rule(r"dvc exp run --run-all", expect="Ran experiment"),
@@ -120,7 +120,7 @@ RULES = (
         expect="queued 2 of 2",
     ),
     # One stage by hand, and the stages' docstrings
-    Rule(r"python -m stages\.(tokenize|train|evaluate|export) params\.yaml"),
+    Rule(r"python -m stages\.(source|tokenize|train|evaluate|export) params\.yaml"),
     Rule(
         r"python -m stages\.train params\.yaml --optimizer\.lr \S+ --training\.max_steps \d+",
         rewrite=(("--training.max_steps 500", "--training.max_steps 30"),),  # 500 tiny steps take 2 min on 2 cores
@@ -240,7 +240,7 @@ def readme_commands() -> list[Command]:
 
 
 def stage_commands() -> list[Command]:
-    """The stages' docstring commands, in pipeline order (tokenize first, export last)."""
+    """The stages' docstring commands, in pipeline order (source first, export last)."""
     return [c for name in STAGES for c in docstring_commands(REPO / "stages" / f"{name}.py")]
 
 
@@ -278,7 +278,7 @@ def test_a_new_command_without_a_rule_is_caught() -> None:
     text = "intro\n\n```bash\ndvc repro   # known\nfrobnicate --all \\\n    --now   # new\n```\n\n```\nnot shell\n```\n"
     commands = markdown_commands(text, "X.md")
     assert [(c.source, c.text) for c in commands] == [("X.md:4", "dvc repro"), ("X.md:5", "frobnicate --all --now")]
-    assert rule_for(commands[0]).expect == "up to date"
+    assert rule_for(commands[0]).expect == "didn't change, skipping"
     with pytest.raises(LookupError, match="X.md:5: 'frobnicate --all --now' has no rule"):
         rule_for(commands[1])
 
@@ -291,7 +291,11 @@ def test_docstring_synopses_become_commands() -> None:
         'python -m stages.generate params.yaml --generate.prompt "ROMEO:"'
     )
     texts = [c.text for c in stage_commands()]
-    assert texts[:2] == ["python -m stages.tokenize params.yaml", "python -m stages.train params.yaml"]
+    assert texts[:3] == [
+        "python -m stages.source params.yaml",
+        "python -m stages.tokenize params.yaml",
+        "python -m stages.train params.yaml",
+    ]
 
 
 def venv_shim(ws: Path) -> None:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 TIMEOUT_S = 300
 NEW_LR = 0.001
 NEW_TEMPERATURE = 0.5
-RULES = ("tokenize", "train", "evaluate", "generate", "export")
+RULES = ("source", "tokenize", "train", "evaluate", "generate", "export")
 
 
 @dataclass

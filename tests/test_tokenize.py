@@ -161,8 +161,8 @@ def test_hf_datasets_source_from_local_files(tmp_path: Path) -> None:
     from nanugpt.sources import load_hf_documents
 
     (tmp_path / "a.txt").write_text("".join(f"row {i}\n" for i in range(50)))
-    batches, count = load_hf_documents("hf:text", "train", "text", data_files=[str(tmp_path / "a.txt")])
-    assert count == 50
+    (batches, count), test = load_hf_documents("hf:text", "train", "text", data_files=[str(tmp_path / "a.txt")])
+    assert count == 50 and test is None
     meta = tokenize_documents(
         batches, count, CharTokenizerOptions(module="char"), tmp_path / "o", 0.1, source="hf:text"
     )

@@ -1,0 +1,45 @@
+"""Source stage: the local corpus files -> ``DATA_ROOT/<dataset>/source.json`` (path, size, sha256 of each).
+
+    python -m stages.source [params.yaml] [--section.key value ...]
+
+The tokenize stage depends on this record, so editing a local corpus (a
+``data.source`` file, a file of a ``data.source`` folder, or an hf source's
+local ``data.hf.data_files``) re-runs tokenize and what follows, and an
+unchanged corpus re-runs nothing. Under DVC the stage runs at every
+``dvc repro`` (``always_changed``: DVC cannot depend on a path that only a
+params value names); it only hashes. A URL or a hub dataset has no local files:
+its params (the URL and ``data.sha256``, or the name and ``data.hf.revision``)
+are its identity, and tokenize already depends on them. Reads: data.*.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from nanugpt.atomic import write_json
+from nanugpt.console_log import tee_console
+from nanugpt.params import Params
+from nanugpt.sources import data_corpus_files, source_record
+from pipeline import paths
+from pipeline.cli import stage_main
+
+
+def run(params: Params, data_root: Path | None = None) -> dict[str, Any]:
+    """Record the sha256 of every local corpus file of ``params.data``; return the record."""
+    target = paths.source_record(params, data_root)
+    paths.writable(target.parent, "DATA_ROOT")
+    record = source_record(data_corpus_files(params.data))
+    write_json(target, record)
+    print(f"recorded {len(record['files'])} local corpus file(s) in {target}")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    with tee_console(paths.log_file("source")):
+        return stage_main(argv, __doc__, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
