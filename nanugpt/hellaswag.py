@@ -36,9 +36,6 @@ figures.
 from __future__ import annotations
 
 import json
-import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +43,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nanugpt.atomic import atomic_path
 from nanugpt.device import autocast_context
 from nanugpt.distributed import DistInfo
+from nanugpt.download import DownloadFailed, download_once, file_name
 from nanugpt.errors import UserError
 from nanugpt.hashing import sha256_file
 
@@ -80,21 +77,13 @@ def hellaswag_file(local: str | None, sha256: str | None, data_root: Path, url: 
             raise HellaSwagError(f"eval.hellaswag_path {local!r}: no such file")
         _check_sha(path, sha256, "eval.hellaswag_path")
         return path
-    target = data_root / "hellaswag" / "raw" / Path(urllib.request.urlparse(url).path).name
-    if target.is_file():
-        _check_sha(target, sha256, "the downloaded HellaSwag file")
-        return target
+    target = data_root / "hellaswag" / "raw" / file_name(url)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, atomic_path(target) as tmp:
-            with open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out)
-            _check_sha(tmp, sha256, f"the download of {url}")
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        return download_once(url, target, lambda path, what: _check_sha(path, sha256, what), timeout_s=60)
+    except DownloadFailed as exc:
         raise HellaSwagError(
-            f"cannot download {url} ({exc}). Without network, copy the file to {target} "
-            "or give its path in eval.hellaswag_path"
+            f"{exc}. Without network, copy the file to {target} or give its path in eval.hellaswag_path"
         ) from None
-    return target
 
 
 def _check_sha(path: Path, expected: str | None, what: str) -> None:

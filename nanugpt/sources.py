@@ -10,14 +10,11 @@ downloads when neither exists, and it checks the sha256 whatever the origin.
 from __future__ import annotations
 
 import os
-import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nanugpt.atomic import atomic_path
+from nanugpt.download import DownloadFailed, download_once, file_name
 from nanugpt.errors import UserError
 from nanugpt.hashing import sha256_file
 
@@ -141,18 +138,10 @@ def _fetch_url(url: str, dataset: str, sha256: str | None, raw_dir: Path) -> Pat
             raise SourceError(f"{env_name}={env_path}: no such file")
         _check_sha(copy, sha256, env_name)
         return copy
-    target = raw_dir / (Path(urllib.request.urlparse(url).path).name or "download")
-    if target.is_file():
-        _check_sha(target, sha256, "cached download")
-        return target
+    target = raw_dir / file_name(url)
     try:
-        with urllib.request.urlopen(url, timeout=30) as response, atomic_path(target) as tmp:
-            with open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out)
-            _check_sha(tmp, sha256, "download of " + url)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        return download_once(url, target, lambda path, what: _check_sha(path, sha256, what), timeout_s=30)
+    except DownloadFailed as exc:
         raise SourceError(
-            f"cannot download {url} ({exc}). Without network, set {env_name}=/path/to/a/local/copy "
-            f"or put the file at {target}"
+            f"{exc}. Without network, set {env_name}=/path/to/a/local/copy or put the file at {target}"
         ) from None
-    return target

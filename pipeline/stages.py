@@ -64,6 +64,7 @@ STAGES: dict[str, Stage] = {
             code=(
                 "stages/source.py",
                 "nanugpt/sources.py",
+                "nanugpt/download.py",
                 "nanugpt/data.py",
                 "nanugpt/tasks.py",
                 "nanugpt/streaming.py",
@@ -83,6 +84,7 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/streaming.py",
                 "nanugpt/tokenize.py",
                 "nanugpt/sources.py",
+                "nanugpt/download.py",
                 "nanugpt/tokenizers",
             ),
             params=("data", "tokenizer"),
@@ -171,6 +173,7 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/ops",
                 "nanugpt/losses.py",
                 "nanugpt/hellaswag.py",
+                "nanugpt/download.py",
                 "nanugpt/tokenizers",
             ),
             params=(
