@@ -27,6 +27,33 @@ TINY_TEXT = (
 PIPELINE_OUTPUTS = ("data/", "out/", "dvc.lock", "dvc_plots/")
 
 
+def launch_env(data_root: Path, out_dir: Path) -> dict[str, str]:
+    """The environment of a ``python -m pipeline.launch`` test run: this checkout's code, the given
+    DATA_ROOT / OUT_DIR, one OpenMP thread per rank (the ranks share this machine's cores)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "DATA_ROOT": str(data_root),
+        "OUT_DIR": str(out_dir),
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def launch_train(params_file: Path, data_root: Path, out_dir: Path) -> subprocess.CompletedProcess:
+    """Run the train stage as users do, ``python -m pipeline.launch params_file`` (torchrun for
+    ``launch.nproc_per_node`` > 1), from ``params_file``'s folder; fail with its output when it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.launch", str(params_file)],
+        cwd=params_file.parent,
+        env=launch_env(data_root, out_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 def tracked_files() -> list[str]:
     """Tracked files (``git ls-files --cached``) present in the working tree, less the pipeline outputs."""
     listed = subprocess.run(

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_params, write_params
+from conftest import launch_train, tiny_params, write_params
 
 from pipeline.schema import load
 from stages import tokenize, train
@@ -30,22 +27,7 @@ def test_two_processes_match_one(tmp_path: Path, corpus: Path) -> None:
     tokenize.run(params, data_root=tmp_path / "data")
     single = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "one")
 
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "DATA_ROOT": str(tmp_path / "data"),
-        "OUT_DIR": str(tmp_path / "two"),
-        "OMP_NUM_THREADS": "1",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.launch", str(params_file)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = launch_train(params_file, tmp_path / "data", tmp_path / "two")
     assert "--standalone --nproc-per-node=2" in result.stdout
     assert "on 2 x cpu, 2 micro-steps of 2 x 16 tokens per process" in result.stdout
     assert result.stdout.count("done: 20 steps") == 1  # only rank 0 logs

@@ -4,15 +4,13 @@ process, for the catalog's block models and optimizers."""
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import REPO, tiny_params, write_params
+from conftest import REPO, launch_train, tiny_params, write_params
 
 from nanugpt.build import build_run
 from nanugpt.distributed import DistInfo
@@ -52,22 +50,7 @@ def losses(out_dir: Path) -> list[float]:
 def launch(tmp_path: Path, params: dict[str, Any], out: str, nproc: int) -> list[float]:
     """Run the train stage under ``python -m pipeline.launch`` with ``nproc`` torchrun processes; its losses."""
     params_file = write_params(tmp_path / f"{out}.yaml", {**params, "launch": {"nproc_per_node": nproc}})
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "DATA_ROOT": str(tmp_path / "data"),
-        "OUT_DIR": str(tmp_path / out),
-        "OMP_NUM_THREADS": "1",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.launch", str(params_file)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = launch_train(params_file, tmp_path / "data", tmp_path / out)
     assert f"on {nproc} x cpu" in result.stdout
     return losses(tmp_path / out)
 

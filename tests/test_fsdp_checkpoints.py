@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import REPO, write_params
+from conftest import launch_env, write_params
 from test_fsdp import launch, losses, one_process, run_params
 
 from nanugpt import dcp
@@ -55,17 +55,10 @@ def test_sigkill_at_four_ranks_resumes_at_two_and_at_one(tmp_path: Path, corpus:
     params = fsdp_params(corpus, 40)
     reference = one_process(tmp_path, {**params, "training": {**params["training"], "strategy": "ddp"}}, "reference")
     params_file = write_params(tmp_path / "four.yaml", {**params, "launch": {"nproc_per_node": 4}})
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "DATA_ROOT": str(tmp_path / "data"),
-        "OUT_DIR": str(tmp_path / "four"),
-        "OMP_NUM_THREADS": "1",
-    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.launch", str(params_file)],
         cwd=tmp_path,
-        env=env,
+        env=launch_env(tmp_path / "data", tmp_path / "four"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

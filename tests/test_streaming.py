@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, tiny_params, write_params
+from conftest import launch_train, tiny_params, write_params
 
 from nanugpt.checkpoint import load_checkpoint, resolve
 from nanugpt.components import BatchShare
@@ -210,22 +207,7 @@ def test_stream_params_are_validated(tmp_path: Path, data: dict[str, Any], messa
 
 
 def launch_two_ranks(tmp_path: Path, params_file: Path, out_dir: Path) -> str:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "DATA_ROOT": str(tmp_path / "data"),
-        "OUT_DIR": str(out_dir),
-        "OMP_NUM_THREADS": "1",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.launch", str(params_file)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = launch_train(params_file, tmp_path / "data", out_dir)
     assert "--standalone --nproc-per-node=2" in result.stdout
     return result.stdout
 
