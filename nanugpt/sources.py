@@ -9,11 +9,14 @@ downloads when neither exists, and it checks the sha256 whatever the origin.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nanugpt.atomic import write_json
 from nanugpt.download import DownloadFailed, download_once, file_name
 from nanugpt.errors import UserError
 from nanugpt.hashing import sha256_file
@@ -111,13 +114,40 @@ def data_corpus_files(data: Any) -> list[Path]:
     return corpus() if corpus is not None else []
 
 
-def source_record(files: list[Path]) -> dict[str, Any]:
+def source_record(files: list[Path], hashes: Path | None = None) -> dict[str, Any]:
     """What the source stage writes: each local corpus file's path, size and sha256, so that a pipeline that
-    depends on the record re-runs exactly when a file's content changed."""
+    depends on the record re-runs exactly when a file's content changed. ``hashes``: the file that keeps the
+    hashes between runs (``known_hashes``), so an unchanged large corpus is not read again at each run."""
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
         raise SourceError(f"data: corpus files not found: {', '.join(missing)}")
-    return {"files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files]}
+    digests = known_hashes(files, hashes) if hashes is not None else [sha256_file(p) for p in files]
+    return {"files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": d} for p, d in zip(files, digests)]}
+
+
+# A file changed less than this before its hash was kept may change again within the clock's resolution
+# without its modification time moving (git's "racily clean" entries): its kept hash is not trusted.
+RACY_NS = 2_000_000_000
+
+
+def known_hashes(files: list[Path], kept: Path) -> list[str]:
+    """The sha256 of each file, read from ``kept`` (path -> size, modification time, sha256; rewritten here)
+    where the size and modification time are those it was hashed at, and the file had not changed just before."""
+    try:
+        previous = json.loads(kept.read_text())
+    except (OSError, ValueError):
+        previous = {"written_ns": 0, "files": {}}
+    digests, entries = [], {}
+    for path in files:
+        stat = path.stat()
+        size, mtime, digest = previous["files"].get(str(path), (None, None, None))
+        settled = stat.st_mtime_ns < previous["written_ns"] - RACY_NS
+        if not (size == stat.st_size and mtime == stat.st_mtime_ns and settled):
+            digest = sha256_file(path)
+        digests.append(digest)
+        entries[str(path)] = (stat.st_size, stat.st_mtime_ns, digest)
+    write_json(kept, {"written_ns": time.time_ns(), "files": entries})
+    return digests
 
 
 def resolve_source(source: str, dataset: str, sha256: str | None, raw_dir: Path) -> list[Path]:

@@ -7,9 +7,12 @@ The tokenize stage depends on this record, so editing a local corpus (a
 local ``data.hf.data_files``) re-runs tokenize and what follows, and an
 unchanged corpus re-runs nothing. Under DVC the stage runs at every
 ``dvc repro`` (``always_changed``: DVC cannot depend on a path that only a
-params value names); it only hashes. A URL or a hub dataset has no local files:
-its params (the URL and ``data.sha256``, or the name and ``data.hf.revision``)
-are its identity, and tokenize already depends on them. Reads: data.*.
+params value names); it only hashes, and a file whose size and modification
+time are those it was hashed at keeps its hash (``.source-hashes.json`` beside
+the record) without being read again. A URL or a hub dataset has no local
+files: its params (the URL and ``data.sha256``, or the name and
+``data.hf.revision``) are its identity, and tokenize already depends on them.
+Reads: data.*.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def run(params: Params, data_root: Path | None = None) -> dict[str, Any]:
     """Record the sha256 of every local corpus file of ``params.data``; return the record."""
     target = paths.source_record(params, data_root)
     paths.writable(target.parent, "DATA_ROOT")
-    record = source_record(data_corpus_files(params.data))
+    record = source_record(data_corpus_files(params.data), hashes=target.with_name(".source-hashes.json"))
     write_json(target, record)
     print(f"recorded {len(record['files'])} local corpus file(s) in {target}")
     return record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 from conftest import TINY_TEXT, tiny_params, write_params
 
 from nanugpt.errors import UserError
+from nanugpt.hashing import sha256_file
 from nanugpt.params import ParamsError, load_params
-from nanugpt.sources import SourceError, source_record
+from nanugpt.sources import RACY_NS, SourceError, source_record
 from nanugpt.tokenize import tokenize_documents, tokenize_files
 from nanugpt.tokenizers.byte import ByteTokenizerOptions
 from pipeline import paths
@@ -107,6 +109,29 @@ def test_source_record_follows_the_content_of_file_and_folder(tmp_path: Path) ->
         str(folder / "a.txt"),
         str(folder / "b.txt"),
     ]
+
+
+def test_an_unchanged_file_keeps_its_hash_without_being_read_again(tmp_path: Path) -> None:
+    corpus, kept = tmp_path / "corpus.txt", tmp_path / "hashes.json"
+    corpus.write_text("one\n")
+    settled = corpus.stat().st_mtime_ns - 10 * RACY_NS
+    os.utime(corpus, ns=(settled, settled))  # long before the hash is kept: the kept hash is trusted
+    first = source_record([corpus], kept)
+    corpus.write_text("two\n")
+    os.utime(corpus, ns=(settled, settled))  # the same size and time: the kept hash stands, the file is not read
+    assert source_record([corpus], kept) == first
+    corpus.write_text("two\n")  # a real edit moves the time
+    assert source_record([corpus], kept)["files"][0]["sha256"] == sha256_file(corpus) != first["files"][0]["sha256"]
+
+
+def test_a_file_changed_just_before_its_hash_was_kept_is_read_again(tmp_path: Path) -> None:
+    corpus, kept = tmp_path / "corpus.txt", tmp_path / "hashes.json"
+    corpus.write_text("one\n")
+    source_record([corpus], kept)  # hashed within the clock's resolution of its last change
+    stat = corpus.stat()
+    corpus.write_text("two\n")
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # an edit the clock did not see
+    assert source_record([corpus], kept)["files"][0]["sha256"] == sha256_file(corpus)
 
 
 def test_url_and_hub_sources_have_no_local_files(tmp_path: Path) -> None:
