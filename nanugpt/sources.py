@@ -9,6 +9,7 @@ downloads when neither exists, and it checks the sha256 whatever the origin.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -123,6 +124,13 @@ def source_record(files: list[Path], hashes: Path | None = None) -> dict[str, An
         raise SourceError(f"data: corpus files not found: {', '.join(missing)}")
     digests = known_hashes(files, hashes) if hashes is not None else [sha256_file(p) for p in files]
     return {"files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": d} for p, d in zip(files, digests)]}
+
+
+def files_digest(files: list[Path]) -> str | None:
+    """One sha256 of the files' contents, in order (of their sha256); None for no files."""
+    if not files:
+        return None
+    return hashlib.sha256("\n".join(entry["sha256"] for entry in source_record(files)["files"]).encode()).hexdigest()
 
 
 # A file changed less than this before its hash was kept may change again within the clock's resolution

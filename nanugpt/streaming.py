@@ -50,6 +50,7 @@ from nanugpt.components import BatchShare, DataOptions, TokenizerOptions
 from nanugpt.distributed import DistInfo
 from nanugpt.errors import CheckpointError, UserError
 from nanugpt.meta import TokenMeta, tokenizer_fields, write_meta
+from nanugpt.sources import HF_PREFIX, corpus_files, files_digest
 from nanugpt.tokenizers import Tokenizer, tokenizer_from_meta
 
 if TYPE_CHECKING:
@@ -77,6 +78,11 @@ class HFDatasetOptions(DataOptions):
     )
     text_field: str = Field("text", description="column holding the text")
     data_files: dict[str, list[str]] | None = Field(None, description="local files per split, for 'text' / 'json'")
+    revision: str | None = Field(
+        None,
+        description="the dataset's revision on the hub (a commit or tag), recorded in meta.json; null: what the hub "
+        "serves that day (pin one for a reproducible stream)",
+    )
     streaming: bool = Field(True, description="read documents as a stream instead of downloading the split first")
     shuffle_buffer: int = Field(
         1000,
@@ -93,7 +99,12 @@ class HFDatasetOptions(DataOptions):
             raise UserError("data.module hf_dataset needs the datasets package: pip install 'nanugpt[hf]'") from None
         try:
             dataset = datasets.load_dataset(
-                self.name, self.config, split=split, data_files=self.data_files, streaming=self.streaming
+                self.name,
+                self.config,
+                split=split,
+                data_files=self.data_files,
+                streaming=self.streaming,
+                revision=self.revision,
             )
         except Exception as exc:  # datasets raises many types: missing, offline, bad split
             fix = "; a dataset without one: set data.val_split: null to hold out data.val_documents"
@@ -111,6 +122,10 @@ class HFDatasetOptions(DataOptions):
                 )
             dataset = dataset.select_columns([self.text_field])
         return dataset
+
+    def corpus_files(self) -> list[Path]:
+        """The local ``data_files`` (the source stage records their sha256, so an edit re-runs what reads them)."""
+        return corpus_files(HF_PREFIX + self.name, self.data_files)
 
     def texts(self, dataset: IterableDataset) -> Iterator[str]:
         """The ``text_field`` of each document of ``dataset``."""
@@ -134,6 +149,8 @@ class HFDatasetOptions(DataOptions):
             **tokenizer_fields(tokenizer, codec),
             dtype="streamed",
             source=f"hf:{self.name}",
+            source_sha256=files_digest(self.corpus_files()),
+            revision=self.revision,
             train_tokens=0,
             val_tokens=0,
             streamed=True,

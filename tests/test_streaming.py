@@ -18,6 +18,7 @@ from nanugpt.dcp import read_run_state
 from nanugpt.errors import UserError
 from nanugpt.meta import read_meta
 from nanugpt.params import Params, ParamsError, validate_params
+from nanugpt.sources import files_digest
 from nanugpt.streaming import DocumentStream
 from pipeline.schema import load
 from stages import evaluate, tokenize, train
@@ -182,6 +183,18 @@ def test_a_dataset_without_a_validation_split_trains_and_evaluates(tmp_path: Pat
     needs_split = validate_params(stream_tree(tmp_path, {"val_split": "validation"}), "test")
     with pytest.raises(UserError, match=r"data.val_split 'validation': cannot open .* set data.val_split: null"):
         tokenize.run(needs_split, data_root=tmp_path / "data2")
+
+
+def test_meta_pins_the_revision_and_the_local_files_content(tmp_path: Path) -> None:
+    """A stream's meta.json (what train depends on) names its revision and changes with its local files."""
+    params, data_dir = prepared(tmp_path, {"revision": "v1.0"})
+    files = [Path(f) for f in params.data.data_files["train"]]
+    assert params.data.corpus_files() == files  # what the source stage records
+    first = read_meta(data_dir)
+    assert first.revision == "v1.0" and first.source_sha256 == files_digest(files) is not None
+    files[0].write_text(files[0].read_text() + json.dumps({"text": "one more document"}) + "\n")
+    tokenize.run(params, data_root=tmp_path / "data")
+    assert read_meta(data_dir).source_sha256 != first.source_sha256
 
 
 def test_a_validation_split_is_used_when_named(tmp_path: Path) -> None:
