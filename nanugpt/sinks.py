@@ -228,6 +228,7 @@ class DvcLiveSink:
         if resume_step > 0:
             for series in (live_dir / "plots" / "metrics").rglob("*.tsv"):
                 keep_rows_up_to(series, resume_step)
+            drop_torn_summary(live_dir / "metrics.json")
         self.live = Live(str(live_dir), resume=resume_step > 0, save_dvc_exp=False, dvcyaml=None)
         self.live.log_params(params)
 
@@ -239,6 +240,17 @@ class DvcLiveSink:
 
     def close(self, failed: bool = False) -> None:
         self.live.end()
+
+
+def drop_torn_summary(summary: Path) -> None:
+    """Remove dvclive's ``metrics.json`` when a killed run left it torn: dvclive rewrites it (truncated first) at
+    each row and cannot resume from a file that does not parse; the next row writes it again whole."""
+    try:
+        json.loads(summary.read_text())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        summary.unlink()
 
 
 def keep_rows_up_to(series: Path, step: int) -> None:

@@ -30,7 +30,14 @@ from nanugpt.distributed import DistInfo
 from nanugpt.errors import TrainingError, UserError
 from nanugpt.metrics import TrainMetrics
 from nanugpt.params import load_params
-from nanugpt.sinks import ThreadedSink, WandbSink, evaluation_figures, format_log_line, server_settings
+from nanugpt.sinks import (
+    DvcLiveSink,
+    ThreadedSink,
+    WandbSink,
+    evaluation_figures,
+    format_log_line,
+    server_settings,
+)
 from nanugpt.train import train
 from stages import evaluate, tokenize
 
@@ -689,3 +696,21 @@ def test_a_checkpoint_is_saved_after_the_threaded_sinks_have_its_rows(tmp_path: 
     assert list(slow.rows) == [5, 10, 15, 20] and slow.closed
     saved = (tmp_path / "out" / "checkpoints" / "step-0000010.pt").stat().st_mtime
     assert saved >= slow.written[10] - 0.05  # the file clock is coarse; without the wait it is 0.5 s early
+
+
+def test_a_torn_dvclive_summary_left_by_a_kill_does_not_stop_the_resume(tmp_path: Path) -> None:
+    """SIGKILL while dvclive rewrote ``metrics.json`` (truncated first) leaves it empty; the resumed run's sink
+    starts anyway, keeps the series up to the checkpoint, and writes the summary whole again."""
+    live_dir = tmp_path / "dvclive"
+    first = DvcLiveSink(live_dir, {"seed": 1}, 0)
+    for step in (10, 20):
+        first.write(step, {"train/loss": 3.0 - step / 100})
+    first.close()
+    (live_dir / "metrics.json").write_text("")  # torn by the kill
+    resumed = DvcLiveSink(live_dir, {"seed": 1}, 10)
+    resumed.write(20, {"train/loss": 2.5})
+    resumed.close()
+    assert json.loads((live_dir / "metrics.json").read_text())["train"]["loss"] == 2.5
+    with open(live_dir / "plots" / "metrics" / "train" / "loss.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert [(row["step"], row["loss"]) for row in rows] == [("10", "2.9"), ("20", "2.5")]
