@@ -27,6 +27,15 @@ TINY_TEXT = (
 PIPELINE_OUTPUTS = ("data/", "out/", "dvc.lock", "dvc_plots/")
 
 
+def killed_after(full: Path, step: int, out: Path) -> Path:
+    """``out`` as a run killed after its checkpoint at ``step`` left it: that step file of the finished run
+    ``full`` as ``last.pt``, and ``full``'s plots (their rows past ``step`` are dropped on resume)."""
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / f"step-{step:07d}.pt", out / "checkpoints" / "last.pt")
+    shutil.copytree(full / "plots", out / "plots")
+    return out
+
+
 def launch_env(data_root: Path, out_dir: Path) -> dict[str, str]:
     """The environment of a ``python -m pipeline.launch`` test run: this checkout's code, the given
     DATA_ROOT / OUT_DIR, one OpenMP thread per rank (the ranks share this machine's cores)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import launch_train, tiny_params, write_params
+from conftest import killed_after, launch_train, tiny_params, write_params
 
 from nanugpt.checkpoint import load_checkpoint, resolve
 from nanugpt.components import BatchShare
@@ -145,10 +145,7 @@ def test_resume_reads_no_document_again_and_gives_the_same_losses(tmp_path: Path
     params, _ = prepared(tmp_path, max_steps=24, checkpoint_every=8)
     data = tmp_path / "data"
     train.run(params, data_root=data, out_dir=tmp_path / "full")
-    resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copy(tmp_path / "full" / "checkpoints" / "step-0000008.pt", resumed / "checkpoints" / "last.pt")
-    shutil.copytree(tmp_path / "full" / "plots", resumed / "plots")
+    resumed = killed_after(tmp_path / "full", 8, tmp_path / "resumed")
     train.run(params, data_root=data, out_dir=resumed)
     assert train_losses(resumed) == train_losses(tmp_path / "full")  # bitwise, float32 on CPU
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_params, write_params
+from conftest import killed_after, tiny_params, write_params
 
 from nanugpt.build import train_share
 from nanugpt.checkpoint import CheckpointError, load_checkpoint
@@ -68,10 +67,7 @@ def test_checkpoint_holds_plain_values_and_round_trips(tmp_path: Path, corpus: P
 def test_resume_reproduces_the_uninterrupted_losses(tmp_path: Path, corpus: Path) -> None:
     params, data = prepare(tmp_path, corpus, model={"dropout": 0.1})
     train.run(params, data_root=data, out_dir=tmp_path / "full")
-    resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copy(tmp_path / "full" / "checkpoints" / "step-0000010.pt", resumed / "checkpoints" / "last.pt")
-    shutil.copytree(tmp_path / "full" / "plots", resumed / "plots")
+    resumed = killed_after(tmp_path / "full", 10, tmp_path / "resumed")
     train.run(params, data_root=data, out_dir=resumed)
     assert train_losses(resumed) == train_losses(tmp_path / "full")  # bitwise, float32 on CPU
 
