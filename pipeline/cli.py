@@ -7,6 +7,7 @@ print one line per problem and exit 2; any other user error prints one ``error: 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from nanugpt.console_log import env_rank
@@ -41,10 +42,19 @@ def run_command(body: Callable[[], int | None]) -> int:
     return code or 0
 
 
+RANK_0_GRACE_S = 5.0
+
+
 def report(message: str) -> None:
-    """Print a user error on stderr, on rank 0 alone when there are several processes."""
+    """Print a user error on stderr, on rank 0 alone when there are several processes.
+
+    Another rank waits up to ``RANK_0_GRACE_S`` before it exits: torchrun stops every rank as soon as one fails,
+    and a rank that failed first would have rank 0 stopped before it printed the message.
+    """
     if env_rank() == 0:
-        print(message, file=sys.stderr)
+        print(message, file=sys.stderr, flush=True)
+    else:
+        time.sleep(RANK_0_GRACE_S)
 
 
 def stage_main(argv: Sequence[str] | None, doc: str, run: Callable[[PipelineParams], object]) -> int:

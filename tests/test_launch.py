@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,4 +94,5 @@ def test_an_error_after_start_is_printed_once_not_per_rank(tmp_path: Path, corpu
     lines = [line for line in result.stderr.splitlines() if "error" in line or "torchrun:" in line]
     assert len(lines) == 2, result.stderr
     assert lines[0].startswith("error: ") and "no-data" in lines[0]
-    assert lines[1].startswith("torchrun: on ") and lines[1].endswith("rank 0 with 1, rank 1 with 1")
+    # Rank 1 exits with 1 by itself, or with 143 when torchrun stops it (SIGTERM) after rank 0 failed first.
+    assert re.fullmatch(r"torchrun: on \S+, rank 0 with 1, rank 1 with (1|143)", lines[1]), lines[1]
