@@ -9,7 +9,9 @@ GPT-2's 124M on GPT-2's), context and mode, runs ``nanugpt.train.train`` on rand
 (batch = tokens / context), and reads ``steady_tokens_per_s`` (after the first ``WARMUP_STEPS`` steps,
 which pay for torch.compile). CPU MFU is model FLOP/s (6N + attention, the model's own
 ``flops_per_token``) over the FLOP/s of a 2048^2 fp32 matmul timed right before and right after the run,
-as in ``train_throughput.py``: the machine's speed as it was during the run.
+as in ``train_throughput.py``: the machine's speed as it was during the run. The attention term is the
+PaLM / nanoGPT count (12 L T C per token, the full T x T), which a causal kernel does about half of: at
+context 1024 a small model's MFU can read above 1.
 
 Goal (issue 22): eager CPU MFU >= 0.6 from 10M parameters up. Prints one table and writes
 ``bench/results/scaling.json``. Size ``120M`` at context 1024 takes several seconds a step on 2 vCPUs;
@@ -25,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
@@ -58,6 +62,7 @@ def measure(size: str, context: int, compiled: bool, tokens_per_step: int, steps
     model = params.model.build(shape["vocab"])
     n_params, flops_per_token = sum(p.numel() for p in model.parameters()), model.flops_per_token()
     del model
+    torch._dynamo.reset()  # each run compiles afresh: one process's runs would pile up to dynamo's recompile limit
     before = matmul_flops()
     started = time.perf_counter()
     summary = train(params, data_dir, folder / "out")

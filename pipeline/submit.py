@@ -9,7 +9,7 @@ cluster's usual ``SBATCH_PARTITION`` / ``SBATCH_ACCOUNT`` variables. The job run
 again with the same arguments, in the same folder and environment (``OUT_DIR``, ``DATA_ROOT``): inside the
 job it starts the stage as usual. Meanwhile the job's output (``OUT_DIR/logs/slurm-<job id>.out``) is copied
 to this console as it grows; Ctrl-C or a SIGTERM cancels the job (``scancel``: the stage gets SIGTERM and
-saves a checkpoint); the exit code is the job's.
+saves a checkpoint); the exit code is the job's, or 128 + the signal's number when a cancelled job reports 0.
 """
 
 from __future__ import annotations
@@ -95,8 +95,11 @@ def submit_and_wait(params: PipelineParams, launch_argv: Sequence[str], env: Map
     log = Path(str(output).replace("%j", job_id))
     print(f"submit: Slurm job {job_id} ({shlex.join(command[:-1])} ...); its output: {log}", flush=True)
 
+    stopped_by: list[int] = []  # the stop signal that cancelled the job, if one did
+
     def cancel(signum: int, frame: object) -> None:
         print(f"submit: signal {signum}: cancelling Slurm job {job_id}", flush=True)
+        stopped_by.append(signum)
         subprocess.run(["scancel", job_id], check=False)
 
     done = threading.Event()
@@ -111,4 +114,8 @@ def submit_and_wait(params: PipelineParams, launch_argv: Sequence[str], env: Map
         done.set()
         streamer.join()
     print(f"submit: Slurm job {job_id} ended with exit code {code}", flush=True)
+    if stopped_by and code == 0:
+        # sbatch --wait can report 0 for a job scancel ended before its stage saved and exited by itself
+        code = 128 + stopped_by[0]
+        print(f"submit: the job was cancelled on signal {stopped_by[0]}: exit code {code}", flush=True)
     return code
