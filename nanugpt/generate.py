@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 
 from nanugpt.errors import UserError
+from nanugpt.models.base import DecoderMixin
+from nanugpt.ops.decode_head import head_logits
 from nanugpt.params import GenerateParams
 
 
@@ -31,18 +33,34 @@ def read_prompt(prompt: str) -> str:
     return prompt
 
 
-def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Set logits outside the top-k and the top-p nucleus to -inf; (B, V) -> (B, V)."""
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the token that crosses top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return logits
+def nucleus(logits: torch.Tensor, top_p: float | None) -> torch.Tensor:
+    """Set the logits outside the top-p nucleus to -inf (None or 1: keep all); (B, V) -> (B, V). The nucleus
+    is the most likely tokens whose probabilities, summed in order, first reach ``top_p``."""
+    if top_p is None or top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    probs = sorted_logits.softmax(dim=-1)
+    drop = probs.cumsum(dim=-1) - probs >= top_p  # keep the token that crosses top_p
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+
+
+def next_token(logits: torch.Tensor, opts: GenerateParams, generator: torch.Generator) -> torch.Tensor:
+    """The next token ids (B, 1) for logits (B, V): the most likely with ``temperature`` 0, else a draw from the
+    softmax at ``temperature`` among the ``top_k`` most likely and then the ``top_p`` nucleus of those.
+
+    The draw is the exponential race: the argmax of p / E over the candidates, with E independent standard
+    exponentials, picks each with probability p. It costs a few elementwise passes, where
+    ``torch.multinomial`` over a whole vocabulary is much slower on CPU."""
+    if opts.temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / opts.temperature
+    candidates = None
+    if opts.top_k is not None and opts.top_k < logits.size(-1):
+        logits, candidates = torch.topk(logits, opts.top_k, dim=-1)  # (B, k) each, the most likely first
+    probs = nucleus(logits, opts.top_p).softmax(dim=-1)
+    race = torch.empty_like(probs).exponential_(generator=generator).clamp_min_(torch.finfo(probs.dtype).tiny)
+    choice = (probs / race).argmax(dim=-1, keepdim=True)  # (B, 1); a clamped E keeps p = 0 from becoming 0 / 0
+    return choice if candidates is None else candidates.gather(-1, choice)
 
 
 @torch.no_grad()
@@ -51,9 +69,9 @@ def sample(
 ) -> list[list[int]]:
     """``opts.num_samples`` continuations of ``prompt_ids``, each ``opts.max_new_tokens`` long.
 
-    A model with ``new_cache()`` is run incrementally with a KV cache; once the
-    context is full, the window slides (the last ``context_length`` tokens are
-    re-encoded).
+    A decoder (``DecoderMixin``) is run incrementally with a KV cache, its head only on the last position,
+    with ``head_logits``' kernel for the device; once the context is full, the window slides (the last
+    ``context_length`` tokens are re-encoded). Other models re-read the whole window for each token.
     The same ``opts.seed`` gives the same samples.
     """
     if not prompt_ids:
@@ -61,21 +79,18 @@ def sample(
     generator = torch.Generator(device=device).manual_seed(opts.seed)
     context = model.context_length
     idx = torch.tensor([prompt_ids] * opts.num_samples, dtype=torch.long, device=device)  # (B, T)
-    cached = hasattr(model, "new_cache")  # models without a KV cache re-read the whole window each token
+    decoder = isinstance(model, DecoderMixin)
     cache = None
     for _ in range(opts.max_new_tokens):
-        if not cached:
-            logits = model(idx[:, -context:])
-        elif cache is None or cache.length >= context:
-            cache = model.new_cache()
-            logits = model(idx[:, -context:], cache)
+        if not decoder:
+            logits = model(idx[:, -context:])[:, -1]
         else:
-            logits = model(idx[:, -1:], cache)
-        logits = logits[:, -1, :vocab_size].float()  # (B, V): padded ids are never sampled
-        if opts.temperature == 0:
-            next_id = logits.argmax(dim=-1, keepdim=True)
-        else:
-            probs = filter_logits(logits / opts.temperature, opts.top_k, opts.top_p).softmax(dim=-1)
-            next_id = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+            if cache is None or cache.length >= context:
+                cache = model.new_cache()
+                window = idx[:, -context:]
+            else:
+                window = idx[:, -1:]
+            logits = head_logits(model(window, cache, hidden_only=True)[:, -1], *model.linear_head())
+        next_id = next_token(logits[:, :vocab_size].float(), opts, generator)  # padded ids are never sampled
         idx = torch.cat([idx, next_id], dim=1)
     return idx[:, len(prompt_ids) :].tolist()

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanugpt.generate import GenerateError, filter_logits, read_prompt, sample
+from nanugpt.generate import GenerateError, next_token, nucleus, read_prompt, sample
 from nanugpt.models.nanogpt import NanoGPTOptions
+from nanugpt.ops.decode_head import HeadKernel, choose_head_kernel, head_logits
 from nanugpt.params import GenerateParams
 
 
@@ -36,13 +37,29 @@ def test_greedy_is_deterministic_without_seed_effect() -> None:
     assert a == b
 
 
-def test_top_k_and_top_p_filters() -> None:
-    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
-    assert torch.isinf(filter_logits(logits, 2, None)[0, 2:]).all()
-    assert not torch.isinf(filter_logits(logits, 2, None)[0, :2]).any()
-    probs = logits.softmax(-1)[0]  # ~[0.64, 0.24, 0.09, 0.03]
-    kept = ~torch.isinf(filter_logits(logits, None, 0.7)[0])
-    assert kept.tolist() == [True, True, False, False] and probs[0] < 0.7
+def test_nucleus_keeps_the_tokens_that_first_reach_top_p() -> None:
+    logits = torch.tensor([[3.0, 4.0, 1.0, 2.0]])
+    probs = logits.softmax(-1)[0]  # ~[0.24, 0.64, 0.03, 0.09]
+    kept = ~torch.isinf(nucleus(logits, 0.7)[0])
+    assert kept.tolist() == [True, True, False, False] and probs[1] < 0.7
+    assert torch.equal(nucleus(logits, 0.7)[0, :2], logits[0, :2])
+    assert torch.equal(nucleus(logits, None), logits) and torch.equal(nucleus(logits, 1.0), logits)
+
+
+@pytest.mark.parametrize(("top_k", "top_p", "kept"), [(None, None, 4), (2, None, 2), (3, 0.7, 2), (None, 0.9, 3)])
+def test_next_token_draws_with_the_filtered_softmax_probabilities(top_k: int | None, top_p: float | None, kept: int):
+    logits = torch.tensor([[4.0, 2.0, 1.0, -2.0]]).expand(40_000, 4)  # 40,000 draws at once
+    opts = GenerateParams(temperature=2.0, top_k=top_k, top_p=top_p)
+    drawn = next_token(logits, opts, torch.Generator().manual_seed(0))
+    assert drawn.shape == (40_000, 1)
+    frequencies = torch.bincount(drawn[:, 0], minlength=4) / 40_000
+    expected = torch.zeros(4)
+    expected[:kept] = (logits[0, :kept] / 2.0).softmax(-1)  # softmax(x / 2): 0.61, 0.22, 0.14, 0.03
+    assert torch.allclose(frequencies, expected, atol=0.01)  # ~4 standard errors
+    assert next_token(logits[:2], opts.model_copy(update={"temperature": 0.0}), torch.Generator()).tolist() == [
+        [0],
+        [0],
+    ]
 
 
 def test_prompt_from_file(tmp_path: Path) -> None:
@@ -50,3 +67,27 @@ def test_prompt_from_file(tmp_path: Path) -> None:
     assert read_prompt(f"FILE:{tmp_path / 'p.txt'}") == "ROMEO:"
     with pytest.raises(GenerateError, match="cannot read"):
         read_prompt(f"FILE:{tmp_path / 'missing.txt'}")
+
+
+@pytest.mark.parametrize(
+    ("device_type", "dtype", "expected"),
+    [
+        ("cpu", torch.float32, HeadKernel.CPU_TRANSPOSED),
+        ("cpu", torch.bfloat16, HeadKernel.LINEAR),
+        ("cuda", torch.float32, HeadKernel.LINEAR),
+        ("cuda", torch.bfloat16, HeadKernel.LINEAR),
+    ],
+)
+def test_choose_head_kernel(device_type: str, dtype: torch.dtype, expected: HeadKernel) -> None:
+    assert choose_head_kernel(device_type, dtype) is expected
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_head_logits_are_the_linear_heads_with_the_cpu_kernel(rows: int) -> None:
+    weight = torch.randn(300, 32, generator=torch.Generator().manual_seed(0))
+    hidden = torch.randn(rows, 32, generator=torch.Generator().manual_seed(1))
+    logits = head_logits(hidden, weight, None)
+    assert logits.shape == (rows, 300) and torch.allclose(logits, hidden @ weight.T, atol=1e-5)
+    assert torch.allclose(head_logits(hidden, weight, 2.0), 2.0 * torch.tanh(hidden @ weight.T / 2.0), atol=1e-5)
+    bf16 = head_logits(hidden.bfloat16(), weight.bfloat16(), None)  # the F.linear kernel
+    assert bf16.dtype == torch.bfloat16 and torch.allclose(bf16.float(), logits, atol=0.2)

@@ -97,21 +97,32 @@ class CausalLM(nn.Module):
 
 class KVCache:
     """Keys and values of past positions for incremental decoding, one slot per layer; also the last
-    inputs of short convolutions (``nanogpt_modern``'s ``short_conv``), keyed by the convolution module."""
+    inputs of short convolutions (``nanogpt_modern``'s ``short_conv``), keyed by the convolution module.
 
-    def __init__(self, n_layer: int):
+    Each layer's keys and values live in a buffer of ``capacity`` positions, allocated at its first
+    ``extend`` and written in place, so a decoding step copies only its new positions."""
+
+    def __init__(self, n_layer: int, capacity: int):
+        self.capacity = capacity
         self.keys: list[torch.Tensor | None] = [None] * n_layer
         self.values: list[torch.Tensor | None] = [None] * n_layer
         self.conv_inputs: dict[nn.Module, torch.Tensor] = {}
         self.length = 0
 
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append this step's (B, nh, T, hs) keys/values of ``layer``; return all so far."""
-        past_k, past_v = self.keys[layer], self.values[layer]
-        if past_k is not None and past_v is not None:
-            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        """Write this step's (B, nh, T, hs) keys/values of ``layer`` after the ``length`` cached ones;
+        return views of all so far, (B, nh, length + T, hs)."""
+        keys, values = self.keys[layer], self.values[layer]
+        if keys is None or values is None:
+            B, nh, _, hs = k.shape
+            keys = self.keys[layer] = k.new_empty(B, nh, self.capacity, hs)
+            values = self.values[layer] = v.new_empty(B, nh, self.capacity, hs)
+        end = self.length + k.size(2)
+        if end > self.capacity:
+            raise ValueError(f"{end} positions exceed the cache's capacity of {self.capacity}")
+        keys[:, :, self.length : end] = k
+        values[:, :, self.length : end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
     def extend_inputs(self, conv: nn.Module, x: torch.Tensor, keep: int) -> torch.Tensor:
         """Prepend the ``keep`` positions kept for ``conv`` (zeros at the start of a sequence, as in training)
@@ -139,8 +150,8 @@ class DecoderMixin(CausalLM):
     logit_softcap: float | None = None  # cap * tanh(logits / cap) on the head's output; None: no cap
 
     def new_cache(self) -> KVCache:
-        """An empty key/value cache for ``forward`` during generation."""
-        return KVCache(self.n_layer)
+        """An empty key/value cache for ``forward`` during generation, for up to ``context_length`` positions."""
+        return KVCache(self.n_layer, self.context_length)
 
     def linear_head(self) -> tuple[torch.Tensor, float | None]:
         """The (padded vocab, C) weight of the head and the soft cap of its logits (None: none)."""

@@ -33,6 +33,8 @@ def causal_attention(
         v = v.repeat_interleave(nh // v.size(1), dim=1)  # (B, nh, past + T, hs)
     if past == 0:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scale)
+    if T == 1:  # one new query sees every position: no mask to build
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
     # new queries see every cached position and the causal part of the new ones
     mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)  # (T, past + T)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
