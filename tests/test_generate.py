@@ -91,3 +91,16 @@ def test_head_logits_are_the_linear_heads_with_the_cpu_kernel(rows: int) -> None
     assert torch.allclose(head_logits(hidden, weight, 2.0), 2.0 * torch.tanh(hidden @ weight.T / 2.0), atol=1e-5)
     bf16 = head_logits(hidden.bfloat16(), weight.bfloat16(), None)  # the F.linear kernel
     assert bf16.dtype == torch.bfloat16 and torch.allclose(bf16.float(), logits, atol=0.2)
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_cached_greedy_generation_equals_the_full_forwards(num_samples: int) -> None:
+    m = model()
+    greedy = GenerateParams(num_samples=num_samples, max_new_tokens=12, temperature=0)  # 13 tokens: the window slides
+    cached = sample(m, [7], greedy, 40, torch.device("cpu"))
+    idx = torch.tensor([[7]] * num_samples)
+    with torch.no_grad():
+        for _ in range(12):
+            logits = m(idx[:, -m.context_length :])[:, -1, :40]  # (B, V), no cache, F.linear head
+            idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
+    assert cached == idx[:, 1:].tolist()
