@@ -2,9 +2,9 @@
 
     python bench/eval_ratio.py [--shape small|gpt2] [--rounds 10] [--steps 20] [--compile]
 
-Builds one run's parts with the train stage's builders (``nanugpt.build.build_run``, on
+Builds one run's parts with the train stage's builders (``nanugpt.train.build.build_run``, on
 ``bench/train_throughput.py``'s random token files and shapes) and, in each round, times
-``--steps`` optimizer steps of ``nanugpt.train_step.TrainStep`` and ``nanugpt.evaluate.evaluate_split``
+``--steps`` optimizer steps of ``nanugpt.train.step.TrainStep`` and ``nanugpt.eval.evaluate.evaluate_split``
 (the evaluate stage's and the validator's path) over ``--steps`` batches of the same rows x context,
 alternating which goes first. A forward alone does about a third of a train step's work, so the
 ratio eval tokens/s / train tokens/s can approach 3; the goal (issue 22) is >= 2.5. A first,
@@ -30,12 +30,12 @@ sys.path.insert(0, str(BENCH))
 
 from train_throughput import SHAPES, make_data, our_params  # noqa: E402
 
-from nanugpt.build import build_run, wrap_model  # noqa: E402
-from nanugpt.data import Batches  # noqa: E402
-from nanugpt.distributed import DistInfo  # noqa: E402
-from nanugpt.evaluate import evaluate_split  # noqa: E402
-from nanugpt.losses import Loss  # noqa: E402
-from nanugpt.train_step import TrainStep  # noqa: E402
+from nanugpt.data.tokenized import Batches  # noqa: E402
+from nanugpt.distributed.process_group import DistInfo  # noqa: E402
+from nanugpt.eval.evaluate import evaluate_split  # noqa: E402
+from nanugpt.optim.losses import Loss  # noqa: E402
+from nanugpt.train.build import build_run, wrap_model  # noqa: E402
+from nanugpt.train.step import TrainStep  # noqa: E402
 
 GOAL = 2.5
 

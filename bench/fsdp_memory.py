@@ -49,8 +49,8 @@ def run_params(args: argparse.Namespace, strategy: str, corpus: Path) -> dict[st
 
 def worker(args: argparse.Namespace) -> None:
     """One rank of one run: write this rank's figures as JSON into ``args.out``."""
-    from nanugpt.distributed import process_group
-    from nanugpt.params import validate_params
+    from nanugpt.config.params import validate_params
+    from nanugpt.distributed.process_group import process_group
 
     params = validate_params(json.loads(Path(args.params).read_text()), args.params)
     with process_group("cpu") as info:
@@ -62,10 +62,10 @@ def rank_figures(params: Any, data_dir: Path, info: Any, steps: int) -> dict[str
     """Train one warm-up and ``steps`` timed steps through the loop's parts; this rank's bytes and times."""
     import torch
 
-    from nanugpt.build import build_run, wrap_model
-    from nanugpt.data import to_device
-    from nanugpt.fsdp import local_bytes
-    from nanugpt.train_step import TrainStep
+    from nanugpt.data.tokenized import to_device
+    from nanugpt.distributed.fsdp import local_bytes
+    from nanugpt.train.build import build_run, wrap_model
+    from nanugpt.train.step import TrainStep
 
     parts = build_run(params, data_dir, info, lambda _: None)
     step = TrainStep(parts, wrap_model(parts.model, params, info), info, params.optimizer.lr, "float32", 1.0)
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         worker(args)
         return {}
 
-    from nanugpt.params import validate_params
+    from nanugpt.config.params import validate_params
 
     results: dict[str, Any] = {"args": {k: v for k, v in vars(args).items() if k != "json"}, "runs": []}
     with tempfile.TemporaryDirectory() as name:

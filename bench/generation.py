@@ -4,10 +4,10 @@ same trained model.
     python bench/generation.py [--rounds 5] [--new-tokens 128] [--train-steps 50]
 
 Trains ``bench/train_throughput.py``'s GPT-2-like shape (``nanogpt``, 6 x 384, context 256, GPT-2's
-vocabulary) for ``--train-steps`` steps on random token files with ``nanugpt.train.train``, exports
-the checkpoint with the export stage's ``nanugpt.export.export_checkpoint`` and loads it with
+vocabulary) for ``--train-steps`` steps on random token files with ``nanugpt.train.trainer.train``, exports
+the checkpoint with the export stage's ``nanugpt.inference.hf_export.export_checkpoint`` and loads it with
 ``GPT2LMHeadModel.from_pretrained``. Then, for greedy and sampled decoding (temperature 0.8,
-top-k 200) at batch 1 and 8, each round times ours (``nanugpt.generate.sample``, KV cache) and
+top-k 200) at batch 1 and 8, each round times ours (``nanugpt.inference.generate.sample``, KV cache) and
 transformers' ``generate(use_cache=True)`` on the same 16-token prompt for the same
 ``--new-tokens`` (transformers' end-of-text stop is off, as ours has none), alternating which goes
 first; one untimed call of each warms up. The figure is the median over rounds of ours / theirs
@@ -34,12 +34,12 @@ sys.path.insert(0, str(BENCH))
 
 from train_throughput import SHAPES, make_data, our_params  # noqa: E402
 
-from nanugpt.checkpoint import load_trained_model  # noqa: E402
-from nanugpt.export import export_checkpoint  # noqa: E402
-from nanugpt.generate import sample  # noqa: E402
-from nanugpt.meta import read_meta  # noqa: E402
-from nanugpt.params import GenerateParams, Params, validate_params  # noqa: E402
-from nanugpt.train import train  # noqa: E402
+from nanugpt.checkpoint.store import load_trained_model  # noqa: E402
+from nanugpt.config.params import GenerateParams, Params, validate_params  # noqa: E402
+from nanugpt.config.token_meta import read_meta  # noqa: E402
+from nanugpt.inference.generate import sample  # noqa: E402
+from nanugpt.inference.hf_export import export_checkpoint  # noqa: E402
+from nanugpt.train.trainer import train  # noqa: E402
 
 SHAPE = SHAPES["gpt2"]
 PROMPT_TOKENS = 16

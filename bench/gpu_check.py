@@ -4,7 +4,7 @@
     bash bench/gpu_check.sh --dry-run      # on CPU: the same code with a tiny model and 5 steps
 
 Runs on a single GPU with no network and nothing installed beyond ``make setup``. For each recipe
-it trains ``--steps`` steps of batch ``--batch`` x 1024 with our own train stage, ``nanugpt.train.train``
+it trains ``--steps`` steps of batch ``--batch`` x 1024 with our own train stage, ``nanugpt.train.trainer.train``
 (the loop, ``TrainStep`` and builders the train stage runs; bf16 autocast, ``torch.compile``,
 fused AdamW / Muon as the presets say; a constant lr schedule, since theirs are longer than the run)
 on random GPT-2 token ids (the time of a step does not depend on the data):
@@ -16,7 +16,7 @@ Tokens/s is the train summary's ``steady_tokens_per_s``: the first 3 steps (whic
 compiling and the first allocations) are left out, and the clock starts after a CUDA synchronize
 at the end of step 3 and stops after the last step's loss has reached the host. MFU is that
 times the model's FLOPs per token (``flops_per_token``: 6N + 12 L C T) over the device's peak from
-``nanugpt.device.GPU_PEAK_FLOPS`` for bfloat16 (``--peak-flops`` for a GPU not in the table).
+``nanugpt.distributed.device.GPU_PEAK_FLOPS`` for bfloat16 (``--peak-flops`` for a GPU not in the table).
 Peak memory is ``torch.cuda.max_memory_allocated`` over the run (reset before it).
 
 The dispatch check builds the first recipe's parts with the same builders, runs one compiled
@@ -58,15 +58,15 @@ sys.path.insert(0, str(BENCH))
 
 from train_throughput import make_data  # noqa: E402
 
-from nanugpt.build import build_run, wrap_model  # noqa: E402
-from nanugpt.data import to_device  # noqa: E402
-from nanugpt.device import autocast_context, peak_flops  # noqa: E402
-from nanugpt.distributed import DistInfo  # noqa: E402
-from nanugpt.metrics import WARMUP_STEPS  # noqa: E402
+from nanugpt.config.params import Params, validate_params  # noqa: E402
+from nanugpt.data.tokenized import to_device  # noqa: E402
+from nanugpt.distributed.device import autocast_context, peak_flops  # noqa: E402
+from nanugpt.distributed.process_group import DistInfo  # noqa: E402
+from nanugpt.metrics.train_metrics import WARMUP_STEPS  # noqa: E402
 from nanugpt.ops.cross_entropy import Kernel, choose_kernel  # noqa: E402
-from nanugpt.params import Params, validate_params  # noqa: E402
-from nanugpt.train import train  # noqa: E402
-from nanugpt.train_step import TrainStep  # noqa: E402
+from nanugpt.train.build import build_run, wrap_model  # noqa: E402
+from nanugpt.train.step import TrainStep  # noqa: E402
+from nanugpt.train.trainer import train  # noqa: E402
 from pipeline import schema  # noqa: E402
 
 RECIPES = {"gpt2_124m": "fineweb_gpt2_124m.yaml", "modern_muon": "fineweb_gpt2_124m_muon.yaml"}

@@ -12,7 +12,7 @@ the issue's two shapes from it:
 
 Contenders, both given the same offsets for the same step:
 
-* ``ours``: ``nanugpt.data.TokenFile`` (an mmap with ``MADV_RANDOM``) and
+* ``ours``: ``nanugpt.data.tokenized.TokenFile`` (an mmap with ``MADV_RANDOM``) and
   ``BatchSource.micro_batch``, as the train loop uses them;
 * ``reference``: a plain ``np.memmap`` without madvise, the same windows
   stacked and converted to int64 tensors;
@@ -64,12 +64,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nanugpt.components import BatchShare  # noqa: E402
-from nanugpt.data import BatchSource, TokenFile  # noqa: E402
-from nanugpt.losses import AutoregressiveOptions  # noqa: E402
-from nanugpt.meta import TokenMeta  # noqa: E402
+from nanugpt.config.components import BatchShare  # noqa: E402
+from nanugpt.config.token_meta import TokenMeta  # noqa: E402
+from nanugpt.data.tokenized import BatchSource, TokenFile  # noqa: E402
 from nanugpt.models.nanogpt import NanoGPTOptions  # noqa: E402
-from nanugpt.optimizers import AdamWNanoGPTOptions  # noqa: E402
+from nanugpt.optim.adamw import AdamWNanoGPTOptions  # noqa: E402
+from nanugpt.optim.losses import AutoregressiveOptions  # noqa: E402
 
 SHAPES = {
     "small": dict(n_layer=4, n_head=4, n_embd=128, context_length=64, batch=12, vocab=65),

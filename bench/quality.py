@@ -52,9 +52,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nanugpt.evaluate import evaluate_checkpoint  # noqa: E402
-from nanugpt.metrics import WARMUP_STEPS  # noqa: E402
-from nanugpt.params import Params, validate_params  # noqa: E402
+from nanugpt.config.params import Params, validate_params  # noqa: E402
+from nanugpt.eval.evaluate import evaluate_checkpoint  # noqa: E402
+from nanugpt.metrics.train_metrics import WARMUP_STEPS  # noqa: E402
 from stages import tokenize, train  # noqa: E402
 
 SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "context_length": 64}

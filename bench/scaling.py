@@ -4,7 +4,7 @@
                             [--tokens-per-step 2048] [--steps N]
 
 For each model size (``nanogpt``: about 1M and 10M parameters on a 65-token vocabulary, about 50M and
-GPT-2's 124M on GPT-2's), context and mode, runs ``nanugpt.train.train`` on random token files
+GPT-2's 124M on GPT-2's), context and mode, runs ``nanugpt.train.trainer.train`` on random token files
 (``train_throughput.py``'s) for the size's number of steps at ``--tokens-per-step`` tokens per step
 (batch = tokens / context), and reads ``steady_tokens_per_s`` (after the first ``WARMUP_STEPS`` steps,
 which pay for torch.compile). CPU MFU is model FLOP/s (6N + attention, the model's own
@@ -36,8 +36,8 @@ sys.path.insert(0, str(BENCH))
 
 from train_throughput import make_data, matmul_flops, our_params  # noqa: E402
 
-from nanugpt.metrics import WARMUP_STEPS  # noqa: E402
-from nanugpt.train import train  # noqa: E402
+from nanugpt.metrics.train_metrics import WARMUP_STEPS  # noqa: E402
+from nanugpt.train.trainer import train  # noqa: E402
 
 CHAR_VOCAB, GPT2_VOCAB = 65, 50304
 SIZES: dict[str, dict[str, int]] = {  # name: shape and steps (about 10 s of timed steps each, eager, 2 vCPUs)

@@ -3,7 +3,7 @@
     python bench/sink_overhead.py [--shape small|gpt2] [--pairs 10] [--steps 100]
     python bench/sink_overhead.py --row-costs [--rows 50]
 
-Each pair runs ``nanugpt.train.train`` twice on the same random token files
+Each pair runs ``nanugpt.train.trainer.train`` twice on the same random token files
 (``bench/train_throughput.py``'s shapes and data): once with the CSV files,
 dvclive, TensorBoard and W&B (offline) on, once with all of them off
 (the console line stays: it is not a sink one turns off), alternating which
@@ -39,8 +39,8 @@ sys.path.insert(0, str(BENCH))
 
 from train_throughput import SHAPES, make_data, our_params  # noqa: E402
 
-from nanugpt.params import Params, validate_params  # noqa: E402
-from nanugpt.sinks import (  # noqa: E402
+from nanugpt.config.params import Params, validate_params  # noqa: E402
+from nanugpt.metrics.sinks import (  # noqa: E402
     DvcLiveSink,
     MetricSink,
     TensorBoardSink,
@@ -48,7 +48,7 @@ from nanugpt.sinks import (  # noqa: E402
     WandbSink,
     csv_sinks,
 )
-from nanugpt.train import train  # noqa: E402
+from nanugpt.train.trainer import train  # noqa: E402
 
 ALL_ON = {"dvclive": True, "tensorboard": True, "wandb": True}
 ALL_OFF = {"dvclive": False, "tensorboard": False, "wandb": False}

@@ -39,9 +39,9 @@ sys.path.insert(0, str(BENCH))
 
 from quality import BATCH, SHAPE, VAL_BATCHES, recipe  # noqa: E402
 
-from nanugpt.evaluate import evaluate_checkpoint  # noqa: E402
-from nanugpt.params import Params  # noqa: E402
-from nanugpt.train import train  # noqa: E402
+from nanugpt.config.params import Params  # noqa: E402
+from nanugpt.eval.evaluate import evaluate_checkpoint  # noqa: E402
+from nanugpt.train.trainer import train  # noqa: E402
 from pipeline.schema import load  # noqa: E402
 from stages import tokenize  # noqa: E402
 

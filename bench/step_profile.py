@@ -29,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nanugpt.params import validate_params  # noqa: E402
+from nanugpt.config.params import validate_params  # noqa: E402
 
 VOCAB = 65
 TOKENS = 12 * 64  # figures are per nanoGPT step

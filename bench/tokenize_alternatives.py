@@ -6,13 +6,13 @@ encoder, 2 workers each, on the same generated corpus.
 All three turn ``bench/tokenize_throughput.py``'s generated English-like corpus (``--size-mb``) into
 uint16 GPT-2 token ids on disk:
 
-* ``ours``: ``nanugpt.tokenize.tokenize_files`` (what the tokenize stage runs: train/val token files,
+* ``ours``: ``nanugpt.data.tokenize.tokenize_files`` (what the tokenize stage runs: train/val token files,
   sha256s, meta.json) with ``--workers`` workers;
 * ``datasets``: ``datasets.load_dataset("text", sample_by="paragraph")``, then ``map`` with
   ``num_proc=--workers`` calling tiktoken's gpt2 ``encode_ordinary`` on each paragraph (plus the
   end-of-text id), then the id lists concatenated into a uint16 ``np.memmap`` of the total length:
   the way nanoGPT prepares OpenWebText (our own code; its cache in a temporary folder);
-* ``tiktoken``: the corpus read in ``nanugpt.tokenize.CHUNK_BYTES`` pieces cut at a line end, each
+* ``tiktoken``: the corpus read in ``nanugpt.data.tokenize.CHUNK_BYTES`` pieces cut at a line end, each
   piece's paragraphs encoded by ``encode_ordinary_batch(..., num_threads=--workers)`` and appended
   to a uint16 file.
 
@@ -47,8 +47,8 @@ sys.path.insert(0, str(BENCH))
 
 from tokenize_throughput import MB, Corpus  # noqa: E402
 
-from nanugpt.tokenize import CHUNK_BYTES, tokenize_files  # noqa: E402
-from nanugpt.tokenizers.tiktoken_bpe import TiktokenOptions, load_encoding  # noqa: E402
+from nanugpt.data.tokenize import CHUNK_BYTES, tokenize_files  # noqa: E402
+from nanugpt.data.tokenizers.tiktoken import TiktokenOptions, load_encoding  # noqa: E402
 
 CONTENDERS = ("ours", "datasets", "tiktoken")
 GOAL = 1.2

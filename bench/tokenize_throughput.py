@@ -11,9 +11,9 @@ a seed. It is ASCII, so any byte offset is a character boundary.
 Throughput. Each round times, in a rotating order, on the same ``--size-mb``
 corpus (page cache warm):
 
-* ``bare``: a loop that reads the file in ``nanugpt.tokenize.CHUNK_BYTES``
+* ``bare``: a loop that reads the file in ``nanugpt.data.tokenize.CHUNK_BYTES``
   chunks and calls tiktoken's gpt2 ``encode_ordinary`` on each, nothing else;
-* ``ours-1``: ``nanugpt.tokenize.tokenize_files`` with the ``tiktoken`` gpt2
+* ``ours-1``: ``nanugpt.data.tokenize.tokenize_files`` with the ``tiktoken`` gpt2
   options and ``workers=1`` (splits, token files, sha256s, meta.json);
 * ``ours-2``: the same with ``workers=2``;
 * ``bare-2``: the bare loop over a 2-process pool, the ceiling for ``ours-2``
@@ -65,8 +65,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nanugpt.tokenize import CHUNK_BYTES, tokenize_files  # noqa: E402
-from nanugpt.tokenizers.tiktoken_bpe import TiktokenOptions, load_encoding  # noqa: E402
+from nanugpt.data.tokenize import CHUNK_BYTES, tokenize_files  # noqa: E402
+from nanugpt.data.tokenizers.tiktoken import TiktokenOptions, load_encoding  # noqa: E402
 
 MB = 1_000_000
 GOAL_ONE_WORKER = 0.9  # ours-1 / bare
@@ -269,9 +269,9 @@ MEMORY_CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from nanugpt.tokenize import tokenize_files
-from nanugpt.tokenizers.byte import ByteTokenizerOptions
-from nanugpt.tokenizers.tiktoken_bpe import TiktokenOptions
+from nanugpt.data.tokenize import tokenize_files
+from nanugpt.data.tokenizers.byte import ByteTokenizerOptions
+from nanugpt.data.tokenizers.tiktoken import TiktokenOptions
 corpus, tokenizer, out = sys.argv[2], sys.argv[3], Path(sys.argv[4])
 options = (TiktokenOptions(module="tiktoken", encoding="gpt2") if tokenizer == "gpt2"
            else ByteTokenizerOptions(module="byte"))

@@ -2,7 +2,7 @@
 
     python bench/train_throughput.py [--shape small|gpt2] [--pairs 100] [--steps 60] [--compile]
 
-Each pair runs our ``nanugpt.train.train`` for ``--steps`` steps and a
+Each pair runs our ``nanugpt.train.trainer.train`` for ``--steps`` steps and a
 hand-written reference (a compact GPT and a bare AdamW loop over random
 windows of the same token file) for the same steps, alternating which goes
 first. Both do the same work per step: the same model shape, one fused AdamW
@@ -47,9 +47,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from stats import bootstrap_ratio  # noqa: E402
 
-from nanugpt.metrics import WARMUP_STEPS  # noqa: E402
-from nanugpt.params import validate_params  # noqa: E402
-from nanugpt.train import train  # noqa: E402
+from nanugpt.config.params import validate_params  # noqa: E402
+from nanugpt.metrics.train_metrics import WARMUP_STEPS  # noqa: E402
+from nanugpt.train.trainer import train  # noqa: E402
 
 MAX_OTHER_VCPU = 0.2  # pairs during which other processes used more than this are reported and dropped
 SHAPES = {

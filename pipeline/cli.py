@@ -10,9 +10,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from nanugpt.console_log import env_rank
+from nanugpt.config.params import ParamsError
 from nanugpt.errors import UserError
-from nanugpt.params import ParamsError
+from pipeline.console_log import env_rank
 from pipeline.schema import PipelineParams, load
 
 

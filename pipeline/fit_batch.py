@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
-from nanugpt.build import build_run
-from nanugpt.device import pick_device
-from nanugpt.distributed import DistInfo
-from nanugpt.params import Params
-from nanugpt.train_step import TrainStep
+from nanugpt.config.params import Params
+from nanugpt.distributed.device import pick_device
+from nanugpt.distributed.process_group import DistInfo
+from nanugpt.train.build import build_run
+from nanugpt.train.step import TrainStep
 from pipeline import paths
 from pipeline.cli import parse_argv, run_command
 from pipeline.schema import load

@@ -27,11 +27,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nanugpt.console_log import CONSOLE_IS_LOG_ENV, is_file
+from nanugpt.distributed.signals import STOP_SIGNALS
 from nanugpt.errors import UserError
-from nanugpt.signals import STOP_SIGNALS
 from pipeline import paths, submit
 from pipeline.cli import parse_argv, run_command
+from pipeline.console_log import CONSOLE_IS_LOG_ENV, is_file
 from pipeline.schema import PipelineParams, load
 
 RDZV_PORT = 29500
@@ -91,9 +91,9 @@ def parse_time_left(text: str) -> int | None:
 
 
 def torchrun(params: PipelineParams) -> list[str]:
-    """Our torchrun (``nanugpt.torchrun``): it forwards SIGUSR1 too and reports failed ranks in one line each."""
+    """Our torchrun (``pipeline.torchrun``): it forwards SIGUSR1 too and reports failed ranks in one line each."""
     grace = params.launch.stop_before_limit_s
-    return [sys.executable, "-m", "nanugpt.torchrun", f"--shutdown-timeout={grace}"]
+    return [sys.executable, "-m", "pipeline.torchrun", f"--shutdown-timeout={grace}"]
 
 
 def build_command(params: PipelineParams, stage_argv: Sequence[str], job: SlurmJob | None) -> list[str]:

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nanugpt.config_loader import ConfigError, load_unexpanded
-from nanugpt.params import ParamsError, validate_params
-from nanugpt.tasks import FULL_TABLE_PRIME
+from nanugpt.config.loader import ConfigError, load_unexpanded
+from nanugpt.config.params import ParamsError, validate_params
+from nanugpt.data.tasks import FULL_TABLE_PRIME
 from pipeline.schema import PipelineParams
 
 MISSING: Any = object()

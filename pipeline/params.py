@@ -24,10 +24,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from nanugpt import registry
-from nanugpt.atomic import write_text
-from nanugpt.components import KIND_BASES
-from nanugpt.params import ParamsError
+from nanugpt.config import registry
+from nanugpt.config.components import KIND_BASES
+from nanugpt.config.params import ParamsError
+from nanugpt.files.atomic import write_text
 from pipeline.cli import run_command
 from pipeline.nanugpt_import import import_nanugpt
 from pipeline.schema import PipelineParams, load

@@ -15,8 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from nanugpt.config.params import Params
 from nanugpt.errors import UserError
-from nanugpt.params import Params
 
 
 class OutputFolderError(UserError):

@@ -12,7 +12,7 @@ from typing import Literal, cast
 
 from pydantic import Field, model_validator
 
-from nanugpt.params import Params, Section, load_params
+from nanugpt.config.params import Params, Section, load_params
 
 
 class LaunchParams(Section):
@@ -90,5 +90,5 @@ class PipelineParams(Params):
 
 
 def load(path: str | Path, overrides: Sequence[str] = ()) -> PipelineParams:
-    """Read, resolve and validate a params file with its ``launch`` section (``nanugpt.params.load_params``)."""
+    """Read, resolve and validate a params file with its ``launch`` section (``nanugpt.config.params.load_params``)."""
     return cast(PipelineParams, load_params(path, overrides, schema=PipelineParams))

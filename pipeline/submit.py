@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from nanugpt.distributed.signals import STOP_SIGNALS
 from nanugpt.errors import UserError
-from nanugpt.signals import STOP_SIGNALS
 from pipeline import paths
 from pipeline.schema import PipelineParams
 

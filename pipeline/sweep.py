@@ -39,9 +39,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nanugpt.atomic import write_text
-from nanugpt.config_loader import ConfigError, load_yaml_tree, set_dotted
-from nanugpt.params import ParamsError, validate_params
+from nanugpt.config.loader import ConfigError, load_yaml_tree, set_dotted
+from nanugpt.config.params import ParamsError, validate_params
+from nanugpt.files.atomic import write_text
 from pipeline import paths, sweep_dvc, sweep_report
 from pipeline.cli import run_command
 from pipeline.schema import PipelineParams

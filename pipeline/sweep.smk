@@ -16,7 +16,7 @@ import re
 import shlex
 from pathlib import Path
 
-from nanugpt.sources import data_corpus_files
+from nanugpt.data.sources import data_corpus_files
 from pipeline import sweep as sweeps
 from pipeline.sweep_report import failed_marker, write_report
 

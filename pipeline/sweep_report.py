@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nanugpt.atomic import write_text
+from nanugpt.files.atomic import write_text
 
 if TYPE_CHECKING:
     from pipeline.sweep import Point, Sweep

@@ -9,7 +9,7 @@ each benchmark of ``eval.tasks``: ``hellaswag`` scores the official validation
 file (downloaded once into ``DATA_ROOT/hellaswag/raw/`` and checked against
 ``eval.hellaswag_sha256``, or read from ``eval.hellaswag_path``) and reports
 ``hellaswag_acc``, ``hellaswag_acc_norm``, ``hellaswag_examples`` and
-``hellaswag_skipped`` (see ``nanugpt.hellaswag``). Under torchrun each rank
+``hellaswag_skipped`` (see ``nanugpt.eval.hellaswag``). Under torchrun each rank
 takes a share and rank 0 writes.
 ``dvc metrics show`` and ``dvc exp show`` list these numbers; with
 ``logging.tensorboard`` / ``logging.wandb`` they also go to TensorBoard and to
@@ -26,14 +26,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nanugpt.atomic import write_json
-from nanugpt.console_log import tee_console
-from nanugpt.distributed import process_group
-from nanugpt.evaluate import evaluate_checkpoint
-from nanugpt.params import Params
-from nanugpt.sinks import check_sinks, log_evaluation
+from nanugpt.config.params import Params
+from nanugpt.distributed.process_group import process_group
+from nanugpt.eval.evaluate import evaluate_checkpoint
+from nanugpt.files.atomic import write_json
+from nanugpt.metrics.sinks import check_sinks, log_evaluation
 from pipeline import paths
 from pipeline.cli import stage_main
+from pipeline.console_log import tee_console
 
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:

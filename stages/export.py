@@ -24,13 +24,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nanugpt.atomic import atomic_dir
-from nanugpt.console_log import tee_console
-from nanugpt.export import NoHFCounterpart, export_checkpoint
-from nanugpt.meta import read_meta
-from nanugpt.params import Params
+from nanugpt.config.params import Params
+from nanugpt.config.token_meta import read_meta
+from nanugpt.files.atomic import atomic_dir
+from nanugpt.inference.hf_export import NoHFCounterpart, export_checkpoint
 from pipeline import paths
 from pipeline.cli import stage_main
+from pipeline.console_log import tee_console
 
 NOT_EXPORTED = "NOT_EXPORTED.txt"
 

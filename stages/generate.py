@@ -17,17 +17,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nanugpt.atomic import write_text
-from nanugpt.checkpoint import check_vocab, load_trained_model
-from nanugpt.console_log import tee_console
-from nanugpt.device import pick_device
-from nanugpt.generate import GenerateError, read_prompt, sample
-from nanugpt.meta import read_meta
-from nanugpt.params import Params
-from nanugpt.sinks import WandbSink, check_sinks
-from nanugpt.tokenizers import tokenizer_from_meta
+from nanugpt.checkpoint.store import check_vocab, load_trained_model
+from nanugpt.config.params import Params
+from nanugpt.config.token_meta import read_meta
+from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
+from nanugpt.distributed.device import pick_device
+from nanugpt.files.atomic import write_text
+from nanugpt.inference.generate import GenerateError, read_prompt, sample
+from nanugpt.metrics.sinks import WandbSink, check_sinks
 from pipeline import paths
 from pipeline.cli import stage_main
+from pipeline.console_log import tee_console
 
 SEPARATOR = "\n---------------\n"
 

@@ -21,12 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nanugpt.atomic import write_json
-from nanugpt.console_log import tee_console
-from nanugpt.params import Params
-from nanugpt.sources import data_corpus_files, source_record
+from nanugpt.config.params import Params
+from nanugpt.data.sources import data_corpus_files, source_record
+from nanugpt.files.atomic import write_json
 from pipeline import paths
 from pipeline.cli import stage_main
+from pipeline.console_log import tee_console
 
 
 def run(params: Params, data_root: Path | None = None) -> dict[str, Any]:

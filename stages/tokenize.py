@@ -21,11 +21,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nanugpt.console_log import tee_console
-from nanugpt.meta import TokenMeta
-from nanugpt.params import Params
+from nanugpt.config.params import Params
+from nanugpt.config.token_meta import TokenMeta
 from pipeline import paths
 from pipeline.cli import stage_main
+from pipeline.console_log import tee_console
 
 
 def run(params: Params, data_root: Path | None = None) -> TokenMeta:

@@ -29,11 +29,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nanugpt.console_log import tee_console
-from nanugpt.params import Params
-from nanugpt.train import train
+from nanugpt.config.params import Params
+from nanugpt.train.trainer import train
 from pipeline import paths
 from pipeline.cli import stage_main
+from pipeline.console_log import tee_console
 from pipeline.launch import LAUNCH_COMMAND_ENV
 
 

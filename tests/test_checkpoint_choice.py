@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import tiny_params, write_params
 
-from nanugpt.checkpoint import CheckpointError
-from nanugpt.params import Params, load_params
+from nanugpt.checkpoint.store import CheckpointError
+from nanugpt.config.params import Params, load_params
 from pipeline import paths
 from stages import export, generate, tokenize, train
 

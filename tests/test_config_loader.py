@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nanugpt.config_loader import RUN_TIME_ENV, ConfigError, load_yaml_tree, parse_overrides
+from nanugpt.config.loader import RUN_TIME_ENV, ConfigError, load_yaml_tree, parse_overrides
 
 
 def write(path: Path, data: object) -> Path:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import tiny_params, write_params
 
-from nanugpt.config_loader import ConfigError, load_yaml_tree
+from nanugpt.config.loader import ConfigError, load_yaml_tree
 from pipeline.schema import load
 
 ASSETS = Path(__file__).parent / "assets" / "nanugpt"

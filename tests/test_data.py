@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanugpt.components import BatchShare
-from nanugpt.data import BatchSource, DataError, TokenFile, TokenizedDataOptions
-from nanugpt.meta import TokenMeta
+from nanugpt.config.components import BatchShare
+from nanugpt.config.token_meta import TokenMeta
+from nanugpt.data.tokenized import BatchSource, DataError, TokenFile, TokenizedDataOptions
 
 
 def meta_of(n: int, dtype: str = "uint16", vocab_size: int = 60_000, **counts: int) -> TokenMeta:

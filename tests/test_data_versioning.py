@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from conftest import TINY_TEXT, tiny_params, write_params
 
+from nanugpt.config.params import ParamsError, load_params
+from nanugpt.data.sources import RACY_NS, SourceError, source_record
+from nanugpt.data.tokenize import tokenize_documents, tokenize_files
+from nanugpt.data.tokenizers.byte import ByteTokenizerOptions
 from nanugpt.errors import UserError
-from nanugpt.hashing import sha256_file
-from nanugpt.params import ParamsError, load_params
-from nanugpt.sources import RACY_NS, SourceError, source_record
-from nanugpt.tokenize import tokenize_documents, tokenize_files
-from nanugpt.tokenizers.byte import ByteTokenizerOptions
+from nanugpt.files.hashing import sha256_file
 from pipeline import paths
 from pipeline.stages import corpus_inputs
 from stages import source, tokenize, train

@@ -26,7 +26,7 @@ from conftest import TINY_TEXT, copy_worktree, dvc_env, tiny_params, write_param
 from test_dvc_e2e import make_workspace, output, ran_stages, run, skipped_stages
 from test_snakemake_e2e import job_reasons
 
-from nanugpt.hashing import sha256_file
+from nanugpt.files.hashing import sha256_file
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nanugpt.device import gpu_peak_flops, peak_flops
+from nanugpt.distributed.device import gpu_peak_flops, peak_flops
 
 
 @pytest.mark.parametrize(

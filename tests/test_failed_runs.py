@@ -10,13 +10,13 @@ import pytest
 import torch
 from conftest import tiny_params, write_params
 
-from nanugpt.atomic import write_json
-from nanugpt.checkpoint import load_checkpoint
-from nanugpt.distributed import DistInfo
+from nanugpt.checkpoint.store import load_checkpoint
+from nanugpt.config.params import load_params
+from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError
-from nanugpt.params import load_params
-from nanugpt.previous_run import TRAIN_OUTPUTS, PreviousRun
-from nanugpt.validator import Validator
+from nanugpt.files.atomic import write_json
+from nanugpt.train.previous_run import TRAIN_OUTPUTS, PreviousRun
+from nanugpt.train.validator import Validator
 from stages import evaluate, tokenize, train
 
 
@@ -105,7 +105,7 @@ def test_a_non_finite_val_loss_stops_the_run_and_is_never_the_best() -> None:
         def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long)
 
-    from nanugpt.losses import Loss
+    from nanugpt.optim.losses import Loss
 
     validator = Validator(Batches(), 10, 2, DistInfo(0, 0, 1, torch.device("cpu")), "float32", Loss())
     figures, improved = validator.validate(Constant(0.0), 10)

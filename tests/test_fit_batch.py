@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_params, write_params
 
-from nanugpt.distributed import DistInfo
+from nanugpt.distributed.process_group import DistInfo
 from pipeline.fit_batch import Probe, largest_fit, main, probe
 from pipeline.schema import load
 from stages import tokenize

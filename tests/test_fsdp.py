@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import REPO, launch_train, tiny_params, write_params
 
-from nanugpt.build import build_run
-from nanugpt.distributed import DistInfo
+from nanugpt.config.params import ParamsError, validate_params
+from nanugpt.distributed.fsdp import blocks_of, checkpoint_blocks, mixed_precision
+from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError
-from nanugpt.fsdp import blocks_of, checkpoint_blocks, mixed_precision
-from nanugpt.params import ParamsError, validate_params
+from nanugpt.train.build import build_run
 from pipeline.schema import load
 from stages import tokenize, train
 

@@ -19,8 +19,8 @@ import torch
 from conftest import launch_env, write_params
 from test_fsdp import launch, losses, one_process, run_params
 
-from nanugpt import dcp
-from nanugpt.checkpoint import CheckpointError, load_trained_model
+from nanugpt.checkpoint import sharded
+from nanugpt.checkpoint.store import CheckpointError, load_trained_model
 from pipeline.schema import load
 from stages import evaluate, export, generate, tokenize, train
 
@@ -71,7 +71,7 @@ def test_sigkill_at_four_ranks_resumes_at_two_and_at_one(tmp_path: Path, corpus:
         os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert not (tmp_path / "four" / "train_summary.json").exists(), "the run ended before it was killed"
-    saved = dcp.newest_complete(checkpoints)
+    saved = sharded.newest_complete(checkpoints)
     assert saved is not None and 4 <= saved[1]["step"] < 40
     assert len(list((checkpoints / "step-0000004").glob("*.distcp"))) == 4  # one shard file per rank
 
@@ -106,17 +106,17 @@ def test_a_damaged_folder_is_skipped_for_the_one_before(tmp_path: Path, corpus: 
     params = fsdp_params(corpus, 6)
     reference = one_process(tmp_path, params, "run")  # one process under fsdp: step folders, unsharded
     checkpoints = tmp_path / "run" / "checkpoints"
-    assert [p.name for p in dcp.step_folders(checkpoints)] == ["step-0000002", "step-0000004", "step-0000006"]
+    assert [p.name for p in sharded.step_folders(checkpoints)] == ["step-0000002", "step-0000004", "step-0000006"]
     shard = next((checkpoints / "step-0000006").glob("*.distcp"))
     shard.write_bytes(shard.read_bytes()[:100])  # truncated after it was renamed into place
     (checkpoints / ".step-0000008.tmp").mkdir()  # and a killed run's unfinished folder
-    assert "shard __0_0.distcp is missing or truncated" in str(dcp.problem(checkpoints / "step-0000006"))
+    assert "shard __0_0.distcp is missing or truncated" in str(sharded.problem(checkpoints / "step-0000006"))
     with pytest.raises(CheckpointError, match="incomplete or damaged sharded checkpoint"):
         load_trained_model(checkpoints / "step-0000006", torch.device("cpu"))
     loaded = load(write_params(tmp_path / "again.yaml", params))
     train.run(loaded, data_root=tmp_path / "data", out_dir=tmp_path / "run")
     assert losses(tmp_path / "run") == pytest.approx(reference, rel=1e-6)
-    assert (checkpoints / "last").resolve().name == "step-0000006" and dcp.problem(checkpoints / "last") is None
+    assert (checkpoints / "last").resolve().name == "step-0000006" and sharded.problem(checkpoints / "last") is None
     assert not (checkpoints / ".step-0000008.tmp").exists()
 
 
@@ -125,19 +125,19 @@ def test_a_folder_is_renamed_into_place_only_when_written(tmp_path: Path) -> Non
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.ones(1, 3)).sum().backward()
     optimizer.step()
-    model_state, optimizer_state = dcp.model_optimizer_state(model, optimizer)
+    model_state, optimizer_state = sharded.model_optimizer_state(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state, "step": 3}
     for step in (1, 2, 3):
-        dcp.save_step(tmp_path, step, {**state, "step": step}, keep_last=2)
-    assert [p.name for p in dcp.step_folders(tmp_path)] == ["step-0000002", "step-0000003"]
+        sharded.save_step(tmp_path, step, {**state, "step": step}, keep_last=2)
+    assert [p.name for p in sharded.step_folders(tmp_path)] == ["step-0000002", "step-0000003"]
     assert os.readlink(tmp_path / "last") == "step-0000003"
     assert not list(tmp_path.glob(".*"))  # no temporary folder left
-    assert dcp.read_run_state(tmp_path / "last") == {"step": 3}
+    assert sharded.read_run_state(tmp_path / "last") == {"step": 3}
     (tmp_path / "step-0000003" / ".metadata").unlink()
-    assert dcp.newest_complete(tmp_path)[0].name == "step-0000002"  # type: ignore[index]
+    assert sharded.newest_complete(tmp_path)[0].name == "step-0000002"  # type: ignore[index]
 
     fresh = torch.nn.Linear(3, 2)
-    dcp.load_model(tmp_path / "step-0000002", fresh)
+    sharded.load_model(tmp_path / "step-0000002", fresh)
     assert torch.equal(fresh.weight, model.weight)
 
 
@@ -151,7 +151,7 @@ def test_metadata_that_carries_code_is_refused_unread(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / ".metadata").write_bytes(pickle.dumps(RunsCode()))
     torch.save({"step": 1}, folder / "run.pt")
-    assert "refused: .metadata names posix.system" in str(dcp.problem(folder))
+    assert "refused: .metadata names posix.system" in str(sharded.problem(folder))
     with pytest.raises(CheckpointError, match="refused"):
         load_trained_model(folder, torch.device("cpu"))
     assert not (Path.cwd() / "pwned").exists() and not (tmp_path / "pwned").exists()

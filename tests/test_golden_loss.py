@@ -24,8 +24,8 @@ import pytest
 import torch
 from conftest import TINY_TEXT, tiny_params
 
-from nanugpt.losses import AutoregressiveOptions, Loss
-from nanugpt.params import validate_params
+from nanugpt.config.params import validate_params
+from nanugpt.optim.losses import AutoregressiveOptions, Loss
 from stages import tokenize, train
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "losses"

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO, TINY_TEXT, copy_worktree, dvc_env, tiny_params, write_params
 
-from nanugpt.distributed import DistInfo
-from nanugpt.hashing import sha256_file
-from nanugpt.hellaswag import (
+from nanugpt.config.params import ParamsError, validate_params
+from nanugpt.distributed.process_group import DistInfo
+from nanugpt.eval.hellaswag import (
     Example,
     HellaSwagError,
     ending_row,
@@ -29,7 +29,7 @@ from nanugpt.hellaswag import (
     row_losses,
     score_examples,
 )
-from nanugpt.params import ParamsError, validate_params
+from nanugpt.files.hashing import sha256_file
 from pipeline.schema import load
 from stages import evaluate, tokenize, train
 
@@ -240,9 +240,9 @@ def test_the_evaluate_stage_writes_hellaswag_figures(tmp_path: Path, corpus: Pat
     }
     assert (written["hellaswag_examples"], written["hellaswag_skipped"]) == (6, 1)
     # the figures are the scorer's on the same model, tokenizer and examples
-    from nanugpt.checkpoint import load_trained_model
-    from nanugpt.meta import read_meta
-    from nanugpt.tokenizers import tokenizer_from_meta
+    from nanugpt.checkpoint.store import load_trained_model
+    from nanugpt.config.token_meta import read_meta
+    from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
 
     model, _, _ = load_trained_model(tmp_path / "out" / "checkpoints" / "last.pt", torch.device("cpu"))
     tokenizer = tokenizer_from_meta(read_meta(tmp_path / "data" / "tiny" / "char"))

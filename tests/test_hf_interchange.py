@@ -14,16 +14,17 @@ import pytest
 import torch
 from conftest import REPO, TINY_TEXT, tiny_params, write_params
 
-from nanugpt.checkpoint import load_trained_model
+from nanugpt.checkpoint.store import load_trained_model
+from nanugpt.config.params import Params, load_params, validate_params
+from nanugpt.config.protocols import Tokenizer
+from nanugpt.config.token_meta import read_meta
+from nanugpt.data.tokenizers.byte import ByteTokenizer
+from nanugpt.data.tokenizers.char import CharTokenizer
+from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
+from nanugpt.data.tokenizers.hf import HFTokenizer
+from nanugpt.data.tokenizers.tiktoken import TiktokenTokenizer
 from nanugpt.errors import UserError
-from nanugpt.export import write_tokenizer
-from nanugpt.meta import read_meta
-from nanugpt.params import Params, load_params, validate_params
-from nanugpt.tokenizers import Tokenizer, tokenizer_from_meta
-from nanugpt.tokenizers.byte import ByteTokenizer
-from nanugpt.tokenizers.char import CharTokenizer
-from nanugpt.tokenizers.hf import HFTokenizer
-from nanugpt.tokenizers.tiktoken_bpe import TiktokenTokenizer
+from nanugpt.inference.hf_export import write_tokenizer
 from stages import export, tokenize, train
 
 transformers = pytest.importorskip("transformers")

@@ -45,7 +45,7 @@ def test_two_nodes_run_one_torchrun_per_node_with_rendezvous_on_the_first(tmp_pa
     )
     command = build_command(params, ["p.yaml"], SlurmJob("77", "n1", 2))  # a one-host list needs no scontrol
     assert command[:4] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
-    assert command[4:7] == [sys.executable, "-m", "nanugpt.torchrun"]
+    assert command[4:7] == [sys.executable, "-m", "pipeline.torchrun"]
     assert "--rdzv-endpoint=n1:29500" in command and "--rdzv-id=77" in command
     assert command[-3:] == ["-m", "stages.train", "p.yaml"]
 

@@ -1,5 +1,5 @@
 """lm-evaluation-harness on our Hugging Face export, offline: the harness's per-example log-likelihoods of a tiny
-local task are the ones our own scorer (``nanugpt.hellaswag``) computes for the same strings."""
+local task are the ones our own scorer (``nanugpt.eval.hellaswag``) computes for the same strings."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import REPO, tiny_params, write_params
 
-from nanugpt.checkpoint import load_trained_model
-from nanugpt.hellaswag import ending_row, row_losses
-from nanugpt.meta import read_meta
-from nanugpt.tokenizers import tokenizer_from_meta
+from nanugpt.checkpoint.store import load_trained_model
+from nanugpt.config.token_meta import read_meta
+from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
+from nanugpt.eval.hellaswag import ending_row, row_losses
 from pipeline.schema import load
 from stages import export, tokenize, train
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanugpt.losses import AnswerLoss, LastPositionLoss, Loss
 from nanugpt.ops.cpu_cross_entropy import ChunkedCrossEntropy, LinearCrossEntropy
 from nanugpt.ops.cross_entropy import KernelSizes, cross_entropy, linear_cross_entropy, soft_cap
+from nanugpt.optim.losses import AnswerLoss, LastPositionLoss, Loss
 
 ALWAYS_CHUNKED = KernelSizes(cpu_chunked_from=0)  # small logits take the CPU kernels too
 

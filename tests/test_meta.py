@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from conftest import tiny_params, write_params
 
-from nanugpt.components import BatchShare
-from nanugpt.data import BatchSource, TokenFile
-from nanugpt.meta import DataError, TokenMeta, read_meta
-from nanugpt.params import ParamsError, load_params
-from nanugpt.tokenize import tokenize_files
-from nanugpt.tokenizers.char import CharTokenizerOptions
+from nanugpt.config.components import BatchShare
+from nanugpt.config.params import ParamsError, load_params
+from nanugpt.config.token_meta import DataError, TokenMeta, read_meta
+from nanugpt.data.tokenize import tokenize_files
+from nanugpt.data.tokenized import BatchSource, TokenFile
+from nanugpt.data.tokenizers.char import CharTokenizerOptions
 from stages import train
 
 

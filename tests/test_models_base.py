@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import tiny_params
 
+from nanugpt.config.params import validate_params
 from nanugpt.models.base import CausalLM, DecoderMixin, LanguageModel, padded_vocab
-from nanugpt.params import validate_params
 
 VOCAB = 65
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None

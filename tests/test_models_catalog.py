@@ -18,20 +18,20 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_params
 
-from nanugpt.components import LossOptions
+from nanugpt.config.components import LossOptions
+from nanugpt.config.params import GenerateParams, Params, ParamsError, validate_params
 from nanugpt.errors import UserError
-from nanugpt.generate import sample
-from nanugpt.losses import Loss
+from nanugpt.inference.generate import sample
 from nanugpt.models.layers import apply_rotary
 from nanugpt.models.nanogpt_modern import NanoGPTModernOptions, ShortConv
 from nanugpt.models.te_llama3 import TE_INSTALL, TELlama3Options, unavailable_reason
 from nanugpt.models.tiny_transformer import TinyTransformerOptions
 from nanugpt.models.tinyllama import TinyLlamaOptions
-from nanugpt.muon import split_params
 from nanugpt.ops.cross_entropy import KernelSizes, soft_cap
 from nanugpt.ops.relu_squared import relu_squared
 from nanugpt.ops.rms_norm import rms_norm
-from nanugpt.params import GenerateParams, Params, ParamsError, validate_params
+from nanugpt.optim.losses import Loss
+from nanugpt.optim.muon import split_params
 from stages import tokenize, train
 
 VOCAB = 65  # padded to 128 by the models that pad to a multiple of 64

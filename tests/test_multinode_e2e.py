@@ -243,7 +243,7 @@ def kill_training_on(node: str) -> list[int]:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "stages.train" in command and "nanugpt.torchrun" not in command:
+        if "stages.train" in command and "pipeline.torchrun" not in command:
             subprocess.run(["kill", "-KILL", pid], check=False, timeout=30)
             killed.append(int(pid))
     return killed

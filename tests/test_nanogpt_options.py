@@ -66,7 +66,7 @@ def test_dropout_rates_act_in_training_only() -> None:
 
 def test_an_untied_head_exports_to_gpt2_with_the_same_logits(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    from nanugpt.export import gpt2_from_nanogpt, save_safetensors
+    from nanugpt.inference.hf_export import gpt2_from_nanogpt, save_safetensors
 
     model = build(tie_lm_head=False, attn_dropout=0.1, embed_dropout=0.2).eval()
     config, tensors = gpt2_from_nanogpt(model, transformers)

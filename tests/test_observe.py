@@ -25,12 +25,10 @@ import torch
 import yaml
 from conftest import REPO, dvc_env, tiny_params, write_params
 
-from nanugpt.console_log import CONSOLE_IS_LOG_ENV, LogFile, TeeStream
-from nanugpt.distributed import DistInfo
+from nanugpt.config.params import load_params
+from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError, UserError
-from nanugpt.metrics import TrainMetrics
-from nanugpt.params import load_params
-from nanugpt.sinks import (
+from nanugpt.metrics.sinks import (
     DvcLiveSink,
     ThreadedSink,
     WandbSink,
@@ -38,7 +36,9 @@ from nanugpt.sinks import (
     format_log_line,
     server_settings,
 )
-from nanugpt.train import train
+from nanugpt.metrics.train_metrics import TrainMetrics
+from nanugpt.train.trainer import train
+from pipeline.console_log import CONSOLE_IS_LOG_ENV, LogFile, TeeStream
 from stages import evaluate, tokenize
 
 EVERY_INTERVAL = {
@@ -171,7 +171,7 @@ RANK_WARNING = """
 import os
 import warnings
 
-from nanugpt.schedulers import CosineOptions
+from nanugpt.optim.schedulers import CosineOptions
 
 
 class WarningCosineOptions(CosineOptions):
@@ -215,7 +215,7 @@ def test_no_second_copy_where_the_console_already_is_the_log(tmp_path: Path) -> 
     path = tmp_path / "logs" / "train.log"
     path.parent.mkdir()
     with open(path, "w") as redirected:  # as Snakemake's `stage > {log} 2>&1` does
-        code = "import sys; from pathlib import Path; from nanugpt.console_log import tee_console\n"
+        code = "import sys; from pathlib import Path; from pipeline.console_log import tee_console\n"
         code += f"with tee_console(Path({str(path)!r})):\n    print('one line', file=sys.stderr)"
         subprocess.run([sys.executable, "-c", code], stdout=redirected, stderr=redirected, check=True, cwd=REPO)
     assert path.read_text() == "one line\n"
@@ -226,7 +226,7 @@ def test_no_second_copy_where_the_launcher_says_the_console_reaches_the_log(tmp_
     path = tmp_path / "logs" / "train.log"
     path.parent.mkdir()
     path.write_text("launcher's line\n")
-    code = "import sys; from pathlib import Path; from nanugpt.console_log import tee_console\n"
+    code = "import sys; from pathlib import Path; from pipeline.console_log import tee_console\n"
     code += f"with tee_console(Path({str(path)!r})):\n    print('one line')"
     env = {**os.environ, CONSOLE_IS_LOG_ENV: str(path.resolve())}
     piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO, env=env)
@@ -414,7 +414,7 @@ import os
 import time
 from pathlib import Path
 
-from nanugpt.schedulers import CosineOptions
+from nanugpt.optim.schedulers import CosineOptions
 
 
 class Stalling:

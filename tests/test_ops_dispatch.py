@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nanugpt.losses import Loss
 from nanugpt.ops.cpu_cross_entropy import chunked_cross_entropy, fused_linear_cross_entropy
 from nanugpt.ops.cross_entropy import CPU_CHUNKED_FROM, Kernel, KernelSizes, choose_kernel
+from nanugpt.optim.losses import Loss
 
 GPT2_STEP = 16 * 1024 * 50304  # a bf16 GPT-2 step: 16k rows of GPT-2's padded vocabulary
 LARGE = CPU_CHUNKED_FROM

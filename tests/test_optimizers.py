@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 from conftest import tiny_params, write_params
 from torch import nn
 
-from nanugpt.muon import (
+from nanugpt.config.params import Params, load_params, validate_params
+from nanugpt.optim.muon import (
     NS_COEFFICIENTS,
     Muon,
     _direct_iterations,
@@ -23,7 +24,6 @@ from nanugpt.muon import (
     newton_schulz,
     split_params,
 )
-from nanugpt.params import Params, load_params, validate_params
 from stages import tokenize, train
 
 VOCAB = 65

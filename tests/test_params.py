@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, tiny_params, write_params
 
+from nanugpt.config.params import Params, ParamsError, load_params
 from nanugpt.models.nanogpt import NanoGPTOptions
-from nanugpt.params import Params, ParamsError, load_params
 from pipeline.schema import load
 
 
@@ -101,7 +101,7 @@ def test_module_kwargs_conflict_is_an_error(tmp_path: Path, corpus: Path) -> Non
 
 def test_user_component_by_import_path(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_sched.py").write_text(
-        "from nanugpt.schedulers import CosineOptions\n"
+        "from nanugpt.optim.schedulers import CosineOptions\n"
         "class HalfCosine(CosineOptions):\n"
         "    '''A user's schedule.'''\n"
         "    half: bool = True\n"

@@ -26,8 +26,8 @@ from conftest import TINY_TEXT, tiny_params
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from nanugpt import registry
-from nanugpt.params import Params, ParamsError, load_params
+from nanugpt.config import registry
+from nanugpt.config.params import Params, ParamsError, load_params
 from pipeline import params as params_tool
 from pipeline.cli import stage_main
 
@@ -47,12 +47,12 @@ KEYS = sorted(
 )
 DIRECTIVE_KEYS = ["_inherit", "_copy", "__include__"]
 MODULES = sorted({name for names in registry.BUILTIN.values() for name in names}) + [
-    "nanugpt.components:ModelOptions",
-    "nanugpt.optimizers:AdamWOptions",
+    "nanugpt.config.components:ModelOptions",
+    "nanugpt.optim.adamw:AdamWOptions",
     "no_such_pkg.mod:Options",
     "bad name!",
-    "nanugpt.params:Params",
-    "nanugpt.components.nothing",
+    "nanugpt.config.params:Params",
+    "nanugpt.config.components.nothing",
 ]
 
 # Text that exercises the directives and YAML's own syntax.

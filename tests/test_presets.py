@@ -8,9 +8,9 @@ import pytest
 import yaml
 from conftest import REPO
 
-from nanugpt.config_loader import load_yaml_tree
-from nanugpt.export import write_tokenizer
-from nanugpt.tokenizers.byte import ByteTokenizer
+from nanugpt.config.loader import load_yaml_tree
+from nanugpt.data.tokenizers.byte import ByteTokenizer
+from nanugpt.inference.hf_export import write_tokenizer
 from pipeline.schema import load
 from stages import tokenize, train
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import tiny_params, write_params
 
+from nanugpt.config.params import Params, load_params, validate_params
 from nanugpt.errors import UserError
-from nanugpt.params import Params, load_params, validate_params
 from stages import tokenize, train
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_params
 
-from nanugpt.params import Params, ParamsError, validate_params
+from nanugpt.config.params import Params, ParamsError, validate_params
 
 LR = 1e-3  # optimizer.lr
 

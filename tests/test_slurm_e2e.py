@@ -87,7 +87,7 @@ def test_pipeline_under_snakemake_slurm_executor(slurm: None, tmp_path: Path) ->
     # ... and ran torchrun with 2 processes inside it.
     train_log = (ws / "out" / "logs" / "train.log").read_text()
     assert "launch: " in train_log
-    assert "-m nanugpt.torchrun --shutdown-timeout=180 --standalone --nproc-per-node=2 -m stages.train" in train_log
+    assert "-m pipeline.torchrun --shutdown-timeout=180 --standalone --nproc-per-node=2 -m stages.train" in train_log
     assert "on 2 x cpu" in train_log, train_log
     assert train_log.count("done: 20 steps") == 1, train_log  # rank 0 alone logs
     run_info = json.loads((ws / "out" / "run_info.json").read_text())

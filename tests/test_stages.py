@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, tiny_params, write_params
 
-from nanugpt.params import load_params
-from nanugpt.sources import SourceError
+from nanugpt.config.params import load_params
+from nanugpt.data.sources import SourceError
 from stages import evaluate, generate, tokenize, train
 
 

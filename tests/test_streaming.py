@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from conftest import killed_after, launch_train, tiny_params, write_params
 
-from nanugpt.checkpoint import load_checkpoint, resolve
-from nanugpt.components import BatchShare
-from nanugpt.dcp import read_run_state
+from nanugpt.checkpoint.sharded import read_run_state
+from nanugpt.checkpoint.store import load_checkpoint, resolve
+from nanugpt.config.components import BatchShare
+from nanugpt.config.params import Params, ParamsError, validate_params
+from nanugpt.config.token_meta import read_meta
+from nanugpt.data.hf_dataset import DocumentStream
+from nanugpt.data.sources import files_digest
 from nanugpt.errors import UserError
-from nanugpt.meta import read_meta
-from nanugpt.params import Params, ParamsError, validate_params
-from nanugpt.sources import files_digest
-from nanugpt.streaming import DocumentStream
 from pipeline.schema import load
 from stages import evaluate, tokenize, train
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import dvc_env, require_slurm, tiny_params
 from test_dvc_e2e import make_workspace, run
 
-from nanugpt.params import validate_params
+from nanugpt.config.params import validate_params
 from pipeline.schema import PipelineParams
 from pipeline.submit import sbatch_command, should_submit
 

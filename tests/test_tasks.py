@@ -13,12 +13,10 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO
 
-from nanugpt.components import BatchShare
-from nanugpt.data import DataError
-from nanugpt.losses import ArithmeticLossOptions, GrokkingLossOptions
-from nanugpt.meta import read_meta
-from nanugpt.params import ParamsError
-from nanugpt.tasks import (
+from nanugpt.config.components import BatchShare
+from nanugpt.config.params import ParamsError
+from nanugpt.config.token_meta import read_meta
+from nanugpt.data.tasks import (
     DIVISIONS,
     IGNORE_INDEX,
     OPERATIONS,
@@ -27,12 +25,14 @@ from nanugpt.tasks import (
     Operation,
     TaskError,
 )
-from nanugpt.tokenizers.arithmetic import EOT, PAD, ArithmeticTokenizerOptions
-from nanugpt.tokenizers.grokking import GrokkingTokenizerOptions
+from nanugpt.data.tokenized import DataError
+from nanugpt.data.tokenizers.arithmetic import EOT, PAD, ArithmeticTokenizerOptions
+from nanugpt.data.tokenizers.grokking import GrokkingTokenizerOptions
+from nanugpt.optim.losses import ArithmeticLossOptions, GrokkingLossOptions
 from pipeline.schema import load
 from stages import evaluate, generate, tokenize, train
 
-# c = a op b mod p, written independently of nanugpt.tasks (division: the c with c * b = a)
+# c = a op b mod p, written independently of nanugpt.data.tasks (division: the c with c * b = a)
 REFERENCE = {
     "x+y": lambda a, b, p: (a + b) % p,
     "x-y": lambda a, b, p: (a - b) % p,
@@ -351,8 +351,8 @@ def test_presets_as_written_validate() -> None:
 
 
 def test_tokenizer_prime_must_match_data_prime(tmp_path: Path) -> None:
-    from nanugpt.config_loader import load_yaml_tree
-    from nanugpt.params import ParamsError, validate_params
+    from nanugpt.config.loader import load_yaml_tree
+    from nanugpt.config.params import ParamsError, validate_params
 
     tree = load_yaml_tree(REPO / "params" / "grokking_prime97.yaml")
     tree["tokenizer"]["prime"] = 89

@@ -14,9 +14,9 @@ import torch
 from conftest import REPO, tiny_params, write_params
 from time_checkpoint_worker import RecordingTrainer, StepClock
 
-from nanugpt.checkpointer import Checkpointer
-from nanugpt.distributed import DistInfo, process_group
-from nanugpt.params import ParamsError, load_params
+from nanugpt.config.params import ParamsError, load_params
+from nanugpt.distributed.process_group import DistInfo, process_group
+from nanugpt.train.checkpointer import Checkpointer
 from pipeline import paths
 from stages import tokenize
 

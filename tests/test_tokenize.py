@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from conftest import REPO, TINY_TEXT
 
-from nanugpt.meta import read_meta
-from nanugpt.tokenize import (
+from nanugpt.config.token_meta import read_meta
+from nanugpt.data.tokenize import (
     CorpusError,
     token_dtype,
     tokenize_documents,
     tokenize_files,
 )
-from nanugpt.tokenizers.byte import ByteTokenizerOptions
-from nanugpt.tokenizers.char import CharTokenizerOptions
-from nanugpt.tokenizers.tiktoken_bpe import TiktokenOptions
+from nanugpt.data.tokenizers.byte import ByteTokenizerOptions
+from nanugpt.data.tokenizers.char import CharTokenizerOptions
+from nanugpt.data.tokenizers.tiktoken import TiktokenOptions
 
 
 def read_bin(path: Path, dtype: str) -> list[int]:
@@ -113,7 +113,8 @@ def test_failed_tokenize_leaves_previous_outputs(tmp_path: Path, corpus: Path) -
 def _peak_rss_mb(corpus: Path, out: Path) -> float:
     code = (
         "import resource, sys; from pathlib import Path;"
-        "from nanugpt.tokenize import tokenize_files; from nanugpt.tokenizers.byte import ByteTokenizerOptions;"
+        "from nanugpt.data.tokenize import tokenize_files;"
+        "from nanugpt.data.tokenizers.byte import ByteTokenizerOptions;"
         f"tokenize_files([Path({str(corpus)!r})], ByteTokenizerOptions(module='byte'), Path({str(out)!r}), 0.1,"
         " workers=1, chunk_bytes=1 << 16);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
@@ -158,7 +159,7 @@ def test_documents_in_parallel_equal_serial(tmp_path: Path) -> None:
 
 def test_hf_datasets_source_from_local_files(tmp_path: Path) -> None:
     pytest.importorskip("datasets")
-    from nanugpt.sources import load_hf_documents
+    from nanugpt.data.sources import load_hf_documents
 
     (tmp_path / "a.txt").write_text("".join(f"row {i}\n" for i in range(50)))
     (batches, count), test = load_hf_documents("hf:text", "train", "text", data_files=[str(tmp_path / "a.txt")])

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from nanugpt.meta import TokenMeta
-from nanugpt.tokenizers import tokenizer_from_meta
-from nanugpt.tokenizers.byte import ByteTokenizerOptions
-from nanugpt.tokenizers.char import CharTokenizer
-from nanugpt.tokenizers.tiktoken_bpe import GPT2_FILES, TiktokenOptions, seed_gpt2_cache
+from nanugpt.config.token_meta import TokenMeta
+from nanugpt.data.tokenizers.byte import ByteTokenizerOptions
+from nanugpt.data.tokenizers.char import CharTokenizer
+from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
+from nanugpt.data.tokenizers.tiktoken import GPT2_FILES, TiktokenOptions, seed_gpt2_cache
 
 
 def test_byte_round_trip_and_specials() -> None:
@@ -75,7 +75,7 @@ def test_hf_tokenizer_from_local_folder(tmp_path: Path) -> None:
     tokenizers = pytest.importorskip("tokenizers")
     from transformers import PreTrainedTokenizerFast
 
-    from nanugpt.tokenizers.hf import HFTokenizerOptions
+    from nanugpt.data.tokenizers.hf import HFTokenizerOptions
 
     backend = tokenizers.Tokenizer(tokenizers.models.WordLevel({"[UNK]": 0, "hello": 1, "world": 2}, unk_token="[UNK]"))
     backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()

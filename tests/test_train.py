@@ -10,13 +10,13 @@ import pytest
 import torch
 from conftest import killed_after, tiny_params, write_params
 
-from nanugpt.build import train_share
-from nanugpt.checkpoint import CheckpointError, load_checkpoint
-from nanugpt.data import DataError
-from nanugpt.distributed import DistInfo
+from nanugpt.checkpoint.store import CheckpointError, load_checkpoint
+from nanugpt.config.params import load_params
+from nanugpt.data.tokenized import DataError
+from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError
-from nanugpt.metrics import WARMUP_STEPS
-from nanugpt.params import load_params
+from nanugpt.metrics.train_metrics import WARMUP_STEPS
+from nanugpt.train.build import train_share
 from stages import tokenize, train
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO, tiny_params, write_params
 
-from nanugpt.checkpoint import CheckpointError, load_checkpoint
-from nanugpt.data import DataError
+from nanugpt.checkpoint.store import CheckpointError, load_checkpoint
+from nanugpt.config.params import ParamsError, load_params
+from nanugpt.data.tokenized import DataError
 from nanugpt.errors import UserError
-from nanugpt.params import ParamsError, load_params
-from nanugpt.sinks import format_log_line
+from nanugpt.metrics.sinks import format_log_line
 from stages import evaluate, generate, tokenize, train
 
 

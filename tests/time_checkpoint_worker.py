@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nanugpt.checkpointer import Checkpointer
-from nanugpt.distributed import process_group
-from nanugpt.params import load_params
-from nanugpt.train import Trainer
+from nanugpt.config.params import load_params
+from nanugpt.distributed.process_group import process_group
+from nanugpt.train.checkpointer import Checkpointer
+from nanugpt.train.trainer import Trainer
 
 
 class StepClock:

@@ -1,0 +1,9 @@
+"""Data components (the ``data:`` section's ``module``), where corpora come from, and tokenizing them.
+
+- ``tokenized``: batches of windows from the tokenize stage's ``.bin`` files (``tokenized``).
+- ``hf_dataset``: a Hugging Face ``datasets`` corpus tokenized on the fly (``hf_dataset``).
+- ``tasks``: the algorithmic tasks ``grokking`` and ``arithmetic``, generated rather than read.
+- ``sources``: a corpus's origin (URL with sha256, local files, ``hf:``) and its record.
+- ``tokenize``: text to ``train.bin`` / ``val.bin`` token files and ``meta.json``.
+- ``tokenizers/``: one module per tokenizer (the ``tokenizer:`` section's ``module``).
+"""

@@ -1,0 +1,185 @@
+"""Where a corpus comes from: a URL checked against its sha256, local text files, or a Hugging Face dataset at
+a revision; and the record of the local files' sha256 that the source stage writes (``source_record``).
+
+Offline machines: for a URL source the fetcher first takes a local copy from
+the environment variable ``NANUGPT_<DATASET>`` (e.g. ``NANUGPT_TINYSHAKESPEARE``)
+or from a file already downloaded into ``DATA_ROOT/<dataset>/raw/``; it only
+downloads when neither exists, and it checks the sha256 whatever the origin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from nanugpt.errors import UserError
+from nanugpt.files.atomic import write_json
+from nanugpt.files.download import DownloadFailed, download_once, file_name
+from nanugpt.files.hashing import sha256_file
+
+
+class SourceError(UserError):
+    """A corpus that cannot be found, downloaded or verified."""
+
+
+def local_copy_env(dataset: str) -> str:
+    """The environment variable that may point at a local copy of ``dataset``."""
+    return "NANUGPT_" + "".join(c if c.isalnum() else "_" for c in dataset).upper()
+
+
+def _check_sha(path: Path, expected: str | None, what: str) -> None:
+    if expected and (actual := sha256_file(path)) != expected:
+        raise SourceError(
+            f"{what} {path}: sha256 is {actual}, expected {expected} (data.sha256); if this is the "
+            f"file you mean, pin it with --data.sha256 {actual} (or skip the check: --data.sha256 null)"
+        )
+
+
+HF_PREFIX = "hf:"
+Documents = Callable[[], Iterable[list[str]]]  # a function that yields a split's texts in order, in lists
+
+
+def load_hf_documents(
+    source: str,
+    split: str,
+    text_field: str,
+    config: str | None = None,
+    data_files: list[str] | dict[str, list[str]] | None = None,
+    revision: str | None = None,
+    test_split: str | None = None,
+) -> tuple[tuple[Documents, int], tuple[Documents, int] | None]:
+    """Open a Hugging Face ``datasets`` dataset (``source`` is ``hf:<name>``) at ``revision``: its ``split`` as
+    (batches of texts, count), and its ``test_split`` the same way when the dataset has one (else None).
+
+    The dataset is downloaded once into the datasets cache (or read from local
+    ``data_files``) and memory-mapped, so memory stays flat.
+    """
+    try:
+        import datasets
+    except ImportError:
+        raise SourceError("data.source hf:... needs the datasets package: pip install 'nanugpt[hf]'") from None
+    name = source[len(HF_PREFIX) :]
+    try:
+        splits = datasets.load_dataset(name, config, data_files=data_files, revision=revision)
+    except Exception as exc:  # datasets raises many types: missing, offline, bad revision
+        raise SourceError(
+            f"data.source {source!r}: cannot load it at revision {revision or 'main'!r} ({type(exc).__name__}: "
+            f"{exc}). Offline, load it once with network, or give local files in data.hf.data_files"
+        ) from None
+    if split not in splits:
+        raise SourceError(f"data.hf.split {split!r} is not a split of {source} ({sorted(splits)})")
+
+    def documents(dataset: Any) -> tuple[Documents, int]:
+        if text_field not in dataset.column_names:
+            raise SourceError(f"data.hf.text_field {text_field!r} is not a column of {source} ({dataset.column_names})")
+
+        def batches() -> Iterator[list[str]]:
+            for batch in dataset.iter(batch_size=1024):
+                yield batch[text_field]
+
+        return batches, len(dataset)
+
+    test = documents(splits[test_split]) if test_split and test_split != split and test_split in splits else None
+    return documents(splits[split]), test
+
+
+def corpus_files(source: str, data_files: list[str] | dict[str, list[str]] | None = None) -> list[Path]:
+    """The local files a corpus is read from: a ``data.source`` file, the ``.txt`` files of a folder, or an
+    hf source's local ``data_files``; none for a URL or a hub dataset, whose identity is its params."""
+    if source.startswith(HF_PREFIX):
+        listed = data_files.values() if isinstance(data_files, dict) else [data_files or []]
+        return [Path(name).expanduser() for names in listed for name in names]
+    if source.startswith(("http://", "https://")):
+        return []
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise SourceError(f"data.source {source!r}: folder holds no .txt files")
+        return files
+    if not path.is_file():
+        raise SourceError(f"data.source {source!r}: no such file or folder")
+    return [path]
+
+
+def data_corpus_files(data: Any) -> list[Path]:
+    """The local files a ``data:`` component is read from: what its optional ``corpus_files()`` method returns
+    (``tokenized`` has one); none for a component without it, whose data its params identify (generated
+    tasks, a streamed hub dataset)."""
+    corpus = getattr(data, "corpus_files", None)
+    return corpus() if corpus is not None else []
+
+
+def source_record(files: list[Path], hashes: Path | None = None) -> dict[str, Any]:
+    """What the source stage writes: each local corpus file's path, size and sha256, so that a pipeline that
+    depends on the record re-runs exactly when a file's content changed. ``hashes``: the file that keeps the
+    hashes between runs (``known_hashes``), so an unchanged large corpus is not read again at each run."""
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise SourceError(f"data: corpus files not found: {', '.join(missing)}")
+    digests = known_hashes(files, hashes) if hashes is not None else [sha256_file(p) for p in files]
+    return {"files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": d} for p, d in zip(files, digests)]}
+
+
+def files_digest(files: list[Path]) -> str | None:
+    """One sha256 of the files' contents, in order (of their sha256); None for no files."""
+    if not files:
+        return None
+    return hashlib.sha256("\n".join(entry["sha256"] for entry in source_record(files)["files"]).encode()).hexdigest()
+
+
+# A file changed less than this before its hash was kept may change again within the clock's resolution
+# without its modification time moving (git's "racily clean" entries): its kept hash is not trusted.
+RACY_NS = 2_000_000_000
+
+
+def known_hashes(files: list[Path], kept: Path) -> list[str]:
+    """The sha256 of each file, read from ``kept`` (path -> size, modification time, sha256; rewritten here)
+    where the size and modification time are those it was hashed at, and the file had not changed just before."""
+    try:
+        previous = json.loads(kept.read_text())
+    except (OSError, ValueError):
+        previous = {"written_ns": 0, "files": {}}
+    digests, entries = [], {}
+    for path in files:
+        stat = path.stat()
+        size, mtime, digest = previous["files"].get(str(path), (None, None, None))
+        settled = stat.st_mtime_ns < previous["written_ns"] - RACY_NS
+        if not (size == stat.st_size and mtime == stat.st_mtime_ns and settled):
+            digest = sha256_file(path)
+        digests.append(digest)
+        entries[str(path)] = (stat.st_size, stat.st_mtime_ns, digest)
+    write_json(kept, {"written_ns": time.time_ns(), "files": entries})
+    return digests
+
+
+def resolve_source(source: str, dataset: str, sha256: str | None, raw_dir: Path) -> list[Path]:
+    """Return the local text files of a corpus, downloading a URL source if needed."""
+    if source.startswith(("http://", "https://")):
+        return [_fetch_url(source, dataset, sha256, raw_dir)]
+    files = corpus_files(source)
+    if Path(source).expanduser().is_file():
+        _check_sha(files[0], sha256, "data.source")
+    return files
+
+
+def _fetch_url(url: str, dataset: str, sha256: str | None, raw_dir: Path) -> Path:
+    env_name = local_copy_env(dataset)
+    if env_path := os.environ.get(env_name):
+        copy = Path(env_path).expanduser()
+        if not copy.is_file():
+            raise SourceError(f"{env_name}={env_path}: no such file")
+        _check_sha(copy, sha256, env_name)
+        return copy
+    target = raw_dir / file_name(url)
+    try:
+        return download_once(url, target, lambda path, what: _check_sha(path, sha256, what), timeout_s=30)
+    except DownloadFailed as exc:
+        raise SourceError(
+            f"{exc}. Without network, set {env_name}=/path/to/a/local/copy or put the file at {target}"
+        ) from None

@@ -1,0 +1,9 @@
+"""Tokenizers: text <-> token ids (``config.protocols.Tokenizer``), one module per ``tokenizer.module`` name.
+
+- ``byte``: the 256 byte values.
+- ``char``: the characters of the corpus, fitted on it.
+- ``tiktoken``: OpenAI's BPE encodings (GPT-2's works offline).
+- ``hf``: a Hugging Face ``tokenizers`` tokenizer.
+- ``grokking`` / ``arithmetic``: the algorithmic tasks' symbols.
+- ``from_meta``: the tokenizer that wrote a ``meta.json``, rebuilt.
+"""

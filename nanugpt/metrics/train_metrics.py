@@ -1,0 +1,235 @@
+"""Training metrics: per-step losses kept on the device until the loop flushes them, then sent to every sink.
+
+Metric names are the same for every sink (``nanugpt.metrics.sinks``):
+
+- each step: ``train/loss``, ``train/lr`` (``optimizer.lr`` x the schedule), ``train/tokens`` (a sink whose
+  ``every_step`` is false gets them at the log intervals only, those of the interval's last step);
+- at each log interval: ``train/lr_<i>_<kind>`` for every parameter group when the groups' lrs differ
+  (e.g. Muon's and AdamW's), ``train/grad_norm`` (the total norm before clipping),
+  ``train/weight_norm``, ``train/tokens_per_s``, ``train/mfu`` (when the peak is known),
+  ``train/step_time_s``, ``train/mem_gb`` (CUDA: the most allocated since the last interval; CPU: the
+  process's resident memory), ``time/elapsed_s`` and ``time/eta_s``;
+- at each evaluation: ``val/loss``, ``val/ppl``, ``val/best_loss`` and ``val/<metric>`` of the loss
+  (e.g. ``val/accuracy``, ``val/exact_match``).
+
+Nothing here adds a host sync to a step: the interval figures are read once per interval, when the
+loop already waits for the losses.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from nanugpt.distributed.process_group import DistInfo, all_reduce_mean
+from nanugpt.metrics.sinks import MetricSink, ThreadedSink
+
+# Steps of each process left out of ``steady_tokens_per_s``: the first ones pay for torch.compile,
+# the allocator's first requests and the optimizer state's creation.
+WARMUP_STEPS = 3
+
+
+class Stopwatch:
+    """Wall time, and the time outside ``paused()`` blocks, since start and since the last lap."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self._paused_total = self._paused_lap = 0.0
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the time spent in this block out of ``elapsed()`` and ``lap()``."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - began
+            self._paused_total += spent
+            self._paused_lap += spent
+
+    def lap(self) -> float:
+        """Unpaused seconds since the previous lap."""
+        now = time.perf_counter()
+        lap, self.last, self._paused_lap = now - self.last - self._paused_lap, now, 0.0
+        return lap
+
+    def elapsed(self) -> float:
+        """Unpaused seconds since start."""
+        return time.perf_counter() - self.start - self._paused_total
+
+    def wall(self) -> float:
+        """All seconds since start."""
+        return time.perf_counter() - self.start
+
+
+class TrainMetrics:
+    """Collects each step's loss on the device and, at the steps the loop flushes, reduces them over ranks,
+    derives throughput, MFU and ETA, and writes every sink. Also times the run: ``clock`` leaves out the
+    time spent in its ``paused()`` blocks (evaluation, checkpoints)."""
+
+    def __init__(
+        self,
+        sinks: list[MetricSink],
+        info: DistInfo,
+        log_every: int,
+        max_steps: int,
+        tokens_per_step: int,
+        flops_per_token: float,
+        peak_flops: float | None,
+        start_step: int,
+        optimizer: torch.optim.Optimizer,
+        model: torch.nn.Module,
+    ):
+        self.sinks, self.info, self.optimizer, self.model = sinks, info, optimizer, model
+        self.log_every, self.max_steps, self.tokens_per_step = log_every, max_steps, tokens_per_step
+        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.clock = Stopwatch()
+        self.start_step = self.interval_start = start_step
+        self.warm_seconds: float | None = None  # training seconds when WARMUP_STEPS steps were done
+        self.pending: list[tuple[int, int, float, torch.Tensor]] = []  # (step, tokens, lr, loss on device)
+        self.losses: list[float] = []  # the reduced losses of ``pending``, after ``reduce()``
+        self.history: list[tuple[float, float]] = []  # (lr, train loss) of every step this process ran
+        self.grad_norm: torch.Tensor | None = None
+        self.train_loss = math.nan
+
+    def record(self, step: int, tokens: int, lr: float, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """Keep the figures of ``step`` (no host sync)."""
+        self.pending.append((step, tokens, lr, loss))
+        self.grad_norm = grad_norm
+        if step - self.start_step == WARMUP_STEPS:
+            if self.info.device.type == "cuda":
+                torch.cuda.synchronize(self.info.device)  # the steps queued so far belong to the warm-up
+            self.warm_seconds = self.clock.elapsed()
+
+    def should_log(self, step: int) -> bool:
+        """True every ``training.log_every`` steps (the loop also flushes wherever it evaluates or saves)."""
+        return step % self.log_every == 0
+
+    def reduce(self) -> list[float]:
+        """The mean over ranks of each pending step's loss (one host sync for the whole interval)."""
+        self.losses = all_reduce_mean(torch.stack([p[3] for p in self.pending]), self.info).tolist()
+        self.history += [(lr, loss) for (_, _, lr, _), loss in zip(self.pending, self.losses)]
+        self.train_loss = self.losses[-1]
+        return self.losses
+
+    def write(self, step: int, val_figures: Mapping[str, float] | None) -> None:
+        """Send the reduced interval ending at ``step`` to the sinks: a row per step to those that keep every
+        step (``MetricSink.every_step``), the row of ``step`` alone to the others. The row of ``step`` also has
+        the interval's figures, and ``val_figures`` if it was evaluated."""
+        rows = [
+            (s, {"train/loss": loss, "train/lr": lr, "train/tokens": tokens})
+            for (s, tokens, lr, _), loss in zip(self.pending, self.losses)
+        ]
+        rows[-1][1].update(self.interval_figures(step))
+        if val_figures:
+            rows[-1][1].update(val_metrics(val_figures))
+        for sink in self.sinks:
+            for s, metrics in rows if sink.every_step else rows[-1:]:
+                sink.write(s, metrics)
+        self.pending.clear()
+        self.interval_start = step
+
+    def interval_figures(self, step: int) -> dict[str, float]:
+        """Throughput, MFU, norms, lrs, memory, elapsed time and ETA of the interval ending at ``step``."""
+        steps_done = step - self.interval_start
+        seconds = self.clock.lap()  # training time only: evaluation and checkpoints are paused out
+        tokens_per_s = steps_done * self.tokens_per_step / seconds
+        figures = {
+            "train/grad_norm": full_value(self.grad_norm) if self.grad_norm is not None else math.nan,
+            "train/weight_norm": full_value(total_norm(list(self.model.parameters()))),
+            "train/tokens_per_s": tokens_per_s,
+            "train/step_time_s": seconds / steps_done,
+            "train/mem_gb": memory_gb(self.info.device),
+            "time/elapsed_s": self.clock.wall(),
+            "time/eta_s": (self.max_steps - step) * seconds / steps_done,
+            **group_lrs(self.optimizer),
+        }
+        if self.peak_flops:
+            figures["train/mfu"] = self.flops_per_token * tokens_per_s / self.peak_flops
+        return figures
+
+    def summary(self, step: int, tokens_seen: int) -> dict[str, Any]:
+        """Losses and throughput of the whole run so far (``train_summary.json``)."""
+        train_seconds = self.clock.elapsed()
+        steps_run = step - self.start_step
+        warm = self.warm_seconds
+        return {
+            "step": step,
+            "tokens_seen": tokens_seen,
+            "train_loss": self.train_loss,
+            "seconds": self.clock.wall(),
+            "train_seconds": train_seconds,
+            "tokens_per_s": steps_run * self.tokens_per_step / train_seconds if steps_run else None,
+            "steady_tokens_per_s": (
+                (steps_run - WARMUP_STEPS) * self.tokens_per_step / (train_seconds - warm)
+                if warm is not None and steps_run > WARMUP_STEPS
+                else None
+            ),
+        }
+
+    def flush(self) -> None:
+        """Wait until every sink has written the rows sent so far: before a checkpoint, so that a run resumed
+        from it finds every row up to its step in the sinks' files."""
+        for sink in self.sinks:
+            if isinstance(sink, ThreadedSink):
+                sink.flush()
+
+    def close(self, failed: bool = False) -> None:
+        """Close every sink (``failed``: the run ends by an exception or a signal), outside the training time:
+        a sink's closing (W&B's ``finish``, which uploads when online) is not training."""
+        with self.clock.paused():
+            for sink in self.sinks:
+                sink.close(failed)
+
+
+def val_metrics(figures: Mapping[str, float]) -> dict[str, float]:
+    """The ``val/`` metrics of one evaluation's figures (``loss``, ``best_loss`` and the loss's own metrics)."""
+    metrics = {f"val/{name}": value for name, value in figures.items()}
+    metrics["val/ppl"] = math.exp(min(figures["loss"], 700.0))  # exp overflows a float past ~709
+    return metrics
+
+
+def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """``train/lr_<i>_<kind>`` of every parameter group when their lrs differ; nothing when they are all one.
+
+    A group's lr is its ``lr`` x its ``lr_ratio`` (Muon scales its AdamW groups so).
+    """
+    lrs = [group["lr"] * group.get("lr_ratio", 1.0) for group in optimizer.param_groups]
+    if len(set(lrs)) < 2:
+        return {}
+    kinds = [group.get("kind", "group") for group in optimizer.param_groups]
+    return {f"train/lr_{i}_{kind}": lr for i, (kind, lr) in enumerate(zip(kinds, lrs))}
+
+
+def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all ``tensors`` together, on their device (a sharded tensor's norm stays sharded)."""
+    with torch.no_grad():
+        return torch.nn.utils.get_total_norm([t.detach() for t in tensors])
+
+
+def full_value(norm: torch.Tensor) -> float:
+    """A norm as a float; an FSDP2 norm (a DTensor of partial sums) is reduced over its mesh first."""
+    full_tensor = getattr(norm, "full_tensor", None)
+    return float((full_tensor() if full_tensor else norm).item())
+
+
+def memory_gb(device: torch.device) -> float:
+    """GB of memory: on CUDA the most allocated since the previous call (the peak is reset), else this
+    process's resident set (``/proc/self/statm`` on Linux, the peak from ``getrusage`` elsewhere)."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return peak / 1e9
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 1e9
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux and BSD
+        return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9

@@ -1,0 +1,195 @@
+"""When a run saves its state, and where a run resumes from.
+
+The state itself is the sum of the run's parts (``Trainer.state_dict``). Under
+``training.strategy: ddp`` rank 0 writes ``.pt`` files (``nanugpt.checkpoint.store``);
+under ``fsdp`` every rank writes its shards into step folders (``nanugpt.checkpoint.sharded``).
+Resuming takes the newest checkpoint of either form, so a run changes strategy
+or number of ranks and continues.
+
+Time-based checkpoints (``training.checkpoint_every_min``) are decided on every
+rank alike: each rank reads its own clock (``time_due``), and the loop ORs the
+flags over ranks in the all-reduce it already does each step for the stop
+signal (``nanugpt.distributed.process_group.any_rank``), so all ranks save at the same step
+at no extra collective or host sync.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nanugpt.checkpoint import sharded, store
+from nanugpt.config.params import Params
+from nanugpt.distributed.process_group import DistInfo
+from nanugpt.files.atomic import write_json
+
+# What must match for ``resume: auto`` to continue a checkpoint: everything that shapes the numbers
+# (not logging, checkpointing or launch settings), so a resumed run equals an uninterrupted one.
+RESUME_KEYS = (
+    "general.seed",
+    "general.dtype",
+    "data",
+    "tokenizer",
+    "model",
+    "optimizer",
+    "scheduler",
+    "loss",
+    "scaler",
+    "training.max_steps",
+    "training.device_batch_size",
+    "training.global_batch_size",
+    "training.grad_clip",
+)
+
+# Names the checkpoint ``last.pt`` / ``last`` is and its step, for either strategy: the one file by which
+# Snakemake knows the checkpoints folder (pipeline/stages.py), rewritten whenever ``last`` moves.
+LAST_MARKER = "last.json"
+
+
+class Checkpointer:
+    """Saves ``step-NNNNNNN.pt`` + ``last.pt`` every ``training.checkpoint_every`` steps, once
+    ``training.checkpoint_every_min`` minutes of wall clock have passed since the last save (or the start), at
+    the last step and when stopped by a signal, and ``best.pt`` at each new best val loss; finds the checkpoint
+    to resume from. ``clock`` gives seconds (``time.monotonic``; tests pass their own)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        params: Params,
+        info: DistInfo,
+        log: Callable[[str], None],
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        clock: Callable[[], float] = time.monotonic,
+        data_digest: str = "",
+    ):
+        self.folder, self.params, self.info, self.log, self.clock = folder, params, info, log, clock
+        self.data_digest = data_digest  # of the token files (meta.json): a corpus edit under the same params
+        self.model, self.optimizer = model, optimizer
+        self.every, self.keep_last = params.training.checkpoint_every, params.training.keep_last
+        self.every_s = params.training.checkpoint_every_min * 60
+        self.digest = params.digest(RESUME_KEYS)
+        self.last_save = clock()
+        self.sharded = params.training.strategy == "fsdp"  # step folders (DCP) rather than .pt files
+
+    def model_optimizer_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The model's and the optimizer's states in the form this run saves them."""
+        if self.sharded:
+            return sharded.model_optimizer_state(self.model, self.optimizer)
+        return self.model.state_dict(), self.optimizer.state_dict()
+
+    def time_due(self) -> bool:
+        """True when this rank's clock says ``training.checkpoint_every_min`` have passed since the last save;
+        always False when that is 0. The loop ORs it over ranks before passing it to ``should_save``."""
+        return self.every_s > 0 and self.clock() - self.last_save >= self.every_s
+
+    def should_save(self, step: int, final: bool, stopping: bool, time_due: bool = False) -> bool:
+        """True at the steps whose state is saved; ``time_due``: ``time_due()`` of any rank."""
+        return final or stopping or time_due or (self.every > 0 and step % self.every == 0)
+
+    def save(self, step: int, state: dict[str, Any]) -> None:
+        """Write the state of ``step`` and point ``last.pt`` (``last``) at it; the minutes to the next timed save
+        start now."""
+        if self.sharded:
+            sharded.save_step(self.folder, step, state, self.keep_last)
+        elif self.info.is_main:
+            store.save_checkpoint(self.folder, step, state, self.keep_last)
+        self.drop_other_form("last")
+        self.mark_last(step, self.sharded)
+        self.last_save = self.clock()
+
+    def mark_last(self, step: int, is_folder: bool) -> None:
+        """Write ``last.json`` (rank 0): the step of the checkpoint ``last`` names, and its form."""
+        if self.info.is_main:
+            last = "last" if is_folder else "last.pt"
+            write_json(self.folder / LAST_MARKER, {"step": step, "last": last})
+
+    def save_best(self, state: dict[str, Any]) -> None:
+        """Write ``best.pt`` (``best/``)."""
+        if self.sharded:
+            sharded.save_folder(self.folder / "best", state)
+        elif self.info.is_main:
+            store.save_best(self.folder, state)
+        self.drop_other_form("best")
+
+    def drop_other_form(self, name: str) -> None:
+        """Remove ``<name>.pt`` after a sharded save, the ``<name>`` folder or link after a ``.pt`` one: where a
+        run changed strategy, ``last`` / ``best`` then name only the newest checkpoint, for every stage."""
+        if not self.info.is_main:
+            return
+        if self.sharded:
+            (self.folder / f"{name}.pt").unlink(missing_ok=True)
+        elif (self.folder / name).is_symlink():
+            (self.folder / name).unlink()
+        elif (self.folder / name).is_dir():
+            shutil.rmtree(self.folder / name)
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """The checkpoint ``training.resume`` names, if it can be continued: ``auto`` takes the newest loadable
+        one, ``.pt`` file or step folder, trained with the same params (repointing a corrupt ``last.pt`` or a
+        ``last`` at a damaged folder at it), ``never`` none. A step folder's state holds its run state and
+        ``sharded_folder``, its path: ``load_model_optimizer`` reads the shards."""
+        setting, device = self.params.training.resume, self.info.device
+        if setting == "never":
+            return None
+        if setting != "auto":
+            if Path(setting).is_dir():
+                return {**sharded.read_run_state(Path(setting)), "sharded_folder": Path(setting)}
+            return store.load_checkpoint(Path(setting), device)
+        whole = store.newest_loadable(self.folder, device)
+        folder = sharded.newest_complete(self.folder)
+        if whole is None and folder is None:
+            return None
+        take_sharded = whole is None or (
+            folder is not None and (folder[1]["step"], self.sharded) > (whole[1]["step"], not self.sharded)
+        )
+        path, state = folder if take_sharded else whole  # type: ignore[misc]
+        if state.get("params_digest") != self.digest:
+            self.log(f"not resuming from {path}: it was trained with different params; starting from step 0")
+            return None
+        if state.get("data_digest", "") != self.data_digest:
+            self.log(f"not resuming from {path}: it was trained on other token files (meta.json); starting from step 0")
+            return None
+        if self.info.is_main:
+            self.point_last_at(path, take_sharded)
+            # Snakemake deletes the marker before it reruns a job: a run that finds nothing left to train writes it
+            self.mark_last(state["step"], take_sharded)
+        return {**state, "sharded_folder": path} if take_sharded else state
+
+    def point_last_at(self, path: Path, is_folder: bool) -> None:
+        """Point ``last`` (a folder link) or ``last.pt`` at ``path``, the checkpoint a resume takes, unless it does."""
+        if is_folder:
+            last = self.folder / "last"
+            if not (last.is_dir() and last.resolve() == path.resolve()):
+                sharded.point_last_at(self.folder, path)
+                self.log(f"last now points at {path.name}, the newest checkpoint folder that loads")
+        elif path.name != "last.pt":
+            store.point_last_at(self.folder, path)
+            self.log(f"last.pt now points at {path.name}, the newest checkpoint that loads")
+
+    def load_model_optimizer(self, state: dict[str, Any]) -> None:
+        """Load the model and optimizer of ``resume_state()``'s state, resharded to this run's ranks."""
+        if "sharded_folder" in state:
+            sharded.load_into(state["sharded_folder"], self.model, self.optimizer)
+        else:
+            sharded.load_whole_into(self.model, self.optimizer, state["model"], state["optimizer"])
+
+
+def rng_state() -> dict[str, Any]:
+    """The random generators' states of this process."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def load_rng_state(state: dict[str, Any]) -> None:
+    """Restore ``rng_state()``."""
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state.get("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda"])
