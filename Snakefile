@@ -4,7 +4,7 @@
 #   snakemake -j 2                                                   # locally
 #   snakemake -j 2 --config data_root=/scratch/data out_dir=/scratch/runs/exp1
 #   snakemake --executor slurm -j 8 --workflow-profile profiles/slurm   # on a cluster
-#   snakemake -j 4 --config sweep=sweeps/lr_width.yaml               # every point of a sweep (pipeline/sweep.smk)
+#   snakemake -j 4 --config sweep=sweeps/lr_width.yaml               # every point of a sweep (pipeline/sweep/sweep.smk)
 #
 # Reruns follow the params each stage reads (Snakemake's params trigger), its code
 # (input files) and its inputs, so an optimizer.lr change re-runs train and what follows. The source
@@ -83,7 +83,7 @@ def command(stage):
 SWEEP_FILE = config.get("sweep")
 if SWEEP_FILE:  # its rules, and its points' outputs as the targets (SWEEP_TARGETS)
 
-    include: "pipeline/sweep.smk"
+    include: "pipeline/sweep/sweep.smk"
 
 
 rule all:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nanugpt.config.params import Params
+from nanugpt.config.schema import Params
 from nanugpt.distributed.device import pick_device
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.train.build import build_run

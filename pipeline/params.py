@@ -25,8 +25,8 @@ import yaml
 from pydantic import BaseModel
 
 from nanugpt.config import registry
-from nanugpt.config.components import KIND_BASES
 from nanugpt.config.params import ParamsError
+from nanugpt.config.schema import KIND_BASES
 from nanugpt.files.atomic import write_text
 from pipeline.cli import run_command
 from pipeline.nanugpt_import import import_nanugpt

@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from nanugpt.config.params import Params
+from nanugpt.config.schema import Params
 from nanugpt.errors import UserError
 
 

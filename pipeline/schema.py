@@ -12,7 +12,8 @@ from typing import Literal, cast
 
 from pydantic import Field, model_validator
 
-from nanugpt.config.params import Params, Section, load_params
+from nanugpt.config.params import load_params
+from nanugpt.config.schema import Params, Section
 
 
 class LaunchParams(Section):

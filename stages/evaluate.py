@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nanugpt.config.params import Params
+from nanugpt.config.schema import Params
 from nanugpt.distributed.process_group import process_group
 from nanugpt.eval.evaluate import evaluate_checkpoint
 from nanugpt.files.atomic import write_json

@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nanugpt.config.params import Params
+from nanugpt.config.schema import Params
 from nanugpt.config.token_meta import read_meta
 from nanugpt.files.atomic import atomic_dir
 from nanugpt.inference.hf_export import NoHFCounterpart, export_checkpoint

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from nanugpt.checkpoint.store import check_vocab, load_trained_model
-from nanugpt.config.params import Params
+from nanugpt.config.schema import Params
 from nanugpt.config.token_meta import read_meta
 from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
 from nanugpt.distributed.device import pick_device

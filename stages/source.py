@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nanugpt.config.params import Params
+from nanugpt.config.schema import Params
 from nanugpt.data.sources import data_corpus_files, source_record
 from nanugpt.files.atomic import write_json
 from pipeline import paths

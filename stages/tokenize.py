@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nanugpt.config.params import Params
+from nanugpt.config.schema import Params
 from nanugpt.config.token_meta import TokenMeta
 from pipeline import paths
 from pipeline.cli import stage_main

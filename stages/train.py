@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nanugpt.config.params import Params
+from nanugpt.config.schema import Params
 from nanugpt.train.trainer import train
 from pipeline import paths
 from pipeline.cli import stage_main

@@ -10,7 +10,8 @@ import torch
 from conftest import tiny_params, write_params
 
 from nanugpt.checkpoint.store import CheckpointError
-from nanugpt.config.params import Params, load_params
+from nanugpt.config.params import load_params
+from nanugpt.config.schema import Params
 from pipeline import paths
 from stages import export, generate, tokenize, train
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanugpt.config.components import BatchShare
+from nanugpt.config.schema import BatchShare
 from nanugpt.config.token_meta import TokenMeta
 from nanugpt.data.tokenized import BatchSource, DataError, TokenFile, TokenizedDataOptions
 

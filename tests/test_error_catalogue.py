@@ -339,13 +339,13 @@ CASES = [
     ),
     case(
         "train-base-class-as-module",
-        (TRAIN, P, "--model.module", "nanugpt.config.components:ModelOptions"),
+        (TRAIN, P, "--model.module", "nanugpt.config.schema:ModelOptions"),
         2,
         "is a base class, not a component: it does not implement build",
     ),
     case(
         "check-optimizer-base-class",
-        (CHECK, "check", P, "--optimizer.module", "nanugpt.config.components.OptimizerOptions"),
+        (CHECK, "check", P, "--optimizer.module", "nanugpt.config.schema.OptimizerOptions"),
         2,
         "is a base class, not a component",
     ),
@@ -456,7 +456,7 @@ CASES = [
         "check-module-not-a-subclass",
         (CHECK, "check", P, "--model.module", "nanugpt.optim.adamw:AdamWOptions"),
         2,
-        "is not a subclass of nanugpt.config.components.ModelOptions",
+        "is not a subclass of nanugpt.config.schema.ModelOptions",
     ),
     case("check-bad-import-path", (CHECK, "check", P, "--model.module", "my-models:X"), 2, "is not an import path"),
     case(

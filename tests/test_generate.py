@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanugpt.config.params import GenerateParams
+from nanugpt.config.schema import GenerateParams
 from nanugpt.inference.generate import GenerateError, next_token, nucleus, read_prompt, sample
 from nanugpt.models.nanogpt import NanoGPTOptions
 from nanugpt.ops.decode_head import HeadKernel, choose_head_kernel, head_logits

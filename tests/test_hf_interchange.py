@@ -15,8 +15,9 @@ import torch
 from conftest import REPO, TINY_TEXT, tiny_params, write_params
 
 from nanugpt.checkpoint.store import load_trained_model
-from nanugpt.config.params import Params, load_params, validate_params
+from nanugpt.config.params import load_params, validate_params
 from nanugpt.config.protocols import Tokenizer
+from nanugpt.config.schema import Params
 from nanugpt.config.token_meta import read_meta
 from nanugpt.data.tokenizers.byte import ByteTokenizer
 from nanugpt.data.tokenizers.char import CharTokenizer

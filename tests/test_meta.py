@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import tiny_params, write_params
 
-from nanugpt.config.components import BatchShare
 from nanugpt.config.params import ParamsError, load_params
+from nanugpt.config.schema import BatchShare
 from nanugpt.config.token_meta import DataError, TokenMeta, read_meta
 from nanugpt.data.tokenize import tokenize_files
 from nanugpt.data.tokenized import BatchSource, TokenFile

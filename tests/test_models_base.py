@@ -12,7 +12,8 @@ import torch
 from conftest import tiny_params
 
 from nanugpt.config.params import validate_params
-from nanugpt.models.base import CausalLM, DecoderMixin, LanguageModel, padded_vocab
+from nanugpt.config.protocols import LanguageModel
+from nanugpt.models.base import CausalLM, DecoderMixin, padded_vocab
 
 VOCAB = 65
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_params
 
-from nanugpt.config.components import LossOptions
-from nanugpt.config.params import GenerateParams, Params, ParamsError, validate_params
+from nanugpt.config.params import ParamsError, validate_params
+from nanugpt.config.schema import GenerateParams, LossOptions, Params
 from nanugpt.errors import UserError
 from nanugpt.inference.generate import sample
 from nanugpt.models.layers import apply_rotary

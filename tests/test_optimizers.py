@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 from conftest import tiny_params, write_params
 from torch import nn
 
-from nanugpt.config.params import Params, load_params, validate_params
+from nanugpt.config.params import load_params, validate_params
+from nanugpt.config.schema import Params
 from nanugpt.optim.muon import (
     NS_COEFFICIENTS,
     Muon,

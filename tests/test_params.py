@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, tiny_params, write_params
 
-from nanugpt.config.params import Params, ParamsError, load_params
+from nanugpt.config.params import ParamsError, load_params
+from nanugpt.config.schema import Params
 from nanugpt.models.nanogpt import NanoGPTOptions
 from pipeline.schema import load
 

@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from nanugpt.config import registry
-from nanugpt.config.params import Params, ParamsError, load_params
+from nanugpt.config.params import ParamsError, load_params
+from nanugpt.config.schema import Params
 from pipeline import params as params_tool
 from pipeline.cli import stage_main
 
@@ -47,12 +48,12 @@ KEYS = sorted(
 )
 DIRECTIVE_KEYS = ["_inherit", "_copy", "__include__"]
 MODULES = sorted({name for names in registry.BUILTIN.values() for name in names}) + [
-    "nanugpt.config.components:ModelOptions",
+    "nanugpt.config.schema:ModelOptions",
     "nanugpt.optim.adamw:AdamWOptions",
     "no_such_pkg.mod:Options",
     "bad name!",
     "nanugpt.config.params:Params",
-    "nanugpt.config.components.nothing",
+    "nanugpt.config.schema.nothing",
 ]
 
 # Text that exercises the directives and YAML's own syntax.

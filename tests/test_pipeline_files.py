@@ -52,7 +52,7 @@ def test_code_deps_exist_and_cover_every_module_a_stage_imports() -> None:
     infrastructure = {
         "nanugpt/config/params.py",
         "nanugpt/config/loader.py",
-        "nanugpt/config/components.py",
+        "nanugpt/config/schema.py",
         "nanugpt/config/registry.py",
         "nanugpt/errors.py",
         "nanugpt/files/atomic.py",

@@ -13,7 +13,8 @@ from conftest import tiny_params, write_params
 import pipeline.launch
 import pipeline.params
 from nanugpt.checkpoint.store import load_trained_model
-from nanugpt.config.params import Params, ParamsError, load_params
+from nanugpt.config.params import ParamsError, load_params
+from nanugpt.config.schema import Params
 from pipeline import paths
 from pipeline.schema import LaunchParams, PipelineParams, load
 from stages import evaluate, export, generate, source, tokenize, train

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import tiny_params, write_params
 
-from nanugpt.config.params import Params, load_params, validate_params
+from nanugpt.config.params import load_params, validate_params
+from nanugpt.config.schema import Params
 from nanugpt.errors import UserError
 from stages import tokenize, train
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import tiny_params
 
-from nanugpt.config.params import Params, ParamsError, validate_params
+from nanugpt.config.params import ParamsError, validate_params
+from nanugpt.config.schema import Params
 
 LR = 1e-3  # optimizer.lr
 

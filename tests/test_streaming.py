@@ -14,8 +14,8 @@ from conftest import killed_after, launch_train, tiny_params, write_params
 
 from nanugpt.checkpoint.sharded import read_run_state
 from nanugpt.checkpoint.store import load_checkpoint, resolve
-from nanugpt.config.components import BatchShare
-from nanugpt.config.params import Params, ParamsError, validate_params
+from nanugpt.config.params import ParamsError, validate_params
+from nanugpt.config.schema import BatchShare, Params
 from nanugpt.config.token_meta import read_meta
 from nanugpt.data.hf_dataset import DocumentStream
 from nanugpt.data.sources import files_digest

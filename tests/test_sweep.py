@@ -10,9 +10,9 @@ import pytest
 import yaml
 from conftest import tiny_params, write_params
 
-from pipeline import sweep_dvc
 from pipeline.schema import load
-from pipeline.sweep import SweepError, expand, point_name, write_params_files
+from pipeline.sweep import dvc as sweep_dvc
+from pipeline.sweep.spec import SweepError, expand, point_name, write_params_files
 
 
 def sweep_file(folder: Path, corpus: Path, name: str = "lr_width", **spec: Any) -> Path:

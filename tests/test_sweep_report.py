@@ -18,8 +18,8 @@ import pytest
 import yaml
 from conftest import tiny_params, write_params
 
-from pipeline.sweep import Sweep, expand
-from pipeline.sweep_report import PALETTE, failed_marker, nice_ticks, read_result, summary_csv, write_report
+from pipeline.sweep.report import PALETTE, failed_marker, nice_ticks, read_result, summary_csv, write_report
+from pipeline.sweep.spec import Sweep, expand
 
 WINDOW = (1280, 1500)
 CHROMIUM_TIMEOUT_S = 120

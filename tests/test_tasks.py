@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO
 
-from nanugpt.config.components import BatchShare
 from nanugpt.config.params import ParamsError
+from nanugpt.config.schema import BatchShare
 from nanugpt.config.token_meta import read_meta
 from nanugpt.data.tasks import (
     DIVISIONS,

@@ -11,8 +11,8 @@ import torch
 from conftest import tiny_params, write_params
 
 from nanugpt.config import registry
-from nanugpt.config.components import KIND_BASES
 from nanugpt.config.params import ParamsError, load_params
+from nanugpt.config.schema import KIND_BASES
 from nanugpt.data.sources import SourceError, resolve_source
 from nanugpt.inference.generate import GenerateError, read_prompt
 from nanugpt.train.memory_check import (
@@ -204,7 +204,7 @@ def test_component_module_that_raises_on_import(
     sys.modules.pop("broken_component_15", None)
 
 
-@pytest.mark.parametrize("module", ["nanugpt.config.components:ModelOptions", "nanugpt.config.components.ModelOptions"])
+@pytest.mark.parametrize("module", ["nanugpt.config.schema:ModelOptions", "nanugpt.config.schema.ModelOptions"])
 def test_base_class_is_not_a_component(params_file: Path, module: str) -> None:
     (line,) = problems(params_file, ["--model.module", module, "--model.n_layer", "null", "--model.n_head", "null"])
     assert f"model.module: '{module}' is a base class, not a component: it does not implement build;" in line

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from nanugpt.checkpoint import sharded
-from nanugpt.config.params import Params, params_from_checkpoint
+from nanugpt.config.params import params_from_checkpoint
+from nanugpt.config.schema import Params
 from nanugpt.config.token_meta import TokenMeta
 from nanugpt.errors import CheckpointError as CheckpointError  # defined with the other errors, imported from here
 from nanugpt.files.atomic import atomic_path

@@ -1,4 +1,7 @@
-"""What the train loop relies on in the components that ``build()`` returns.
+"""The contracts: what the train loop, evaluation and generation rely on in the parts of a run.
+
+The model (``LanguageModel``), the data (``Batches``), the tokenizer, the loss, the schedule, the scaler,
+the metric sinks and every part whose state a checkpoint holds (``Stateful``).
 
 Each is a ``typing.Protocol``: a component of a user's own (named by import
 path in a params file) needs only these methods, not our base classes.
@@ -8,10 +11,11 @@ and checked with ``isinstance``, never probed attribute by attribute.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+import torch.nn as nn
 
 
 class Schedule(Protocol):
@@ -99,4 +103,75 @@ class Tokenizer(Protocol):
 
     def vocab(self) -> list[str] | None:
         """The fitted vocabulary by id, or None for a fixed one."""
+        ...
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """What the train loop, evaluation and generation may rely on in a built model."""
+
+    vocab_size: int  # token ids the data holds
+    padded_vocab: int  # the width of the logits: vocab_size rounded up (padded ids are never targets)
+    context_length: int  # the most positions one forward sees
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, padded_vocab) of token ids (B, T)."""
+        ...
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token, forward and backward."""
+        ...
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; with ``non_embedding``, without the tables that are only looked up."""
+        ...
+
+    def transformer_blocks(self) -> list[nn.Module]:
+        """The repeated blocks, in order: the units FSDP shards and activation checkpointing recomputes."""
+        ...
+
+
+class Loss(Protocol):
+    """A training loss (what ``LossOptions.build`` returns): the scalar to minimise, and evaluation metrics as
+    sums and counts, so that averages over batches and ranks are exact ratios (``nanugpt.optim.losses``)."""
+
+    metric_names: tuple[str, ...]
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of (B, T, V) logits and (B, T) targets."""
+        ...
+
+    def of_model(
+        self, model: torch.nn.Module, plain: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of ``model`` (``plain``: the same model unwrapped) on inputs ``x`` and targets ``y``."""
+        ...
+
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{name: (sum, count)}`` of each metric in ``metric_names`` on one batch."""
+        ...
+
+
+class Batches(Protocol):
+    """What training and evaluation need of a data split."""
+
+    def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (rows, T) of this process's ``micro_step`` of global batch ``step``;
+        a pure function of its arguments, so resumed and distributed runs see the same data."""
+        ...
+
+
+class MetricSink(Protocol):
+    """Where metrics go: ``write`` is called once per row the sink takes, in step order."""
+
+    every_step: bool
+    """True: a row for every step (``train/loss``, ``train/lr``, ``train/tokens``; the interval's figures on its
+    last step). False: one row per log interval, that of its last step (every metric of the interval)."""
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Record the metrics of ``step`` (names as in this module's docstring)."""
+        ...
+
+    def close(self, failed: bool = False) -> None:
+        """Flush and release whatever the sink holds; ``failed``: the run ends by an exception or a signal."""
         ...

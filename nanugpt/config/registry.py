@@ -12,7 +12,7 @@ import importlib
 import inspect
 import re
 
-from nanugpt.config.components import KIND_BASES, ComponentOptions
+from nanugpt.config.schema import KIND_BASES, ComponentOptions
 
 BUILTIN: dict[str, dict[str, str]] = {
     "data": {

@@ -46,8 +46,8 @@ import torch
 import torch.distributed as dist
 from pydantic import Field
 
-from nanugpt.config.components import BatchShare, DataOptions, TokenizerOptions
 from nanugpt.config.protocols import Tokenizer
+from nanugpt.config.schema import BatchShare, DataOptions, TokenizerOptions
 from nanugpt.config.token_meta import TokenMeta, tokenizer_fields, write_meta
 from nanugpt.data.sources import HF_PREFIX, corpus_files, files_digest
 from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta

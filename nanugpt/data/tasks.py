@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from nanugpt.config.components import BatchShare, DataOptions, Problem, TokenizerOptions
+from nanugpt.config.schema import BatchShare, DataOptions, Problem, TokenizerOptions
 from nanugpt.config.token_meta import TokenMeta, tokenizer_fields, write_meta
 from nanugpt.data.tokenized import DataError, TokenFile
 from nanugpt.data.tokenizers.arithmetic import EOT

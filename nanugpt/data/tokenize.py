@@ -29,8 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from nanugpt.config import registry
-from nanugpt.config.components import TokenizerOptions
 from nanugpt.config.protocols import Tokenizer
+from nanugpt.config.schema import TokenizerOptions
 from nanugpt.config.token_meta import TokenMeta, tokenizer_fields, write_meta
 from nanugpt.data.sources import Documents
 from nanugpt.data.tokenizers.byte import ByteTokenizer

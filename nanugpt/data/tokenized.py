@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nanugpt.config.components import BatchShare, DataOptions, TokenizerOptions
+from nanugpt.config.schema import BatchShare, DataOptions, TokenizerOptions
 from nanugpt.config.token_meta import RETOKENIZE, DataError, TokenMeta
 from nanugpt.errors import UserError
 from nanugpt.files.hashing import sha256_file
@@ -168,15 +168,6 @@ class TokenizedDataOptions(DataOptions):
             return None
         sampling = self.sampling if split == "train" else "random"
         return BatchSource(token_file, context_length, share, seed, split, sampling)
-
-
-class Batches(Protocol):
-    """What training and evaluation need of a data split."""
-
-    def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets (rows, T) of this process's ``micro_step`` of global batch ``step``;
-        a pure function of its arguments, so resumed and distributed runs see the same data."""
-        ...
 
 
 class TokenFile:

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 
 from nanugpt.checkpoint.store import check_vocab, load_trained_model
-from nanugpt.config.components import BatchShare
-from nanugpt.config.params import Params
+from nanugpt.config.protocols import Batches
+from nanugpt.config.schema import BatchShare, Params
 from nanugpt.config.token_meta import read_meta
-from nanugpt.data.tokenized import Batches, to_device
+from nanugpt.data.tokenized import to_device
 from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
 from nanugpt.distributed.device import autocast_context, pick_device
 from nanugpt.distributed.process_group import DistInfo, barrier

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from nanugpt.config.params import GenerateParams
+from nanugpt.config.schema import GenerateParams
 from nanugpt.errors import UserError
 from nanugpt.models.base import DecoderMixin
 from nanugpt.ops.decode_head import head_logits

@@ -30,28 +30,13 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
-from nanugpt.config.params import Params
+from nanugpt.config.protocols import MetricSink
+from nanugpt.config.schema import Params
 from nanugpt.errors import UserError
 from nanugpt.files.atomic import write_json
-
-
-class MetricSink(Protocol):
-    """Where metrics go: ``write`` is called once per row the sink takes, in step order."""
-
-    every_step: bool
-    """True: a row for every step (``train/loss``, ``train/lr``, ``train/tokens``; the interval's figures on its
-    last step). False: one row per log interval, that of its last step (every metric of the interval)."""
-
-    def write(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Record the metrics of ``step`` (names as in this module's docstring)."""
-        ...
-
-    def close(self, failed: bool = False) -> None:
-        """Flush and release whatever the sink holds; ``failed``: the run ends by an exception or a signal."""
-        ...
 
 
 class CsvSink:

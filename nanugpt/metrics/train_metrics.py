@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 
+from nanugpt.config.protocols import MetricSink
 from nanugpt.distributed.process_group import DistInfo, all_reduce_mean
-from nanugpt.metrics.sinks import MetricSink, ThreadedSink
+from nanugpt.metrics.sinks import ThreadedSink
 
 # Steps of each process left out of ``steady_tokens_per_s``: the first ones pay for torch.compile,
 # the allocator's first requests and the optimizer state's creation.

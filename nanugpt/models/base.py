@@ -1,6 +1,6 @@
-"""The shared base of every model family: the contract the train loop relies on, and what decoders share.
+"""The shared base of every model family: what decoders share. Their contract is
+``nanugpt.config.protocols.LanguageModel``.
 
-- ``LanguageModel``: the protocol of a built model (what ``ModelOptions.build`` returns).
 - ``padded_vocab``: the vocabulary rounded up to a multiple, for faster matmuls.
 - ``CausalLM``: the ``nn.Module`` base of every family, which counts parameters and FLOPs once for all.
 - ``DecoderMixin`` and ``KVCache``: the base of the decoders whose final hidden states meet a bias-free
@@ -10,35 +10,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 import torch.nn as nn
-
-
-@runtime_checkable
-class LanguageModel(Protocol):
-    """What the train loop, evaluation and generation may rely on in a built model."""
-
-    vocab_size: int  # token ids the data holds
-    padded_vocab: int  # the width of the logits: vocab_size rounded up (padded ids are never targets)
-    context_length: int  # the most positions one forward sees
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, padded_vocab) of token ids (B, T)."""
-        ...
-
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token, forward and backward."""
-        ...
-
-    def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; with ``non_embedding``, without the tables that are only looked up."""
-        ...
-
-    def transformer_blocks(self) -> list[nn.Module]:
-        """The repeated blocks, in order: the units FSDP shards and activation checkpointing recomputes."""
-        ...
 
 
 def padded_vocab(vocab_size: int, multiple: int) -> int:

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field, field_validator
 
-from nanugpt.config.components import ModelOptions, Problem, heads_divide_width
+from nanugpt.config.schema import ModelOptions, Problem, heads_divide_width
 from nanugpt.errors import UserError
 from nanugpt.models.base import CausalLM, padded_vocab
 from nanugpt.models.layers import kv_heads_divide_heads, swiglu_width

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
-from nanugpt.config.components import ModelOptions, Problem, heads_divide_width
+from nanugpt.config.schema import ModelOptions, Problem, heads_divide_width
 from nanugpt.models.base import DecoderMixin, KVCache, family_sizes
 from nanugpt.models.layers import causal_attention, dropout_layer
 

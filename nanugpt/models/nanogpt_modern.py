@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from nanugpt.config.components import ModelOptions
+from nanugpt.config.schema import ModelOptions
 from nanugpt.models.base import DecoderMixin, KVCache, family_sizes
 from nanugpt.models.layers import RotaryEmbedding, apply_rotary, causal_attention, dropout_layer, even_rotary_head_size
 from nanugpt.ops.cross_entropy import soft_cap

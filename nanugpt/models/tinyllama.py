@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from nanugpt.config.components import ModelOptions
+from nanugpt.config.schema import ModelOptions
 from nanugpt.models.base import DecoderMixin, KVCache, family_sizes
 from nanugpt.models.layers import (
     RotaryEmbedding,

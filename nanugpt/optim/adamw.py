@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from nanugpt.config.components import OptimizerOptions
+from nanugpt.config.schema import OptimizerOptions
 
 
 class AdamWOptions(OptimizerOptions):

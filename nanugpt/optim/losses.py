@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from nanugpt.config.components import LossOptions
+from nanugpt.config.schema import LossOptions
 from nanugpt.models.base import DecoderMixin
 from nanugpt.ops.cross_entropy import DEFAULT_SIZES, KernelSizes, cross_entropy, linear_cross_entropy
 

@@ -47,7 +47,7 @@ from pydantic import Field, field_validator
 from torch import nn
 from torch.distributed.tensor import DTensor, Replicate
 
-from nanugpt.config.components import OptimizerOptions
+from nanugpt.config.schema import OptimizerOptions
 
 # Quintic Newton-Schulz coefficients of Muon: f(x) = a x + b x^3 + c x^5 is applied to every singular
 # value (scaled into [0, 1]). The large slope at 0 (a = 3.4445, so small singular values grow ~480x over

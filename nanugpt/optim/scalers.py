@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from nanugpt.config.components import Problem, ScalerOptions
+from nanugpt.config.schema import Problem, ScalerOptions
 from nanugpt.errors import UserError
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from nanugpt.config.components import Problem, SchedulerOptions
+from nanugpt.config.schema import Problem, SchedulerOptions
 
 
 class WarmupOptions(SchedulerOptions):

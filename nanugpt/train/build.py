@@ -19,11 +19,9 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nanugpt.config.components import BatchShare
-from nanugpt.config.params import Params
-from nanugpt.config.protocols import Scaler, Schedule
+from nanugpt.config.protocols import Batches, Scaler, Schedule
+from nanugpt.config.schema import BatchShare, Params
 from nanugpt.config.token_meta import DataError, TokenMeta, read_meta
-from nanugpt.data.tokenized import Batches
 from nanugpt.distributed.fsdp import checkpoint_blocks, is_sharded, mixed_precision, shard_model
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from nanugpt.checkpoint import sharded, store
-from nanugpt.config.params import Params
+from nanugpt.config.schema import Params
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.files.atomic import write_json
 

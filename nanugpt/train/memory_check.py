@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from nanugpt.config.components import ModelOptions
+from nanugpt.config.schema import ModelOptions
 from nanugpt.errors import UserError
 
 BYTES_PER_PARAMETER = 16  # 4 (float32 weight) + 4 (gradient) + 8 (AdamW exp_avg and exp_avg_sq)

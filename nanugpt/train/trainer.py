@@ -42,8 +42,8 @@ import yaml
 from tqdm import tqdm
 
 from nanugpt.checkpoint import store
-from nanugpt.config.params import Params
-from nanugpt.config.protocols import ReportingSchedule
+from nanugpt.config.protocols import MetricSink, ReportingSchedule
+from nanugpt.config.schema import Params
 from nanugpt.data.hf_dataset import batches_state, load_batches_state
 from nanugpt.distributed.device import peak_flops
 from nanugpt.distributed.process_group import DistInfo, any_rank, barrier, process_group
@@ -53,7 +53,6 @@ from nanugpt.files.atomic import write_json, write_text
 from nanugpt.metrics.sinks import (
     ConsoleSink,
     DvcLiveSink,
-    MetricSink,
     TensorBoardSink,
     ThreadedSink,
     WandbSink,

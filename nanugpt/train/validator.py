@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from nanugpt.data.tokenized import Batches
+from nanugpt.config.protocols import Batches
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError
 from nanugpt.eval.evaluate import evaluate_split

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from nanugpt.config.components import TokenizerOptions
+from nanugpt.config.schema import TokenizerOptions
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"

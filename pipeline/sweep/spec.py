@@ -1,27 +1,4 @@
-"""Sweeps: a grid of params declared once, run as Snakemake jobs or DVC experiments, compared on one page.
-
-A sweep file, ``sweeps/<name>.yaml``::
-
-    base: ../params.yaml         # the params file every point starts from (relative to this file)
-    grid:                        # dotted key -> values; every combination is a point
-      optimizer.lr: [1.0e-3, 3.0e-3]
-      model.n_embd: [32, 64]
-      general.seed: [1, 2]       # repeats: the report groups them as mean and spread
-    points:                      # optional, beside the grid: points of their own
-      - {optimizer.lr: 1.0e-2, model.n_embd: 128}
-      - {name: long, training.max_steps: 2000}   # a fixed name: editing its values re-runs it in place
-    export: false                # also run the export stage of every point
-
-Every point is a complete params file (the base with the point's values set), validated before anything
-runs; a problem names the point and the key. A point's name comes from its own values
-(``lr=0.001,n_embd=32,seed=1``), so adding points never renames the others.
-
-    python -m pipeline.sweep list SWEEP.yaml            # the points and their data folders, validated
-    python -m pipeline.sweep report SWEEP.yaml          # OUT_DIR/sweeps/<name>/report.html and summary.csv
-    python -m pipeline.sweep queue SWEEP.yaml [--dry-run]   # each point as a named DVC experiment
-
-    snakemake -j 4 --config sweep=SWEEP.yaml            # run every point (see the Snakefile)
-"""
+"""A sweep file expanded into its points, each a complete, validated params file (see ``pipeline.sweep``)."""
 
 from __future__ import annotations
 
@@ -29,7 +6,6 @@ import copy
 import itertools
 import json
 import re
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,8 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from nanugpt.config.loader import ConfigError, load_yaml_tree, set_dotted
 from nanugpt.config.params import ParamsError, validate_params
 from nanugpt.files.atomic import write_text
-from pipeline import paths, sweep_dvc, sweep_report
-from pipeline.cli import run_command
+from pipeline import paths
 from pipeline.schema import PipelineParams
 from pipeline.stages import STAGES, param_values
 
@@ -296,32 +271,3 @@ def describe(sweep: Sweep) -> str:
     lines = [f"sweep {sweep.name}: {len(sweep.points)} points over {', '.join(sweep.keys) or 'nothing'}"]
     lines += [f"  {point.name}  (data {point.data_dir})" for point in sweep.points]
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a sweep command (see the module doc); exit 2 with one line per problem for an invalid sweep."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or len(argv) < 2:
-        print(__doc__.strip(), file=sys.stdout if argv else sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    command, file, rest = argv[0], argv[1], argv[2:]
-
-    def body() -> int:
-        sweep = expand(file)
-        if command == "list" and not rest:
-            print(describe(sweep))
-        elif command == "report" and not rest:
-            html, csv = sweep_report.write_report(sweep, sweep.folder())
-            print(f"wrote {html} and {csv}")
-        elif command == "queue" and rest in ([], ["--dry-run"]):
-            return sweep_dvc.queue(sweep, dry_run=bool(rest))
-        else:
-            print(__doc__.strip(), file=sys.stderr)
-            return 2
-        return 0
-
-    return run_command(body)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

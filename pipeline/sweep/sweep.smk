@@ -11,14 +11,14 @@
 # editing a point reruns only that point. On Slurm each point's train job asks for its own `launch`
 # resources. A stage that fails leaves `logs/<stage>.failed` in its point's folder; with --keep-going
 # (profiles/default, profiles/slurm) the other points go on, and the report written at the end
-# (report.html, summary.csv; pipeline.sweep_report) shows the point as failed.
+# (report.html, summary.csv; pipeline.sweep.report) shows the point as failed.
 import re
 import shlex
 from pathlib import Path
 
 from nanugpt.data.sources import data_corpus_files
-from pipeline import sweep as sweeps
-from pipeline.sweep_report import failed_marker, write_report
+from pipeline.sweep import spec as sweeps
+from pipeline.sweep.report import failed_marker, write_report
 
 SWEEP = sweeps.expand(SWEEP_FILE)
 SWEEP_DIR = str(SWEEP.folder(OUT_DIR))

@@ -1,0 +1,349 @@
+"""The params schema: every section of a params file, and the base class of each kind of component.
+
+A params file is a ``Params``: fixed sections (``general``, ``training``, ``eval``, ...) and component
+sections (``data``, ``tokenizer``, ``model``, ``optimizer``, ``scheduler``, ``loss``, ``scaler``), each
+validated against the options class its ``module:`` names (``nanugpt.config.registry``).
+
+Every component (model, optimizer, tokenizer, ...) declares its options as a
+pydantic model that subclasses the base of its kind below, next to the code
+that uses them, and builds itself with ``build(...)``. A params section such
+as ``optimizer:`` names the component in ``module:`` and holds its options
+beside it::
+
+    optimizer:
+      module: adamw_nanogpt
+      lr: 1.0e-3
+
+A rule that involves another section (the keller scaler needs ``training.grad_clip``
+0, the grokking task's prime must be the tokenizer's) belongs to the component it
+concerns: its ``check(params)`` returns the problems, and ``validate_params``
+(``nanugpt.config.params``) calls the hook of every component section, so a user's
+own component (named by import path) is checked the same way.
+
+This module imports nothing heavy, so params can be validated cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+
+if TYPE_CHECKING:  # the types that build() returns, named without importing torch
+    import torch
+
+    from nanugpt.config.protocols import LanguageModel, Loss, Scaler, Schedule
+    from nanugpt.config.token_meta import TokenMeta
+
+Problem = tuple[str, str]  # (dotted key, message), e.g. ("training.grad_clip", "must be 0 with ..., got 1.0")
+
+
+class ComponentOptions(BaseModel):
+    """Options shared by every component: the registered name or import path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    module: str = Field(description="registered short name, or a dotted import path 'pkg.mod:Options'")
+
+    def check(self, params: Params) -> list[Problem]:
+        """Problems of these options in the context of the whole, otherwise valid, ``params``; none by default."""
+        return []
+
+
+@dataclass(frozen=True)
+class BatchShare:
+    """One process's share of each step's global batch: every data component slices ranks with it.
+
+    A step draws ``global_rows`` rows; process ``rank`` of ``world_size`` takes micro-batches
+    ``rank, rank + world_size, ...`` of ``rows`` rows each, ``micro_steps`` of them per step.
+    """
+
+    rows: int
+    global_rows: int
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.global_rows % (self.rows * self.world_size) or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"{self}: global_rows must be a positive multiple of rows x world_size, rank < world_size")
+
+    @property
+    def micro_steps(self) -> int:
+        """Micro-batches per step on each process."""
+        return self.global_rows // (self.rows * self.world_size)
+
+    def first_row(self, micro_step: int) -> int:
+        """The position in the step's global batch of this process's ``micro_step``'s first row."""
+        return (micro_step * self.world_size + self.rank) * self.rows
+
+
+class DataOptions(ComponentOptions):
+    """A dataset (``data:`` section): the tokenize stage materializes it, training draws batches from it."""
+
+    dataset: str = Field(
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        description="dataset name (letters, digits, '_', '-', '.'); token files go to DATA_ROOT/<dataset>/<tokenizer>/",
+    )
+
+    def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> TokenMeta:
+        """Write the dataset's token files and then ``meta.json`` (``nanugpt.config.token_meta.write_meta``) into
+        ``out_dir``; return the meta. ``raw_dir`` is where downloads may be kept (``DATA_ROOT/<dataset>/raw``)."""
+        raise NotImplementedError
+
+    def batches(
+        self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare, seed: int
+    ) -> Any:
+        """A source of (inputs, targets) micro-batches of ``split`` for this process's ``share`` (see
+        ``nanugpt.config.protocols.Batches``), or None when the split is empty. ``meta`` is ``read_meta(data_dir)``."""
+        raise NotImplementedError
+
+
+class TokenizerOptions(ComponentOptions):
+    """A text <-> token ids codec (``tokenizer:`` section)."""
+
+    def build(self, vocab: list[str] | None = None) -> Any:
+        """Return a tokenizer; ``vocab`` is the saved vocabulary of tokenizers fitted on a corpus."""
+        raise NotImplementedError
+
+
+class ModelOptions(ComponentOptions):
+    """A causal language model (``model:`` section)."""
+
+    context_length: int = Field(gt=0, description="tokens of context the model sees")
+
+    def build(self, vocab_size: int) -> LanguageModel:
+        """Return an ``nn.Module`` (``nanugpt.config.protocols.LanguageModel``) that maps token ids (B, T) to logits
+        (B, T, V) of ``vocab_size`` (or more, padded) tokens; decoders (``DecoderMixin``) also give their final
+        hidden states (``forward(idx, hidden_only=True)``) and their head (``linear_head()``), so the loss can
+        apply the head itself."""
+        raise NotImplementedError
+
+
+class OptimizerOptions(ComponentOptions):
+    """An optimizer (``optimizer:`` section)."""
+
+    lr: float = Field(gt=0, description="peak learning rate")
+
+    def build(self, model: torch.nn.Module, device_type: str) -> torch.optim.Optimizer:
+        """Return a ``torch.optim.Optimizer`` over the model's parameters."""
+        raise NotImplementedError
+
+
+class SchedulerOptions(ComponentOptions):
+    """A learning-rate schedule (``scheduler:`` section)."""
+
+    def build(self, max_steps: int, base_lr: float) -> Schedule:
+        """Return a ``nanugpt.config.protocols.Schedule``, whose ``factor(step)`` multiplies the peak lr ``base_lr``
+        (``optimizer.lr``). A ``ReportingSchedule`` (an lr range test) also has ``report(lrs, losses)``, written
+        to ``train_summary.json`` after training, and its run ends rather than fails when the loss diverges.
+        """
+        raise NotImplementedError
+
+
+class LossOptions(ComponentOptions):
+    """A training loss (``loss:`` section)."""
+
+    def build(self) -> Loss:
+        """Return a ``nanugpt.optim.losses.Loss``: ``loss(logits, targets) -> scalar`` plus evaluation metrics."""
+        raise NotImplementedError
+
+
+class ScalerOptions(ComponentOptions):
+    """A gradient scaler (``scaler:`` section)."""
+
+    def build(self, device_type: str, dtype: str) -> Scaler:
+        """Return a ``nanugpt.config.protocols.Scaler``: torch.amp.GradScaler's interface."""
+        raise NotImplementedError
+
+
+def heads_divide_width(n_embd: int, n_head: int) -> list[Problem]:
+    """The problem of attention heads that do not split ``model.n_embd`` evenly (for models' ``check``)."""
+    if n_embd % n_head:
+        return [("model.n_embd", f"must be divisible by model.n_head ({n_head}), got {n_embd}")]
+    return []
+
+
+KIND_BASES: dict[str, type[ComponentOptions]] = {
+    "data": DataOptions,
+    "tokenizer": TokenizerOptions,
+    "model": ModelOptions,
+    "optimizer": OptimizerOptions,
+    "scheduler": SchedulerOptions,
+    "loss": LossOptions,
+    "scaler": ScalerOptions,
+}
+
+
+class Section(BaseModel):
+    """A fixed params section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class GeneralParams(Section):
+    project_name: str = Field("nanugpt", description="project name (W&B project)")
+    run_name: str = Field("run", description="name of this run (W&B run name, log lines)")
+    seed: int = Field(42, ge=0, description="seed of model init, data order and dropout")
+    device_type: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks cuda when available")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="autocast dtype of forward/backward; float32 on CPUs without bf16 hardware"
+    )
+    torch_compile: bool = Field(
+        False,
+        description="compile the model with torch.compile; runs then agree to rounding, not bitwise "
+        "(inductor kernels), unlike eager CPU runs",
+    )
+
+
+class TrainingParams(Section):
+    max_steps: int = Field(gt=0, description="optimizer steps in the run")
+    device_batch_size: int = Field(gt=0, description="sequences per forward pass on one process")
+    global_batch_size: int = Field(
+        gt=0, description="sequences per optimizer step over all processes; accumulation = global / (device * world)"
+    )
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables clipping")
+    log_every: int = Field(10, gt=0, description="steps between log lines")
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = only at the end")
+    checkpoint_every_min: float = Field(
+        0.0, ge=0, description="minutes of wall clock between checkpoints, besides checkpoint_every; 0 = off"
+    )
+    keep_last: int = Field(2, ge=1, description="step checkpoints kept besides last.pt")
+    resume: str = Field(
+        "auto", description="'auto': resume from OUT_DIR/checkpoints/last.pt when compatible; 'never'; or a path"
+    )
+    peak_flops: float | None = Field(
+        None, gt=0, description="device peak FLOP/s for MFU; null = GPU table, or a matmul measured on CPU"
+    )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="data parallelism over processes: 'ddp' (every rank holds the whole model and optimizer) or "
+        "'fsdp' (FSDP2: parameters, gradients and optimizer state sharded per block; checkpoints are sharded "
+        "DCP folders); one process ignores the sharding",
+    )
+    reshard_after_forward: bool = Field(
+        True,
+        description="fsdp: free each block's gathered parameters after its forward and gather them again in "
+        "backward (ZeRO-3-like); false keeps them until backward (ZeRO-2-like: more memory, fewer all-gathers)",
+    )
+    activation_checkpointing: Literal["none", "full"] = Field(
+        "none", description="'full': recompute each transformer block's activations in backward instead of storing them"
+    )
+
+
+# sha256 of the official HellaSwag validation file (rowanz/hellaswag data/hellaswag_val.jsonl, unchanged since 2019),
+# as Hugging Face datasets pinned it in datasets/hellaswag/dataset_infos.json (12,246,618 bytes)
+HELLASWAG_VAL_SHA256 = "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588"
+
+
+class EvalParams(Section):
+    eval_every: int = Field(250, ge=0, description="steps between val evaluations during training; 0 = only at end")
+    eval_iters: int = Field(20, gt=0, description="fixed val batches per evaluation")
+    tasks: list[Literal["hellaswag"]] = Field(
+        default_factory=list, description="benchmarks the evaluate stage scores besides the loss: hellaswag"
+    )
+    hellaswag_path: str | None = Field(
+        None,
+        min_length=1,
+        description="local HellaSwag JSONL (ctx, endings, label); null = download hellaswag_val.jsonl once into "
+        "DATA_ROOT/hellaswag/raw/",
+    )
+    hellaswag_sha256: str | None = Field(
+        HELLASWAG_VAL_SHA256,
+        pattern="^[0-9a-f]{64}$",
+        description="expected sha256 of the HellaSwag file (default: the official validation file's); "
+        "null = not checked",
+    )
+
+
+CHECKPOINT_DEFAULT = "last"
+CHECKPOINT_DESCRIPTION = (
+    "checkpoint to load: 'last' (OUT_DIR/checkpoints/last.pt), 'best' (best.pt, lowest val loss) or a path"
+)
+
+
+class GenerateParams(Section):
+    prompt: str = Field("\n", description="prompt text, or FILE:path to read it from a file")
+    num_samples: int = Field(1, gt=0, description="samples to draw")
+    max_new_tokens: int = Field(200, gt=0, description="tokens to generate per sample")
+    temperature: float = Field(0.8, ge=0, description="softmax temperature; 0 = greedy")
+    top_k: int | None = Field(200, gt=0, description="keep the k most likely tokens; null = all")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass; null = off")
+    seed: int = Field(1337, ge=0, description="sampling seed: the same seed gives the same text")
+    checkpoint: str = Field(CHECKPOINT_DEFAULT, min_length=1, description=CHECKPOINT_DESCRIPTION)
+
+
+class ExportParams(Section):
+    checkpoint: str = Field(CHECKPOINT_DEFAULT, min_length=1, description=CHECKPOINT_DESCRIPTION)
+
+
+class LoggingParams(Section):
+    wandb: bool = Field(False, description="log to Weights & Biases (WANDB_MODE=offline works offline)")
+    dvclive: bool = Field(True, description="write DVC metrics and plots files under OUT_DIR")
+    tensorboard: bool = Field(False, description="write TensorBoard event files under OUT_DIR/tensorboard")
+
+
+class Params(Section):
+    """A complete, validated params file: the library's sections.
+
+    An orchestrator adds its own sections by subclassing it and passing its class as ``schema`` to
+    ``load_params`` (the pipeline adds ``launch`` this way).
+    """
+
+    general: GeneralParams = GeneralParams()
+    data: SerializeAsAny[DataOptions]
+    tokenizer: SerializeAsAny[TokenizerOptions]
+    model: SerializeAsAny[ModelOptions]
+    training: TrainingParams
+    optimizer: SerializeAsAny[OptimizerOptions]
+    scheduler: SerializeAsAny[SchedulerOptions]
+    loss: SerializeAsAny[LossOptions]  # validate_params fills in registry.DEFAULT_MODULE when absent
+    scaler: SerializeAsAny[ScalerOptions]
+    eval: EvalParams = EvalParams()
+    generate: GenerateParams = GenerateParams()
+    export: ExportParams = ExportParams()
+    logging: LoggingParams = LoggingParams()
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        """Problems that involve more than one section: ``(dotted key, message)`` pairs (``cross_check``).
+
+        An orchestrator's schema adds the rules of its own sections by extending this.
+        """
+        return cross_check(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The explicit, plain form of these params (what ``params.yaml`` holds)."""
+        return self.model_dump(mode="json")
+
+    def digest(self, keys: Sequence[str]) -> str:
+        """A sha256 over the values of the given sections or dotted keys, to tell whether two runs match."""
+        plain = self.to_dict()
+        subset = {}
+        for key in keys:
+            node: Any = plain
+            for part in key.split("."):
+                node = node[part]
+            subset[key] = node
+        return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()
+
+
+COMPONENT_SECTIONS = ("data", "tokenizer", "model", "optimizer", "scheduler", "loss", "scaler")
+
+
+def cross_check(params: Params) -> list[tuple[str, str]]:
+    """Problems that involve more than one key and no single component: ``(dotted key, message)`` pairs.
+
+    Rules of one component (its ``check`` hook) live with the component; see ``nanugpt.config.schema``.
+    """
+    t = params.training
+    if t.global_batch_size % t.device_batch_size:
+        message = f"must be a multiple of training.device_batch_size ({t.device_batch_size}), got {t.global_batch_size}"
+        return [("training.global_batch_size", message)]
+    if t.strategy == "fsdp" and params.general.dtype == "float16":
+        message = "fsdp does not combine with general.dtype float16 (loss scaling of sharded gradients); use bfloat16"
+        return [("training.strategy", message)]
+    return []
