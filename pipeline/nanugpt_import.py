@@ -30,7 +30,7 @@ from typing import Any
 
 from nanugpt.config.loader import ConfigError, load_unexpanded
 from nanugpt.config.params import ParamsError, validate_params
-from nanugpt.data.tasks import FULL_TABLE_PRIME
+from nanugpt.data.grokking import FULL_TABLE_PRIME
 from pipeline.schema import PipelineParams
 
 MISSING: Any = object()

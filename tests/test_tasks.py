@@ -16,15 +16,9 @@ from conftest import REPO
 from nanugpt.config.params import ParamsError
 from nanugpt.config.schema import BatchShare
 from nanugpt.config.token_meta import read_meta
-from nanugpt.data.tasks import (
-    DIVISIONS,
-    IGNORE_INDEX,
-    OPERATIONS,
-    ArithmeticDataOptions,
-    GrokkingDataOptions,
-    Operation,
-    TaskError,
-)
+from nanugpt.data.arithmetic import ArithmeticDataOptions
+from nanugpt.data.grokking import DIVISIONS, OPERATIONS, GrokkingDataOptions, Operation
+from nanugpt.data.tasks import IGNORE_INDEX, TaskError
 from nanugpt.data.tokenized import DataError
 from nanugpt.data.tokenizers.arithmetic import EOT, PAD, ArithmeticTokenizerOptions
 from nanugpt.data.tokenizers.grokking import GrokkingTokenizerOptions
@@ -32,7 +26,7 @@ from nanugpt.optim.losses import ArithmeticLossOptions, GrokkingLossOptions
 from pipeline.schema import load
 from stages import evaluate, generate, tokenize, train
 
-# c = a op b mod p, written independently of nanugpt.data.tasks (division: the c with c * b = a)
+# c = a op b mod p, written independently of nanugpt.data.grokking (division: the c with c * b = a)
 REFERENCE = {
     "x+y": lambda a, b, p: (a + b) % p,
     "x-y": lambda a, b, p: (a - b) % p,

@@ -159,6 +159,9 @@ def _validate_component(section: str, raw: Any, where: Any, problems: list[str])
             fields[key] = value
     try:
         options_cls = registry.resolve(section, module)
+    except registry.ComponentMoved as exc:
+        problems.append(f"{where(section + '.module')}: {section}.module: {exc}")
+        return None
     except registry.ComponentNotFound as exc:
         hint = _did_you_mean(module, registry.BUILTIN[section])
         names = ", ".join(sorted(registry.BUILTIN[section]))

@@ -18,8 +18,8 @@ BUILTIN: dict[str, dict[str, str]] = {
     "data": {
         "tokenized": "nanugpt.data.tokenized:TokenizedDataOptions",
         "hf_dataset": "nanugpt.data.hf_dataset:HFDatasetOptions",
-        "grokking": "nanugpt.data.tasks:GrokkingDataOptions",
-        "arithmetic": "nanugpt.data.tasks:ArithmeticDataOptions",
+        "grokking": "nanugpt.data.grokking:GrokkingDataOptions",
+        "arithmetic": "nanugpt.data.arithmetic:ArithmeticDataOptions",
     },
     "tokenizer": {
         "byte": "nanugpt.data.tokenizers.byte:ByteTokenizerOptions",
@@ -64,9 +64,38 @@ IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?")
 
 DEFAULT_MODULE: dict[str, str] = {"loss": "autoregressive", "scaler": "amp"}
 
+# The modules of component options before nanugpt/ became subpackages (docs/architecture.md, "Moved modules"):
+# old module -> new module, or for nanugpt.tasks, class name -> new module. A params file that names a component
+# by an old path is told the new one; the old paths are not kept importable.
+MOVED_MODULES: dict[str, str | dict[str, str]] = {
+    "nanugpt.data": "nanugpt.data.tokenized",
+    "nanugpt.streaming": "nanugpt.data.hf_dataset",
+    "nanugpt.tasks": {
+        "GrokkingDataOptions": "nanugpt.data.grokking",
+        "ArithmeticDataOptions": "nanugpt.data.arithmetic",
+        "TaskDataOptions": "nanugpt.data.tasks",
+    },
+    "nanugpt.tokenizers.byte": "nanugpt.data.tokenizers.byte",
+    "nanugpt.tokenizers.char": "nanugpt.data.tokenizers.char",
+    "nanugpt.tokenizers.tiktoken_bpe": "nanugpt.data.tokenizers.tiktoken",
+    "nanugpt.tokenizers.hf": "nanugpt.data.tokenizers.hf",
+    "nanugpt.tokenizers.grokking": "nanugpt.data.tokenizers.grokking",
+    "nanugpt.tokenizers.arithmetic": "nanugpt.data.tokenizers.arithmetic",
+    "nanugpt.optimizers": "nanugpt.optim.adamw",
+    "nanugpt.muon": "nanugpt.optim.muon",
+    "nanugpt.schedulers": "nanugpt.optim.schedulers",
+    "nanugpt.losses": "nanugpt.optim.losses",
+    "nanugpt.scalers": "nanugpt.optim.scalers",
+    "nanugpt.components": "nanugpt.config.schema",
+}
+
 
 class ComponentNotFound(LookupError):
     """Raised when a ``module:`` value names no registered component or importable class."""
+
+
+class ComponentMoved(ComponentNotFound):
+    """Raised when a ``module:`` value names a class by its path from before the subpackages (``MOVED_MODULES``)."""
 
 
 def resolve(kind: str, module: str) -> type[ComponentOptions]:
@@ -83,6 +112,11 @@ def resolve(kind: str, module: str) -> type[ComponentOptions]:
             raise ComponentNotFound(f"{module!r} is not an import path such as 'my_pkg.my_module:MyOptions'")
         target = module
     mod_name, _, attr = target.partition(":") if ":" in target else target.rpartition(".")
+    moved = moved_path(mod_name, attr)
+    if moved is not None:
+        short = next((name for name, path in BUILTIN[kind].items() if path == moved), None)
+        instead = f"'{moved}'" + (f" (or the short name '{short}')" if short else "")
+        raise ComponentMoved(f"{target!r} is a path from before nanugpt's subpackages: write {instead}")
     try:
         module_object = importlib.import_module(mod_name)
     except ImportError as exc:
@@ -102,6 +136,14 @@ def resolve(kind: str, module: str) -> type[ComponentOptions]:
             f"{', '.join(missing) or 'its abstract methods'}; name a subclass of it that does"
         )
     return cls
+
+
+def moved_path(module: str, attr: str) -> str | None:
+    """``new.module:attr`` for a class named by its module's path from before the move, else None."""
+    new = MOVED_MODULES.get(module)
+    if isinstance(new, dict):
+        new = new.get(attr)
+    return None if new is None else f"{new}:{attr}"
 
 
 def _required_methods(base: type[ComponentOptions]) -> list[str]:

@@ -2,7 +2,9 @@
 
 - ``tokenized``: batches of windows from the tokenize stage's ``.bin`` files (``tokenized``).
 - ``hf_dataset``: a Hugging Face ``datasets`` corpus tokenized on the fly (``hf_dataset``).
-- ``tasks``: the algorithmic tasks ``grokking`` and ``arithmetic``, generated rather than read.
+- ``grokking``: ``a op b = c`` mod a prime (``grokking``).
+- ``arithmetic``: multi-digit multiplication (``arithmetic``).
+- ``tasks``: the algorithmic tasks' shared base: generated examples, batches of whole examples.
 - ``sources``: a corpus's origin (URL with sha256, local files, ``hf:``) and its record.
 - ``tokenize``: text to ``train.bin`` / ``val.bin`` token files and ``meta.json``.
 - ``tokenizers/``: one module per tokenizer (the ``tokenizer:`` section's ``module``).
