@@ -40,7 +40,10 @@ LAUNCH_COMMAND_ENV = "NANUGPT_LAUNCH_COMMAND"
 
 
 def first_slurm_node(nodelist: str) -> str:
-    """The first host of a Slurm node list such as ``gpu[01-04]`` (expanded by ``scontrol``)."""
+    """The first host of a Slurm node list such as ``gpu[01-04]`` (expanded by ``scontrol``); a list of plain names
+    (``n1`` or ``n1,n2``) needs no ``scontrol``."""
+    if "[" not in nodelist:
+        return nodelist.split(",")[0]
     out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
     return out.stdout.split()[0]
 
