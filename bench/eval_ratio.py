@@ -1,6 +1,6 @@
 """Evaluation throughput over train-step throughput, same model, same shape, same run.
 
-    python bench/eval_ratio.py [--shape small|gpt2] [--rounds 10] [--steps 20] [--compile]
+    python -m bench.eval_ratio [--shape small|gpt2] [--rounds 10] [--steps 20] [--compile]
 
 Builds one run's parts with the train stage's builders (``nanugpt.train.build.build_run``, on
 ``bench/train_throughput.py``'s random token files and shapes) and, in each round, times
@@ -17,25 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from bench.train_throughput import SHAPES, make_data, our_params
+from nanugpt.config.protocols import Batches
+from nanugpt.distributed.process_group import DistInfo
+from nanugpt.eval.evaluate import evaluate_split
+from nanugpt.optim.losses import Loss
+from nanugpt.train.build import build_run, wrap_model
+from nanugpt.train.step import TrainStep
+
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
-sys.path.insert(0, str(BENCH))
-
-from train_throughput import SHAPES, make_data, our_params  # noqa: E402
-
-from nanugpt.data.tokenized import Batches  # noqa: E402
-from nanugpt.distributed.process_group import DistInfo  # noqa: E402
-from nanugpt.eval.evaluate import evaluate_split  # noqa: E402
-from nanugpt.optim.losses import Loss  # noqa: E402
-from nanugpt.train.build import build_run, wrap_model  # noqa: E402
-from nanugpt.train.step import TrainStep  # noqa: E402
 
 GOAL = 2.5
 

@@ -1,6 +1,6 @@
 """Per-rank memory and step time of ``training.strategy: ddp`` against ``fsdp``, at 2 and 4 ranks, in one run.
 
-    python bench/fsdp_memory.py [--world-sizes 2,4] [--n-layer 4] [--n-embd 128] [--steps 5] [--optimizer adamw]
+    python -m bench.fsdp_memory [--world-sizes 2,4] [--n-layer 4] [--n-embd 128] [--steps 5] [--optimizer adamw]
 
 For each world size, each strategy runs under ``torchrun`` (gloo on CPU) through the train loop's own parts
 (``build_run``, ``TrainStep``): one warm-up step (it creates the optimizer state), then ``--steps`` timed steps.
@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 CORPUS = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 200
 
@@ -97,11 +96,11 @@ def measure(args: argparse.Namespace, world_size: int, strategy: str, tmp: Path)
     params_file.write_text(json.dumps(run_params(args, strategy, tmp / "corpus.txt")))
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
-        __file__, "--worker", "--params", str(params_file), "--data", str(tmp / "data"),
+        "-m", "bench.fsdp_memory", "--worker", "--params", str(params_file), "--data", str(tmp / "data"),
         "--out", str(out), "--steps", str(args.steps),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command, check=True, env=env, cwd=REPO, capture_output=True, text=True)
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world_size)]
 
 

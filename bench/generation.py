@@ -1,7 +1,7 @@
 """Generation: our generate stage's sampling loop against ``transformers``' ``generate()`` on our export of the
 same trained model.
 
-    python bench/generation.py [--rounds 5] [--new-tokens 128] [--train-steps 50]
+    python -m bench.generation [--rounds 5] [--new-tokens 128] [--train-steps 50]
 
 Trains ``bench/train_throughput.py``'s GPT-2-like shape (``nanogpt``, 6 x 384, context 256, GPT-2's
 vocabulary) for ``--train-steps`` steps on random token files with ``nanugpt.train.trainer.train``, exports
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,18 +27,16 @@ from typing import Any
 
 import torch
 
+from bench.train_throughput import SHAPES, make_data, our_params
+from nanugpt.checkpoint.store import load_trained_model
+from nanugpt.config.params import validate_params
+from nanugpt.config.schema import GenerateParams, Params
+from nanugpt.config.token_meta import read_meta
+from nanugpt.inference.generate import sample
+from nanugpt.inference.hf_export import export_checkpoint
+from nanugpt.train.trainer import train
+
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
-sys.path.insert(0, str(BENCH))
-
-from train_throughput import SHAPES, make_data, our_params  # noqa: E402
-
-from nanugpt.checkpoint.store import load_trained_model  # noqa: E402
-from nanugpt.config.params import GenerateParams, Params, validate_params  # noqa: E402
-from nanugpt.config.token_meta import read_meta  # noqa: E402
-from nanugpt.inference.generate import sample  # noqa: E402
-from nanugpt.inference.hf_export import export_checkpoint  # noqa: E402
-from nanugpt.train.trainer import train  # noqa: E402
 
 SHAPE = SHAPES["gpt2"]
 PROMPT_TOKENS = 16

@@ -41,7 +41,6 @@ import argparse
 import gc
 import json
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -51,23 +50,21 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from bench.train_throughput import make_data
+from nanugpt.config.params import validate_params
+from nanugpt.config.schema import Params
+from nanugpt.data.tokenized import to_device
+from nanugpt.distributed.device import autocast_context, peak_flops
+from nanugpt.distributed.process_group import DistInfo
+from nanugpt.metrics.train_metrics import WARMUP_STEPS
+from nanugpt.ops.cross_entropy import Kernel, choose_kernel
+from nanugpt.train.build import build_run, wrap_model
+from nanugpt.train.step import TrainStep
+from nanugpt.train.trainer import train
+from pipeline import schema
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(BENCH))
-
-from train_throughput import make_data  # noqa: E402
-
-from nanugpt.config.params import Params, validate_params  # noqa: E402
-from nanugpt.data.tokenized import to_device  # noqa: E402
-from nanugpt.distributed.device import autocast_context, peak_flops  # noqa: E402
-from nanugpt.distributed.process_group import DistInfo  # noqa: E402
-from nanugpt.metrics.train_metrics import WARMUP_STEPS  # noqa: E402
-from nanugpt.ops.cross_entropy import Kernel, choose_kernel  # noqa: E402
-from nanugpt.train.build import build_run, wrap_model  # noqa: E402
-from nanugpt.train.step import TrainStep  # noqa: E402
-from nanugpt.train.trainer import train  # noqa: E402
-from pipeline import schema  # noqa: E402
 
 RECIPES = {"gpt2_124m": "fineweb_gpt2_124m.yaml", "modern_muon": "fineweb_gpt2_124m_muon.yaml"}
 GOAL_RECIPE = "gpt2_124m"

@@ -1,6 +1,6 @@
 """Data loader cost: one ``BatchSource.micro_batch`` against one train step, page cache warm and cold.
 
-    python bench/loader.py [--tokens 200000000] [--rounds 5] [--shapes small,gpt2]
+    python -m bench.loader [--tokens 200000000] [--rounds 5] [--shapes small,gpt2]
                            [--warm-batches 300] [--cold-batches 10] [--steps 8]
 
 The benchmark writes a large uint16 token file (``--tokens`` random ids below
@@ -53,7 +53,6 @@ import mmap
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -61,15 +60,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from nanugpt.config.schema import BatchShare
+from nanugpt.config.token_meta import TokenMeta
+from nanugpt.data.tokenized import BatchSource, TokenFile
+from nanugpt.models.nanogpt import NanoGPTOptions
+from nanugpt.optim.adamw import AdamWNanoGPTOptions
+from nanugpt.optim.losses import AutoregressiveOptions
 
-from nanugpt.config.components import BatchShare  # noqa: E402
-from nanugpt.config.token_meta import TokenMeta  # noqa: E402
-from nanugpt.data.tokenized import BatchSource, TokenFile  # noqa: E402
-from nanugpt.models.nanogpt import NanoGPTOptions  # noqa: E402
-from nanugpt.optim.adamw import AdamWNanoGPTOptions  # noqa: E402
-from nanugpt.optim.losses import AutoregressiveOptions  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 SHAPES = {
     "small": dict(n_layer=4, n_head=4, n_embd=128, context_length=64, batch=12, vocab=65),

@@ -1,6 +1,6 @@
 """Pipeline overhead: no-op ``dvc repro`` / ``snakemake`` of our pipeline against a trivial 4-stage ``cp`` pipeline.
 
-    python bench/pipeline_overhead.py [--rounds 10]
+    python -m bench.pipeline_overhead [--rounds 10]
 
 In a temporary folder the benchmark builds four git repositories:
 

@@ -1,6 +1,6 @@
 """Quality at nanoGPT's CPU budget: val loss of our reference recipe and of our modern recipe, side by side.
 
-    python bench/quality.py [--corpus PATH] [--steps 2000]
+    python -m bench.quality [--corpus PATH] [--steps 2000]
 
 nanoGPT's README trains "shakespeare_char on CPU" (4 layers, 4 heads, 128 wide,
 context 64, batch 12, 2000 steps = 1.536M tokens) to a val loss of 1.88. This
@@ -49,13 +49,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from nanugpt.config.params import validate_params
+from nanugpt.config.schema import Params
+from nanugpt.eval.evaluate import evaluate_checkpoint
+from nanugpt.metrics.train_metrics import WARMUP_STEPS
+from stages import tokenize, train
 
-from nanugpt.config.params import Params, validate_params  # noqa: E402
-from nanugpt.eval.evaluate import evaluate_checkpoint  # noqa: E402
-from nanugpt.metrics.train_metrics import WARMUP_STEPS  # noqa: E402
-from stages import tokenize, train  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "context_length": 64}
 BATCH = 12  # nanoGPT's

@@ -1,6 +1,6 @@
 """How train cost grows: tokens/s and CPU MFU of our train loop across model sizes, contexts, eager and compiled.
 
-    python bench/scaling.py [--sizes 1M,10M,50M,120M] [--contexts 256,1024] [--modes eager,compiled]
+    python -m bench.scaling [--sizes 1M,10M,50M,120M] [--contexts 256,1024] [--modes eager,compiled]
                             [--tokens-per-step 2048] [--steps N]
 
 For each model size (``nanogpt``: about 1M and 10M parameters on a 65-token vocabulary, about 50M and
@@ -30,14 +30,11 @@ from typing import Any
 
 import torch
 
+from bench.train_throughput import make_data, matmul_flops, our_params
+from nanugpt.metrics.train_metrics import WARMUP_STEPS
+from nanugpt.train.trainer import train
+
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
-sys.path.insert(0, str(BENCH))
-
-from train_throughput import make_data, matmul_flops, our_params  # noqa: E402
-
-from nanugpt.metrics.train_metrics import WARMUP_STEPS  # noqa: E402
-from nanugpt.train.trainer import train  # noqa: E402
 
 CHAR_VOCAB, GPT2_VOCAB = 65, 50304
 SIZES: dict[str, dict[str, int]] = {  # name: shape and steps (about 10 s of timed steps each, eager, 2 vCPUs)

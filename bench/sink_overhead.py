@@ -1,7 +1,7 @@
 """Metric sinks' overhead: train-step tokens/s with every sink on over every sink off, at ``log_every: 10``.
 
-    python bench/sink_overhead.py [--shape small|gpt2] [--pairs 10] [--steps 100]
-    python bench/sink_overhead.py --row-costs [--rows 50]
+    python -m bench.sink_overhead [--shape small|gpt2] [--pairs 10] [--steps 100]
+    python -m bench.sink_overhead --row-costs [--rows 50]
 
 Each pair runs ``nanugpt.train.trainer.train`` twice on the same random token files
 (``bench/train_throughput.py``'s shapes and data): once with the CSV files,
@@ -27,28 +27,19 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.train_throughput import SHAPES, make_data, our_params
+from nanugpt.config.params import validate_params
+from nanugpt.config.protocols import MetricSink
+from nanugpt.config.schema import Params
+from nanugpt.metrics.sinks import DvcLiveSink, TensorBoardSink, ThreadedSink, WandbSink, csv_sinks
+from nanugpt.train.trainer import train
+
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
-sys.path.insert(0, str(BENCH))
-
-from train_throughput import SHAPES, make_data, our_params  # noqa: E402
-
-from nanugpt.config.params import Params, validate_params  # noqa: E402
-from nanugpt.metrics.sinks import (  # noqa: E402
-    DvcLiveSink,
-    MetricSink,
-    TensorBoardSink,
-    ThreadedSink,
-    WandbSink,
-    csv_sinks,
-)
-from nanugpt.train.trainer import train  # noqa: E402
 
 ALL_ON = {"dvclive": True, "tensorboard": True, "wandb": True}
 ALL_OFF = {"dvclive": False, "tensorboard": False, "wandb": False}

@@ -1,6 +1,6 @@
 """Time to a loss: the ``tinyshakespeare_speedrun`` preset against nanoGPT's settings, to val loss 1.88.
 
-    python bench/speedrun.py [--corpus PATH] [--rounds 2] [--check-every 10] [--reference-check-every 50]
+    python -m bench.speedrun [--corpus PATH] [--rounds 2] [--check-every 10] [--reference-check-every 50]
 
 nanoGPT's "shakespeare_char on CPU" run (``nanogpt`` + ``adamw_nanogpt`` at nanoGPT's settings,
 ``quality.py``'s reference recipe: 2000 steps of 12 x 64 tokens) reaches a val loss of about 1.88
@@ -33,17 +33,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.quality import BATCH, SHAPE, VAL_BATCHES, recipe
+from nanugpt.config.schema import Params
+from nanugpt.eval.evaluate import evaluate_checkpoint
+from nanugpt.train.trainer import train
+from pipeline.schema import load
+from stages import tokenize
+
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
-sys.path.insert(0, str(BENCH))
-
-from quality import BATCH, SHAPE, VAL_BATCHES, recipe  # noqa: E402
-
-from nanugpt.config.params import Params  # noqa: E402
-from nanugpt.eval.evaluate import evaluate_checkpoint  # noqa: E402
-from nanugpt.train.trainer import train  # noqa: E402
-from pipeline.schema import load  # noqa: E402
-from stages import tokenize  # noqa: E402
 
 TARGET = 1.88
 GOAL = 0.25

@@ -1,6 +1,6 @@
 """Where a train step's time goes, for the two recipes of ``quality.py``.
 
-    python bench/step_profile.py [--rounds 7] [--steps 10] [--top 12]
+    python -m bench.step_profile [--rounds 7] [--steps 10] [--top 12]
 
 Times the model's forward + backward and the optimizer step separately for
 ``nanogpt`` + ``adamw_nanogpt`` at batch 12 (nanoGPT's CPU run) and
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,9 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from nanugpt.config.params import validate_params
 
-from nanugpt.config.params import validate_params  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 VOCAB = 65
 TOKENS = 12 * 64  # figures are per nanoGPT step

@@ -1,7 +1,7 @@
 """Tokenize against what users would run instead: our tokenize stage vs a ``datasets`` map and tiktoken's batch
 encoder, 2 workers each, on the same generated corpus.
 
-    python bench/tokenize_alternatives.py [--size-mb 100] [--rounds 3] [--workers 2]
+    python -m bench.tokenize_alternatives [--size-mb 100] [--rounds 3] [--workers 2]
 
 All three turn ``bench/tokenize_throughput.py``'s generated English-like corpus (``--size-mb``) into
 uint16 GPT-2 token ids on disk:
@@ -40,15 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.tokenize_throughput import MB, Corpus
+from nanugpt.data.tokenize import CHUNK_BYTES, tokenize_files
+from nanugpt.data.tokenizers.tiktoken import TiktokenOptions, load_encoding
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(BENCH))
-
-from tokenize_throughput import MB, Corpus  # noqa: E402
-
-from nanugpt.data.tokenize import CHUNK_BYTES, tokenize_files  # noqa: E402
-from nanugpt.data.tokenizers.tiktoken import TiktokenOptions, load_encoding  # noqa: E402
 
 CONTENDERS = ("ours", "datasets", "tiktoken")
 GOAL = 1.2
@@ -137,8 +134,9 @@ def run_one(name: str, corpus: Path, out: Path, workers: int) -> None:
 def measure(name: str, corpus: Path, out: Path, workers: int) -> dict[str, float]:
     """One contender's figures, from a fresh process."""
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, __file__, "--run-one", name, "--corpus", str(corpus), "--out", str(out)]
-    done = subprocess.run([*command, "--workers", str(workers)], capture_output=True, text=True, env=env)
+    module = "bench.tokenize_alternatives"  # this script, run from the repository root
+    command = [sys.executable, "-m", module, "--run-one", name, "--corpus", str(corpus), "--out", str(out)]
+    done = subprocess.run([*command, "--workers", str(workers)], capture_output=True, text=True, env=env, cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     shutil.rmtree(out, ignore_errors=True)
@@ -159,7 +157,8 @@ def main() -> None:
         run_one(args.run_one, args.corpus, args.out, args.workers)
         return
     rows = []
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+    # absolute: the contenders run with the repository root as working directory
+    with tempfile.TemporaryDirectory(dir=args.tmp.resolve() if args.tmp else None) as tmp:
         corpus = Path(tmp) / "corpus.txt"
         size = Corpus().write(corpus, int(args.size_mb * MB))
         corpus.read_bytes()  # page cache warm for every contender

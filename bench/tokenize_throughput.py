@@ -1,6 +1,6 @@
 """Tokenize throughput and memory: our tokenizer pipeline against a bare ``encode_ordinary`` loop, same run.
 
-    python bench/tokenize_throughput.py [--size-mb 100] [--rounds 5] [--memory-sizes-mb 10,100,1000]
+    python -m bench.tokenize_throughput [--size-mb 100] [--rounds 5] [--memory-sizes-mb 10,100,1000]
                                         [--memory-tokenizers gpt2,byte]
 
 The benchmark writes its own corpus: English-like pseudo-words (a fixed list
@@ -62,11 +62,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from nanugpt.data.tokenize import CHUNK_BYTES, tokenize_files
+from nanugpt.data.tokenizers.tiktoken import TiktokenOptions, load_encoding
 
-from nanugpt.data.tokenize import CHUNK_BYTES, tokenize_files  # noqa: E402
-from nanugpt.data.tokenizers.tiktoken import TiktokenOptions, load_encoding  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 MB = 1_000_000
 GOAL_ONE_WORKER = 0.9  # ours-1 / bare
@@ -267,12 +266,11 @@ def ours(path: Path, out_dir: Path, workers: int) -> int:
 
 MEMORY_CHILD = r"""
 import json, resource, sys, time
-sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from nanugpt.data.tokenize import tokenize_files
 from nanugpt.data.tokenizers.byte import ByteTokenizerOptions
 from nanugpt.data.tokenizers.tiktoken import TiktokenOptions
-corpus, tokenizer, out = sys.argv[2], sys.argv[3], Path(sys.argv[4])
+corpus, tokenizer, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 options = (TiktokenOptions(module="tiktoken", encoding="gpt2") if tokenizer == "gpt2"
            else ByteTokenizerOptions(module="byte"))
 options.build()  # the floor measurement stops here
@@ -325,7 +323,8 @@ def peak_memory(corpus: Path | None, tokenizer: str, out_dir: Path) -> dict[str,
     tokenize actually held at once.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-c", MEMORY_CHILD, str(REPO), str(corpus) if corpus else "-", tokenizer, str(out_dir)],
+        [sys.executable, "-c", MEMORY_CHILD, str(corpus) if corpus else "-", tokenizer, str(out_dir)],
+        cwd=REPO,  # python -c puts the working directory on its path: nanugpt imports from the repository root
         stdout=subprocess.PIPE,
         text=True,
     )

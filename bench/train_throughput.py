@@ -1,6 +1,6 @@
 """Train-step throughput: our train loop against a minimal plain-PyTorch loop, same shape, same run.
 
-    python bench/train_throughput.py [--shape small|gpt2] [--pairs 100] [--steps 60] [--compile]
+    python -m bench.train_throughput [--shape small|gpt2] [--pairs 100] [--steps 60] [--compile]
 
 Each pair runs our ``nanugpt.train.trainer.train`` for ``--steps`` steps and a
 hand-written reference (a compact GPT and a bare AdamW loop over random
@@ -31,7 +31,6 @@ import json
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,15 +40,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench.stats import bootstrap_ratio
+from nanugpt.config.params import validate_params
+from nanugpt.metrics.train_metrics import WARMUP_STEPS
+from nanugpt.train.trainer import train
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from stats import bootstrap_ratio  # noqa: E402
-
-from nanugpt.config.params import validate_params  # noqa: E402
-from nanugpt.metrics.train_metrics import WARMUP_STEPS  # noqa: E402
-from nanugpt.train.trainer import train  # noqa: E402
 
 MAX_OTHER_VCPU = 0.2  # pairs during which other processes used more than this are reported and dropped
 SHAPES = {

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-from stats import bootstrap_ratio, pooled_ratio  # noqa: E402
+from bench.stats import bootstrap_ratio, pooled_ratio
 
 
 def test_the_pooled_ratio_is_the_ratio_of_total_times() -> None:

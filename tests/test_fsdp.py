@@ -4,13 +4,12 @@ process, for the catalog's block models and optimizers."""
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import REPO, launch_train, tiny_params, write_params
+from conftest import launch_train, tiny_params, write_params
 
 from nanugpt.config.params import ParamsError, validate_params
 from nanugpt.distributed.fsdp import blocks_of, checkpoint_blocks, mixed_precision
@@ -150,8 +149,7 @@ def test_one_process_ignores_the_sharding(tmp_path: Path, corpus: Path) -> None:
 
 @pytest.mark.slow
 def test_fsdp_holds_a_world_size_share_of_parameters_and_optimizer_state(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "bench"))
-    import fsdp_memory
+    from bench import fsdp_memory
 
     results = fsdp_memory.main(
         ["--world-sizes", "2,4", "--n-layer", "2", "--n-embd", "32", "--steps", "1", "--json", str(tmp_path / "m.json")]
