@@ -162,7 +162,7 @@ RULES = (
     Rule(r"lm_eval --model hf .* --tasks hellaswag .*", skip="needs the network (the task's dataset from the hub)"),
     Rule(r"torchrun --standalone --nproc-per-node=2 -m stages\.evaluate params\.yaml", expect="val_loss"),
     # Development
-    Rule(r"python bench/train_throughput\.py --pairs \d+", rewrite=(("--pairs 10", "--pairs 1 --steps 5"),)),
+    Rule(r"python -m bench\.train_throughput --pairs \d+", rewrite=(("--pairs 10", "--pairs 1 --steps 5"),)),
 )
 
 
