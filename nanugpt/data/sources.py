@@ -9,6 +9,7 @@ downloads when neither exists, and it checks the sha256 whatever the origin.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from typing import Any
 from nanugpt.errors import UserError
 from nanugpt.files.atomic import write_json
 from nanugpt.files.download import DownloadFailed, download_once, file_name
-from nanugpt.files.hashing import sha256_file
+from nanugpt.files.hashing import check_sha256, sha256_file
 
 
 class SourceError(UserError):
@@ -32,14 +33,6 @@ def local_copy_env(dataset: str) -> str:
     return "NANUGPT_" + "".join(c if c.isalnum() else "_" for c in dataset).upper()
 
 
-def _check_sha(path: Path, expected: str | None, what: str) -> None:
-    if expected and (actual := sha256_file(path)) != expected:
-        raise SourceError(
-            f"{what} {path}: sha256 is {actual}, expected {expected} (data.sha256); if this is the "
-            f"file you mean, pin it with --data.sha256 {actual} (or skip the check: --data.sha256 null)"
-        )
-
-
 HF_PREFIX = "hf:"
 Documents = Callable[[], Iterable[list[str]]]  # a function that yields a split's texts in order, in lists
 
@@ -48,6 +41,7 @@ def load_hf_documents(
     source: str,
     split: str,
     text_field: str,
+    *,
     config: str | None = None,
     data_files: list[str] | dict[str, list[str]] | None = None,
     revision: str | None = None,
@@ -164,8 +158,13 @@ def resolve_source(source: str, dataset: str, sha256: str | None, raw_dir: Path)
         return [_fetch_url(source, dataset, sha256, raw_dir)]
     files = corpus_files(source)
     if Path(source).expanduser().is_file():
-        _check_sha(files[0], sha256, "data.source")
+        _pinned(sha256)(files[0], "data.source")
     return files
+
+
+def _pinned(sha256: str | None) -> Callable[[Path, str], None]:
+    """The check of a corpus file against ``data.sha256``."""
+    return functools.partial(check_sha256, expected=sha256, key="data.sha256", error=SourceError)
 
 
 def _fetch_url(url: str, dataset: str, sha256: str | None, raw_dir: Path) -> Path:
@@ -174,11 +173,11 @@ def _fetch_url(url: str, dataset: str, sha256: str | None, raw_dir: Path) -> Pat
         copy = Path(env_path).expanduser()
         if not copy.is_file():
             raise SourceError(f"{env_name}={env_path}: no such file")
-        _check_sha(copy, sha256, env_name)
+        _pinned(sha256)(copy, env_name)
         return copy
     target = raw_dir / file_name(url)
     try:
-        return download_once(url, target, lambda path, what: _check_sha(path, sha256, what), timeout_s=30)
+        return download_once(url, target, _pinned(sha256), timeout_s=30)
     except DownloadFailed as exc:
         raise SourceError(
             f"{exc}. Without network, set {env_name}=/path/to/a/local/copy or put the file at {target}"

@@ -17,11 +17,13 @@ from __future__ import annotations
 import bisect
 import codecs
 import hashlib
+import itertools
 import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -215,6 +217,7 @@ def tokenize_files(
     options: TokenizerOptions,
     out_dir: Path,
     val_fraction: float,
+    *,
     workers: int | None = None,
     source: str = "",
     chunk_bytes: int = CHUNK_BYTES,
@@ -235,21 +238,17 @@ def tokenize_files(
     cuts = (_find_cut(files, total, val_fraction + test_fraction),)
     if test_fraction > 0:
         cuts += (_find_cut(files, total, test_fraction),)
+    corpus = Corpus(
+        source=source,
+        hint=str(files[0]) if len(files) == 1 else f"{len(files)} files",
+        size=total,
+        unit="B",
+        workers=_pool_size(workers) if total >= parallel_min_bytes else 1,
+    )
+    splits = SPLITS if test_fraction > 0 else SPLITS[:2]
     units = _chunks(files, total, cuts, chunk_bytes)
-    hint = str(files[0]) if len(files) == 1 else f"{len(files)} files"
     return _write_tokens(
-        units,
-        options,
-        vocab,
-        out_dir,
-        val_fraction,
-        test_fraction > 0,
-        workers,
-        total >= parallel_min_bytes,
-        hint,
-        total,
-        "B",
-        source,
+        units, corpus, options=options, vocab=vocab, out_dir=out_dir, splits=splits, val_fraction=val_fraction
     )
 
 
@@ -259,6 +258,7 @@ def tokenize_documents(
     options: TokenizerOptions,
     out_dir: Path,
     val_fraction: float,
+    *,
     workers: int | None = None,
     source: str = "",
     parallel_min_documents: int = 10_000,
@@ -278,138 +278,165 @@ def tokenize_documents(
     if n_documents == 0:
         raise CorpusError(f"the corpus is empty ({source} has no documents)")
     test_batches, n_test = test_split or (lambda: iter(()), 0)
-
-    def every_batch() -> Iterator[list[str]]:
-        yield from batches()
-        yield from test_batches()
-
-    vocab = sorted({c for batch in every_batch() for doc in batch for c in doc}) if options.module == "char" else None
-    val_start = n_documents - int(n_documents * (val_fraction + test_fraction))
-    test_start = n_documents - int(n_documents * test_fraction)
-
-    def units() -> Iterator[tuple[str, int, Payload]]:
-        index = 0
-        for batch in batches():
-            train, val = max(0, val_start - index), max(0, test_start - index)
-            for split, first, last in (("train", 0, train), ("val", train, val), ("test", val, len(batch))):
-                if min(last, len(batch)) > first:
-                    yield split, index + first, batch[first:last]
-            index += len(batch)
-        for batch in test_batches():
-            yield "test", index, batch
-            index += len(batch)
-
-    return _write_tokens(
-        units(),
-        options,
-        vocab,
-        out_dir,
-        val_fraction,
-        test_fraction > 0 or test_split is not None,
-        workers,
-        n_documents + n_test >= parallel_min_documents,
-        source,
-        n_documents + n_test,
-        "doc",
-        source,
-        revision,
+    every_doc = (doc for batch in itertools.chain(batches(), test_batches()) for doc in batch)
+    vocab = sorted({c for doc in every_doc for c in doc}) if options.module == "char" else None
+    first_val = n_documents - int(n_documents * (val_fraction + test_fraction))
+    first_test = n_documents - int(n_documents * test_fraction)
+    units = _document_units(batches, test_batches, first_val=first_val, first_test=first_test)
+    corpus = Corpus(
+        source=source,
+        hint=source,
+        size=n_documents + n_test,
+        unit="doc",
+        workers=_pool_size(workers) if n_documents + n_test >= parallel_min_documents else 1,
+        revision=revision,
     )
+    splits = SPLITS if test_fraction > 0 or test_split is not None else SPLITS[:2]
+    return _write_tokens(
+        units, corpus, options=options, vocab=vocab, out_dir=out_dir, splits=splits, val_fraction=val_fraction
+    )
+
+
+def _document_units(
+    batches: Documents, test_batches: Documents, *, first_val: int, first_test: int
+) -> Iterator[tuple[str, int, Payload]]:
+    """``(split, index of the first document, documents)`` in order: documents before ``first_val`` train, those
+    before ``first_test`` val, the rest and every document of ``test_batches`` test."""
+    index = 0
+    for batch in batches():
+        train, val = max(0, first_val - index), max(0, first_test - index)
+        for split, first, last in (("train", 0, train), ("val", train, val), ("test", val, len(batch))):
+            if min(last, len(batch)) > first:
+                yield split, index + first, batch[first:last]
+        index += len(batch)
+    for batch in test_batches():
+        yield "test", index, batch
+        index += len(batch)
+
+
+def _pool_size(workers: int | None) -> int:
+    """The processes that encode a large corpus: ``workers``, or one per core."""
+    return workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What is being tokenized, as ``meta.json``, the progress bar and error messages describe it."""
+
+    source: str  # meta.json's source: a path, URL or hf: name
+    hint: str  # how an encoding error names the corpus
+    size: int  # the progress bar's total, in ``unit``
+    unit: str  # "B" (bytes of files) or "doc" (documents)
+    workers: int  # encoding processes; 1 encodes in this process
+    revision: str | None = None  # the dataset revision of an hf: source
+
+
+class SplitFiles:
+    """The split files being written, each under a temporary name until complete: ids appended in order,
+    counted and hashed, and the digest and size of the text they came from."""
+
+    def __init__(self, stack: ExitStack, out_dir: Path, splits: tuple[str, ...], dtype: np.dtype):
+        self.dtype = dtype
+        paths = {split: stack.enter_context(atomic_path(out_dir / f"{split}.bin")) for split in splits}
+        self.outputs: dict[str, BinaryIO] = {split: stack.enter_context(open(paths[split], "wb")) for split in splits}
+        self.counts = {split: 0 for split in splits}
+        self.digests = {split: hashlib.sha256() for split in splits}
+        self.source_digest = hashlib.sha256()
+        self.source_bytes = 0
+
+    def write(self, split: str, ids: np.ndarray, payload: Payload = b"") -> None:
+        """Append ``ids`` to ``split``; ``payload`` is the text they encode, for the source digest."""
+        for data in [payload] if isinstance(payload, bytes) else (doc.encode("utf-8") + b"\0" for doc in payload):
+            self.source_digest.update(data)
+            self.source_bytes += len(data)
+        raw = ids.astype(self.dtype.newbyteorder("<"), copy=False).tobytes()
+        self.outputs[split].write(raw)
+        self.digests[split].update(raw)
+        self.counts[split] += len(ids)
+
+    def finish(self, val_fraction: float) -> None:
+        """Flush the files and refuse an empty split that was asked for (before any file takes its name)."""
+        for f in self.outputs.values():
+            f.flush()
+        if self.counts["train"] == 0:
+            raise CorpusError("the training split is empty: the corpus is too small or data.val_fraction too large")
+        if val_fraction > 0 and self.counts["val"] == 0:
+            raise CorpusError("the validation split is empty: raise data.val_fraction or use a larger corpus")
+        if self.counts.get("test") == 0:
+            raise CorpusError("the test split is empty: raise data.test_fraction or use a larger corpus")
 
 
 def _write_tokens(
     units: Iterable[tuple[str, int, Payload]],
+    corpus: Corpus,
+    *,
     options: TokenizerOptions,
     vocab: list[str] | None,
     out_dir: Path,
+    splits: tuple[str, ...],
     val_fraction: float,
-    with_test: bool,
-    workers: int | None,
-    large: bool,
-    hint: str,
-    total: int,
-    unit: str,
-    source: str,
-    revision: str | None = None,
 ) -> TokenMeta:
-    """Encode units of work in order (in a process pool when ``large``), write the splits (``test`` only
-    ``with_test``) and meta.json."""
+    """Encode units of work in order and write the ``splits``' token files, then meta.json."""
     tokenizer = options.build(vocab=vocab)
     if isinstance(tokenizer, CharTokenizer) and tokenizer.vocab_size == 0:
         raise CorpusError("the corpus has no characters")
     dtype = token_dtype(tokenizer.vocab_size)
-    workers = workers or os.cpu_count() or 1
-    splits = SPLITS if with_test else SPLITS[:2]
-    counts = {split: 0 for split in splits}
-    digests = {split: hashlib.sha256() for split in splits}
-    source_digest = hashlib.sha256()
-    source_bytes = 0
     eot = np.asarray([tokenizer.eot_id], dtype=dtype) if tokenizer.eot_id is not None else None
-
     with ExitStack() as stack:
-        paths = {split: stack.enter_context(atomic_path(out_dir / f"{split}.bin")) for split in splits}
-        outputs: dict[str, BinaryIO] = {split: stack.enter_context(open(paths[split], "wb")) for split in splits}
-        progress = stack.enter_context(tqdm(total=total, unit=unit, unit_scale=True, desc="tokenize", disable=None))
-
-        def write(split: str, ids: np.ndarray) -> None:
-            raw = ids.astype(dtype.newbyteorder("<"), copy=False).tobytes()
-            outputs[split].write(raw)
-            digests[split].update(raw)
-            counts[split] += len(ids)
-
-        def handle(split: str, payload: Payload, ids: np.ndarray | None) -> None:
-            nonlocal source_bytes
-            if ids is None:  # a boundary between two files
-                if eot is not None:
-                    write(split, eot)
-                return
-            for data in [payload] if isinstance(payload, bytes) else (doc.encode("utf-8") + b"\0" for doc in payload):
-                source_digest.update(data)
-                source_bytes += len(data)
-            write(split, ids)
-            progress.update(len(payload))
-
-        # Bytes need no encoding work (one frombuffer): a pool would only add pickling and memory.
-        if workers > 1 and large and not isinstance(tokenizer, ByteTokenizer):
-            pool = stack.enter_context(
-                multiprocessing.get_context("fork").Pool(
-                    workers, initializer=_init_worker, initargs=(options.model_dump(), vocab)
-                )
-            )
-            in_flight: deque = deque()
-            for split, offset, payload in units:
-                result = pool.apply_async(_encode_in_worker, (payload, offset, hint, dtype.str)) if payload else None
-                in_flight.append((split, payload, result))
-                while len(in_flight) > 2 * workers:  # bounded read-ahead keeps memory flat
-                    s, p, r = in_flight.popleft()
-                    handle(s, p, r.get() if r else None)
-            while in_flight:
-                s, p, r = in_flight.popleft()
-                handle(s, p, r.get() if r else None)
-        else:
-            for split, offset, payload in units:
-                handle(split, payload, _encode(tokenizer, payload, offset, hint, dtype) if payload else None)
-        for f in outputs.values():
-            f.flush()
-        if counts["train"] == 0:
-            raise CorpusError("the training split is empty: the corpus is too small or data.val_fraction too large")
-        if val_fraction > 0 and counts["val"] == 0:
-            raise CorpusError("the validation split is empty: raise data.val_fraction or use a larger corpus")
-        if with_test and counts["test"] == 0:
-            raise CorpusError("the test split is empty: raise data.test_fraction or use a larger corpus")
-
-    meta = TokenMeta(
-        **tokenizer_fields(options, tokenizer),
-        dtype=dtype.name,
-        source=source,
-        source_sha256=source_digest.hexdigest(),
-        source_bytes=source_bytes,
-        train_tokens=counts["train"],
-        val_tokens=counts["val"],
-        train_sha256=digests["train"].hexdigest(),
-        val_sha256=digests["val"].hexdigest(),
-        test_tokens=counts.get("test"),
-        test_sha256=digests["test"].hexdigest() if with_test else None,
-        revision=revision,
-    )
+        files = SplitFiles(stack, out_dir, splits, dtype)
+        progress = stack.enter_context(
+            tqdm(total=corpus.size, unit=corpus.unit, unit_scale=True, desc="tokenize", disable=None)
+        )
+        for split, payload, ids in _encoded(units, tokenizer, options=options, vocab=vocab, corpus=corpus, dtype=dtype):
+            if ids is not None:
+                files.write(split, ids, payload)
+                progress.update(len(payload))
+            elif eot is not None:  # a boundary between two files
+                files.write(split, eot)
+        files.finish(val_fraction)
+        meta = TokenMeta(
+            **tokenizer_fields(options, tokenizer),
+            dtype=dtype.name,
+            source=corpus.source,
+            source_sha256=files.source_digest.hexdigest(),
+            source_bytes=files.source_bytes,
+            train_tokens=files.counts["train"],
+            val_tokens=files.counts["val"],
+            train_sha256=files.digests["train"].hexdigest(),
+            val_sha256=files.digests["val"].hexdigest(),
+            test_tokens=files.counts.get("test"),
+            test_sha256=files.digests["test"].hexdigest() if "test" in splits else None,
+            revision=corpus.revision,
+        )
     write_meta(out_dir, meta)
     return meta
+
+
+def _encoded(
+    units: Iterable[tuple[str, int, Payload]],
+    tokenizer: Tokenizer,
+    *,
+    options: TokenizerOptions,
+    vocab: list[str] | None,
+    corpus: Corpus,
+    dtype: np.dtype,
+) -> Iterator[tuple[str, Payload, np.ndarray | None]]:
+    """``(split, payload, ids)`` of every unit in order; ids None at a file boundary (an empty payload). With
+    several ``corpus.workers``, a process pool encodes a bounded number of units ahead."""
+    # Bytes need no encoding work (one frombuffer): a pool would only add pickling and memory.
+    if corpus.workers == 1 or isinstance(tokenizer, ByteTokenizer):
+        for split, offset, payload in units:
+            yield split, payload, _encode(tokenizer, payload, offset, corpus.hint, dtype) if payload else None
+        return
+    context = multiprocessing.get_context("fork")
+    with context.Pool(corpus.workers, initializer=_init_worker, initargs=(options.model_dump(), vocab)) as pool:
+        in_flight: deque = deque()
+        for split, offset, payload in units:
+            args = (payload, offset, corpus.hint, dtype.str)
+            in_flight.append((split, payload, pool.apply_async(_encode_in_worker, args) if payload else None))
+            while len(in_flight) > 2 * corpus.workers:  # bounded read-ahead keeps memory flat
+                split, payload, result = in_flight.popleft()
+                yield split, payload, result.get() if result else None
+        while in_flight:
+            split, payload, result = in_flight.popleft()
+            yield split, payload, result.get() if result else None

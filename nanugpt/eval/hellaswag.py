@@ -35,6 +35,7 @@ figures.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from nanugpt.distributed.device import autocast_context
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import UserError
 from nanugpt.files.download import DownloadFailed, download_once, file_name
-from nanugpt.files.hashing import sha256_file
+from nanugpt.files.hashing import check_sha256
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 IGNORE_INDEX = -100  # the target of a position whose loss does not count
@@ -71,27 +72,20 @@ class Example:
 def hellaswag_file(local: str | None, sha256: str | None, data_root: Path, url: str = HELLASWAG_VAL_URL) -> Path:
     """The HellaSwag file to score: ``local`` when given, else ``url`` downloaded once into
     ``data_root/hellaswag/raw/``; its sha256 is checked against ``sha256`` (None: not checked)."""
+    check = functools.partial(check_sha256, expected=sha256, key="eval.hellaswag_sha256", error=HellaSwagError)
     if local:
         path = Path(local).expanduser()
         if not path.is_file():
             raise HellaSwagError(f"eval.hellaswag_path {local!r}: no such file")
-        _check_sha(path, sha256, "eval.hellaswag_path")
+        check(path, "eval.hellaswag_path")
         return path
     target = data_root / "hellaswag" / "raw" / file_name(url)
     try:
-        return download_once(url, target, lambda path, what: _check_sha(path, sha256, what), timeout_s=60)
+        return download_once(url, target, check, timeout_s=60)
     except DownloadFailed as exc:
         raise HellaSwagError(
             f"{exc}. Without network, copy the file to {target} or give its path in eval.hellaswag_path"
         ) from None
-
-
-def _check_sha(path: Path, expected: str | None, what: str) -> None:
-    if expected and (actual := sha256_file(path)) != expected:
-        raise HellaSwagError(
-            f"{what} {path}: sha256 is {actual}, expected {expected} (eval.hellaswag_sha256); for a file of your "
-            f"own, set --eval.hellaswag_sha256 {actual} (or null to skip the check)"
-        )
 
 
 def read_examples(path: Path) -> list[Example]:
@@ -169,6 +163,7 @@ def row_losses(
 def score_examples(
     model: torch.nn.Module,
     examples: Sequence[Example],
+    *,
     encode: Callable[[str], list[int]],
     context_length: int,
     examples_per_forward: int,
@@ -212,6 +207,7 @@ def score_examples(
 
 def evaluate_hellaswag(
     model: torch.nn.Module,
+    *,
     encode: Callable[[str], list[int]],
     context_length: int,
     rows_per_forward: int,
@@ -222,4 +218,12 @@ def evaluate_hellaswag(
     """HellaSwag's figures (``score_examples``) on the file at ``path``, about ``rows_per_forward`` rows a forward."""
     examples = read_examples(path)
     per_forward = max(1, rows_per_forward // max(len(example.endings) for example in examples))
-    return score_examples(model, examples, encode, context_length, per_forward, info, dtype)
+    return score_examples(
+        model,
+        examples,
+        encode=encode,
+        context_length=context_length,
+        examples_per_forward=per_forward,
+        info=info,
+        dtype=dtype,
+    )
