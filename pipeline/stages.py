@@ -32,6 +32,16 @@ from pipeline.schema import load
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The data components' modules: the stages that tokenize, train or evaluate depend on them all.
+DATA_COMPONENTS = (
+    "nanugpt/data/tokenized.py",
+    "nanugpt/data/tasks.py",
+    "nanugpt/data/grokking.py",
+    "nanugpt/data/arithmetic.py",
+    "nanugpt/data/hf_dataset.py",
+)
+
+
 @dataclass(frozen=True)
 class Stage:
     """One pipeline stage."""
@@ -65,11 +75,7 @@ STAGES: dict[str, Stage] = {
                 "stages/source.py",
                 "nanugpt/data/sources.py",
                 "nanugpt/files/download.py",
-                "nanugpt/data/tokenized.py",
-                "nanugpt/data/tasks.py",
-                "nanugpt/data/grokking.py",
-                "nanugpt/data/arithmetic.py",
-                "nanugpt/data/hf_dataset.py",
+                *DATA_COMPONENTS,
             ),
             params=("data",),
             outs=("{dataset_dir}/source.json",),
@@ -80,12 +86,8 @@ STAGES: dict[str, Stage] = {
             module="stages.tokenize",
             code=(
                 "stages/tokenize.py",
-                "nanugpt/data/tokenized.py",
+                *DATA_COMPONENTS,
                 "nanugpt/config/token_meta.py",
-                "nanugpt/data/tasks.py",
-                "nanugpt/data/grokking.py",
-                "nanugpt/data/arithmetic.py",
-                "nanugpt/data/hf_dataset.py",
                 "nanugpt/data/tokenize.py",
                 "nanugpt/data/sources.py",
                 "nanugpt/files/download.py",
@@ -105,12 +107,8 @@ STAGES: dict[str, Stage] = {
                 "pipeline/submit.py",
                 "nanugpt/train/trainer.py",
                 "nanugpt/distributed/signals.py",
-                "nanugpt/data/tokenized.py",
+                *DATA_COMPONENTS,
                 "nanugpt/config/token_meta.py",
-                "nanugpt/data/tasks.py",
-                "nanugpt/data/grokking.py",
-                "nanugpt/data/arithmetic.py",
-                "nanugpt/data/hf_dataset.py",
                 "nanugpt/models",
                 "nanugpt/optim/adamw.py",
                 "nanugpt/optim/muon.py",
@@ -169,12 +167,8 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/checkpoint/store.py",
                 "nanugpt/checkpoint/sharded.py",
                 "nanugpt/distributed/fsdp.py",
-                "nanugpt/data/tokenized.py",
+                *DATA_COMPONENTS,
                 "nanugpt/config/token_meta.py",
-                "nanugpt/data/tasks.py",
-                "nanugpt/data/grokking.py",
-                "nanugpt/data/arithmetic.py",
-                "nanugpt/data/hf_dataset.py",
                 "nanugpt/distributed/device.py",
                 "nanugpt/distributed/process_group.py",
                 "nanugpt/models",
