@@ -45,10 +45,12 @@ def time_train(step: TrainStep, first_step: int, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def time_eval(model: torch.nn.Module, batches: Batches, iters: int, info: DistInfo, dtype: str, loss_fn: Loss) -> float:
+def time_eval(
+    model: torch.nn.Module, batches: Batches, *, iters: int, info: DistInfo, dtype: str, loss_fn: Loss
+) -> float:
     """Seconds for ``evaluate_split`` over ``iters`` batches (it returns floats: the work is done)."""
     start = time.perf_counter()
-    evaluate_split(model, batches, iters, info, dtype, loss_fn)
+    evaluate_split(model, batches, iters=iters, info=info, dtype=dtype, loss_fn=loss_fn)
     return time.perf_counter() - start
 
 
@@ -70,14 +72,23 @@ def main() -> None:
         assert parts.val_batches is not None, "make_data writes a val split"
         model = wrap_model(parts.model, params, info)
         model.train()
-        step = TrainStep(parts, model, info, params.optimizer.lr, params.general.dtype, params.training.grad_clip)
+        step = TrainStep(
+            parts,
+            model,
+            info,
+            peak_lr=params.optimizer.lr,
+            dtype=params.general.dtype,
+            grad_clip=params.training.grad_clip,
+        )
         dtype = params.general.dtype
 
         def run(who: str, round_: int) -> float:
             if who == "train":
                 return rows_tokens * args.steps / time_train(step, round_ * args.steps, args.steps)
             return (
-                rows_tokens * args.steps / time_eval(model, parts.val_batches, args.steps, info, dtype, parts.loss_fn)
+                rows_tokens
+                * args.steps
+                / time_eval(model, parts.val_batches, iters=args.steps, info=info, dtype=dtype, loss_fn=parts.loss_fn)
             )
 
         run("train", 0), run("eval", 0)  # warm-up (and compile) round, not timed

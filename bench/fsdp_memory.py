@@ -67,7 +67,9 @@ def rank_figures(params: Any, data_dir: Path, info: Any, steps: int) -> dict[str
     from nanugpt.train.step import TrainStep
 
     parts = build_run(params, data_dir, info, lambda _: None)
-    step = TrainStep(parts, wrap_model(parts.model, params, info), info, params.optimizer.lr, "float32", 1.0)
+    step = TrainStep(
+        parts, wrap_model(parts.model, params, info), info, peak_lr=params.optimizer.lr, dtype="float32", grad_clip=1.0
+    )
     step(0)  # creates the optimizer state
     times = []
     for i in range(1, steps + 1):

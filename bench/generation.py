@@ -52,7 +52,7 @@ def trained_params(steps: int, tokenizer: dict) -> Params:
     return validate_params(tree, "bench")
 
 
-def ours(model: torch.nn.Module, prompt: list[int], mode: str, batch: int, new_tokens: int, vocab: int) -> list:
+def ours(model: torch.nn.Module, prompt: list[int], *, mode: str, batch: int, new_tokens: int, vocab: int) -> list:
     """Our generate stage's loop: ``batch`` continuations of ``prompt``."""
     opts = GenerateParams(
         num_samples=batch,
@@ -115,7 +115,10 @@ def main() -> None:
     results: dict[str, Any] = {}
     for mode, batch in MODES:
         key = f"{mode}, batch {batch}"
-        ours(model, prompt, mode, batch, args.new_tokens, vocab), theirs(hf, prompt, mode, batch, args.new_tokens)
+        (
+            ours(model, prompt, mode=mode, batch=batch, new_tokens=args.new_tokens, vocab=vocab),
+            theirs(hf, prompt, mode, batch, args.new_tokens),
+        )
         rounds, identical = [], True
         for round_ in range(args.rounds):
             order = ("ours", "theirs") if round_ % 2 == 0 else ("theirs", "ours")

@@ -108,7 +108,7 @@ class PeakMemorySink:
         pass
 
 
-def recipe_params(preset: str, tokenizer: dict, device_type: str, steps: int, batch: int, args: Any) -> Params:
+def recipe_params(preset: str, tokenizer: dict, *, device_type: str, steps: int, batch: int, args: Any) -> Params:
     """The preset's model, optimizer and precision, trained ``steps`` steps of ``batch`` rows on the bench data."""
     tree: dict[str, Any] = schema.load(REPO / "params" / preset).to_dict()
     del tree["launch"]  # one process on one device here
@@ -162,7 +162,9 @@ def dispatch_check(params: Params, data_dir: Path, device: torch.device) -> dict
     parts = build_run(params, data_dir, info, lambda _: None)
     model = wrap_model(parts.model, params, info)
     model.train()
-    step = TrainStep(parts, model, info, params.optimizer.lr, params.general.dtype, params.training.grad_clip)
+    step = TrainStep(
+        parts, model, info, peak_lr=params.optimizer.lr, dtype=params.general.dtype, grad_clip=params.training.grad_clip
+    )
     step(0)  # compiles
     x, y = (to_device(t, device) for t in parts.train_batches.micro_batch(1, 0))
     with torch.no_grad(), autocast_context(device, params.general.dtype):  # eager: no second compile for no_grad
@@ -303,7 +305,8 @@ def main() -> None:
         data_dir, _ = make_data(Path(tmp), {"vocab": GPT2_VOCAB})
         tokenizer = json.loads((data_dir / "meta.json").read_text())["tokenizer"]
         params = {
-            name: recipe_params(preset, tokenizer, device.type, steps, batch, args) for name, preset in RECIPES.items()
+            name: recipe_params(preset, tokenizer, device_type=device.type, steps=steps, batch=batch, args=args)
+            for name, preset in RECIPES.items()
         }
         if time_left("dispatch"):
             result["dispatch"] = dispatch_check(params[GOAL_RECIPE], data_dir, device)

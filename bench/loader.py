@@ -135,7 +135,9 @@ class Ours:
         meta = TokenMeta(tokenizer={"module": "byte"}, vocab_size=2**16, dtype="uint16", train_tokens=n_tokens)
         rows = shape["batch"]
         share = BatchShare(rows, rows)
-        self.source = BatchSource(TokenFile(path, meta, "train"), shape["context_length"], share, SEED, "train")
+        self.source = BatchSource(
+            TokenFile(path, meta, "train"), shape["context_length"], share=share, seed=SEED, split="train"
+        )
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.source.micro_batch(step, 0)
@@ -182,7 +184,7 @@ LABELS = {
 }
 
 
-def warm_block(kind: type, path: Path, n_tokens: int, shape: dict, first_step: int, n: int) -> float:
+def warm_block(kind: type, path: Path, *, n_tokens: int, shape: dict, first_step: int, n: int) -> float:
     """Mean seconds per batch over ``n`` batches from a fresh mapping (page cache warm)."""
     loader = kind(path, n_tokens, shape)
     start = time.perf_counter()
@@ -194,7 +196,9 @@ def warm_block(kind: type, path: Path, n_tokens: int, shape: dict, first_step: i
     return seconds
 
 
-def cold_batch(kind: type, path: Path, n_tokens: int, shape: dict, step: int, check: bool) -> tuple[float, int, float]:
+def cold_batch(
+    kind: type, path: Path, *, n_tokens: int, shape: dict, step: int, check: bool
+) -> tuple[float, int, float]:
     """Seconds and major page faults of one batch right after the file left the page cache; the resident share."""
     gc.collect()  # no mapping of the file may survive, or its pages stay cached
     drop_page_cache(path)
@@ -282,7 +286,12 @@ def main() -> None:
                 order = names[r % len(names) :] + names[: r % len(names)]
                 for who in order:
                     row[f"{who}_warm_s"] = warm_block(
-                        CONTENDERS[who], path, args.tokens, shape, step_base, args.warm_batches
+                        CONTENDERS[who],
+                        path,
+                        n_tokens=args.tokens,
+                        shape=shape,
+                        first_step=step_base,
+                        n=args.warm_batches,
                     )
                 step_times = []
                 for i in range(args.steps):
@@ -297,7 +306,12 @@ def main() -> None:
                 for i in range(args.cold_batches):
                     for who in order:
                         seconds, n_faults, resident = cold_batch(
-                            CONTENDERS[who], path, args.tokens, shape, step_base + args.warm_batches + i, check=(i == 0)
+                            CONTENDERS[who],
+                            path,
+                            n_tokens=args.tokens,
+                            shape=shape,
+                            step=step_base + args.warm_batches + i,
+                            check=(i == 0),
                         )
                         cold[who].append(seconds)
                         faults[who].append(n_faults)

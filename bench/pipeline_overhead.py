@@ -180,6 +180,7 @@ def pairs(
     name: str,
     ours: tuple[list[str], Path],
     reference: tuple[list[str], Path],
+    *,
     rounds: int,
     env: dict[str, str],
     expect: str | None,
@@ -243,23 +244,28 @@ def main() -> None:
 
         results = {
             "dvc": pairs(
-                "dvc repro", (["dvc", "repro"], ours_dvc), (["dvc", "repro"], trivial_dvc), args.rounds, env, DVC_NOOP
+                "dvc repro",
+                (["dvc", "repro"], ours_dvc),
+                (["dvc", "repro"], trivial_dvc),
+                rounds=args.rounds,
+                env=env,
+                expect=DVC_NOOP,
             ),
             "snakemake": pairs(
                 "snakemake",
                 (["snakemake", "-j", "1"], ours_smk),
                 (["snakemake", "-j", "1"], trivial_smk),
-                args.rounds,
-                env,
-                SNAKEMAKE_NOOP,
+                rounds=args.rounds,
+                env=env,
+                expect=SNAKEMAKE_NOOP,
             ),
             "help": pairs(
                 "--help",
                 ([python, "-m", "stages.train", "--help"], ours_dvc),
                 ([python, "-c", "import torch"], ours_dvc),
-                args.rounds,
-                env,
-                None,
+                rounds=args.rounds,
+                env=env,
+                expect=None,
             ),
         }
 

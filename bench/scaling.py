@@ -46,7 +46,7 @@ SIZES: dict[str, dict[str, int]] = {  # name: shape and steps (about 10 s of tim
 GOAL_MFU, GOAL_FROM = 0.6, "10M"
 
 
-def measure(size: str, context: int, compiled: bool, tokens_per_step: int, steps: int, tmp: Path) -> dict[str, Any]:
+def measure(size: str, context: int, *, compiled: bool, tokens_per_step: int, steps: int, tmp: Path) -> dict[str, Any]:
     """One configuration: its parameters, steady tokens/s and CPU MFU."""
     spec = SIZES[size]
     if tokens_per_step % context:
@@ -101,7 +101,14 @@ def main() -> None:
             for context in contexts:
                 for mode in modes:
                     steps = args.steps or SIZES[size]["steps"]
-                    row = measure(size, context, mode == "compiled", args.tokens_per_step, steps, Path(tmp))
+                    row = measure(
+                        size,
+                        context,
+                        compiled=mode == "compiled",
+                        tokens_per_step=args.tokens_per_step,
+                        steps=steps,
+                        tmp=Path(tmp),
+                    )
                     rows.append(row)
                     print(
                         f"{size} ({row['params'] / 1e6:.1f}M), context {context}, {mode}: "

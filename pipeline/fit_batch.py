@@ -70,7 +70,14 @@ def counted_memory(run: Callable[[], None], model: torch.nn.Module, optimizer: t
 def probe(params: Params, batch: int, info: DistInfo, budget: int | None) -> Probe:
     """Run one optimizer step with micro-batch ``batch``; say whether it fits."""
     parts = build_run(with_batch(params, batch, batch), paths.tokenized_dir(params), info, lambda line: None)
-    step = TrainStep(parts, parts.model, info, params.optimizer.lr, params.general.dtype, params.training.grad_clip)
+    step = TrainStep(
+        parts,
+        parts.model,
+        info,
+        peak_lr=params.optimizer.lr,
+        dtype=params.general.dtype,
+        grad_clip=params.training.grad_clip,
+    )
     if budget is not None:
         memory = counted_memory(lambda: step(0), parts.model, parts.optimizer)
         return Probe(batch, memory <= budget, memory)
@@ -107,7 +114,14 @@ def tokens_per_second(params: Params, batch: int, info: DistInfo, steps: int) ->
     global_batch = max(batch, round(params.training.global_batch_size / batch) * batch)
     timed = with_batch(params, batch, global_batch)
     parts = build_run(timed, paths.tokenized_dir(params), info, lambda line: None)
-    step = TrainStep(parts, parts.model, info, params.optimizer.lr, params.general.dtype, params.training.grad_clip)
+    step = TrainStep(
+        parts,
+        parts.model,
+        info,
+        peak_lr=params.optimizer.lr,
+        dtype=params.general.dtype,
+        grad_clip=params.training.grad_clip,
+    )
     step(0)  # warm-up: allocations, kernel choice
     if info.device.type == "cuda":
         torch.cuda.synchronize(info.device)

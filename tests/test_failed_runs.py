@@ -107,7 +107,9 @@ def test_a_non_finite_val_loss_stops_the_run_and_is_never_the_best() -> None:
 
     from nanugpt.optim.losses import Loss
 
-    validator = Validator(Batches(), 10, 2, DistInfo(0, 0, 1, torch.device("cpu")), "float32", Loss())
+    validator = Validator(
+        Batches(), every=10, iters=2, info=DistInfo(0, 0, 1, torch.device("cpu")), dtype="float32", loss_fn=Loss()
+    )
     figures, improved = validator.validate(Constant(0.0), 10)
     assert improved and figures["loss"] == pytest.approx(math.log(5))
     with pytest.raises(TrainingError, match="val loss is nan at step 20"):

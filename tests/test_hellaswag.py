@@ -98,7 +98,15 @@ def test_hand_losses_give_the_known_answers() -> None:
 )  # 6: rows lose context ids but keep the last, so a bigram loses nothing
 def test_a_bigram_model_scores_as_computed_by_hand(examples_per_forward: int, context_length: int) -> None:
     model = Bigram()
-    figures = score_examples(model, EXAMPLES, encode, context_length, examples_per_forward, ONE_CPU, "float32")
+    figures = score_examples(
+        model,
+        EXAMPLES,
+        encode=encode,
+        context_length=context_length,
+        examples_per_forward=examples_per_forward,
+        info=ONE_CPU,
+        dtype="float32",
+    )
     assert figures == pytest.approx(KNOWN)
     for example in EXAMPLES[:5]:
         rows = example_rows(example, encode, 64)
@@ -247,7 +255,15 @@ def test_the_evaluate_stage_writes_hellaswag_figures(tmp_path: Path, corpus: Pat
     model, _, _ = load_trained_model(tmp_path / "out" / "checkpoints" / "last.pt", torch.device("cpu"))
     tokenizer = tokenizer_from_meta(read_meta(tmp_path / "data" / "tiny" / "char"))
     examples = read_examples(tmp_path / "examples.jsonl")
-    direct = score_examples(model, examples, tokenizer.encode, 32, 1, ONE_CPU, "float32")
+    direct = score_examples(
+        model,
+        examples,
+        encode=tokenizer.encode,
+        context_length=32,
+        examples_per_forward=1,
+        info=ONE_CPU,
+        dtype="float32",
+    )
     assert written["hellaswag_acc"] == direct["acc"] and written["hellaswag_acc_norm"] == direct["acc_norm"]
 
 

@@ -94,7 +94,9 @@ def test_out_of_range_ids_under_verify_size_are_one_line(
     ids[::7] = 60_000  # corrupt, but the size is right
     ids.tofile(tokenized / "train.bin")
     meta = read_meta(tokenized)  # verify: size reads no token
-    source = BatchSource(TokenFile(tokenized / "train.bin", meta, "train"), 16, BatchShare(4, 4), 0, "train")
+    source = BatchSource(
+        TokenFile(tokenized / "train.bin", meta, "train"), 16, share=BatchShare(4, 4), seed=0, split="train"
+    )
     with pytest.raises(DataError, match=f"token id 60000 is >= vocab_size {meta.vocab_size} of meta.json"):
         source.micro_batch(0, 0)
 

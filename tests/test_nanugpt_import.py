@@ -204,6 +204,7 @@ def test_checkpoint_every_hr_becomes_minutes(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    *,
     hours: float | None,
     every_min: float,
     every_steps: int,

@@ -107,7 +107,19 @@ def test_lr_per_parameter_group_where_they_differ(tmp_path: Path, corpus: Path) 
 
 
 def test_console_line_has_memory() -> None:
-    line = format_log_line(10, 20, 2.5, None, 1e-3, 0.5, 1000, None, 5, 5, mem_gb=1.234)
+    line = format_log_line(
+        step=10,
+        max_steps=20,
+        train_loss=2.5,
+        val_loss=None,
+        lr=1e-3,
+        grad_norm=0.5,
+        tokens_per_s=1000,
+        mfu=None,
+        elapsed=5,
+        eta=5,
+        mem_gb=1.234,
+    )
     assert (
         line
         == "step 10/20 | loss 2.5000 | lr 1.00e-03 | grad 0.500 | 1,000 tok/s | mem 1.23 GB | elapsed 0:05 | ETA 0:05"

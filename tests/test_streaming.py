@@ -74,7 +74,9 @@ def prepared(tmp_path: Path, data: dict[str, Any] | None = None, **training: Any
 
 def stream_of(params: Params, data_dir: Path, rank: int = 0, world_size: int = 1, seed: int = 0) -> DocumentStream:
     share = BatchShare(2, 2 * world_size, rank, world_size)
-    return params.data.batches(data_dir, read_meta(data_dir), "train", 16, share, seed).documents
+    return params.data.batches(
+        data_dir, read_meta(data_dir), "train", context_length=16, share=share, seed=seed
+    ).documents
 
 
 def epochs(stream: DocumentStream, count: int) -> list[list[str]]:
@@ -159,7 +161,7 @@ def test_resume_reads_no_document_again_and_gives_the_same_losses(tmp_path: Path
 
 def test_validation_reads_its_documents_once(tmp_path: Path) -> None:
     params, data_dir = prepared(tmp_path)
-    val = params.data.batches(data_dir, read_meta(data_dir), "val", 16, BatchShare(2, 2), seed=0)
+    val = params.data.batches(data_dir, read_meta(data_dir), "val", context_length=16, share=BatchShare(2, 2), seed=0)
     first = [val.micro_batch(i, 0)[0] for i in range(2)]
     read = val.documents_read
     assert 0 < read <= 8

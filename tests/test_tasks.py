@@ -130,7 +130,7 @@ def test_train_batches_are_pure_and_ranks_slice_the_global_batch(tmp_path: Path)
     meta, rows = written(data, GrokkingTokenizerOptions(module="grokking", prime=97), tmp_path)
 
     def source(rank: int = 0, world: int = 1, seed: int = 3):
-        return data.batches(tmp_path, meta, "train", 4, BatchShare(8, 32, rank, world), seed)
+        return data.batches(tmp_path, meta, "train", context_length=4, share=BatchShare(8, 32, rank, world), seed=seed)
 
     whole = [source().micro_batch(5, m)[0] for m in range(4)]  # one process: 4 micro-steps of 8 rows
     ranks = [source(r, 2).micro_batch(5, m)[0] for m in range(2) for r in range(2)]  # 2 processes x 2 micro-steps
@@ -145,7 +145,7 @@ def test_train_batches_are_pure_and_ranks_slice_the_global_batch(tmp_path: Path)
 def test_val_batches_walk_the_split_once(tmp_path: Path) -> None:
     data = grokking(13, "x*y", train_fraction=0.4)
     meta, rows = written(data, GrokkingTokenizerOptions(module="grokking", prime=13), tmp_path)
-    val = data.batches(tmp_path, meta, "val", 4, BatchShare(16, 16), 0)
+    val = data.batches(tmp_path, meta, "val", context_length=4, share=BatchShare(16, 16), seed=0)
     batches = [val.micro_batch(i, 0)[0] for i in range(math.ceil(meta.val_rows / 16))]
     assert [len(b) for b in batches[:-1]] == [16] * (len(batches) - 1) and 0 < len(batches[-1]) <= 16
     assert torch.equal(torch.cat(batches), torch.from_numpy(rows["val"][:, :-1].astype(np.int64)))
@@ -155,7 +155,7 @@ def test_val_batches_walk_the_split_once(tmp_path: Path) -> None:
 def test_grokking_targets_are_the_answer_only(tmp_path: Path) -> None:
     data = grokking(97, "x/y")
     meta, _ = written(data, GrokkingTokenizerOptions(module="grokking", prime=97), tmp_path)
-    x, y = data.batches(tmp_path, meta, "train", 4, BatchShare(64, 64), 0).micro_batch(0, 0)
+    x, y = data.batches(tmp_path, meta, "train", context_length=4, share=BatchShare(64, 64), seed=0).micro_batch(0, 0)
     assert x.shape == y.shape == (64, 4) and x.dtype == y.dtype == torch.int64
     assert (y[:, :-1] == IGNORE_INDEX).all()
     assert all(c * b % 97 == a for a, b, c in zip(x[:, 0].tolist(), x[:, 2].tolist(), y[:, -1].tolist()))
@@ -182,9 +182,8 @@ def test_arithmetic_examples_masks_and_split(tmp_path: Path, reverse: bool) -> N
             pairs[split].add((a, b))
     assert len(pairs["train"]) == 500 and len(pairs["val"]) == 60 and pairs["train"].isdisjoint(pairs["val"])
 
-    x, y = data.batches(tmp_path, meta, "val", 10, BatchShare(60, 60), 0).micro_batch(
-        0, 0
-    )  # the whole val split, in order
+    val = data.batches(tmp_path, meta, "val", context_length=10, share=BatchShare(60, 60), seed=0)
+    x, y = val.micro_batch(0, 0)  # the whole val split, in order
     assert torch.equal(x, torch.from_numpy(rows["val"][:, :-1].astype(np.int64)))
     for row, targets in zip(rows["val"].tolist(), y.tolist()):
         answer_at = [j for j, t in enumerate(targets) if t != IGNORE_INDEX]  # target j is row token j + 1
@@ -211,9 +210,11 @@ def test_bad_task_options_are_clear_errors(tmp_path: Path) -> None:
 def test_token_files_of_other_options_or_a_short_context_are_refused(tmp_path: Path) -> None:
     meta, _ = written(grokking(11), GrokkingTokenizerOptions(module="grokking", prime=11), tmp_path)
     with pytest.raises(DataError, match="re-run the tokenize stage"):
-        grokking(11, train_fraction=0.3).batches(tmp_path, meta, "train", 4, BatchShare(8, 8), 0)
+        grokking(11, train_fraction=0.3).batches(
+            tmp_path, meta, "train", context_length=4, share=BatchShare(8, 8), seed=0
+        )
     with pytest.raises(DataError, match="set model.context_length to 4"):
-        grokking(11).batches(tmp_path, meta, "train", 3, BatchShare(8, 8), 0)
+        grokking(11).batches(tmp_path, meta, "train", context_length=3, share=BatchShare(8, 8), seed=0)
 
 
 def test_tokenizers_round_trip() -> None:

@@ -23,7 +23,7 @@ from stages import tokenize
 TIMED = {"max_steps": 14, "checkpoint_every": 0, "checkpoint_every_min": 0.1, "log_every": 5}  # 6 s
 ONE = DistInfo(0, 0, 1, torch.device("cpu"))
 _LAYER = torch.nn.Linear(2, 2)
-MODEL_OPTIMIZER = (_LAYER, torch.optim.SGD(_LAYER.parameters(), lr=0.1))  # what a Checkpointer saves states of
+_OPTIMIZER = torch.optim.SGD(_LAYER.parameters(), lr=0.1)  # _LAYER and _OPTIMIZER: what a Checkpointer saves states of
 
 
 class ManualClock:
@@ -39,7 +39,9 @@ class ManualClock:
 def test_due_when_the_minutes_pass_not_before(tmp_path: Path, corpus: Path) -> None:
     params = load_params(write_params(tmp_path / "p.yaml", tiny_params(corpus, training={"checkpoint_every_min": 2})))
     clock = ManualClock()
-    checkpointer = Checkpointer(tmp_path / "ckpt", params, ONE, print, *MODEL_OPTIMIZER, clock=clock)
+    checkpointer = Checkpointer(
+        tmp_path / "ckpt", params, ONE, log=print, model=_LAYER, optimizer=_OPTIMIZER, clock=clock
+    )
     clock.now = 119.9
     assert not checkpointer.time_due()
     assert not checkpointer.should_save(3, final=False, stopping=False, time_due=checkpointer.time_due())
@@ -57,7 +59,9 @@ def test_zero_minutes_is_off(tmp_path: Path, corpus: Path) -> None:
     params = load_params(write_params(tmp_path / "p.yaml", tiny_params(corpus)))
     assert params.training.checkpoint_every_min == 0
     clock = ManualClock()
-    checkpointer = Checkpointer(tmp_path / "ckpt", params, ONE, print, *MODEL_OPTIMIZER, clock=clock)
+    checkpointer = Checkpointer(
+        tmp_path / "ckpt", params, ONE, log=print, model=_LAYER, optimizer=_OPTIMIZER, clock=clock
+    )
     clock.now = 1e9
     assert not checkpointer.time_due()
 
@@ -76,7 +80,12 @@ def test_training_saves_when_the_minutes_pass(tmp_path: Path, corpus: Path) -> N
     tokenize.run(params, data_root=tmp_path / "data")
     with process_group("cpu") as info:
         trainer = RecordingTrainer(
-            params, paths.tokenized_dir(params, tmp_path / "data"), tmp_path / "out", info, None, clock=StepClock(1.0)
+            params,
+            paths.tokenized_dir(params, tmp_path / "data"),
+            tmp_path / "out",
+            info=info,
+            launch_command=None,
+            clock=StepClock(1.0),
         )
         trainer.run()
     # one reading per step and one per save: 6 s pass at step 6, then 6 s more after the save at step 12

@@ -135,7 +135,18 @@ def test_paths_from_params_cannot_escape_the_roots(tmp_path: Path, corpus: Path)
 
 
 def test_log_line_has_every_field() -> None:
-    line = format_log_line(120, 2000, 1.2345, 1.4, 3e-4, 0.52, 14_200, 0.46, 65, 1020)
+    line = format_log_line(
+        step=120,
+        max_steps=2000,
+        train_loss=1.2345,
+        val_loss=1.4,
+        lr=3e-4,
+        grad_norm=0.52,
+        tokens_per_s=14_200,
+        mfu=0.46,
+        elapsed=65,
+        eta=1020,
+    )
     assert line == (
         "step 120/2000 | loss 1.2345 | val 1.4000 | lr 3.00e-04 | grad 0.520 | 14,200 tok/s | "
         "MFU 46.0% | elapsed 1:05 | ETA 17:00"

@@ -35,7 +35,9 @@ class RecordingTrainer(Trainer):
     def __init__(self, *args: Any, clock: StepClock, **kwargs: Any):
         super().__init__(*args, **kwargs)
         folder, parts = self.out_dir / "checkpoints", self.parts
-        self.checkpointer = Checkpointer(folder, self.params, self.info, self.log, parts.model, parts.optimizer, clock)
+        self.checkpointer = Checkpointer(
+            folder, self.params, self.info, log=self.log, model=parts.model, optimizer=parts.optimizer, clock=clock
+        )
         self.saved: list[int] = []
 
     def save(self, step: int) -> None:
@@ -52,7 +54,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     with process_group(params.general.device_type) as info:
-        trainer = RecordingTrainer(params, args.data, args.out, info, None, clock=StepClock(args.rates[info.rank]))
+        trainer = RecordingTrainer(
+            params, args.data, args.out, info=info, launch_command=None, clock=StepClock(args.rates[info.rank])
+        )
         trainer.run()
         (args.out / f"saved-rank{info.rank}.json").write_text(json.dumps(trainer.saved))
     return 0

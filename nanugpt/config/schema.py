@@ -96,7 +96,7 @@ class DataOptions(ComponentOptions):
         raise NotImplementedError
 
     def batches(
-        self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare, seed: int
+        self, data_dir: Path, meta: TokenMeta, split: str, *, context_length: int, share: BatchShare, seed: int
     ) -> Any:
         """A source of (inputs, targets) micro-batches of ``split`` for this process's ``share`` (see
         ``nanugpt.config.protocols.Batches``), or None when the split is empty. ``meta`` is ``read_meta(data_dir)``."""

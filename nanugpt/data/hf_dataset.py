@@ -160,7 +160,7 @@ class HFDatasetOptions(DataOptions):
         return meta
 
     def batches(
-        self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare, seed: int
+        self, data_dir: Path, meta: TokenMeta, split: str, *, context_length: int, share: BatchShare, seed: int
     ) -> StreamBatches | FixedRows | None:
         tokenizer = tokenizer_from_meta(meta)
         if split == "train":
@@ -169,7 +169,9 @@ class HFDatasetOptions(DataOptions):
             skip = frozenset(map(digest, self.held_out())) if self.val_split is None else frozenset()
             reader = split_dataset_by_node(self.open(self.split, "data.split"), share.rank, share.world_size)
             where = f"rank {share.rank} of {share.world_size} in data.split {self.split!r} of {self.name}"
-            documents = DocumentStream(reader, self.texts, self.shuffle_buffer, seed, share.rank, skip, where)
+            documents = DocumentStream(
+                reader, self.texts, buffer_size=self.shuffle_buffer, seed=seed, rank=share.rank, skip=skip, where=where
+            )
             return StreamBatches(documents, tokenizer, context_length, share)
         if split != "val":
             return None  # no test split
@@ -197,6 +199,7 @@ class DocumentStream:
         self,
         reader: IterableDataset,
         texts: Callable[[IterableDataset], Iterator[str]],
+        *,
         buffer_size: int,
         seed: int,
         rank: int,

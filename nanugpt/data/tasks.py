@@ -72,6 +72,7 @@ class ExampleBatches:
     def __init__(
         self,
         examples: np.ndarray,
+        *,
         equals_id: int,
         pad_id: int | None,
         share: BatchShare,
@@ -176,7 +177,7 @@ class TaskDataOptions(DataOptions):
         return meta
 
     def batches(
-        self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare, seed: int
+        self, data_dir: Path, meta: TokenMeta, split: str, *, context_length: int, share: BatchShare, seed: int
     ) -> ExampleBatches | None:
         """Whole examples of ``split`` (see the module doc); refuses token files written for other options."""
         if meta.data != self.model_dump(mode="json") or meta.row_length is None or meta.equals_id is None:
@@ -195,4 +196,6 @@ class TaskDataOptions(DataOptions):
             )
         examples = token_file.tokens.reshape(-1, length)
         token_file.check_ids(examples)  # at most a few million tokens: checked whole, once
-        return ExampleBatches(examples, meta.equals_id, meta.pad_id, share, seed, split)
+        return ExampleBatches(
+            examples, equals_id=meta.equals_id, pad_id=meta.pad_id, share=share, seed=seed, split=split
+        )

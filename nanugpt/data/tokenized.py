@@ -129,7 +129,13 @@ class TokenizedDataOptions(DataOptions):
         if self.source.startswith(HF_PREFIX):
             hf = self.hf
             (batches, count), test = load_hf_documents(
-                self.source, hf.split, hf.text_field, hf.config, hf.data_files, hf.revision, hf.test_split
+                self.source,
+                hf.split,
+                hf.text_field,
+                config=hf.config,
+                data_files=hf.data_files,
+                revision=hf.revision,
+                test_split=hf.test_split,
             )
             if test is not None and self.test_fraction > 0:
                 raise UserError(
@@ -143,7 +149,7 @@ class TokenizedDataOptions(DataOptions):
                 tokenizer,
                 out_dir,
                 self.val_fraction,
-                self.tokenize_workers,
+                workers=self.tokenize_workers,
                 source=self.source,
                 test_fraction=self.test_fraction,
                 test_split=test,
@@ -155,19 +161,19 @@ class TokenizedDataOptions(DataOptions):
             tokenizer,
             out_dir,
             self.val_fraction,
-            self.tokenize_workers,
+            workers=self.tokenize_workers,
             source=self.source,
             test_fraction=self.test_fraction,
         )
 
     def batches(
-        self, data_dir: Path, meta: TokenMeta, split: str, context_length: int, share: BatchShare, seed: int
+        self, data_dir: Path, meta: TokenMeta, split: str, *, context_length: int, share: BatchShare, seed: int
     ) -> BatchSource | None:
         token_file = TokenFile(data_dir / f"{split}.bin", meta, split, verify_sha256=self.verify == "sha256")
         if token_file.n_tokens == 0:
             return None
         sampling = self.sampling if split == "train" else "random"
-        return BatchSource(token_file, context_length, share, seed, split, sampling)
+        return BatchSource(token_file, context_length, share=share, seed=seed, split=split, sampling=sampling)
 
 
 class TokenFile:
@@ -225,6 +231,7 @@ class BatchSource:
         self,
         token_file: TokenFile,
         context_length: int,
+        *,
         share: BatchShare,
         seed: int,
         split: str,

@@ -25,6 +25,7 @@ from nanugpt.optim.losses import Loss
 def evaluate_split(
     model: torch.nn.Module,
     batches: Batches,
+    *,
     iters: int,
     info: DistInfo,
     dtype: str,
@@ -93,11 +94,18 @@ def evaluate_checkpoint(
         if split == "test" and not (data_dir / "test.bin").exists():  # a test split is optional
             continue
         batches = trained.data.batches(
-            data_dir, meta, split, trained.model.context_length, BatchShare(rows, rows), params.general.seed
+            data_dir,
+            meta,
+            split,
+            context_length=trained.model.context_length,
+            share=BatchShare(rows, rows),
+            seed=params.general.seed,
         )
         if batches is None:
             continue
-        figures = evaluate_split(model, batches, params.eval.eval_iters, info, params.general.dtype, loss_fn)
+        figures = evaluate_split(
+            model, batches, iters=params.eval.eval_iters, info=info, dtype=params.general.dtype, loss_fn=loss_fn
+        )
         metrics[f"{split}_loss"] = figures.pop("loss")
         metrics[f"{split}_ppl"] = math.exp(metrics[f"{split}_loss"])
         metrics.update({f"{split}_{name}": value for name, value in figures.items()})
@@ -107,7 +115,13 @@ def evaluate_checkpoint(
             info, lambda: hellaswag_file(params.eval.hellaswag_path, params.eval.hellaswag_sha256, data_root)
         )
         figures = evaluate_hellaswag(
-            model, encode, trained.model.context_length, rows, info, params.general.dtype, path
+            model,
+            encode=encode,
+            context_length=trained.model.context_length,
+            rows_per_forward=rows,
+            info=info,
+            dtype=params.general.dtype,
+            path=path,
         )
         metrics.update({f"hellaswag_{name}": value for name, value in figures.items()})
     return metrics

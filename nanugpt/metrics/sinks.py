@@ -139,6 +139,7 @@ def format_duration(seconds: float) -> str:
 
 
 def format_log_line(
+    *,
     step: int,
     max_steps: int,
     train_loss: float,
@@ -175,17 +176,17 @@ class ConsoleSink:
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         self.log(
             format_log_line(
-                step,
-                self.max_steps,
-                metrics["train/loss"],
-                metrics.get("val/loss"),
-                metrics["train/lr"],
-                metrics["train/grad_norm"],
-                metrics["train/tokens_per_s"],
-                metrics.get("train/mfu"),
-                metrics["time/elapsed_s"],
-                metrics["time/eta_s"],
-                metrics.get("train/mem_gb"),
+                step=step,
+                max_steps=self.max_steps,
+                train_loss=metrics["train/loss"],
+                val_loss=metrics.get("val/loss"),
+                lr=metrics["train/lr"],
+                grad_norm=metrics["train/grad_norm"],
+                tokens_per_s=metrics["train/tokens_per_s"],
+                mfu=metrics.get("train/mfu"),
+                elapsed=metrics["time/elapsed_s"],
+                eta=metrics["time/eta_s"],
+                mem_gb=metrics.get("train/mem_gb"),
             )
         )
 
@@ -322,11 +323,7 @@ class WandbSink:
         settings = server_settings(environ)  # a malformed server address stops here, before anything is written
         self._wandb = wandb
         self.state_file = out_dir / "wandb" / "run.json"
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        state = read_run_state(self.state_file)
-        killed = state.get("open")
-        if new_run and not killed:
-            state = {}
+        state, killed = self._previous_state(new_run)
         self.run = wandb.init(
             project=project,
             name=run_name,
@@ -337,28 +334,40 @@ class WandbSink:
             settings=wandb.Settings(save_code=False, **settings),
         )
         self.failed_attempts: int = state.get("failed_attempts", 0) + (killed is not None)
-        self.attempt: dict[str, Any] = {
-            "stage": stage,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "start_step": start_step,
-        }
+        self.attempt: dict[str, Any] = new_attempt(stage, start_step)
         self.save_state(open_attempt=self.attempt)
         self.run.summary["run/failed_attempts"] = self.failed_attempts
         if killed:
-            text = (
-                f"{describe_attempt(killed)} ended without closing the run (killed by SIGKILL or the out-of-memory "
-                f"killer, or its node was lost); recorded by {describe_attempt(self.attempt)}"
-            )
-            self.run.summary["run/last_failure"] = text
-            self.run.alert(title="nanuGPT: an attempt of this run was killed", text=text, level="WARN")
-            print(f"W&B run {self.run.id}: {text}", file=sys.stderr)
+            self._record_killed(killed)
         if files:
-            artifact = wandb.Artifact(f"run-files-{self.run.id}", type="run-files")
-            for path in files:
-                artifact.add_file(str(path))
-            self.run.log_artifact(artifact)
+            self._log_files(files)
+
+    def _previous_state(self, new_run: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """``run.json`` (empty for a new run, unless the last attempt was killed) and the killed attempt it
+        records as still open, if any."""
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        state = read_run_state(self.state_file)
+        killed = state.get("open")
+        if new_run and not killed:
+            state = {}
+        return state, killed
+
+    def _record_killed(self, killed: dict[str, Any]) -> None:
+        """Record the attempt ``killed`` outright in the run's summary, and send an alert."""
+        text = (
+            f"{describe_attempt(killed)} ended without closing the run (killed by SIGKILL or the out-of-memory "
+            f"killer, or its node was lost); recorded by {describe_attempt(self.attempt)}"
+        )
+        self.run.summary["run/last_failure"] = text
+        self.run.alert(title="nanuGPT: an attempt of this run was killed", text=text, level="WARN")
+        print(f"W&B run {self.run.id}: {text}", file=sys.stderr)
+
+    def _log_files(self, files: Sequence[Path]) -> None:
+        """``files`` as one artifact of type ``run-files``."""
+        artifact = self._wandb.Artifact(f"run-files-{self.run.id}", type="run-files")
+        for path in files:
+            artifact.add_file(str(path))
+        self.run.log_artifact(artifact)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         self.run.log(dict(metrics), step=step)
@@ -382,6 +391,17 @@ class WandbSink:
     def save_state(self, open_attempt: dict[str, Any] | None) -> None:
         """Write ``run.json``: the run's id, its failed attempts, and the attempt that has it open (or null)."""
         write_json(self.state_file, {"id": self.run.id, "failed_attempts": self.failed_attempts, "open": open_attempt})
+
+
+def new_attempt(stage: str, start_step: int) -> dict[str, Any]:
+    """This attempt of ``stage``, as ``run.json`` and ``describe_attempt`` hold it: where, when, from which step."""
+    return {
+        "stage": stage,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "start_step": start_step,
+    }
 
 
 def read_run_state(path: Path) -> dict[str, Any]:

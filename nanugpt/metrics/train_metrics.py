@@ -79,6 +79,7 @@ class TrainMetrics:
         self,
         sinks: list[MetricSink],
         info: DistInfo,
+        *,
         log_every: int,
         max_steps: int,
         tokens_per_step: int,

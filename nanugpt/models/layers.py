@@ -17,7 +17,13 @@ def dropout_layer(p: float) -> nn.Module:
 
 
 def causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0, scale: float | None = None, dropout: float = 0.0
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    past: int = 0,
+    scale: float | None = None,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """Causal ``scaled_dot_product_attention`` of T new queries over ``past`` cached and T new keys.
 

@@ -125,7 +125,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.extend(layer, k, v)  # (B, nh, past + T, hs)
-        y = causal_attention(q, k, v, past, self.scale)  # (B, nh, T, hs)
+        y = causal_attention(q, k, v, past=past, scale=self.scale)  # (B, nh, T, hs)
         return self.dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))  # (B, T, C)
 
 

@@ -106,7 +106,7 @@ class LlamaAttention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.extend(layer, k, v)  # (B, nkv, past + T, hs)
-        y = causal_attention(q, k, v, past)  # (B, nh, T, hs)
+        y = causal_attention(q, k, v, past=past)  # (B, nh, T, hs)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size))  # (B, T, C)
 
 

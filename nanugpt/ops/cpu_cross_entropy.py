@@ -79,7 +79,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
+    def forward(  # noqa: PLR0917 (called through LinearCrossEntropy.apply, which takes no keyword arguments)
         ctx: torch.autograd.function.FunctionCtx,
         hidden: torch.Tensor,
         weight: torch.Tensor,
@@ -150,6 +150,7 @@ def fused_linear_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
+    *,
     ignore_index: int = -100,
     cap: float | None = None,
     chunk_elements: int = HEAD_CHUNK_ELEMENTS,

@@ -87,6 +87,7 @@ def linear_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
+    *,
     ignore_index: int = -100,
     cap: float | None = None,
     sizes: KernelSizes = DEFAULT_SIZES,
@@ -109,6 +110,11 @@ def linear_cross_entropy(
     )
     if kernel is Kernel.CPU_CHUNKED:
         return fused_linear_cross_entropy(
-            flat_hidden, weight, flat_targets, ignore_index, cap, sizes.head_chunk_elements
+            flat_hidden,
+            weight,
+            flat_targets,
+            ignore_index=ignore_index,
+            cap=cap,
+            chunk_elements=sizes.head_chunk_elements,
         )
     return cross_entropy(soft_cap(F.linear(flat_hidden, weight), cap), flat_targets, ignore_index, sizes)

@@ -45,7 +45,7 @@ class Loss:
         (V, C) weight of a bias-free head (``DecoderMixin.linear_head``), computed without them in memory
         when they would be large (``linear_cross_entropy``)."""
         hidden, targets = self.positions(hidden, targets)
-        return linear_cross_entropy(hidden, weight, targets, self.ignore_index, cap, self.sizes)
+        return linear_cross_entropy(hidden, weight, targets, ignore_index=self.ignore_index, cap=cap, sizes=self.sizes)
 
     def of_model(
         self, model: torch.nn.Module, plain: torch.nn.Module, x: torch.Tensor, y: torch.Tensor

@@ -62,6 +62,7 @@ class Checkpointer:
         folder: Path,
         params: Params,
         info: DistInfo,
+        *,
         log: Callable[[str], None],
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,

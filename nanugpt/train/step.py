@@ -33,7 +33,7 @@ class TrainStep:
     micro-step)."""
 
     def __init__(
-        self, parts: RunParts, model: torch.nn.Module, info: DistInfo, peak_lr: float, dtype: str, grad_clip: float
+        self, parts: RunParts, model: torch.nn.Module, info: DistInfo, *, peak_lr: float, dtype: str, grad_clip: float
     ):
         self.parts, self.model, self.info = parts, model, info
         self.peak_lr, self.dtype, self.grad_clip = peak_lr, dtype, grad_clip

@@ -98,7 +98,7 @@ def train(
     """Run the training loop; return a summary (final losses, steps, tokens/s). ``sinks`` receive the
     metrics on rank 0 besides those ``params.logging`` asks for."""
     with process_group(params.general.device_type) as info:
-        return Trainer(params, data_dir, out_dir, info, launch_command, sinks).run()
+        return Trainer(params, data_dir, out_dir, info=info, launch_command=launch_command, sinks=sinks).run()
 
 
 class Trainer:
@@ -109,6 +109,7 @@ class Trainer:
         params: Params,
         data_dir: Path,
         out_dir: Path,
+        *,
         info: DistInfo,
         launch_command: str | None,
         sinks: Sequence[MetricSink] = (),
@@ -120,19 +121,19 @@ class Trainer:
         self.progress = Progress()
         self.validator = Validator(
             self.parts.val_batches,
-            params.eval.eval_every,
-            params.eval.eval_iters,
-            info,
-            self.parts.autocast_dtype,
-            self.parts.loss_fn,
+            every=params.eval.eval_every,
+            iters=params.eval.eval_iters,
+            info=info,
+            dtype=self.parts.autocast_dtype,
+            loss_fn=self.parts.loss_fn,
         )
         self.checkpointer = Checkpointer(
             out_dir / "checkpoints",
             params,
             info,
-            self.log,
-            self.parts.model,
-            self.parts.optimizer,
+            log=self.log,
+            model=self.parts.model,
+            optimizer=self.parts.optimizer,
             data_digest=self.parts.meta.digest(),
         )
         self.previous = PreviousRun(out_dir)
@@ -212,7 +213,9 @@ class Trainer:
     def loop(self, model: torch.nn.Module) -> dict[str, Any]:
         """Train from ``progress.step`` to ``training.max_steps``; return the summary."""
         t, parts, progress = self.params.training, self.parts, self.progress
-        train_step = TrainStep(parts, model, self.info, self.params.optimizer.lr, parts.autocast_dtype, t.grad_clip)
+        train_step = TrainStep(
+            parts, model, self.info, peak_lr=self.params.optimizer.lr, dtype=parts.autocast_dtype, grad_clip=t.grad_clip
+        )
         metrics = self.metrics = self.start_metrics()
         bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", disable=None if self.info.is_main else True)
         stop = StopRequest()
@@ -275,14 +278,14 @@ class Trainer:
         return TrainMetrics(
             sinks,
             info,
-            params.training.log_every,
-            params.training.max_steps,
-            parts.tokens_per_step,
-            flops,
-            peak,
-            self.progress.step,
-            parts.optimizer,
-            parts.model,
+            log_every=params.training.log_every,
+            max_steps=params.training.max_steps,
+            tokens_per_step=parts.tokens_per_step,
+            flops_per_token=flops,
+            peak_flops=peak,
+            start_step=self.progress.step,
+            optimizer=parts.optimizer,
+            model=parts.model,
         )
 
     def wandb_sink(self) -> WandbSink:

@@ -21,7 +21,7 @@ class Validator:
     diverged model is never evaluated as the best one.
     """
 
-    def __init__(self, batches: Batches | None, every: int, iters: int, info: DistInfo, dtype: str, loss_fn: Loss):
+    def __init__(self, batches: Batches | None, *, every: int, iters: int, info: DistInfo, dtype: str, loss_fn: Loss):
         self.batches, self.every, self.iters = batches, every, iters
         self.info, self.dtype, self.loss_fn = info, dtype, loss_fn
         self.best_loss: float | None = None
@@ -37,7 +37,15 @@ class Validator:
         """The loss and the loss's metrics of ``model`` (``plain``: unwrapped) at ``step``, and whether the loss is
         the best so far."""
         assert self.batches is not None, "validate() runs only where should_validate() said so"
-        figures = evaluate_split(model, self.batches, self.iters, self.info, self.dtype, self.loss_fn, plain)
+        figures = evaluate_split(
+            model,
+            self.batches,
+            iters=self.iters,
+            info=self.info,
+            dtype=self.dtype,
+            loss_fn=self.loss_fn,
+            plain=plain,
+        )
         loss = figures["loss"]
         if not math.isfinite(loss):
             raise TrainingError(f"val loss is {loss} at step {step}: the run diverged; lower optimizer.lr")

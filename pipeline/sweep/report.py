@@ -188,67 +188,124 @@ def _band(members: Sequence[Result], curve: str, x: str) -> list[tuple[float, fl
     return [(value, min(d[value] for d in by_x), max(d[value] for d in by_x)) for value in common]
 
 
-def chart_svg(title: str, results: Sequence[Result], curve: str, x: str, colors: dict[str, str]) -> str:
-    """One chart: a line per point (its group's colour), a band from min to max over each group's seeds."""
-    series = [(r, [(row[x], row["loss"]) for row in r.curves[curve]]) for r in results if r.curves[curve]]
+@dataclass(frozen=True)
+class _Frame:
+    """A chart's plot area and the data ranges it shows: ``sx`` and ``sy`` map data to SVG coordinates."""
+
+    x_lo: float
+    x_hi: float
+    y_lo: float
+    y_hi: float
+    top: int = MARGIN[0]
+    left: int = MARGIN[3]
+    plot_w: int = WIDTH - MARGIN[3] - MARGIN[1]
+    plot_h: int = HEIGHT - MARGIN[0] - MARGIN[2]
+
+    @classmethod
+    def around(cls, series: Sequence[tuple[Result, list[tuple[float, float]]]]) -> _Frame:
+        """The frame that holds every point of ``series``, the losses padded by 5% of their range."""
+        xs = [px for _, points in series for px, _ in points]
+        ys = [py for _, points in series for _, py in points]
+        pad = (max(ys) - min(ys)) * 0.05 or 0.5
+        return cls(min(xs), max(max(xs), min(xs) + 1), min(ys) - pad, max(ys) + pad)
+
+    def sx(self, value: float) -> float:
+        return self.left + (value - self.x_lo) / (self.x_hi - self.x_lo) * self.plot_w
+
+    def sy(self, value: float) -> float:
+        return self.top + (self.y_hi - value) / (self.y_hi - self.y_lo) * self.plot_h
+
+
+def _chart_head(title: str, curve: str, x: str, n_series: int) -> list[str]:
+    """The chart's opening ``<svg>``, its title and the plot area's frame."""
     top, right, bottom, left = MARGIN
     plot_w, plot_h = WIDTH - left - right, HEIGHT - top - bottom
-    parts = [
-        f'<svg class="chart" data-curve="{curve}" data-x="{x}" data-series="{len(series)}" '
+    return [
+        f'<svg class="chart" data-curve="{curve}" data-x="{x}" data-series="{n_series}" '
         f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" '
         f'aria-label="{html.escape(title)}">',
         f"<title>{html.escape(title)}</title>",
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#999"/>',
     ]
-    if not series:
-        parts.append(f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" fill="#666">no data yet</text>')
-        return "\n".join(parts + ["</svg>"])
-    xs = [px for _, points in series for px, _ in points]
-    ys = [py for _, points in series for _, py in points]
-    x_lo, x_hi = min(xs), max(max(xs), min(xs) + 1)
-    pad = (max(ys) - min(ys)) * 0.05 or 0.5
-    y_lo, y_hi = min(ys) - pad, max(ys) + pad
 
-    def sx(value: float) -> float:
-        return left + (value - x_lo) / (x_hi - x_lo) * plot_w
 
-    def sy(value: float) -> float:
-        return top + (y_hi - value) / (y_hi - y_lo) * plot_h
-
-    for tick in nice_ticks(x_lo, x_hi):
+def _chart_axes(frame: _Frame, curve: str, x: str) -> list[str]:
+    """Tick marks and labels of both axes, and the axes' names."""
+    f, parts = frame, []
+    for tick in nice_ticks(f.x_lo, f.x_hi):
         parts.append(
-            f'<line x1="{sx(tick):.1f}" y1="{top + plot_h}" x2="{sx(tick):.1f}" y2="{top + plot_h + 4}" stroke="#999"/>'
+            f'<line x1="{f.sx(tick):.1f}" y1="{f.top + f.plot_h}" x2="{f.sx(tick):.1f}" y2="{f.top + f.plot_h + 4}" '
+            'stroke="#999"/>'
         )
         parts.append(
-            f'<text x="{sx(tick):.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11">'
+            f'<text x="{f.sx(tick):.1f}" y="{f.top + f.plot_h + 16}" text-anchor="middle" font-size="11">'
             f"{_tick_label(tick)}</text>"
         )
-    for tick in nice_ticks(y_lo, y_hi):
-        parts.append(f'<line x1="{left}" y1="{sy(tick):.1f}" x2="{left + plot_w}" y2="{sy(tick):.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="{left - 6}" y="{sy(tick) + 4:.1f}" text-anchor="end" font-size="11">{tick:g}</text>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{HEIGHT - 6}" text-anchor="middle" font-size="12">{x}</text>')
+    for tick in nice_ticks(f.y_lo, f.y_hi):
+        parts.append(
+            f'<line x1="{f.left}" y1="{f.sy(tick):.1f}" x2="{f.left + f.plot_w}" y2="{f.sy(tick):.1f}" stroke="#eee"/>'
+        )
+        parts.append(
+            f'<text x="{f.left - 6}" y="{f.sy(tick) + 4:.1f}" text-anchor="end" font-size="11">{tick:g}</text>'
+        )
+    parts.append(f'<text x="{f.left + f.plot_w / 2}" y="{HEIGHT - 6}" text-anchor="middle" font-size="12">{x}</text>')
     parts.append(
-        f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" font-size="12" '
-        f'transform="rotate(-90 14 {top + plot_h / 2})">{curve} loss</text>'
+        f'<text x="14" y="{f.top + f.plot_h / 2}" text-anchor="middle" font-size="12" '
+        f'transform="rotate(-90 14 {f.top + f.plot_h / 2})">{curve} loss</text>'
     )
+    return parts
+
+
+def _chart_bands(
+    frame: _Frame,
+    series: Sequence[tuple[Result, list[tuple[float, float]]]],
+    curve: str,
+    x: str,
+    colors: dict[str, str],
+) -> list[str]:
+    """A band from min to max over the seeds of each group that has more than one."""
     groups: dict[str, list[Result]] = {}
     for r, _ in series:
         groups.setdefault(r.point.group, []).append(r)
+    parts = []
     for group, members in groups.items():
         band = _band(members, curve, x) if len(members) > 1 else []
         if len(band) > 1:
-            outline = [(sx(v), sy(hi)) for v, _, hi in band] + [(sx(v), sy(lo)) for v, lo, _ in reversed(band)]
+            outline = [(frame.sx(v), frame.sy(hi)) for v, _, hi in band]
+            outline += [(frame.sx(v), frame.sy(lo)) for v, lo, _ in reversed(band)]
             d = "M" + " L".join(f"{px:.1f},{py:.1f}" for px, py in outline) + " Z"
             parts.append(
                 f'<path class="band" data-group="{html.escape(group)}" d="{d}" fill="{colors[group]}" '
                 'fill-opacity="0.18" stroke="none"/>'
             )
+    return parts
+
+
+def _chart_curves(
+    frame: _Frame, series: Sequence[tuple[Result, list[tuple[float, float]]]], colors: dict[str, str]
+) -> list[str]:
+    """A line per point, in its group's colour."""
+    parts = []
     for r, points in series:
-        d = "M" + " L".join(f"{sx(px):.1f},{sy(py):.1f}" for px, py in points)
+        d = "M" + " L".join(f"{frame.sx(px):.1f},{frame.sy(py):.1f}" for px, py in points)
         parts.append(
             f'<path class="curve" data-point="{html.escape(r.point.name)}" d="{d}" fill="none" '
             f'stroke="{colors[r.point.group]}" stroke-width="1.5"><title>{html.escape(r.point.name)}</title></path>'
         )
+    return parts
+
+
+def chart_svg(title: str, results: Sequence[Result], curve: str, x: str, colors: dict[str, str]) -> str:
+    """One chart: a line per point (its group's colour), a band from min to max over each group's seeds."""
+    series = [(r, [(row[x], row["loss"]) for row in r.curves[curve]]) for r in results if r.curves[curve]]
+    parts = _chart_head(title, curve, x, len(series))
+    if not series:
+        parts.append(f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" fill="#666">no data yet</text>')
+        return "\n".join(parts + ["</svg>"])
+    frame = _Frame.around(series)
+    parts += _chart_axes(frame, curve, x)
+    parts += _chart_bands(frame, series, curve, x, colors)
+    parts += _chart_curves(frame, series, colors)
     return "\n".join(parts + ["</svg>"])
 
 
