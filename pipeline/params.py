@@ -39,7 +39,7 @@ HEADER = (
 )
 REFERENCE_NOTE = (
     "Every key of the params file, generated from the schema by `python -m pipeline.params reference docs/params.md`"
-    " (tests/test_pipeline_files.py fails when this file is stale)."
+    " (tests/unit/pipeline/test_stage_table.py fails when this file is stale)."
 )
 
 

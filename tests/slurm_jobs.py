@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TINY_TEXT, copy_worktree, tiny_params, write_params
+from helpers import TINY_TEXT, copy_worktree, tiny_params, write_params
 
 SNAKEMAKE_TIMEOUT_S = 600
 COMMAND_TIMEOUT_S = 60

@@ -53,7 +53,7 @@ from nanugpt.config.schema import OptimizerOptions
 # value (scaled into [0, 1]). The large slope at 0 (a = 3.4445, so small singular values grow ~480x over
 # 5 steps) buys speed; the price is that 1 is not a fixed point: values settle in a band, about
 # [0.68, 1.14] after 5 steps for any singular value >= 1% of the Frobenius norm, which Muon's authors
-# found does not hurt training (tests/test_optimizers.py checks the band).
+# found does not hurt training (tests/unit/optim/test_optimizers.py checks the band).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 # Modules whose parameters are the output head, by name (the last part of the qualified module name).

@@ -1,0 +1,193 @@
+"""End-to-end: a local corpus is a tracked input under the real ``dvc`` and ``snakemake``, and the test split
+reaches ``metrics.json`` and ``dvc exp show``.
+
+DVC: a committed first run (with ``data.test_fraction``), one line of the corpus edited and ``dvc repro``
+(source, tokenize, train and what follows re-run), then the edit undone as a user of versioned data does it
+(``git checkout <first run> -- .`` and ``dvc checkout``): every output comes back from the DVC cache and the
+next ``dvc repro`` re-runs nothing but the source check; the same edit made again by hand gets its token files
+from DVC's run-cache (train, a ``persist`` output, runs again, and evaluate comes from the cache).
+Snakemake: a first run, the edit (source, tokenize, train... re-run), and a run with nothing changed (nothing
+to do). Each run stops at evaluate (``dvc repro evaluate``, snakemake's target ``out/metrics.json``): generate
+and export add nothing to what is tested.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import (
+    TINY_TEXT,
+    copy_worktree,
+    dvc_env,
+    job_reasons,
+    make_workspace,
+    output,
+    ran_stages,
+    run,
+    skipped_stages,
+    tiny_params,
+    write_params,
+)
+
+from nanugpt.files.hashing import sha256_file
+
+pytestmark = pytest.mark.slow
+
+PARAMS = tiny_params("corpus.txt", data={"test_fraction": 0.1})
+EDITED_TEXT = TINY_TEXT.replace("Speak, speak.", "Speak, speak, I say.", 1)  # one line of the corpus
+EVERY_STAGE = ["source", "tokenize", "train", "evaluate"]  # up to the target, evaluate
+
+
+def fingerprint(ws: Path, data_dir: Path, out_dir: Path) -> dict[str, str]:
+    """sha256 of the corpus, the token files, the last checkpoint and the metrics of a workspace."""
+    files = {
+        "corpus": ws / "corpus.txt",
+        "train.bin": data_dir / "train.bin",
+        "test.bin": data_dir / "test.bin",
+        "last.pt": out_dir / "checkpoints" / "last.pt",
+        "metrics": out_dir / "metrics.json",
+    }
+    return {name: sha256_file(path) for name, path in files.items()}
+
+
+@dataclass
+class DvcSession:
+    ws: Path
+    first: dict[str, str]
+    first_metrics: dict[str, Any]
+    edited: subprocess.CompletedProcess[str]
+    after_edit: dict[str, str]
+    restored: dict[str, str]
+    repro_restored: subprocess.CompletedProcess[str]
+    edited_again: subprocess.CompletedProcess[str]
+    after_edit_again: dict[str, str]
+    exp_show: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def dvc_session(tmp_path_factory: pytest.TempPathFactory) -> DvcSession:
+    """First run and commit, the one-line edit, and the undo through git and the DVC cache."""
+    tmp = tmp_path_factory.mktemp("dvc_data")
+    env = dvc_env(tmp)
+    ws = make_workspace(tmp, PARAMS, env)
+    data_dir, out_dir = ws / "data" / "tiny" / "char", ws / "out"
+
+    run(["dvc", "repro", "evaluate"], ws, env)
+    first = fingerprint(ws, data_dir, out_dir)
+    first_metrics = json.loads((out_dir / "metrics.json").read_text())
+    run(["git", "add", "-A"], ws, env)
+    run(["git", "commit", "-q", "-m", "first run"], ws, env)
+    exp_show = json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout)
+
+    (ws / "corpus.txt").write_text(EDITED_TEXT, encoding="utf-8")
+    edited = run(["dvc", "repro", "evaluate"], ws, env)
+    after_edit = fingerprint(ws, data_dir, out_dir)
+
+    run(["git", "checkout", "HEAD", "--", "."], ws, env)  # the corpus, dvc.lock and the uncached metrics
+    run(["dvc", "checkout", "--with-deps", "evaluate"], ws, env)  # token files and checkpoints from the cache
+    restored = fingerprint(ws, data_dir, out_dir)
+    repro_restored = run(["dvc", "repro", "evaluate"], ws, env)
+
+    (ws / "corpus.txt").write_text(EDITED_TEXT, encoding="utf-8")
+    edited_again = run(["dvc", "repro", "evaluate"], ws, env)
+    after_edit_again = fingerprint(ws, data_dir, out_dir)
+    return DvcSession(
+        ws,
+        first,
+        first_metrics,
+        edited,
+        after_edit,
+        restored,
+        repro_restored,
+        edited_again,
+        after_edit_again,
+        exp_show,
+    )
+
+
+def test_dvc_editing_one_corpus_line_reruns_tokenize_train_and_what_follows(dvc_session: DvcSession) -> None:
+    assert ran_stages(dvc_session.edited) == EVERY_STAGE
+    for name in ("corpus", "train.bin", "last.pt", "metrics"):
+        assert dvc_session.after_edit[name] != dvc_session.first[name], name  # trained anew, not resumed
+
+
+def test_dvc_undoing_the_edit_brings_the_first_result_back_from_the_cache(dvc_session: DvcSession) -> None:
+    assert dvc_session.restored == dvc_session.first
+    assert ran_stages(dvc_session.repro_restored) == ["source"]  # the check; the record equals dvc.lock's
+    assert skipped_stages(dvc_session.repro_restored) == EVERY_STAGE[1:]
+
+
+def test_dvc_an_edit_made_again_gets_its_tokens_from_the_run_cache(dvc_session: DvcSession) -> None:
+    assert "Stage 'tokenize' is cached - skipping run, checking out outputs" in output(dvc_session.edited_again)
+    # train, a persist output, runs again, to the same checkpoints: evaluate's result then comes from the cache too
+    assert ran_stages(dvc_session.edited_again) == ["source", "train"]
+    assert "Stage 'evaluate' is cached - skipping run" in output(dvc_session.edited_again)
+    assert dvc_session.after_edit_again == dvc_session.after_edit
+
+
+def test_test_split_figures_in_metrics_json_and_dvc_exp_show(dvc_session: DvcSession) -> None:
+    metrics = dvc_session.first_metrics
+    assert metrics["test_loss"] > 0 and metrics["test_ppl"] > 1
+    (row,) = [row for row in dvc_session.exp_show if row["rev"] != "workspace"]
+    shown = row["data"]["metrics"]["out/metrics.json"]["data"]
+    assert (shown["test_loss"], shown["test_ppl"]) == (metrics["test_loss"], metrics["test_ppl"])
+
+
+@dataclass
+class SnakemakeSession:
+    first: dict[str, str]
+    edited: dict[str, str]
+    again: dict[str, str]
+    again_output: str
+    after_edit: dict[str, str]
+    before_edit: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def snakemake_session(tmp_path_factory: pytest.TempPathFactory) -> SnakemakeSession:
+    """A first run, the one-line edit, and a run with nothing changed; the job reasons of each."""
+    tmp = tmp_path_factory.mktemp("snakemake_data")
+    ws = copy_worktree(tmp / "ws")
+    (ws / "corpus.txt").write_text(TINY_TEXT, encoding="utf-8")
+    write_params(ws / "params.yaml", PARAMS)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+
+    def snakemake() -> tuple[dict[str, str], str]:
+        command = ["snakemake", "-j", "2", "out/metrics.json"]
+        result = subprocess.run(command, cwd=ws, env=env, capture_output=True, text=True, timeout=300, check=False)
+        text = result.stdout + result.stderr
+        if result.returncode != 0:
+            pytest.fail(f"snakemake exited with {result.returncode}\n{text}")
+        return job_reasons(text), text
+
+    data_dir, out_dir = ws / "data" / "tiny" / "char", ws / "out"
+    first, _ = snakemake()
+    before_edit = fingerprint(ws, data_dir, out_dir)
+    (ws / "corpus.txt").write_text(EDITED_TEXT, encoding="utf-8")
+    edited, _ = snakemake()
+    after_edit = fingerprint(ws, data_dir, out_dir)
+    again, again_output = snakemake()
+    return SnakemakeSession(first, edited, again, again_output, after_edit, before_edit)
+
+
+def test_snakemake_editing_one_corpus_line_reruns_tokenize_train_and_what_follows(
+    snakemake_session: SnakemakeSession,
+) -> None:
+    assert sorted(snakemake_session.first) == sorted(EVERY_STAGE)
+    assert sorted(snakemake_session.edited) == sorted(EVERY_STAGE)
+    assert "corpus.txt" in snakemake_session.edited["source"]  # updated input files: corpus.txt
+    for name in ("train.bin", "last.pt", "metrics"):
+        assert snakemake_session.after_edit[name] != snakemake_session.before_edit[name], name
+
+
+def test_snakemake_unchanged_corpus_has_nothing_to_do(snakemake_session: SnakemakeSession) -> None:
+    assert snakemake_session.again == {}
+    assert "Nothing to be done" in snakemake_session.again_output

@@ -1,0 +1,197 @@
+"""End-to-end: the pipeline under the real ``dvc`` binary, in a throw-away copy of the repository.
+
+A module fixture copies the repository's files into a temporary git repository with a
+tiny params file and walks through the user's day once: ``dvc repro``, a second
+``dvc repro``, ``dvc exp run -S optimizer.lr=...``, ``dvc exp show --json``,
+``dvc exp run -S generate.temperature=...`` and ``dvc plots show --json``. Each
+test asserts on one step's recorded result. A bad params file gets its own
+fresh workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import (
+    dvc_env,
+    make_workspace,
+    output,
+    ran_stages,
+    run,
+    skipped_stages,
+    tiny_params,
+)
+
+pytestmark = pytest.mark.slow
+
+NEW_LR = 0.001
+NEW_TEMPERATURE = 0.5
+STAGE_NAMES = ("source", "tokenize", "train", "evaluate", "generate", "export")
+PARAMS = tiny_params("corpus.txt")  # the corpus is written into the workspace
+
+
+def files_under(path: Path) -> list[Path]:
+    """Every file below ``path``; none when it does not exist."""
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+@dataclass
+class Session:
+    """What each step of the DVC walk-through returned, and the artifacts it left."""
+
+    ws: Path
+    repro: subprocess.CompletedProcess[str]
+    first_metrics: dict[str, Any]
+    baseline_rev: str
+    repro_again: subprocess.CompletedProcess[str]
+    token_files_mtime: dict[Path, int]
+    exp_lr: subprocess.CompletedProcess[str]
+    exp_lr_metrics: dict[str, Any]
+    token_files_mtime_after_exp: dict[Path, int]
+    exp_show: list[dict[str, Any]]
+    samples_before_temperature: str
+    exp_temperature: subprocess.CompletedProcess[str]
+    samples_after_temperature: str
+    plots: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    """Walk through the DVC user's day once in a fresh workspace, recording every step."""
+    tmp = tmp_path_factory.mktemp("dvc")
+    env = dvc_env(tmp)
+    ws = make_workspace(tmp, PARAMS, env)
+    tokens = ws / "data" / "tiny" / "char"
+
+    repro = run(["dvc", "repro"], ws, env)
+    first_metrics = json.loads((ws / "out" / "metrics.json").read_text())
+    run(["git", "add", "-A"], ws, env)  # the baseline commit holds metrics.json, as a user's would
+    run(["git", "commit", "-q", "-m", "first run"], ws, env)
+    baseline_rev = run(["git", "rev-parse", "HEAD"], ws, env).stdout.strip()
+
+    repro_again = run(["dvc", "repro"], ws, env)
+    token_files_mtime = {p: p.stat().st_mtime_ns for p in files_under(tokens)}
+
+    exp_lr = run(["dvc", "exp", "run", "-S", f"optimizer.lr={NEW_LR}"], ws, env)
+    exp_lr_metrics = json.loads((ws / "out" / "metrics.json").read_text())
+    token_files_mtime_after_exp = {p: p.stat().st_mtime_ns for p in files_under(tokens)}
+    exp_show = json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout)
+
+    samples_before = (ws / "out" / "samples.txt").read_text()
+    exp_temperature = run(["dvc", "exp", "run", "-S", f"generate.temperature={NEW_TEMPERATURE}"], ws, env)
+    samples_after = (ws / "out" / "samples.txt").read_text()
+
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], ws, env).stdout)
+    return Session(
+        ws,
+        repro,
+        first_metrics,
+        baseline_rev,
+        repro_again,
+        token_files_mtime,
+        exp_lr,
+        exp_lr_metrics,
+        token_files_mtime_after_exp,
+        exp_show,
+        samples_before,
+        exp_temperature,
+        samples_after,
+        plots,
+    )
+
+
+def test_repro_runs_every_stage_and_writes_artifacts(session: Session) -> None:
+    assert ran_stages(session.repro) == list(STAGE_NAMES)
+    ws = session.ws
+    for name in ("train.bin", "val.bin", "meta.json"):
+        assert (ws / "data" / "tiny" / "char" / name).stat().st_size > 0
+    assert session.first_metrics["val_loss"] > 0
+    assert session.first_metrics["val_ppl"] > 1
+    assert (ws / "out" / "checkpoints" / "last.pt").is_file()
+    samples = (ws / "out" / "samples.txt").read_text()
+    assert samples.startswith("First")  # tiny_params' prompt
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(STAGE_NAMES)
+
+
+def test_second_repro_runs_nothing_but_the_source_check(session: Session) -> None:
+    assert ran_stages(session.repro_again) == ["source"]  # always_changed: it hashes the corpus, nothing more
+    assert skipped_stages(session.repro_again) == list(STAGE_NAMES[1:])
+
+
+def test_new_lr_reruns_train_evaluate_generate_but_not_tokenize(session: Session) -> None:
+    assert skipped_stages(session.exp_lr) == ["tokenize"]
+    assert ran_stages(session.exp_lr) == ["source", "train", "evaluate", "generate", "export"]
+    assert session.token_files_mtime_after_exp == session.token_files_mtime  # token files untouched
+    assert session.token_files_mtime
+    params = yaml.safe_load((session.ws / "params.yaml").read_text())
+    assert params["optimizer"]["lr"] == NEW_LR
+    assert session.exp_lr_metrics["val_loss"] != session.first_metrics["val_loss"]  # it really trained again
+
+
+def test_exp_show_lists_baseline_and_experiment_with_val_loss(session: Session) -> None:
+    rows = {row["rev"]: row for row in session.exp_show}
+    baseline = rows[session.baseline_rev]
+    assert baseline["data"]["metrics"]["out/metrics.json"]["data"]["val_loss"] == session.first_metrics["val_loss"]
+    assert baseline["data"]["params"]["params.yaml"]["data"]["optimizer"]["lr"] == PARAMS["optimizer"]["lr"]
+
+    experiments = [rev for exp in baseline["experiments"] or [] for rev in exp["revs"]]
+    assert len(experiments) == 1
+    experiment = experiments[0]["data"]
+    assert experiment["params"]["params.yaml"]["data"]["optimizer"]["lr"] == NEW_LR
+    assert experiment["metrics"]["out/metrics.json"]["data"]["val_loss"] == session.exp_lr_metrics["val_loss"]
+
+
+def test_new_temperature_reruns_only_generate(session: Session) -> None:
+    assert skipped_stages(session.exp_temperature) == ["tokenize", "train", "evaluate", "export"]
+    assert ran_stages(session.exp_temperature) == ["source", "generate"]
+    assert session.samples_after_temperature != session.samples_before_temperature
+
+
+def test_plots_show_has_train_and_val_loss_curves(session: Session) -> None:
+    t, eval_every = PARAMS["training"], PARAMS["eval"]["eval_every"]
+    train_steps, val_steps = list(range(1, t["max_steps"] + 1)), list(range(eval_every, t["max_steps"] + 1, eval_every))
+    interval_steps = list(range(t["log_every"], t["max_steps"] + 1, t["log_every"]))  # evaluations are among them
+    (plot,) = session.plots["data"]["loss_by_step"]  # dvclive's series: one field, "loss", in two files
+    assert plot["content"]["encoding"]["x"]["field"] == "step"
+    steps: dict[str, list[int]] = {}
+    for point in plot["content"]["data"]["values"]:
+        steps.setdefault(point["filename"], []).append(int(point["step"]))
+        assert float(point["loss"]) > 0
+    # dvclive has a row per log interval, the CSV (below) one per step; DVC drops the shared folders
+    assert steps == {"train/loss.tsv": interval_steps, "val/loss.tsv": val_steps}
+    (plot,) = session.plots["data"]["loss_by_tokens"]
+    assert plot["content"]["encoding"]["x"]["field"] == "tokens"
+    steps = {}
+    for point in plot["content"]["data"]["values"]:
+        steps.setdefault(point["filename::field"], []).append(int(point["step"]))
+        assert float(point["dvc_inferred_y_value"]) > 0  # a loss
+    assert steps == {"train.csv::train_loss": train_steps, "val.csv::val_loss": val_steps}
+
+
+def test_bad_params_stop_dvc_repro_before_any_work(tmp_path: Path) -> None:
+    env = dvc_env(tmp_path)
+    ws = make_workspace(tmp_path, PARAMS, env)
+    bad = yaml.safe_load((ws / "params.yaml").read_text())
+    # source reads neither section, but every stage validates the whole file first
+    bad["optimizer"]["lrr"] = bad["optimizer"].pop("lr")
+    bad["model"]["n_layer"] = "four"
+    (ws / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+
+    result = run(["dvc", "repro"], ws, env, expect_ok=False)
+    text = output(result)
+    assert "params.yaml: optimizer.lrr: unknown key; did you mean 'lr'?" in text
+    assert "params.yaml: optimizer.lr: required key is missing" in text
+    assert re.search(r"params\.yaml: model\.n_layer: .*'four'", text)
+    assert ran_stages(result) == ["source"]  # the first stage stops at once
+    assert files_under(ws / "data") == []
+    assert files_under(ws / "out") == [ws / "out" / "logs" / "source.log"]  # the errors, and nothing else
+    assert "optimizer.lrr: unknown key" in (ws / "out" / "logs" / "source.log").read_text()
+    assert not (ws / "dvc.lock").exists()

@@ -1,0 +1,25 @@
+"""The default experiment reaches nanoGPT's published CPU quality (val loss <= 1.88) in 2000 steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import REPO
+
+from pipeline.schema import load
+from stages import evaluate, tokenize, train
+
+
+@pytest.mark.slow
+def test_shakespeare_char_cpu_shape_reaches_nanogpt_val_loss(tmp_path: Path, shakespeare: Path) -> None:
+    params = load(REPO / "params" / "tinyshakespeare_char.yaml", ["--data.source", str(shakespeare)])
+    assert (params.model.n_layer, params.model.n_head, params.model.n_embd) == (4, 4, 128)
+    assert (params.model.context_length, params.training.global_batch_size, params.training.max_steps) == (64, 12, 2000)
+    tokenize.run(params, data_root=tmp_path / "data")
+    summary = train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
+    metrics = evaluate.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
+    print(
+        f"val_loss {metrics['val_loss']:.4f} after {summary['seconds']:.0f} s at {summary['tokens_per_s']:,.0f} tok/s"
+    )
+    assert metrics["val_loss"] <= 1.88

@@ -1,0 +1,390 @@
+"""The README is a test: every shell command in README.md's code blocks, and every example command line in a
+stage module's docstring (``stages/*.py``), runs here in a copy of the repository with a tiny ``params.yaml``.
+
+The commands are read from the files at test time, so a new one is picked up, and each must match exactly one
+rule of ``RULES``: run as written, or shrunk (a rewrite that adds overrides or points a path into the test's
+folder), or skipped with the reason (a cluster of several nodes, a GPU, the network). A command with no rule
+fails ``test_every_command_has_exactly_one_rule``. Commands that need only Slurm run on CI's cluster.
+
+The commands of a file run in its order in one workspace, which starts with the tiny pipeline already run by
+``dvc repro`` and committed, so a stage run by hand finds what the stages before it wrote.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from helpers import REPO, TINY_TEXT, copy_worktree, dvc_env, require_slurm, tiny_params, write_params
+
+from pipeline.stages import STAGES
+
+TIMEOUT_S = 600
+# The tiny corpus with the characters of the README's prompts ("ROMEO:"), which a char vocabulary must hold.
+README_CORPUS = TINY_TEXT + "ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 10
+SHELL_FENCE = re.compile(r"^\s*```(?:bash|sh|shell)\s*$")
+DOCSTRING_COMMAND = re.compile(r"^(python -m |torchrun |srun )")
+# A short pytest run of one quick test file: `make test` itself, without the suite running inside itself.
+INNER_PYTEST = "PYTEST_ARGS='-q -p no:cacheprovider tests/unit/config/test_loader.py'"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command line of a document, continuation lines joined and the trailing comment dropped."""
+
+    source: str  # "README.md:57"
+    text: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How the commands matching ``pattern`` (a full-match regex) run here, or why they cannot."""
+
+    pattern: str
+    skip: str = ""  # the reason it cannot run here: a cluster, a GPU or the network
+    rewrite: tuple[tuple[str, str], ...] = ()  # (old, new) text replacements; {tmp} is the test's folder
+    setup: str = ""  # shell run in the workspace before the command
+    after: str = ""  # shell run after it, undoing what later commands must not see
+    expect: str = ""  # text the command's output must contain
+    slurm: bool = False  # needs a Slurm cluster (CI's): skipped without one
+    fresh: bool = False  # runs in a workspace of its own where nothing was built yet
+
+
+SWEEP = (("sweeps/lr_width.yaml", "sweeps/readme.yaml"),)
+WAIT_FOR_QUEUE = "while dvc queue status | grep -qE 'Queued|Running'; do sleep 5; done"
+SLURM_QUICK = "--slurm-init-seconds-before-status-checks 5 --latency-wait 10"
+TINY_SWEEP = "printf 'base: ../params.yaml\\ngrid:\\n  optimizer.lr: [0.001, 0.002]\\n' > sweeps/readme.yaml"
+# A HellaSwag file of one example in the tiny corpus's characters stands in for the official one (a download)
+TINY_HELLASWAG = (
+    """printf '%s\\n' '{"ctx": "ROMEO:", "endings": ["But soft", "All:", "Speak", "hear"], "label": 0}' """
+    "> hellaswag.jsonl"
+)
+
+RULES = (
+    # Quick start and set-up. `.venv` in the workspace is this test's venv (see venv_shim), already installed.
+    Rule(r"make run", setup="rm -rf data out dvc.lock", expect="val_loss"),
+    Rule(r"make test", rewrite=(("make test", f"make test {INNER_PYTEST}"),), expect="passed"),
+    Rule(r"make test-fast", rewrite=(("make test-fast", f"make test-fast {INNER_PYTEST}"),), expect="passed"),
+    Rule(r"make setup TORCH_SPEC=\S+ TORCH_INDEX=https://\S+", skip="needs the network (a PyTorch wheel index)"),
+    Rule(r"python -m venv \.venv && .*pip install .*", skip="needs the network (PyTorch and the project from PyPI)"),
+    # DVC
+    Rule(r"dvc repro", expect="didn't change, skipping"),  # the source stage always runs (always_changed)
+    Rule(r"dvc exp run -S optimizer\.lr=\S+", expect="Ran experiment"),
+    Rule(r"dvc exp run --queue -S '\S+'", expect="Queued experiment"),
+    Rule(r"dvc exp run --run-all", expect="Ran experiment"),
+    Rule(r"dvc exp show", expect="val_loss"),
+    Rule(r"dvc metrics show", expect="val_loss"),
+    Rule(r"dvc plots show", expect="dvc_plots"),
+    Rule(r"python -m pipeline\.params use \w+", expect="wrote params.yaml", after="git checkout -- params.yaml"),
+    Rule(r"python -m pipeline\.params check", expect="ok"),
+    Rule(r"python -m pipeline\.params schema \S+\.json", after="test -s params.schema.json"),
+    # Snakemake
+    Rule(r"snakemake -j 2"),
+    Rule(r"snakemake -j 2 --config data_root=/scratch/\S+ out_dir=/scratch/\S+", rewrite=(("/scratch", "{tmp}"),)),
+    Rule(
+        r"snakemake -j 2 --config params=params/my_experiment\.yaml",
+        setup="cp params.yaml params/my_experiment.yaml",
+        after="rm params/my_experiment.yaml",
+    ),
+    Rule(
+        r"snakemake --executor slurm -j 8 --workflow-profile profiles/slurm",
+        rewrite=(("profiles/slurm", "profiles/slurm --slurm-init-seconds-before-status-checks 5 --latency-wait 10"),),
+        slurm=True,
+        fresh=True,
+    ),
+    # Sweeps: a two-point sweep of the tiny params.yaml stands in for the example's 9 points of 300 steps
+    Rule(r"python -m pipeline\.sweep list sweeps/lr_width\.yaml", rewrite=SWEEP, setup=TINY_SWEEP, expect="2 points"),
+    Rule(
+        r"snakemake -j 4 --config sweep=sweeps/lr_width\.yaml", rewrite=SWEEP, setup=TINY_SWEEP, expect="sweep report"
+    ),
+    Rule(
+        r"snakemake --executor slurm -j 8 --workflow-profile profiles/slurm --config sweep=sweeps/lr_width\.yaml",
+        rewrite=(*SWEEP, ("profiles/slurm", f"profiles/slurm {SLURM_QUICK}")),
+        setup=TINY_SWEEP,
+        slurm=True,
+        fresh=True,
+    ),
+    Rule(r"python -m pipeline\.sweep report sweeps/lr_width\.yaml", rewrite=SWEEP, setup=TINY_SWEEP, expect="wrote"),
+    Rule(
+        r"python -m pipeline\.sweep queue sweeps/lr_width\.yaml && dvc queue start -j 4",
+        # its workers outlive it and would hold the output pipe: their output goes to a file; then wait for them
+        rewrite=(*SWEEP, ("-j 4", f"-j 2 > queue.log 2>&1 && {WAIT_FOR_QUEUE}")),
+        setup=TINY_SWEEP,
+        expect="queued 2 of 2",
+    ),
+    # One stage by hand, and the stages' docstrings
+    Rule(r"python -m stages\.(source|tokenize|train|evaluate|export) params\.yaml"),
+    Rule(
+        r"python -m stages\.train params\.yaml --optimizer\.lr \S+ --training\.max_steps \d+",
+        rewrite=(("--training.max_steps 500", "--training.max_steps 30"),),  # 500 tiny steps take 2 min on 2 cores
+        expect="done:",
+    ),
+    Rule(r'python -m stages\.generate params\.yaml --generate\.prompt "ROMEO:" --generate\.seed 7'),
+    Rule(r"python -m stages\.train --help", expect="Train stage"),
+    Rule(r"python -m stages\.(generate|export) params\.yaml --(generate|export)\.checkpoint best"),
+    Rule(
+        r"python -m pipeline\.params import-nanugpt \S+/tinyshakespeare\.yaml -o params/my_run\.yaml",
+        rewrite=(("../nanuGPT/configs", "tests/assets/nanugpt"),),  # our own config in nanuGPT's format
+        after="python -m pipeline.params check params/my_run.yaml && rm params/my_run.yaml",
+    ),
+    Rule(r"torchrun --standalone --nproc-per-node=2 -m stages\.train params\.yaml", expect="done:"),
+    # 4 processes of a 4-sequence micro-batch would exceed the tiny global batch of 8: 2 sequences each
+    Rule(
+        r"torchrun --standalone --nproc-per-node=4 -m stages\.train params\.yaml",
+        rewrite=(("params.yaml", "params.yaml --training.device_batch_size 2"),),
+        expect="done:",
+    ),
+    Rule(r"srun torchrun --nnodes=\$SLURM_NNODES .*", skip="needs a Slurm allocation of several nodes (CI has one)"),
+    # Benchmarks
+    Rule(
+        r"python -m stages\.evaluate params\.yaml --eval\.tasks '\[hellaswag\]'",
+        rewrite=(
+            ("'[hellaswag]'", "'[hellaswag]' --eval.hellaswag_path hellaswag.jsonl --eval.hellaswag_sha256 null"),
+        ),
+        setup=TINY_HELLASWAG,
+        expect="hellaswag_acc",
+    ),
+    Rule(
+        r"dvc exp run -S 'eval\.tasks=\[hellaswag\]'",
+        rewrite=(("]'", "]' -S eval.hellaswag_path=hellaswag.jsonl -S eval.hellaswag_sha256=null"),),
+        setup=TINY_HELLASWAG,
+        after="git checkout -- params.yaml",
+        expect="Ran experiment",
+    ),
+    Rule(r"pip install -e '\.\[eval\]'", skip="needs the network (lm-eval from PyPI; make setup installs it)"),
+    Rule(r"lm_eval --model hf .* --tasks hellaswag .*", skip="needs the network (the task's dataset from the hub)"),
+    Rule(r"torchrun --standalone --nproc-per-node=2 -m stages\.evaluate params\.yaml", expect="val_loss"),
+    # Development
+    Rule(r"python -m bench\.train_throughput --pairs \d+", rewrite=(("--pairs 10", "--pairs 1 --steps 5"),)),
+)
+
+
+def strip_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment`` (a ``#`` after whitespace, outside quotes)."""
+    quote = ""
+    for i, char in enumerate(line):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def joined_lines(lines: list[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """Logical command lines: ``\\`` continuations joined, comments dropped, blank lines left out."""
+    start, parts = 0, []
+    for number, raw in lines:
+        line = raw.strip()
+        if not parts:
+            start = number
+        if line.endswith("\\"):
+            parts.append(line[:-1].strip())
+            continue
+        parts.append(strip_comment(line))
+        command = " ".join(p for p in parts if p)
+        parts = []
+        if command:
+            yield start, command
+
+
+def markdown_commands(text: str, name: str) -> list[Command]:
+    """Every command of the shell code blocks (```bash, ```sh, ```shell) of a Markdown text."""
+    blocks: list[list[tuple[int, str]]] = []
+    inside = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if not inside and SHELL_FENCE.match(line):
+            inside = True
+            blocks.append([])
+        elif inside and line.strip().startswith("```"):
+            inside = False
+        elif inside:
+            blocks[-1].append((number, line))
+    return [Command(f"{name}:{n}", c) for block in blocks for n, c in joined_lines(block)]
+
+
+def synopsis_to_command(line: str) -> str:
+    """A docstring synopsis as a command: ``[x ...]`` placeholders dropped, other ``[optional]`` parts kept."""
+    line = re.sub(r"\s*\[[^\]]*\.\.\.\]", "", line)
+    return re.sub(r"\[([^\]]*)\]", r"\1", line)
+
+
+def docstring_commands(path: Path) -> list[Command]:
+    """Every example command line (``python -m``, ``torchrun``, ``srun``) in a module's docstring."""
+    doc = ast.get_docstring(ast.parse(path.read_text()), clean=False) or ""
+    lines = doc.splitlines()
+    found: list[tuple[int, str]] = []
+    i = 0
+    while i < len(lines):
+        if DOCSTRING_COMMAND.match(lines[i].strip()):
+            block = [(i + 1, lines[i])]
+            while lines[i].rstrip().endswith("\\") and i + 1 < len(lines):
+                i += 1
+                block.append((i + 1, lines[i]))
+            found += [(n, synopsis_to_command(c)) for n, c in joined_lines(block)]
+        i += 1
+    relative = path.relative_to(REPO)
+    return [Command(f"{relative}:docstring:{n}", c) for n, c in found]
+
+
+def readme_commands() -> list[Command]:
+    return markdown_commands((REPO / "README.md").read_text(), "README.md")
+
+
+def stage_commands() -> list[Command]:
+    """The stages' docstring commands, in pipeline order (source first, export last)."""
+    return [c for name in STAGES for c in docstring_commands(REPO / "stages" / f"{name}.py")]
+
+
+def rules_for(command: Command) -> list[Rule]:
+    return [rule for rule in RULES if re.fullmatch(rule.pattern, command.text)]
+
+
+def rule_for(command: Command) -> Rule:
+    """The one rule of ``command``; LookupError naming the command when none or several match."""
+    matching = rules_for(command)
+    if len(matching) != 1:
+        found = "no rule" if not matching else f"{len(matching)} rules ({', '.join(r.pattern for r in matching)})"
+        raise LookupError(
+            f"{command.source}: {command.text!r} has {found}: add one to RULES in tests/e2e/test_readme.py"
+        )
+    return matching[0]
+
+
+def test_every_command_has_exactly_one_rule() -> None:
+    commands = readme_commands() + stage_commands()
+    problems = []
+    for command in commands:
+        try:
+            rule_for(command)
+        except LookupError as exc:
+            problems.append(str(exc))
+    assert not problems, "\n".join(problems)
+
+
+def test_every_rule_is_used() -> None:
+    texts = [c.text for c in readme_commands() + stage_commands()]
+    unused = [rule.pattern for rule in RULES if not any(re.fullmatch(rule.pattern, t) for t in texts)]
+    assert not unused, f"rules that match no command (remove them): {unused}"
+
+
+def test_a_new_command_without_a_rule_is_caught() -> None:
+    text = "intro\n\n```bash\ndvc repro   # known\nfrobnicate --all \\\n    --now   # new\n```\n\n```\nnot shell\n```\n"
+    commands = markdown_commands(text, "X.md")
+    assert [(c.source, c.text) for c in commands] == [("X.md:4", "dvc repro"), ("X.md:5", "frobnicate --all --now")]
+    assert rule_for(commands[0]).expect == "didn't change, skipping"
+    with pytest.raises(LookupError, match="X.md:5: 'frobnicate --all --now' has no rule"):
+        rule_for(commands[1])
+
+
+def test_docstring_synopses_become_commands() -> None:
+    assert synopsis_to_command("python -m stages.evaluate [params.yaml] [--section.key value ...]") == (
+        "python -m stages.evaluate params.yaml"
+    )
+    assert synopsis_to_command('python -m stages.generate [params.yaml] [--generate.prompt "ROMEO:"]') == (
+        'python -m stages.generate params.yaml --generate.prompt "ROMEO:"'
+    )
+    texts = [c.text for c in stage_commands()]
+    assert texts[:3] == [
+        "python -m stages.source params.yaml",
+        "python -m stages.tokenize params.yaml",
+        "python -m stages.train params.yaml",
+    ]
+
+
+def venv_shim(ws: Path) -> None:
+    """``ws/.venv``: this test's venv seen through links, marked installed, so ``make`` in the workspace uses it
+    and installs nothing (the real venv and its editable install are never touched)."""
+    shim, real = ws / ".venv", Path(sys.prefix)
+    shim.mkdir()
+    shutil.copy(real / "pyvenv.cfg", shim / "pyvenv.cfg")
+    for name in ("bin", "lib", "lib64", "include"):
+        if (real / name).exists():
+            (shim / name).symlink_to(real / name)
+    (shim / ".installed").touch()  # newer than the copied pyproject.toml: make's set-up is done
+
+
+def shell(command: str, ws: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", command], cwd=ws, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+    )
+
+
+def checked(command: str, ws: Path, env: dict[str, str]) -> str:
+    """Run a shell command in ``ws``; fail the test with its output unless it exits 0."""
+    result = shell(command, ws, env)
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        pytest.fail(f"`{command}` exited with {result.returncode} in {ws}\n{output[-6000:]}")
+    return output
+
+
+def make_workspace(root: Path, run_pipeline: bool) -> tuple[Path, dict[str, str]]:
+    """A committed git + DVC workspace at ``root/ws``: the tracked files, a tiny explicit ``params.yaml`` on a
+    corpus inside it, this venv as ``.venv``; with ``run_pipeline`` the tiny pipeline has run and is committed."""
+    env = dvc_env(root)
+    ws = copy_worktree(root / "ws")
+    env["PYTHONPATH"] = str(ws)
+    (ws / "corpus.txt").write_text(README_CORPUS, encoding="utf-8")
+    preset = write_params(root / "tiny.yaml", tiny_params("corpus.txt"))
+    venv_shim(ws)
+    checked(f"python -m pipeline.params use {preset}", ws, env)
+    checked("git init -q && git add -A && git commit -q -m 'tiny workspace'", ws, env)
+    if run_pipeline:
+        checked("dvc repro && git add -A && git commit -q -m 'first run'", ws, env)
+    return ws, env
+
+
+@pytest.fixture(scope="module")
+def workspace_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, dict[str, str]]]:
+    """The workspace of a document ("README.md" or "stages"), built on first use and shared by its commands."""
+    built: dict[str, tuple[Path, dict[str, str]]] = {}
+
+    def workspace(document: str) -> tuple[Path, dict[str, str]]:
+        if document not in built:
+            built[document] = make_workspace(tmp_path_factory.mktemp(document.split(".")[0]), run_pipeline=True)
+        return built[document]
+
+    return workspace
+
+
+def params_of(commands: list[Command]) -> list[object]:
+    """pytest params for ``test_command``: ids are the commands, marks from the rules (slow; skip)."""
+    params = []
+    for command in commands:
+        try:
+            rule = rule_for(command)
+        except LookupError:
+            continue  # test_every_command_has_exactly_one_rule fails for it
+        marks = [pytest.mark.slow]
+        if rule.skip:
+            marks.append(pytest.mark.skip(reason=rule.skip))
+        params.append(pytest.param(command, rule, id=f"{command.source} {command.text}", marks=marks))
+    return params
+
+
+@pytest.mark.parametrize(("command", "rule"), params_of(readme_commands() + stage_commands()))
+def test_command(
+    command: Command, rule: Rule, workspace_of: Callable[[str], tuple[Path, dict[str, str]]], tmp_path: Path
+) -> None:
+    if rule.slurm:
+        require_slurm()
+    document = command.source.split("/")[0].split(":")[0]  # "README.md" or "stages"
+    ws, env = make_workspace(tmp_path, run_pipeline=False) if rule.fresh else workspace_of(document)
+    text = command.text
+    for old, new in rule.rewrite:
+        text = text.replace(old, new.format(tmp=tmp_path))
+    if rule.setup:
+        checked(rule.setup, ws, env)
+    output = checked(text, ws, env)
+    if rule.after:
+        checked(rule.after, ws, env)
+    assert rule.expect in output, f"`{text}` ran but printed no {rule.expect!r}:\n{output[-4000:]}"

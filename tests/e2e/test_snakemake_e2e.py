@@ -1,0 +1,192 @@
+"""End-to-end: the pipeline under the real ``snakemake`` binary, with data and runs outside the workspace.
+
+A module fixture copies the repository's files into a temporary workspace,
+writes a tiny params file, and runs ``snakemake -j 2 --config data_root=...
+out_dir=...`` (absolute paths in another folder) four times: from scratch,
+again with nothing changed, after an ``optimizer.lr`` edit, and after a
+``generate.temperature`` edit. Each test asserts on one run's recorded result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import TINY_TEXT, copy_worktree, job_reasons, tiny_params, write_params
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 300
+NEW_LR = 0.001
+NEW_TEMPERATURE = 0.5
+RULES = ("source", "tokenize", "train", "evaluate", "generate", "export")
+
+
+@dataclass
+class Run:
+    """One snakemake invocation: its output and the reason it gave for each job, by rule."""
+
+    output: str
+    reasons: dict[str, str]
+
+
+@dataclass
+class Session:
+    """The workspace, where the runs wrote, each run, and the artifacts they left."""
+
+    ws: Path
+    token_dir: Path
+    out_dir: Path
+    first: Run
+    again: Run
+    new_lr: Run
+    new_temperature: Run
+    first_metrics: dict[str, Any]
+    new_lr_metrics: dict[str, Any]
+    token_files_mtime: dict[Path, int]
+    token_files_mtime_after_lr: dict[Path, int]
+    samples_before_temperature: str
+    samples_after_temperature: str
+
+
+def mtimes(folder: Path) -> dict[Path, int]:
+    """Modification time (ns) of every file below ``folder``."""
+    return {p: p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def set_param(params_file: Path, section: str, key: str, value: Any) -> None:
+    """Edit one key of a params file, as a user would."""
+    params = yaml.safe_load(params_file.read_text())
+    params[section][key] = value
+    write_params(params_file, params)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    """Run snakemake from scratch, again, after an lr edit and after a temperature edit, recording each run."""
+    tmp = tmp_path_factory.mktemp("snakemake")
+    ws, store = tmp / "ws", tmp / "store"
+    data_root, out_dir = store / "data", store / "runs" / "exp1"
+    copy_worktree(ws)
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    params_file = write_params(ws / "params.yaml", tiny_params(corpus))
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    command = ["snakemake", "-j", "2", "--config", f"data_root={data_root}", f"out_dir={out_dir}"]
+
+    def snakemake() -> Run:
+        result = subprocess.run(
+            command, cwd=ws, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+        )
+        text = result.stdout + result.stderr
+        if result.returncode != 0:
+            pytest.fail(f"snakemake exited with {result.returncode}\n{text}")
+        return Run(text, job_reasons(text))
+
+    tokens = data_root / "tiny" / "char"
+    first = snakemake()
+    first_metrics = json.loads((out_dir / "metrics.json").read_text())
+    again = snakemake()
+    token_files_mtime = mtimes(tokens)
+
+    set_param(params_file, "optimizer", "lr", NEW_LR)
+    new_lr = snakemake()
+    new_lr_metrics = json.loads((out_dir / "metrics.json").read_text())
+    token_files_mtime_after_lr = mtimes(tokens)
+
+    samples_before = (out_dir / "samples.txt").read_text()
+    set_param(params_file, "generate", "temperature", NEW_TEMPERATURE)
+    new_temperature = snakemake()
+    samples_after = (out_dir / "samples.txt").read_text()
+    return Session(
+        ws,
+        tokens,
+        out_dir,
+        first,
+        again,
+        new_lr,
+        new_temperature,
+        first_metrics,
+        new_lr_metrics,
+        token_files_mtime,
+        token_files_mtime_after_lr,
+        samples_before,
+        samples_after,
+    )
+
+
+def test_first_run_builds_everything_outside_the_workspace(session: Session) -> None:
+    assert sorted(session.first.reasons) == sorted(RULES)
+    for name in ("train.bin", "val.bin", "meta.json"):
+        assert (session.token_dir / name).stat().st_size > 0
+    assert (session.out_dir / "checkpoints" / "last.pt").is_file()
+    assert session.first_metrics["val_loss"] > 0
+    assert session.first_metrics["val_ppl"] > 1
+    assert (session.out_dir / "samples.txt").read_text().startswith("First")  # tiny_params' prompt
+    for csv in ("train.csv", "val.csv"):
+        assert (session.out_dir / "plots" / csv).stat().st_size > 0
+    assert not (session.ws / "data").exists()
+    assert not (session.ws / "out").exists()
+
+
+def test_every_rule_writes_its_log(session: Session) -> None:
+    for rule in RULES:
+        log = session.out_dir / "logs" / f"{rule}.log"
+        assert log.stat().st_size > 0, f"{log} is empty"
+
+
+def test_second_run_has_nothing_to_do(session: Session) -> None:
+    assert session.again.reasons == {}
+    assert "Nothing to be done" in session.again.output
+
+
+def test_new_lr_reruns_train_evaluate_generate_but_not_tokenize(session: Session) -> None:
+    assert sorted(session.new_lr.reasons) == ["evaluate", "export", "generate", "train"]
+    assert session.new_lr.reasons["train"].startswith("Params have changed since last execution")
+    assert f"'lr': {NEW_LR}" in session.new_lr.reasons["train"]
+    assert session.token_files_mtime_after_lr == session.token_files_mtime  # token files untouched
+    assert session.token_files_mtime
+    assert session.new_lr_metrics["val_loss"] != session.first_metrics["val_loss"]  # it really trained again
+
+
+def test_new_temperature_reruns_only_generate(session: Session) -> None:
+    assert list(session.new_temperature.reasons) == ["generate"]
+    assert session.new_temperature.reasons["generate"].startswith("Params have changed since last execution")
+    assert session.samples_after_temperature != session.samples_before_temperature
+
+
+def test_forced_train_rerun_keeps_and_resumes_its_checkpoints(session: Session) -> None:
+    """Snakemake deletes a rule's outputs before running it: the step checkpoints must survive that."""
+    data_root = session.token_dir.parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        [
+            "snakemake",
+            "-j",
+            "1",
+            "--forcerun",
+            "train",
+            "--config",
+            f"data_root={data_root}",
+            f"out_dir={session.out_dir}",
+        ],
+        cwd=session.ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (session.out_dir / "logs" / "train.log").read_text()
+    assert "resumed from step 20" in log, log

@@ -1,0 +1,83 @@
+"""End-to-end: a sweep's points as named DVC experiments (``python -m pipeline.sweep queue``), run by the real
+``dvc queue start`` and listed by ``dvc exp show --json`` with their params and val loss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import dvc_env, make_workspace, run, tiny_params
+
+pytestmark = pytest.mark.slow
+
+QUEUE_TIMEOUT_S = 900
+SWEEP = {
+    "base": "../params.yaml",
+    "grid": {"optimizer.lr": [0.001, 0.002]},
+    "points": [{"name": "wide", "model.n_embd": 64}],
+}
+EXPECTED = {
+    "lr=0.001": (0.001, 32),
+    "lr=0.002": (0.002, 32),
+    "wide": (0.003, 64),
+}  # lr, n_embd (tiny_params: 0.003, 32)
+
+
+def wait_for_queue(ws: Path, env: dict[str, str]) -> str:
+    """Poll ``dvc queue status`` until nothing is queued or running; return its last output."""
+    deadline = time.monotonic() + QUEUE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], ws, env).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        time.sleep(5)
+    pytest.fail(f"the DVC queue did not finish in {QUEUE_TIMEOUT_S} s:\n{status}")
+
+
+def experiments(shown: list[dict]) -> dict[str, dict]:
+    """``{experiment name: its data}`` from ``dvc exp show --json``."""
+    return {
+        exp["name"]: rev["data"]
+        for row in shown
+        for exp in row.get("experiments") or []
+        for rev in exp["revs"]
+        if exp.get("name")
+    }
+
+
+def test_sweep_points_run_as_named_dvc_experiments(tmp_path: Path) -> None:
+    env = dvc_env(tmp_path)
+    ws = make_workspace(tmp_path, tiny_params("corpus.txt"), env)
+    (ws / "sweeps").mkdir(exist_ok=True)
+    (ws / "sweeps" / "queued.yaml").write_text(yaml.safe_dump(SWEEP))
+    run(["git", "add", "sweeps/queued.yaml"], ws, env)
+    run(["git", "commit", "-q", "-m", "a sweep"], ws, env)
+
+    queued = run([sys.executable, "-m", "pipeline.sweep", "queue", "sweeps/queued.yaml"], ws, env).stdout
+    assert "dvc exp run --queue -n lr=0.001 -S optimizer.lr=0.001" in queued, queued
+    assert "dvc exp run --queue -n wide -S model.n_embd=64" in queued, queued
+    # The workers it starts outlive it and keep its output open: a pipe would hold this test until they end.
+    with open(tmp_path / "queue-start.log", "w") as log:
+        started = subprocess.run(
+            ["dvc", "queue", "start", "-j", "2"], cwd=ws, env=env, stdout=log, stderr=log, timeout=120
+        )
+    assert started.returncode == 0, (tmp_path / "queue-start.log").read_text()
+    status = wait_for_queue(ws, env)
+    if status.count("Success") != 3:
+        logs = [run(["dvc", "queue", "logs", name], ws, env, expect_ok=False).stdout[-3000:] for name in EXPECTED]
+        pytest.fail(status + "\n".join(logs))
+
+    shown = experiments(json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout))
+    assert sorted(shown) == sorted(EXPECTED), shown.keys()
+    for name, (lr, n_embd) in EXPECTED.items():
+        params = shown[name]["params"]["params.yaml"]["data"]
+        assert (params["optimizer"]["lr"], params["model"]["n_embd"]) == (lr, n_embd), name
+        assert shown[name]["metrics"]["out/metrics.json"]["data"]["val_loss"] > 0, name
+
+    again = run([sys.executable, "-m", "pipeline.sweep", "queue", "sweeps/queued.yaml"], ws, env).stdout
+    assert again.count("already an experiment; skipped") == 3, again

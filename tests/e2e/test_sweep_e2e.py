@@ -1,0 +1,165 @@
+"""End-to-end: a sweep under the real ``snakemake``: one tokenize job, a job per point and stage, partial reruns,
+a failing point isolated and reported, and the plan of a 100-point grid.
+
+A module fixture copies the repository into a temporary workspace with a tiny params file and a sweep of
+three points: two from the grid (``optimizer.lr``), a named explicit one, and a fourth point that fails in
+train (``training.resume`` names a missing checkpoint). It runs ``snakemake -j 2 --config sweep=...`` once,
+then asks dry runs (``-n``) what an added value and an edited point would run.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import TINY_TEXT, copy_worktree, tiny_params, write_params
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 600
+GRID = {"optimizer.lr": [0.001, 0.003]}
+NAMED = {"name": "edit", "optimizer.lr": 0.002}
+FAILING = {"name": "broken", "training.resume": "/nonexistent/last.pt"}
+POINTS = ["lr=0.001", "lr=0.003", "edit", "broken"]
+
+
+@dataclass
+class Workspace:
+    """A workspace with a sweep file, and how to run snakemake there."""
+
+    ws: Path
+    sweep: Path
+    env: dict[str, str]
+
+    def snakemake(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["snakemake", *args, "--config", f"sweep={self.sweep.relative_to(self.ws)}"],
+            cwd=self.ws,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
+
+    def write_sweep(self, grid: dict[str, list[Any]], points: list[dict[str, Any]]) -> None:
+        self.sweep.parent.mkdir(exist_ok=True)
+        self.sweep.write_text(yaml.safe_dump({"base": "../params.yaml", "grid": grid, "points": points}))
+
+    def plan(self) -> tuple[dict[str, int], str]:
+        """The job counts of a dry run, by rule, and its output."""
+        result = self.snakemake("-n")
+        text = result.stdout + result.stderr
+        assert result.returncode == 0, text
+        return job_counts(text), text
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """``{rule: count}`` from the ``Job stats:`` table of snakemake's output (``total`` included)."""
+    counts: dict[str, int] = {}
+    _, _, table = text.partition("Job stats:")
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def workspace(tmp: Path) -> Workspace:
+    ws = copy_worktree(tmp / "ws")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    write_params(ws / "params.yaml", tiny_params(corpus))
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return Workspace(ws, ws / "sweeps" / "tiny.yaml", env)
+
+
+@dataclass
+class Session:
+    space: Workspace
+    first_plan: dict[str, int]
+    first: subprocess.CompletedProcess
+    summary: list[dict[str, str]]
+    report: str
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    space = workspace(tmp_path_factory.mktemp("sweep"))
+    space.write_sweep(GRID, [NAMED, FAILING])
+    first_plan, _ = space.plan()
+    first = space.snakemake("-j", "2")
+    folder = space.ws / "out" / "sweeps" / "tiny"
+    with open(folder / "summary.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    return Session(space, first_plan, first, summary, (folder / "report.html").read_text())
+
+
+def test_one_tokenize_job_and_one_job_per_point_and_stage(session: Session) -> None:
+    assert session.first_plan == {
+        "sweep_tokenize": 1,
+        "sweep_train": 4,
+        "sweep_evaluate": 4,
+        "sweep_generate": 4,
+        "all": 1,
+        "total": 14,
+    }
+
+
+def test_a_failing_point_does_not_stop_the_others_and_is_reported(session: Session) -> None:
+    output = session.first.stdout + session.first.stderr
+    assert session.first.returncode != 0, output  # the failure is not hidden
+    status = {row["point"]: row["status"] for row in session.summary}
+    assert status == {"lr=0.001": "done", "lr=0.003": "done", "edit": "done", "broken": "failed (train)"}, output
+    folder = session.space.ws / "out" / "sweeps" / "tiny"
+    for name in POINTS[:3]:
+        for artifact in ("checkpoints/last.pt", "metrics.json", "samples.txt", "plots/val.csv"):
+            assert (folder / name / artifact).stat().st_size > 0, (name, artifact)
+    assert "/nonexistent/last.pt" in (folder / "broken" / "logs" / "train.log").read_text()
+    assert 'class="failed"' in session.report and "failed (train)" in session.report
+    best = min(session.summary[:3], key=lambda row: float(row["val_loss"]))
+    assert [row["point"] for row in session.summary if row["best"] == "1"] == [best["point"]]
+    assert not (session.space.ws / "out" / "checkpoints").exists()  # the single-run rules did not run
+
+
+def test_adding_a_value_runs_only_the_new_point(session: Session) -> None:
+    space = session.space
+    space.write_sweep({"optimizer.lr": [0.001, 0.003, 0.01]}, [NAMED])  # the broken point is gone, lr=0.01 is new
+    counts, text = space.plan()
+    assert counts == {"sweep_train": 1, "sweep_evaluate": 1, "sweep_generate": 1, "all": 1, "total": 4}, text
+    assert "wildcards: point=lr=0.01" in text and "point=lr=0.001" not in text
+
+
+def test_editing_a_named_point_reruns_only_that_point(session: Session) -> None:
+    space = session.space
+    space.write_sweep(GRID, [{**NAMED, "optimizer.lr": 0.004}])
+    counts, text = space.plan()
+    assert counts == {"sweep_train": 1, "sweep_evaluate": 1, "sweep_generate": 1, "all": 1, "total": 4}, text
+    assert "wildcards: point=edit" in text and "Params have changed since last execution" in text
+
+
+def test_hundred_point_grid_plans_in_seconds(tmp_path: Path) -> None:
+    space = workspace(tmp_path)
+    space.write_sweep(
+        {
+            "optimizer.lr": [0.001 * (i + 1) for i in range(10)],
+            "model.n_embd": [16, 32, 48, 64, 80, 96, 112, 128, 144, 160],
+        },
+        [],
+    )
+    started = time.monotonic()
+    counts, text = space.plan()
+    seconds = time.monotonic() - started
+    print(f"snakemake -n of a 100-point sweep: {seconds:.1f} s, {counts['total']} jobs")
+    assert counts["sweep_tokenize"] == 1 and counts["sweep_train"] == 100 and counts["total"] == 302, text

@@ -1,0 +1,72 @@
+"""End-to-end on the real Slurm cluster (CI's, ``.ci/slurm-up``): a sweep under ``snakemake --executor slurm``, each
+point's train a Slurm job with that point's ``launch`` resources, two of them seen running at once by ``squeue``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import TINY_TEXT, copy_worktree, require_slurm, tiny_params, write_params
+from slurm_jobs import snakemake_on_slurm
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 900
+# Long enough (a few seconds of training) that two train jobs overlap in time.
+TRAINING = {"max_steps": 400, "log_every": 50, "checkpoint_every": 200}
+SWEEP = {"base": "../params.yaml", "grid": {"optimizer.lr": [0.001, 0.002]}, "points": []}
+
+
+def running_train_jobs() -> set[str]:
+    """Ids of the running Slurm jobs of the sweep's train rule (the plugin puts the rule in the job's comment)."""
+    listed = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True)
+    return {line.split()[0] for line in listed.stdout.splitlines() if "rule_sweep_train" in line}
+
+
+def test_sweep_points_train_as_concurrent_slurm_jobs(tmp_path: Path) -> None:
+    require_slurm()
+    ws = copy_worktree(tmp_path / "ws")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TINY_TEXT * 5, encoding="utf-8")
+    launch = {"cpus_per_node": 1, "mem_mb": 1000, "runtime_min": 10}
+    write_params(ws / "params.yaml", tiny_params(corpus, training=TRAINING, launch=launch))
+    (ws / "sweeps").mkdir(exist_ok=True)
+    (ws / "sweeps" / "cluster.yaml").write_text(yaml.safe_dump(SWEEP))
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR") and not k.startswith("SLURM_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+
+    seen: list[set[str]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(running_train_jobs())
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        result = subprocess.run(
+            [*snakemake_on_slurm(jobs=4), "--config", "sweep=sweeps/cluster.yaml"],
+            cwd=ws,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
+    finally:
+        done.set()
+        watcher.join()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert max(len(jobs) for jobs in seen) == 2, f"never two train jobs at once: {seen}\n{output}"
+    assert output.count("has been submitted with SLURM jobid") == 1 + 2 * 3, output  # tokenize + 2 x 3
+    summary = (ws / "out" / "sweeps" / "cluster" / "summary.csv").read_text()
+    assert summary.count(",done,") == 2, summary

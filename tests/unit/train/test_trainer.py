@@ -1,0 +1,185 @@
+"""The train loop on tiny data: loss falls, checkpoints round-trip, resume is exact, errors are clear."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import killed_after, tiny_params, write_params
+
+from nanugpt.checkpoint.store import CheckpointError, load_checkpoint
+from nanugpt.config.params import load_params
+from nanugpt.data.tokenized import DataError
+from nanugpt.distributed.process_group import DistInfo
+from nanugpt.errors import TrainingError
+from nanugpt.metrics.train_metrics import WARMUP_STEPS
+from nanugpt.train.build import train_share
+from stages import tokenize, train
+
+
+def prepare(tmp_path: Path, corpus: Path, **sections) -> tuple:
+    params = load_params(write_params(tmp_path / "params.yaml", tiny_params(corpus, **sections)))
+    tokenize.run(params, data_root=tmp_path / "data")
+    return params, tmp_path / "data"
+
+
+def train_losses(out_dir: Path) -> dict[int, float]:
+    with open(out_dir / "plots" / "train.csv") as f:
+        return {int(row["step"]): float(row["train_loss"]) for row in csv.DictReader(f)}
+
+
+def test_loss_falls_and_outputs_written(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus, training={"max_steps": 60})
+    summary = train.run(params, data_root=data, out_dir=tmp_path / "out")
+    losses = train_losses(tmp_path / "out")
+    assert sorted(losses) == list(range(1, 61))
+    assert losses[60] < losses[1] - 1.0, (losses[1], losses[60])
+    assert summary["val_loss"] is not None and summary["step"] == 60
+    assert summary["steady_tokens_per_s"] > 0 and summary["tokens_per_s"] > 0
+    assert (tmp_path / "out" / "run_info.json").exists()
+    kept = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
+    assert kept == ["best.pt", "last.json", "last.pt"] + [
+        f"step-{s:07d}.pt" for s in (20, 30, 40, 50, 60)
+    ]  # keep_last 5
+    assert json.loads((tmp_path / "out" / "checkpoints" / "last.json").read_text()) == {"step": 60, "last": "last.pt"}
+
+
+def test_run_within_the_warmup_has_no_steady_throughput(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus, training={"max_steps": WARMUP_STEPS})
+    summary = train.run(params, data_root=data, out_dir=tmp_path / "out")
+    assert summary["steady_tokens_per_s"] is None and summary["tokens_per_s"] > 0
+
+
+def test_checkpoint_holds_plain_values_and_round_trips(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus)
+    train.run(params, data_root=data, out_dir=tmp_path / "out")
+    state = load_checkpoint(tmp_path / "out" / "checkpoints" / "last.pt")  # weights_only=True
+    assert state["step"] == 20 and state["tokens_seen"] == 20 * 8 * 16
+    assert set(state) >= {"model", "optimizer", "scheduler", "scaler", "rng", "data", "params"}
+    model = params.model.build(state["vocab_size"])
+    model.load_state_dict(state["model"])
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in state["model"])
+
+
+def test_resume_reproduces_the_uninterrupted_losses(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus, model={"dropout": 0.1})
+    train.run(params, data_root=data, out_dir=tmp_path / "full")
+    resumed = killed_after(tmp_path / "full", 10, tmp_path / "resumed")
+    train.run(params, data_root=data, out_dir=resumed)
+    assert train_losses(resumed) == train_losses(tmp_path / "full")  # bitwise, float32 on CPU
+
+
+def test_truncated_checkpoint_falls_back_to_previous(tmp_path: Path, corpus: Path, capsys) -> None:
+    params, data = prepare(tmp_path, corpus)
+    out = tmp_path / "out"
+    train.run(params, data_root=data, out_dir=out)
+    last = out / "checkpoints" / "last.pt"
+    with open(last, "r+b") as f:
+        f.truncate(last.stat().st_size // 2)  # also truncates step-20, its hard link
+    with pytest.raises(CheckpointError, match="unreadable, truncated or corrupt"):
+        load_checkpoint(last)
+    summary = train.run(params, data_root=data, out_dir=out)
+    assert "resumed from step 10" in capsys.readouterr().out
+    assert summary["step"] == 20
+
+
+def test_resume_auto_ignores_checkpoint_of_other_params(tmp_path: Path, corpus: Path, capsys) -> None:
+    params, data = prepare(tmp_path, corpus)
+    train.run(params, data_root=data, out_dir=tmp_path / "out")
+    for override in (["--optimizer.lr", "1e-3"], ["--training.max_steps", "30"]):
+        other = load_params(tmp_path / "params.yaml", override)
+        train.run(other, data_root=data, out_dir=tmp_path / "out")
+        printed = capsys.readouterr().out
+        assert "trained with different params; starting from step 0" in printed
+        assert "set aside the earlier run's checkpoints, plots, dvclive, run_info.json, train_summary.json" in printed
+        assert not (tmp_path / "out" / ".previous-run").exists()  # deleted once this run saved a checkpoint
+    assert train.run(other, data_root=data, out_dir=tmp_path / "out")["step"] == 30  # resumed at the end: no work
+
+
+def test_checkpoint_of_another_shape_is_refused(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus)
+    train.run(params, data_root=data, out_dir=tmp_path / "out")
+    wider = load_params(
+        tmp_path / "params.yaml",
+        ["--model.n_embd", "64", "--training.resume", str(tmp_path / "out" / "checkpoints" / "last.pt")],
+    )
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        train.run(wider, data_root=data, out_dir=tmp_path / "out2")
+
+
+def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+
+
+def test_tokens_of_another_tokenizer_are_refused(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus)
+    (data / "tiny" / "char").rename(data / "tiny" / "byte")
+    byte = load_params(tmp_path / "params.yaml", ["--tokenizer.module", "byte"])
+    with pytest.raises(DataError, match="re-run the tokenize stage"):
+        train.run(byte, data_root=data, out_dir=tmp_path / "out")
+
+
+def test_global_batch_not_divisible_by_world(tmp_path: Path, corpus: Path) -> None:
+    params = load_params(
+        write_params(
+            tmp_path / "params.yaml", tiny_params(corpus, training={"device_batch_size": 4, "global_batch_size": 4})
+        )
+    )
+    assert train_share(params, DistInfo(0, 0, 1, torch.device("cpu"))).micro_steps == 1
+    with pytest.raises(TrainingError, match=r"multiple of training.device_batch_size x world size \(4 x 2 = 8\)"):
+        train_share(params, DistInfo(0, 0, 2, torch.device("cpu")))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_exactly(tmp_path: Path, corpus: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import REPO
+
+    params, data = prepare(tmp_path, corpus, training={"max_steps": 1500, "log_every": 10, "checkpoint_every": 0})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_ROOT": str(data), "OUT_DIR": str(tmp_path / "out")}
+    command = [sys.executable, "-m", "stages.train", str(tmp_path / "params.yaml")]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    csv_path = tmp_path / "out" / "plots" / "train.csv"
+    while time.monotonic() < deadline and (not csv_path.exists() or len(csv_path.read_text().splitlines()) < 30):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    stopped = load_checkpoint(tmp_path / "out" / "checkpoints" / "last.pt")["step"]
+    assert 0 < stopped < 1500 and f"saved a checkpoint at step {stopped} and stopped" in output
+
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and f"resumed from step {stopped}" in rerun.stdout
+    train.run(params, data_root=data, out_dir=tmp_path / "uninterrupted")
+    assert train_losses(tmp_path / "out") == train_losses(tmp_path / "uninterrupted")
+
+
+def test_lr_range_test_run_reports_a_suggested_lr(tmp_path: Path, corpus: Path) -> None:
+    import json
+
+    tree = tiny_params(corpus, training={"max_steps": 40, "checkpoint_every": 0}, eval={"eval_every": 0})
+    tree["scheduler"] = {"module": "lr_range_test", "min_lr": 1e-5, "max_lr": 10.0}
+    params = load_params(write_params(tmp_path / "params.yaml", tree))
+    tokenize.run(params, data_root=tmp_path / "data")
+    train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "train_summary.json").read_text())["schedule"]
+    assert 1e-6 <= report["suggested_lr"] <= 1.0
+    with open(tmp_path / "out" / "plots" / "train.csv") as f:
+        lrs = [float(row["lr"]) for row in csv.DictReader(f)]
+    assert lrs[0] == pytest.approx(1e-5) and all(b > a for a, b in zip(lrs, lrs[1:]))  # the sweep: loss vs lr
