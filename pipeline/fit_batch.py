@@ -23,7 +23,7 @@ import torch
 from nanugpt.config.schema import Params
 from nanugpt.distributed.device import pick_device
 from nanugpt.distributed.process_group import DistInfo
-from nanugpt.train.build import build_run
+from nanugpt.train.build import RunParts, build_run
 from nanugpt.train.step import TrainStep
 from pipeline import paths
 from pipeline.cli import parse_argv, run_command
@@ -67,9 +67,9 @@ def counted_memory(run: Callable[[], None], model: torch.nn.Module, optimizer: t
     return weights + state + saved
 
 
-def probe(params: Params, batch: int, info: DistInfo, budget: int | None) -> Probe:
-    """Run one optimizer step with micro-batch ``batch``; say whether it fits."""
-    parts = build_run(with_batch(params, batch, batch), paths.tokenized_dir(params), info, lambda line: None)
+def built_step(params: Params, info: DistInfo) -> tuple[RunParts, TrainStep]:
+    """The parts of a run of ``params`` on its token files, and its optimizer step."""
+    parts = build_run(params, paths.tokenized_dir(params), info, lambda line: None)
     step = TrainStep(
         parts,
         parts.model,
@@ -78,6 +78,12 @@ def probe(params: Params, batch: int, info: DistInfo, budget: int | None) -> Pro
         dtype=params.general.dtype,
         grad_clip=params.training.grad_clip,
     )
+    return parts, step
+
+
+def probe(params: Params, batch: int, info: DistInfo, budget: int | None) -> Probe:
+    """Run one optimizer step with micro-batch ``batch``; say whether it fits."""
+    parts, step = built_step(with_batch(params, batch, batch), info)
     if budget is not None:
         memory = counted_memory(lambda: step(0), parts.model, parts.optimizer)
         return Probe(batch, memory <= budget, memory)
@@ -113,15 +119,7 @@ def tokens_per_second(params: Params, batch: int, info: DistInfo, steps: int) ->
     """The global batch (params', rounded to a multiple of ``batch``) and its tokens/s over ``steps`` steps."""
     global_batch = max(batch, round(params.training.global_batch_size / batch) * batch)
     timed = with_batch(params, batch, global_batch)
-    parts = build_run(timed, paths.tokenized_dir(params), info, lambda line: None)
-    step = TrainStep(
-        parts,
-        parts.model,
-        info,
-        peak_lr=params.optimizer.lr,
-        dtype=params.general.dtype,
-        grad_clip=params.training.grad_clip,
-    )
+    parts, step = built_step(timed, info)
     step(0)  # warm-up: allocations, kernel choice
     if info.device.type == "cuda":
         torch.cuda.synchronize(info.device)
