@@ -22,6 +22,8 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +86,10 @@ def theirs(hf: Any, prompt: list[int], mode: str, batch: int, new_tokens: int) -
     return out[:, len(prompt) :].tolist()
 
 
-def timed(fn: Any, *args: Any) -> tuple[float, list]:
+def timed(generate: Callable[[], list]) -> tuple[float, list]:
+    """Seconds that ``generate()`` took, and what it returned."""
     start = time.perf_counter()
-    out = fn(*args)
+    out = generate()
     return time.perf_counter() - start, out
 
 
@@ -125,9 +128,10 @@ def main() -> None:
             seconds, outputs = {}, {}
             for who in order:
                 if who == "ours":
-                    seconds[who], outputs[who] = timed(ours, model, prompt, mode, batch, args.new_tokens, vocab)
+                    run = partial(ours, model, prompt, mode=mode, batch=batch, new_tokens=args.new_tokens, vocab=vocab)
+                    seconds[who], outputs[who] = timed(run)
                 else:
-                    seconds[who], outputs[who] = timed(theirs, hf, prompt, mode, batch, args.new_tokens)
+                    seconds[who], outputs[who] = timed(partial(theirs, hf, prompt, mode, batch, args.new_tokens))
             if mode == "greedy":
                 identical &= outputs["ours"] == outputs["theirs"]
             new = batch * args.new_tokens
