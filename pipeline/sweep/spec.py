@@ -203,7 +203,7 @@ def expand(path: str | Path) -> Sweep:
     if failures:
         raise SweepError(_problem_lines(path, failures, len(found)))
     keys = tuple(dict.fromkeys(key for point in points for key in point.values))
-    sweep = Sweep(name, path, base, keys, tuple(points), spec.export)
+    sweep = Sweep(name=name, path=path, base=base, keys=keys, points=tuple(points), export=spec.export)
     data_groups(sweep)  # a token folder shared by points with different data params is refused now
     return sweep
 

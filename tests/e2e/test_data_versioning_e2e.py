@@ -99,16 +99,16 @@ def dvc_session(tmp_path_factory: pytest.TempPathFactory) -> DvcSession:
     edited_again = run(["dvc", "repro", "evaluate"], ws, env)
     after_edit_again = fingerprint(ws, data_dir, out_dir)
     return DvcSession(
-        ws,
-        first,
-        first_metrics,
-        edited,
-        after_edit,
-        restored,
-        repro_restored,
-        edited_again,
-        after_edit_again,
-        exp_show,
+        ws=ws,
+        first=first,
+        first_metrics=first_metrics,
+        edited=edited,
+        after_edit=after_edit,
+        restored=restored,
+        repro_restored=repro_restored,
+        edited_again=edited_again,
+        after_edit_again=after_edit_again,
+        exp_show=exp_show,
     )
 
 
@@ -175,7 +175,14 @@ def snakemake_session(tmp_path_factory: pytest.TempPathFactory) -> SnakemakeSess
     edited, _ = snakemake()
     after_edit = fingerprint(ws, data_dir, out_dir)
     again, again_output = snakemake()
-    return SnakemakeSession(first, edited, again, again_output, after_edit, before_edit)
+    return SnakemakeSession(
+        first=first,
+        edited=edited,
+        again=again,
+        again_output=again_output,
+        after_edit=after_edit,
+        before_edit=before_edit,
+    )
 
 
 def test_snakemake_editing_one_corpus_line_reruns_tokenize_train_and_what_follows(

@@ -90,20 +90,20 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
 
     plots = json.loads(run(["dvc", "plots", "show", "--json"], ws, env).stdout)
     return Session(
-        ws,
-        repro,
-        first_metrics,
-        baseline_rev,
-        repro_again,
-        token_files_mtime,
-        exp_lr,
-        exp_lr_metrics,
-        token_files_mtime_after_exp,
-        exp_show,
-        samples_before,
-        exp_temperature,
-        samples_after,
-        plots,
+        ws=ws,
+        repro=repro,
+        first_metrics=first_metrics,
+        baseline_rev=baseline_rev,
+        repro_again=repro_again,
+        token_files_mtime=token_files_mtime,
+        exp_lr=exp_lr,
+        exp_lr_metrics=exp_lr_metrics,
+        token_files_mtime_after_exp=token_files_mtime_after_exp,
+        exp_show=exp_show,
+        samples_before_temperature=samples_before,
+        exp_temperature=exp_temperature,
+        samples_after_temperature=samples_after,
+        plots=plots,
     )
 
 

@@ -108,19 +108,19 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     new_temperature = snakemake()
     samples_after = (out_dir / "samples.txt").read_text()
     return Session(
-        ws,
-        tokens,
-        out_dir,
-        first,
-        again,
-        new_lr,
-        new_temperature,
-        first_metrics,
-        new_lr_metrics,
-        token_files_mtime,
-        token_files_mtime_after_lr,
-        samples_before,
-        samples_after,
+        ws=ws,
+        token_dir=tokens,
+        out_dir=out_dir,
+        first=first,
+        again=again,
+        new_lr=new_lr,
+        new_temperature=new_temperature,
+        first_metrics=first_metrics,
+        new_lr_metrics=new_lr_metrics,
+        token_files_mtime=token_files_mtime,
+        token_files_mtime_after_lr=token_files_mtime_after_lr,
+        samples_before_temperature=samples_before,
+        samples_after_temperature=samples_after,
     )
 
 
