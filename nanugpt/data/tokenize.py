@@ -30,13 +30,13 @@ from typing import Any, BinaryIO
 import numpy as np
 from tqdm import tqdm
 
-from nanugpt.config import registry
 from nanugpt.config.protocols import Tokenizer
 from nanugpt.config.schema import TokenizerOptions
 from nanugpt.config.token_meta import TokenMeta, tokenizer_fields, write_meta
 from nanugpt.data.sources import Documents
 from nanugpt.data.tokenizers.byte import ByteTokenizer
 from nanugpt.data.tokenizers.char import CharTokenizer
+from nanugpt.data.tokenizers.from_meta import tokenizer_from_options
 from nanugpt.errors import UserError
 from nanugpt.files.atomic import atomic_path
 
@@ -157,7 +157,7 @@ _worker_tokenizer: Tokenizer | None = None
 
 def _init_worker(options: dict[str, Any], vocab: list[str] | None) -> None:
     global _worker_tokenizer
-    _worker_tokenizer = registry.resolve("tokenizer", options["module"]).model_validate(options).build(vocab=vocab)
+    _worker_tokenizer = tokenizer_from_options(options, vocab)
 
 
 Payload = bytes | list[str]  # a chunk of a file (b"" marks a file boundary), or whole documents

@@ -5,5 +5,5 @@
 - ``tiktoken``: OpenAI's BPE encodings (GPT-2's works offline).
 - ``hf``: a Hugging Face ``tokenizers`` tokenizer.
 - ``grokking`` / ``arithmetic``: the algorithmic tasks' symbols.
-- ``from_meta``: the tokenizer that wrote a ``meta.json``, rebuilt.
+- ``from_meta``: a tokenizer rebuilt from saved options: a ``meta.json``'s, or a tokenize worker's.
 """
