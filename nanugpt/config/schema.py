@@ -331,7 +331,7 @@ class Params(Section):
         return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()
 
 
-COMPONENT_SECTIONS = ("data", "tokenizer", "model", "optimizer", "scheduler", "loss", "scaler")
+COMPONENT_SECTIONS = tuple(KIND_BASES)  # the sections whose `module:` names a component
 
 
 def cross_check(params: Params) -> list[tuple[str, str]]:
