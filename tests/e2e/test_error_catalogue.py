@@ -1,24 +1,30 @@
-"""The error catalogue: bad inputs as a new user types them, each run as a real command.
+"""The error catalogue: bad inputs as a new user types them, each run through the command's own entry point.
 
-Every case runs ``python -m <module> ...`` in its own copy of one tiny workspace
-(a corpus, its token files and a 4-step run with metrics and samples) and
-asserts the exit code (2 for params, 1 for other user errors), a phrase of the
-message, no traceback on stdout or stderr, and that the files the case names
-(by default every file that existed) are unchanged. The commands run concurrently; the workspace is built
-once per module. Marked slow: about 95 interpreter starts that import torch
-(some 3 CPU-minutes).
+Every case runs a command (``python -m <module> ...``) in its own copy of one tiny
+workspace (a corpus, its token files and a 4-step run with metrics and samples)
+and asserts the exit code (2 for params, 1 for other user errors), a phrase of
+the message, no traceback on stdout or stderr, and that the files the case names
+(by default every file that existed) are unchanged.
+
+Most cases call the module's ``main(argv)`` in this process, in the case's folder
+and with its environment: all that ``python -m`` does but start Python. A case
+marked ``subprocess=True`` runs the real command in a fresh interpreter, where the
+process boundary is what is tested: the exit status that ``sys.exit(main())``
+gives the shell, and a user's module found through the command's ``PYTHONPATH``.
+The workspace is built once per module.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,10 +33,16 @@ import pytest
 import yaml
 from helpers import REPO, TINY_TEXT, lock_folder, tiny_params, unlock_folder, write_params
 
+import pipeline.params
+import stages.evaluate
+import stages.generate
+import stages.tokenize
+import stages.train
+
 ALL = ("**/*",)  # every file of the workspace
 RUNS = ("data/**/*", "out/checkpoints/*", "out/plots/*", "out/metrics.json", "out/samples.txt")
 TIMEOUT_S = 180
-WORKERS = max(1, min(4, os.cpu_count() or 1))
+RUN_ENV = ("DATA_ROOT", "OUT_DIR", "NANUGPT_RUN_TIME")  # the caller's, which a case must not inherit
 CORPUS = TINY_TEXT + "ROMEO:\nWhat light through yonder window breaks?\n\n" * 20
 TOKEN_DIR = Path("data/tiny/char")
 
@@ -49,6 +61,7 @@ class Case:
     setup: Callable[[Path], None] | None = None
     before: tuple[tuple[str, ...], ...] = ()  # commands run first (their outcome is not checked)
     env: dict[str, str] = field(default_factory=dict)
+    subprocess: bool = False  # run as a fresh interpreter, not through main() in this process
 
 
 @dataclass
@@ -160,6 +173,13 @@ TRAIN, EVALUATE, GENERATE, TOKENIZE, CHECK = (
     "pipeline.params",
 )
 P = "params.yaml"
+MAINS: dict[str, Callable[[list[str]], int]] = {
+    TRAIN: stages.train.main,
+    EVALUATE: stages.evaluate.main,
+    GENERATE: stages.generate.main,
+    TOKENIZE: stages.tokenize.main,
+    CHECK: pipeline.params.main,
+}
 
 
 def case(name: str, argv: tuple[str, ...], code: int, phrase: str, **kwargs: object) -> object:
@@ -173,6 +193,7 @@ CASES = [
         (TRAIN, P, "--optimizer.lr", "inf"),
         2,
         "command line --optimizer.lr: optimizer.lr: input should be a finite number, got 'inf'",
+        subprocess=True,
     ),
     case(
         "train-lr-1e30-diverges-keeps-previous-run",
@@ -328,6 +349,7 @@ CASES = [
         "model.module: importing 'mypkg.broken' raised RuntimeError: broken on purpose",
         setup=user_module("raise RuntimeError('broken on purpose')\n"),
         env={"PYTHONPATH": "."},
+        subprocess=True,
     ),
     case(
         "check-component-syntax-error",
@@ -336,6 +358,7 @@ CASES = [
         "importing 'mypkg.broken' raised SyntaxError",
         setup=user_module("def (:\n"),
         env={"PYTHONPATH": "."},
+        subprocess=True,
     ),
     case(
         "train-base-class-as-module",
@@ -622,6 +645,7 @@ CASES = [
         1,
         "last.pt: no such checkpoint",
         setup=lambda ws: shutil.rmtree(ws / "out"),
+        subprocess=True,
     ),
     case(
         "train-before-tokenize",
@@ -661,11 +685,30 @@ def snapshot(ws: Path, globs: tuple[str, ...]) -> dict[str, str]:
     return {str(p.relative_to(ws)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
 
 
-def command(ws: Path, argv: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR", "NANUGPT_RUN_TIME")}
+def in_process(ws: Path, argv: tuple[str, ...], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Outcome:
+    """``python -m <module> <args>``'s work, done by the module's ``main`` in this process, in ``ws``."""
+    module, *args = argv
+    with monkeypatch.context() as patch:
+        patch.chdir(ws)
+        for name in (*RUN_ENV, *env):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            try:
+                code = MAINS[module](args)
+            except SystemExit as exc:  # what an escaped exception becomes (after its traceback, on stderr)
+                code = exc.code if isinstance(exc.code, int) else 1
+    return Outcome(code, stdout.getvalue(), stderr.getvalue(), [])
+
+
+def in_subprocess(ws: Path, argv: tuple[str, ...], env: dict[str, str]) -> Outcome:
+    """``python -m <module> <args>`` as a fresh interpreter in ``ws``."""
+    environment = {k: v for k, v in os.environ.items() if k not in RUN_ENV}
     environment.update(env)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", *argv],
         cwd=ws,
         env=environment,
@@ -674,22 +717,28 @@ def command(ws: Path, argv: tuple[str, ...], env: dict[str, str]) -> subprocess.
         timeout=TIMEOUT_S,
         check=False,
     )
+    return Outcome(result.returncode, result.stdout, result.stderr, [])
 
 
-def run_case(item: Case, workspace: Path, folder: Path) -> Outcome:
-    ws = folder / item.name
-    shutil.copytree(workspace, ws, symlinks=True)
+def run_case(item: Case, ws: Path, monkeypatch: pytest.MonkeyPatch) -> Outcome:
+    """Set the case up in ``ws`` (a copy of the workspace), run its command, and list the files it changed."""
+
+    def command(argv: tuple[str, ...]) -> Outcome:
+        if item.subprocess:
+            return in_subprocess(ws, argv, item.env)
+        return in_process(ws, argv, item.env, monkeypatch)
+
     try:
         if item.setup:
             item.setup(ws)
         for argv in item.before:
-            command(ws, argv, item.env)
+            command(argv)
         before = snapshot(ws, item.unchanged)
         assert before or not item.unchanged, f"{item.name}: no file matches {item.unchanged}"
-        result = command(ws, item.argv, item.env)
+        outcome = command(item.argv)
         after = snapshot(ws, item.unchanged)
-        changed = sorted(name for name in before if after.get(name) != before[name])
-        return Outcome(result.returncode, result.stdout, result.stderr, changed)
+        outcome.changed = sorted(name for name in before if after.get(name) != before[name])
+        return outcome
     finally:
         for path in [ws, *ws.rglob("*")]:  # read-only setups: let pytest clean up
             if path.is_dir() and not path.is_symlink() and not path.stat().st_mode & 0o222:
@@ -702,36 +751,18 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = tmp_path_factory.mktemp("catalogue_workspace")
     (ws / "corpus.txt").write_text(CORPUS)
     write_params(ws / P, base_params())
-    for module in (TOKENIZE, TRAIN, EVALUATE, GENERATE):
-        result = command(ws, (module, P), {})
-        assert result.returncode == 0, result.stdout + result.stderr
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for module in (TOKENIZE, TRAIN, EVALUATE, GENERATE):
+            outcome = in_process(ws, (module, P), {}, monkeypatch)
+            assert outcome.code == 0, outcome.stdout + outcome.stderr
     return ws
 
 
-@pytest.fixture(scope="module")
-def outcomes(
-    request: pytest.FixtureRequest, workspace: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Future[Outcome]]]:
-    """The selected cases, started at once on a pool of workers; each test waits for its own."""
-    folder = tmp_path_factory.mktemp("catalogue_cases")
-    selected = [
-        item.callspec.params["item"]
-        for item in request.session.items
-        if item.module is request.module and hasattr(item, "callspec")
-    ]
-    skipped = {
-        item.callspec.id
-        for item in request.session.items
-        if item.module is request.module and hasattr(item, "callspec") and item.get_closest_marker("skip")
-    }
-    pool = ThreadPoolExecutor(max_workers=WORKERS)
-    yield {one.name: pool.submit(run_case, one, workspace, folder) for one in selected if one.name not in skipped}
-    pool.shutdown(cancel_futures=True)  # after -x, the cases not yet started are dropped
-
-
 @pytest.mark.parametrize("item", CASES)
-def test_error_catalogue(item: Case, outcomes: dict[str, Future[Outcome]]) -> None:
-    outcome = outcomes[item.name].result()
+def test_error_catalogue(item: Case, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws, symlinks=True)
+    outcome = run_case(item, ws, monkeypatch)
     output = outcome.stdout + outcome.stderr
     assert "Traceback" not in output, output
     assert outcome.code == item.code, f"exit {outcome.code}, expected {item.code}: {output}"
@@ -742,3 +773,8 @@ def test_error_catalogue(item: Case, outcomes: dict[str, Future[Outcome]]) -> No
 def test_catalogue_names_are_unique() -> None:
     names = [param.values[0].name for param in CASES]
     assert len(names) == len(set(names)) and len(names) >= 60
+
+
+def test_real_commands_cover_both_exit_codes() -> None:
+    codes = {param.values[0].code for param in CASES if param.values[0].subprocess}
+    assert {1, 2} <= codes
