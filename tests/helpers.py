@@ -116,6 +116,11 @@ def dvc_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+# Under pytest-xdist (`make test`), the tests that use the Slurm cluster run one after another on one worker:
+# its two nodes hold one test's jobs at a time, and a job waiting for a node would run into a test's deadline.
+SLURM = pytest.mark.xdist_group("slurm")
+
+
 def require_slurm() -> None:
     """Skip the calling test unless a Slurm cluster with an idle node answers here (CI starts one)."""
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:

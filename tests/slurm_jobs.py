@@ -18,25 +18,25 @@ SNAKEMAKE_TIMEOUT_S = 600
 COMMAND_TIMEOUT_S = 60
 
 
-def snakemake_on_slurm(jobs: int = 2) -> list[str]:
-    """snakemake under Slurm as the tests run it: squeue for job states (no accounting here), short status
-    intervals, up to ``jobs`` Slurm jobs at once."""
-    return [
-        "snakemake",
-        "--workflow-profile",
-        "profiles/slurm",
-        "--executor",
-        "slurm",
-        "-j",
-        str(jobs),
-        "--slurm-status-command",
-        "squeue",
-        "--slurm-init-seconds-before-status-checks",
-        "5",
-        "--slurm-keep-successful-logs",
-        "--latency-wait",
-        "10",
-    ]
+# The README's commands that run the pipeline, and a sweep, on Slurm. The e2e tests run them as written (with
+# SLURM_QUICK after them); test_readme.py matches the README's lines against these, so each runs once.
+README_PIPELINE_ON_SLURM = "snakemake --executor slurm -j 8 --workflow-profile profiles/slurm"
+README_SWEEP_ON_SLURM = f"{README_PIPELINE_ON_SLURM} --config sweep=sweeps/lr_width.yaml"
+# Job states from squeue (no accounting here), short status intervals, the logs of jobs that succeeded kept.
+SLURM_QUICK = (
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "5",
+    "--slurm-keep-successful-logs",
+    "--latency-wait",
+    "10",
+)
+
+
+def snakemake_on_slurm(command: str = README_PIPELINE_ON_SLURM) -> list[str]:
+    """A README command line of snakemake under Slurm, as the tests run it (``SLURM_QUICK`` added)."""
+    return [*command.split(), *SLURM_QUICK]
 
 
 SNAKEMAKE_SLURM = snakemake_on_slurm()
@@ -63,11 +63,6 @@ def job_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR") and not k.startswith("SLURM_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
-
-
-def files_under(root: Path, *folders: str) -> list[str]:
-    """Paths of every file below ``root/<folder>``, relative to ``root``."""
-    return sorted(str(p.relative_to(root)) for folder in folders for p in (root / folder).rglob("*") if p.is_file())
 
 
 def workspace(tmp: Path, name: str, corpus_text: str = TINY_TEXT, **sections: dict[str, Any]) -> Path:

@@ -4,7 +4,8 @@ stage module's docstring (``stages/*.py``), runs here in a copy of the repositor
 The commands are read from the files at test time, so a new one is picked up, and each must match exactly one
 rule of ``RULES``: run as written, or shrunk (a rewrite that adds overrides or points a path into the test's
 folder), or skipped with the reason (a cluster of several nodes, a GPU, the network). A command with no rule
-fails ``test_every_command_has_exactly_one_rule``. Commands that need only Slurm run on CI's cluster.
+fails ``test_every_command_has_exactly_one_rule``. The commands that run on Slurm are run, as written, by the
+Slurm e2e tests (which assert more on them): their rules match only that exact text.
 
 The commands of a file run in its order in one workspace, which starts with the tiny pipeline already run by
 ``dvc repro`` and committed, so a stage run by hand finds what the stages before it wrote.
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY_TEXT, copy_worktree, dvc_env, require_slurm, tiny_params, write_params
+from helpers import REPO, TINY_TEXT, copy_worktree, dvc_env, tiny_params, write_params
+from slurm_jobs import README_PIPELINE_ON_SLURM, README_SWEEP_ON_SLURM
 
 from pipeline.stages import STAGES
 
@@ -53,13 +55,14 @@ class Rule:
     setup: str = ""  # shell run in the workspace before the command
     after: str = ""  # shell run after it, undoing what later commands must not see
     expect: str = ""  # text the command's output must contain
-    slurm: bool = False  # needs a Slurm cluster (CI's): skipped without one
-    fresh: bool = False  # runs in a workspace of its own where nothing was built yet
 
 
 SWEEP = (("sweeps/lr_width.yaml", "sweeps/readme.yaml"),)
+# The README's Slurm commands run once, in the e2e tests that assert on what they did (the rules below match only
+# the exact text those tests run, so a README edit fails test_every_command_has_exactly_one_rule until they agree).
+SLURM_PIPELINE_TEST = "tests/e2e/test_slurm_e2e.py::test_pipeline_under_snakemake_slurm_executor"
+SLURM_SWEEP_TEST = "tests/e2e/test_sweep_slurm_e2e.py::test_sweep_points_train_as_concurrent_slurm_jobs"
 WAIT_FOR_QUEUE = "while dvc queue status | grep -qE 'Queued|Running'; do sleep 5; done"
-SLURM_QUICK = "--slurm-init-seconds-before-status-checks 5 --latency-wait 10"
 TINY_SWEEP = "printf 'base: ../params.yaml\\ngrid:\\n  optimizer.lr: [0.001, 0.002]\\n' > sweeps/readme.yaml"
 # A HellaSwag file of one example in the tiny corpus's characters stands in for the official one (a download)
 TINY_HELLASWAG = (
@@ -93,24 +96,13 @@ RULES = (
         setup="cp params.yaml params/my_experiment.yaml",
         after="rm params/my_experiment.yaml",
     ),
-    Rule(
-        r"snakemake --executor slurm -j 8 --workflow-profile profiles/slurm",
-        rewrite=(("profiles/slurm", "profiles/slurm --slurm-init-seconds-before-status-checks 5 --latency-wait 10"),),
-        slurm=True,
-        fresh=True,
-    ),
+    Rule(re.escape(README_PIPELINE_ON_SLURM), skip=f"run as written by {SLURM_PIPELINE_TEST}"),
     # Sweeps: a two-point sweep of the tiny params.yaml stands in for the example's 9 points of 300 steps
     Rule(r"python -m pipeline\.sweep list sweeps/lr_width\.yaml", rewrite=SWEEP, setup=TINY_SWEEP, expect="2 points"),
     Rule(
         r"snakemake -j 4 --config sweep=sweeps/lr_width\.yaml", rewrite=SWEEP, setup=TINY_SWEEP, expect="sweep report"
     ),
-    Rule(
-        r"snakemake --executor slurm -j 8 --workflow-profile profiles/slurm --config sweep=sweeps/lr_width\.yaml",
-        rewrite=(*SWEEP, ("profiles/slurm", f"profiles/slurm {SLURM_QUICK}")),
-        setup=TINY_SWEEP,
-        slurm=True,
-        fresh=True,
-    ),
+    Rule(re.escape(README_SWEEP_ON_SLURM), skip=f"run as written by {SLURM_SWEEP_TEST}"),
     Rule(r"python -m pipeline\.sweep report sweeps/lr_width\.yaml", rewrite=SWEEP, setup=TINY_SWEEP, expect="wrote"),
     Rule(
         r"python -m pipeline\.sweep queue sweeps/lr_width\.yaml && dvc queue start -j 4",
@@ -327,9 +319,9 @@ def checked(command: str, ws: Path, env: dict[str, str]) -> str:
     return output
 
 
-def make_workspace(root: Path, run_pipeline: bool) -> tuple[Path, dict[str, str]]:
+def document_workspace(root: Path) -> tuple[Path, dict[str, str]]:
     """A committed git + DVC workspace at ``root/ws``: the tracked files, a tiny explicit ``params.yaml`` on a
-    corpus inside it, this venv as ``.venv``; with ``run_pipeline`` the tiny pipeline has run and is committed."""
+    corpus inside it, this venv as ``.venv``, and the tiny pipeline run and committed."""
     env = dvc_env(root)
     ws = copy_worktree(root / "ws")
     env["PYTHONPATH"] = str(ws)
@@ -338,8 +330,7 @@ def make_workspace(root: Path, run_pipeline: bool) -> tuple[Path, dict[str, str]
     venv_shim(ws)
     checked(f"python -m pipeline.params use {preset}", ws, env)
     checked("git init -q && git add -A && git commit -q -m 'tiny workspace'", ws, env)
-    if run_pipeline:
-        checked("dvc repro && git add -A && git commit -q -m 'first run'", ws, env)
+    checked("dvc repro && git add -A && git commit -q -m 'first run'", ws, env)
     return ws, env
 
 
@@ -350,10 +341,15 @@ def workspace_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tu
 
     def workspace(document: str) -> tuple[Path, dict[str, str]]:
         if document not in built:
-            built[document] = make_workspace(tmp_path_factory.mktemp(document.split(".")[0]), run_pipeline=True)
+            built[document] = document_workspace(tmp_path_factory.mktemp(document.split(".")[0]))
         return built[document]
 
     return workspace
+
+
+def document_of(command: Command) -> str:
+    """ "README.md" or "stages": the document a command comes from, whose workspace it runs in."""
+    return command.source.split("/")[0].split(":")[0]
 
 
 def params_of(commands: list[Command]) -> list[object]:
@@ -364,7 +360,8 @@ def params_of(commands: list[Command]) -> list[object]:
             rule = rule_for(command)
         except LookupError:
             continue  # test_every_command_has_exactly_one_rule fails for it
-        marks = [pytest.mark.slow]
+        # a document's commands run in order in one workspace: on one pytest-xdist worker
+        marks = [pytest.mark.slow, pytest.mark.xdist_group(f"commands of {document_of(command)}")]
         if rule.skip:
             marks.append(pytest.mark.skip(reason=rule.skip))
         params.append(pytest.param(command, rule, id=f"{command.source} {command.text}", marks=marks))
@@ -375,10 +372,7 @@ def params_of(commands: list[Command]) -> list[object]:
 def test_command(
     command: Command, rule: Rule, workspace_of: Callable[[str], tuple[Path, dict[str, str]]], tmp_path: Path
 ) -> None:
-    if rule.slurm:
-        require_slurm()
-    document = command.source.split("/")[0].split(":")[0]  # "README.md" or "stages"
-    ws, env = make_workspace(tmp_path, run_pipeline=False) if rule.fresh else workspace_of(document)
+    ws, env = workspace_of(document_of(command))
     text = command.text
     for old, new in rule.rewrite:
         text = text.replace(old, new.format(tmp=tmp_path))

@@ -1,5 +1,6 @@
-"""End-to-end on the real Slurm cluster (CI's, ``.ci/slurm-up``): a sweep under ``snakemake --executor slurm``, each
-point's train a Slurm job with that point's ``launch`` resources, two of them seen running at once by ``squeue``."""
+"""End-to-end on the real Slurm cluster (CI's, ``.ci/slurm-up``): the README's sweep under ``snakemake --executor
+slurm`` (a two-point ``sweeps/lr_width.yaml`` of a tiny model), each point's train a Slurm job with that point's
+``launch`` resources, two of them seen running at once by ``squeue``."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import TINY_TEXT, copy_worktree, require_slurm, tiny_params, write_params
-from slurm_jobs import snakemake_on_slurm
+from helpers import SLURM, TINY_TEXT, copy_worktree, require_slurm, tiny_params, write_params
+from slurm_jobs import README_SWEEP_ON_SLURM, snakemake_on_slurm
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, SLURM]
 
 TIMEOUT_S = 900
 # Long enough (a few seconds of training) that two train jobs overlap in time.
@@ -37,7 +38,7 @@ def test_sweep_points_train_as_concurrent_slurm_jobs(tmp_path: Path) -> None:
     launch = {"cpus_per_node": 1, "mem_mb": 1000, "runtime_min": 10}
     write_params(ws / "params.yaml", tiny_params(corpus, training=TRAINING, launch=launch))
     (ws / "sweeps").mkdir(exist_ok=True)
-    (ws / "sweeps" / "cluster.yaml").write_text(yaml.safe_dump(SWEEP))
+    (ws / "sweeps" / "lr_width.yaml").write_text(yaml.safe_dump(SWEEP))  # the README's sweep, made tiny
     env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR") and not k.startswith("SLURM_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
 
@@ -53,7 +54,7 @@ def test_sweep_points_train_as_concurrent_slurm_jobs(tmp_path: Path) -> None:
     watcher.start()
     try:
         result = subprocess.run(
-            [*snakemake_on_slurm(jobs=4), "--config", "sweep=sweeps/cluster.yaml"],
+            snakemake_on_slurm(README_SWEEP_ON_SLURM),
             cwd=ws,
             env=env,
             capture_output=True,
@@ -68,5 +69,5 @@ def test_sweep_points_train_as_concurrent_slurm_jobs(tmp_path: Path) -> None:
     assert result.returncode == 0, output
     assert max(len(jobs) for jobs in seen) == 2, f"never two train jobs at once: {seen}\n{output}"
     assert output.count("has been submitted with SLURM jobid") == 1 + 2 * 3, output  # tokenize + 2 x 3
-    summary = (ws / "out" / "sweeps" / "cluster" / "summary.csv").read_text()
+    summary = (ws / "out" / "sweeps" / "lr_width" / "summary.csv").read_text()
     assert summary.count(",done,") == 2, summary

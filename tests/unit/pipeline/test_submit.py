@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import dvc_env, make_workspace, require_slurm, run, tiny_params
+from helpers import SLURM, dvc_env, make_workspace, require_slurm, run, tiny_params
 
 from nanugpt.config.params import validate_params
 from pipeline.schema import PipelineParams
@@ -57,6 +57,7 @@ def job_state(job_id: str) -> str:
 
 
 @pytest.mark.slow
+@SLURM
 def test_dvc_exp_run_trains_in_a_slurm_job(workspace: tuple[Path, dict[str, str]]) -> None:
     ws, env = workspace
     result = run(["dvc", "exp", "run", "-S", "optimizer.lr=0.001"], ws, env)
@@ -71,6 +72,7 @@ def test_dvc_exp_run_trains_in_a_slurm_job(workspace: tuple[Path, dict[str, str]
 
 
 @pytest.mark.slow
+@SLURM
 def test_a_failing_job_returns_its_exit_code(workspace: tuple[Path, dict[str, str]]) -> None:
     ws, env = workspace
     run([sys.executable, "-m", "stages.tokenize", "params.yaml"], ws, env)
@@ -84,6 +86,7 @@ def test_a_failing_job_returns_its_exit_code(workspace: tuple[Path, dict[str, st
 
 
 @pytest.mark.slow
+@SLURM
 def test_ctrl_c_cancels_the_job(workspace: tuple[Path, dict[str, str]]) -> None:
     ws, env = workspace
     run([sys.executable, "-m", "stages.tokenize", "params.yaml"], ws, env)
