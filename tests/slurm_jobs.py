@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 from helpers import TINY_TEXT, copy_worktree, tiny_params, write_params
 
+from pipeline.schema import load
+from stages import train
+
 SNAKEMAKE_TIMEOUT_S = 600
 COMMAND_TIMEOUT_S = 60
 
@@ -98,6 +101,12 @@ def wait_for(what: str, predicate: Any, timeout_s: float, poll_s: float = 1.0) -
     pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+def require_idle_nodes(count: int) -> None:
+    """Skip the calling test unless ``count`` Slurm nodes are idle (CI starts 2 with ``.ci/slurm-up 2``)."""
+    if idle_nodes() < count:
+        pytest.skip(f"fewer than {count} idle Slurm nodes here; CI starts them with .ci/slurm-up 2")
+
+
 def idle_nodes() -> int:
     """How many Slurm nodes are idle now (0 when Slurm does not answer)."""
     try:
@@ -105,6 +114,12 @@ def idle_nodes() -> int:
     except (OSError, subprocess.TimeoutExpired):
         return 0
     return out.stdout.split().count("idle")
+
+
+def one_process_losses(ws: Path) -> dict[int, float]:
+    """Per-step train losses of one process training the workspace's params on its tokens (``ws/data``)."""
+    train.run(load(ws / "params.yaml"), data_root=ws / "data", out_dir=ws / "one-process")
+    return train_losses(ws / "one-process")
 
 
 def train_losses(out_dir: Path) -> dict[int, float]:
