@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 import yaml
 from helpers import REPO, dvc_env, tiny_params, write_params
 
+import stages.train
 from nanugpt.config.params import load_params
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError, UserError
@@ -155,26 +157,27 @@ def test_tee_prefixes_other_ranks_and_keeps_progress_bars_off_the_log(tmp_path: 
     ).read_text() == "[rank 1] a warning\n[rank 1] second half\n[rank 1] no newline\n"
 
 
-def test_a_stage_run_by_hand_appends_its_console_lines_to_out_logs(tmp_path: Path, corpus: Path) -> None:
+def test_a_stage_run_by_hand_appends_its_console_lines_to_out_logs(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     params_file = write_params(tmp_path / "params.yaml", tiny_params(corpus, training={"max_steps": 10}))
-    env = stage_env(tmp_path)
-    for stage in ("tokenize", "train"):
-        done = subprocess.run(
-            [sys.executable, "-m", f"stages.{stage}", str(params_file)],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("OUT_DIR", str(tmp_path / "out"))
+
+    def by_hand(stage: Callable[[list[str]], int]) -> str:
+        """The stage's command (its main), as ``python -m`` runs it; what it printed on stdout."""
+        console = io.StringIO()
+        with contextlib.redirect_stdout(console):
+            assert stage([str(params_file)]) == 0
+        return console.getvalue()
+
+    by_hand(tokenize.main)
+    printed = by_hand(stages.train.main)
     log = (tmp_path / "out" / "logs" / "train.log").read_text()
-    assert log.splitlines() == [line for line in done.stdout.splitlines() if line]
+    assert log.splitlines() == [line for line in printed.splitlines() if line]
     assert "step 10/10 | loss" in log and "mem " in log and "done: 10 steps" in log
     assert "tokenized" in (tmp_path / "out" / "logs" / "tokenize.log").read_text()
-    again = subprocess.run(
-        [sys.executable, "-m", "stages.train", str(params_file)], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert again.returncode == 0, again.stderr
+    by_hand(stages.train.main)
     appended = (tmp_path / "out" / "logs" / "train.log").read_text()
     assert appended.startswith(log) and "nothing left to train" in appended[len(log) :]
 

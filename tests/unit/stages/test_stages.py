@@ -80,7 +80,7 @@ def test_train_before_tokenize_says_what_to_run(tmp_path: Path, params_file: Pat
 
 def test_cli_runs_with_overrides_and_env_roots(tmp_path: Path, params_file: Path) -> None:
     env = {"DATA_ROOT": str(tmp_path / "d"), "OUT_DIR": str(tmp_path / "o")}
-    assert run_cli(["stages.tokenize", str(params_file)], tmp_path, **env).returncode == 0
+    tokenize.run(load_params(params_file), data_root=tmp_path / "d")
     result = run_cli(["pipeline.launch", str(params_file), "--training.max_steps", "4"], tmp_path, **env)
     assert result.returncode == 0, result.stderr
     assert "(in this process)" in result.stdout and "step 4/4" in result.stdout
