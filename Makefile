@@ -10,11 +10,11 @@ PY          := $(VENV)/bin/python
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
-# pytest-xdist workers. Tests that share a module fixture, a document's commands and the Slurm tests each run on
-# one worker (their xdist_group). Every test process, and what it starts, uses one CPU thread: two workers that
-# each start a thread per core slow each other down many times over.
+# pytest-xdist workers, each taking a whole test file at a time (the Slurm files as one unit: tests/worker_groups.py).
+# Every test process, and what it starts, uses one CPU thread: two workers that each start a thread per core slow
+# each other down many times over.
 PYTEST_WORKERS ?= 2
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1

@@ -29,6 +29,9 @@ TINY_TEXT = (
 # What a local run leaves in the checkout (DATA_ROOT / OUT_DIR defaults, DVC's lock): never part of a workspace,
 # even when a user has committed them, so an end-to-end test starts from the code alone.
 PIPELINE_OUTPUTS = ("data/", "out/", "dvc.lock", "dvc_plots/")
+# The README's command that queues a sweep's points as DVC experiments and runs them: tests/e2e/test_sweep_dvc_e2e.py
+# runs it as written, and test_readme.py's rule for it matches only this text.
+README_SWEEP_ON_DVC_QUEUE = "python -m pipeline.sweep queue sweeps/lr_width.yaml && dvc queue start -j 4"
 
 
 def killed_after(full: Path, step: int, out: Path) -> Path:
@@ -114,11 +117,6 @@ def dvc_env(tmp: Path) -> dict[str, str]:
         GIT_COMMITTER_EMAIL="tests@nanugpt.invalid",
     )
     return env
-
-
-# Under pytest-xdist (`make test`), the tests that use the Slurm cluster run one after another on one worker:
-# its two nodes hold one test's jobs at a time, and a job waiting for a node would run into a test's deadline.
-SLURM = pytest.mark.xdist_group("slurm")
 
 
 def require_slurm() -> None:

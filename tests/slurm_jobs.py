@@ -101,19 +101,25 @@ def wait_for(what: str, predicate: Any, timeout_s: float, poll_s: float = 1.0) -
     pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def require_idle_nodes(count: int) -> None:
-    """Skip the calling test unless ``count`` Slurm nodes are idle (CI starts 2 with ``.ci/slurm-up 2``)."""
-    if idle_nodes() < count:
-        pytest.skip(f"fewer than {count} idle Slurm nodes here; CI starts them with .ci/slurm-up 2")
+def require_idle_nodes(count: int, wait_s: float = 180) -> None:
+    """Skip the calling test unless the cluster has ``count`` nodes (CI starts 2 with ``.ci/slurm-up 2``); wait up
+    to ``wait_s`` for them to be idle (an earlier test's jobs may still be ending on them)."""
+    deadline = time.monotonic() + wait_s
+    while (states := node_states()).count("idle") < count:
+        if len(states) < count:
+            pytest.skip(f"fewer than {count} Slurm nodes here ({states}); CI starts them with .ci/slurm-up 2")
+        if time.monotonic() > deadline:
+            pytest.skip(f"{count} Slurm nodes were not idle within {wait_s:.0f} s: {states}")
+        time.sleep(1)
 
 
-def idle_nodes() -> int:
-    """How many Slurm nodes are idle now (0 when Slurm does not answer)."""
+def node_states() -> list[str]:
+    """The state of each Slurm node (none when Slurm does not answer)."""
     try:
         out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return out.stdout.split().count("idle")
+        return []
+    return out.stdout.split()
 
 
 def one_process_losses(ws: Path) -> dict[int, float]:

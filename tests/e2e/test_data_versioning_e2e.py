@@ -38,7 +38,7 @@ from helpers import (
 
 from nanugpt.files.hashing import sha256_file
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("data_versioning")]  # one worker: a shared module fixture
+pytestmark = pytest.mark.slow
 
 PARAMS = tiny_params("corpus.txt", data={"test_fraction": 0.1})
 EDITED_TEXT = TINY_TEXT.replace("Speak, speak.", "Speak, speak, I say.", 1)  # one line of the corpus

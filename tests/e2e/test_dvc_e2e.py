@@ -29,7 +29,7 @@ from helpers import (
     tiny_params,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc")]  # one worker: a shared module fixture
+pytestmark = pytest.mark.slow
 
 NEW_LR = 0.001
 NEW_TEMPERATURE = 0.5

@@ -46,7 +46,7 @@ RUN_ENV = ("DATA_ROOT", "OUT_DIR", "NANUGPT_RUN_TIME")  # the caller's, which a 
 CORPUS = TINY_TEXT + "ROMEO:\nWhat light through yonder window breaks?\n\n" * 20
 TOKEN_DIR = Path("data/tiny/char")
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("error_catalogue")]  # one worker: a shared module fixture
+pytestmark = pytest.mark.slow
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import SLURM
 from slurm_jobs import (
     COMMAND_TIMEOUT_S,
     job_env,
@@ -38,7 +37,7 @@ from slurm_jobs import (
 from pipeline.schema import load
 from stages import tokenize
 
-pytestmark = [pytest.mark.slow, SLURM]
+pytestmark = pytest.mark.slow
 
 NODES = 2
 # 2 nodes x 2 processes (gloo); a step of 8 rows is 1 micro-step of 2 rows on each of the 4 ranks.

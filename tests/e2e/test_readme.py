@@ -4,8 +4,8 @@ stage module's docstring (``stages/*.py``), runs here in a copy of the repositor
 The commands are read from the files at test time, so a new one is picked up, and each must match exactly one
 rule of ``RULES``: run as written, or shrunk (a rewrite that adds overrides or points a path into the test's
 folder), or skipped with the reason (a cluster of several nodes, a GPU, the network). A command with no rule
-fails ``test_every_command_has_exactly_one_rule``. The commands that run on Slurm are run, as written, by the
-Slurm e2e tests (which assert more on them): their rules match only that exact text.
+fails ``test_every_command_has_exactly_one_rule``. The commands that run on Slurm or a DVC queue are run, as
+written, by e2e tests that assert more on them: their rules match only that exact text.
 
 The commands of a file run in its order in one workspace, which starts with the tiny pipeline already run by
 ``dvc repro`` and committed, so a stage run by hand finds what the stages before it wrote.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY_TEXT, copy_worktree, dvc_env, tiny_params, write_params
+from helpers import README_SWEEP_ON_DVC_QUEUE, REPO, TINY_TEXT, copy_worktree, dvc_env, tiny_params, write_params
 from slurm_jobs import README_PIPELINE_ON_SLURM, README_SWEEP_ON_SLURM
 
 from pipeline.stages import STAGES
@@ -58,11 +58,12 @@ class Rule:
 
 
 SWEEP = (("sweeps/lr_width.yaml", "sweeps/readme.yaml"),)
-# The README's Slurm commands run once, in the e2e tests that assert on what they did (the rules below match only
-# the exact text those tests run, so a README edit fails test_every_command_has_exactly_one_rule until they agree).
-SLURM_PIPELINE_TEST = "tests/e2e/test_slurm_e2e.py::test_pipeline_under_snakemake_slurm_executor"
+# The README's commands that run on Slurm or a DVC queue run once, as written, in the e2e tests that assert on what
+# they did (the rules below match only the exact text those tests run, so a README edit fails
+# test_every_command_has_exactly_one_rule until they agree).
+SLURM_PIPELINE_TEST = "tests/e2e/test_slurm_e2e.py::test_readme_pipeline_on_slurm_two_nodes_fsdp"
 SLURM_SWEEP_TEST = "tests/e2e/test_sweep_slurm_e2e.py::test_sweep_points_train_as_concurrent_slurm_jobs"
-WAIT_FOR_QUEUE = "while dvc queue status | grep -qE 'Queued|Running'; do sleep 5; done"
+DVC_SWEEP_TEST = "tests/e2e/test_sweep_dvc_e2e.py::test_sweep_points_run_as_named_dvc_experiments"
 TINY_SWEEP = "printf 'base: ../params.yaml\\ngrid:\\n  optimizer.lr: [0.001, 0.002]\\n' > sweeps/readme.yaml"
 # A HellaSwag file of one example in the tiny corpus's characters stands in for the official one (a download)
 TINY_HELLASWAG = (
@@ -104,13 +105,7 @@ RULES = (
     ),
     Rule(re.escape(README_SWEEP_ON_SLURM), skip=f"run as written by {SLURM_SWEEP_TEST}"),
     Rule(r"python -m pipeline\.sweep report sweeps/lr_width\.yaml", rewrite=SWEEP, setup=TINY_SWEEP, expect="wrote"),
-    Rule(
-        r"python -m pipeline\.sweep queue sweeps/lr_width\.yaml && dvc queue start -j 4",
-        # its workers outlive it and would hold the output pipe: their output goes to a file; then wait for them
-        rewrite=(*SWEEP, ("-j 4", f"-j 2 > queue.log 2>&1 && {WAIT_FOR_QUEUE}")),
-        setup=TINY_SWEEP,
-        expect="queued 2 of 2",
-    ),
+    Rule(re.escape(README_SWEEP_ON_DVC_QUEUE), skip=f"run as written by {DVC_SWEEP_TEST}"),
     # One stage by hand, and the stages' docstrings
     Rule(r"python -m stages\.(source|tokenize|train|evaluate|export) params\.yaml"),
     Rule(
@@ -360,8 +355,7 @@ def params_of(commands: list[Command]) -> list[object]:
             rule = rule_for(command)
         except LookupError:
             continue  # test_every_command_has_exactly_one_rule fails for it
-        # a document's commands run in order in one workspace: on one pytest-xdist worker
-        marks = [pytest.mark.slow, pytest.mark.xdist_group(f"commands of {document_of(command)}")]
+        marks = [pytest.mark.slow]
         if rule.skip:
             marks.append(pytest.mark.skip(reason=rule.skip))
         params.append(pytest.param(command, rule, id=f"{command.source} {command.text}", marks=marks))

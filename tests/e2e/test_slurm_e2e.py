@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SLURM
 from slurm_jobs import (
     SNAKEMAKE_SLURM,
     SNAKEMAKE_TIMEOUT_S,
@@ -35,7 +34,7 @@ from slurm_jobs import (
 
 from pipeline.stages import STAGES, render
 
-pytestmark = [pytest.mark.slow, SLURM]
+pytestmark = pytest.mark.slow
 
 RULES = tuple(STAGES)  # every stage is a rule, and every rule but `all` a Slurm job
 # 2 nodes x 2 processes (gloo); a step of 8 rows is 1 micro-step of 2 rows on each of the 4 ranks.

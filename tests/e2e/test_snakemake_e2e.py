@@ -21,7 +21,7 @@ import pytest
 import yaml
 from helpers import TINY_TEXT, copy_worktree, job_reasons, tiny_params, write_params
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("snakemake")]  # one worker: a shared module fixture
+pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 300
 NEW_LR = 0.001

@@ -1,5 +1,6 @@
-"""End-to-end: a sweep's points as named DVC experiments (``python -m pipeline.sweep queue``), run by the real
-``dvc queue start`` and listed by ``dvc exp show --json`` with their params and val loss."""
+"""End-to-end: a sweep's points as named DVC experiments, queued and run by the README's command as written
+(``python -m pipeline.sweep queue sweeps/lr_width.yaml && dvc queue start -j 4``, on a three-point sweep of a
+tiny model) and listed by ``dvc exp show --json`` with their params and val loss."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import dvc_env, make_workspace, run, tiny_params
+from helpers import README_SWEEP_ON_DVC_QUEUE, dvc_env, make_workspace, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -54,19 +55,19 @@ def test_sweep_points_run_as_named_dvc_experiments(tmp_path: Path) -> None:
     env = dvc_env(tmp_path)
     ws = make_workspace(tmp_path, tiny_params("corpus.txt"), env)
     (ws / "sweeps").mkdir(exist_ok=True)
-    (ws / "sweeps" / "queued.yaml").write_text(yaml.safe_dump(SWEEP))
-    run(["git", "add", "sweeps/queued.yaml"], ws, env)
+    (ws / "sweeps" / "lr_width.yaml").write_text(yaml.safe_dump(SWEEP))  # the README's sweep, made tiny
+    run(["git", "add", "sweeps/lr_width.yaml"], ws, env)
     run(["git", "commit", "-q", "-m", "a sweep"], ws, env)
 
-    queued = run([sys.executable, "-m", "pipeline.sweep", "queue", "sweeps/queued.yaml"], ws, env).stdout
+    # The workers dvc starts outlive it and keep its output open: a pipe would hold this test until they end.
+    log = tmp_path / "queue.log"
+    started = subprocess.run(
+        ["bash", "-c", f"{README_SWEEP_ON_DVC_QUEUE} > {log} 2>&1"], cwd=ws, env=env, timeout=120, check=False
+    )
+    queued = log.read_text()
+    assert started.returncode == 0, queued
     assert "dvc exp run --queue -n lr=0.001 -S optimizer.lr=0.001" in queued, queued
     assert "dvc exp run --queue -n wide -S model.n_embd=64" in queued, queued
-    # The workers it starts outlive it and keep its output open: a pipe would hold this test until they end.
-    with open(tmp_path / "queue-start.log", "w") as log:
-        started = subprocess.run(
-            ["dvc", "queue", "start", "-j", "2"], cwd=ws, env=env, stdout=log, stderr=log, timeout=120
-        )
-    assert started.returncode == 0, (tmp_path / "queue-start.log").read_text()
     status = wait_for_queue(ws, env)
     if status.count("Success") != 3:
         logs = [run(["dvc", "queue", "logs", name], ws, env, expect_ok=False).stdout[-3000:] for name in EXPECTED]
@@ -79,5 +80,5 @@ def test_sweep_points_run_as_named_dvc_experiments(tmp_path: Path) -> None:
         assert (params["optimizer"]["lr"], params["model"]["n_embd"]) == (lr, n_embd), name
         assert shown[name]["metrics"]["out/metrics.json"]["data"]["val_loss"] > 0, name
 
-    again = run([sys.executable, "-m", "pipeline.sweep", "queue", "sweeps/queued.yaml"], ws, env).stdout
+    again = run([sys.executable, "-m", "pipeline.sweep", "queue", "sweeps/lr_width.yaml"], ws, env).stdout
     assert again.count("already an experiment; skipped") == 3, again

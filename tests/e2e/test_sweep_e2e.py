@@ -23,7 +23,7 @@ import pytest
 import yaml
 from helpers import TINY_TEXT, copy_worktree, tiny_params, write_params
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweep")]  # one worker: a shared module fixture
+pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 600
 GRID = {"optimizer.lr": [0.001, 0.003]}

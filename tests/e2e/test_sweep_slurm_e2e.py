@@ -1,6 +1,6 @@
 """End-to-end on the real Slurm cluster (CI's, ``.ci/slurm-up``): the README's sweep under ``snakemake --executor
-slurm`` (a two-point ``sweeps/lr_width.yaml`` of a tiny model), each point's train a 1-node Slurm job with that
-point's ``launch`` resources running torchrun with 2 processes, two of them seen running at once by ``squeue``."""
+slurm`` (a two-point ``sweeps/lr_width.yaml`` of a tiny model), each point's train a Slurm job with that point's
+``launch`` resources, two of them seen running at once by ``squeue``."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import SLURM, TINY_TEXT, copy_worktree, require_slurm, tiny_params, write_params
+from helpers import TINY_TEXT, copy_worktree, require_slurm, tiny_params, write_params
 from slurm_jobs import README_SWEEP_ON_SLURM, snakemake_on_slurm
 
-pytestmark = [pytest.mark.slow, SLURM]
+pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 900
 # Long enough (a few seconds of training) that two train jobs overlap in time.
@@ -35,8 +35,7 @@ def test_sweep_points_train_as_concurrent_slurm_jobs(tmp_path: Path) -> None:
     ws = copy_worktree(tmp_path / "ws")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TINY_TEXT * 5, encoding="utf-8")
-    # each point's train job: torchrun with 2 processes on one node (the cluster has 2 nodes of 2 CPUs)
-    launch = {"nproc_per_node": 2, "cpus_per_node": 2, "mem_mb": 1000, "runtime_min": 10}
+    launch = {"cpus_per_node": 1, "mem_mb": 1000, "runtime_min": 10}
     write_params(ws / "params.yaml", tiny_params(corpus, training=TRAINING, launch=launch))
     (ws / "sweeps").mkdir(exist_ok=True)
     (ws / "sweeps" / "lr_width.yaml").write_text(yaml.safe_dump(SWEEP))  # the README's sweep, made tiny
@@ -72,8 +71,3 @@ def test_sweep_points_train_as_concurrent_slurm_jobs(tmp_path: Path) -> None:
     assert output.count("has been submitted with SLURM jobid") == 1 + 2 * 3, output  # tokenize + 2 x 3
     summary = (ws / "out" / "sweeps" / "lr_width" / "summary.csv").read_text()
     assert summary.count(",done,") == 2, summary
-    train_logs = sorted((ws / "out" / "sweeps" / "lr_width").glob("*/logs/train.log"))
-    assert len(train_logs) == 2, train_logs
-    for log in train_logs:  # the launcher ran torchrun inside the job
-        text = log.read_text()
-        assert "--standalone --nproc-per-node=2" in text and "on 2 x cpu" in text, text

@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SLURM, dvc_env, make_workspace, require_slurm, run, tiny_params
+from helpers import dvc_env, make_workspace, require_slurm, run, tiny_params
 
 from nanugpt.config.params import validate_params
 from pipeline.schema import PipelineParams
 from pipeline.submit import sbatch_command, should_submit
 
-LAUNCH = {"submit": "slurm", "cpus_per_node": 1, "mem_mb": 1000, "runtime_min": 10}
+# the job runs torchrun with 2 processes on one node (the cluster's nodes have 2 CPUs each)
+LAUNCH = {"submit": "slurm", "nproc_per_node": 2, "cpus_per_node": 2, "mem_mb": 1000, "runtime_min": 10}
 
 
 def params(corpus: Path, **launch: object) -> PipelineParams:
@@ -57,13 +58,13 @@ def job_state(job_id: str) -> str:
 
 
 @pytest.mark.slow
-@SLURM
 def test_dvc_exp_run_trains_in_a_slurm_job(workspace: tuple[Path, dict[str, str]]) -> None:
     ws, env = workspace
     result = run(["dvc", "exp", "run", "-S", "optimizer.lr=0.001"], ws, env)
     text = result.stdout + result.stderr
     job_id = re.search(r"submit: Slurm job (\d+)", text).group(1)  # type: ignore[union-attr]
     assert "done: 20 steps" in text  # the job's output streamed to dvc's console
+    assert "--standalone --nproc-per-node=2" in text and "on 2 x cpu" in text  # torchrun inside the job
     assert f"submit: Slurm job {job_id} ended with exit code 0" in text
     assert job_state(job_id) == "COMPLETED"
     run_info = json.loads((ws / "out" / "run_info.json").read_text())
@@ -72,7 +73,6 @@ def test_dvc_exp_run_trains_in_a_slurm_job(workspace: tuple[Path, dict[str, str]
 
 
 @pytest.mark.slow
-@SLURM
 def test_a_failing_job_returns_its_exit_code(workspace: tuple[Path, dict[str, str]]) -> None:
     ws, env = workspace
     run([sys.executable, "-m", "stages.tokenize", "params.yaml"], ws, env)
@@ -86,7 +86,6 @@ def test_a_failing_job_returns_its_exit_code(workspace: tuple[Path, dict[str, st
 
 
 @pytest.mark.slow
-@SLURM
 def test_ctrl_c_cancels_the_job(workspace: tuple[Path, dict[str, str]]) -> None:
     ws, env = workspace
     run([sys.executable, "-m", "stages.tokenize", "params.yaml"], ws, env)

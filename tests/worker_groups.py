@@ -1,0 +1,44 @@
+"""How ``make test`` shares the tests among its pytest-xdist workers (``-n 2 --dist loadfile``).
+
+A worker takes a whole test file at a time, so a module fixture (a shared tokenized corpus, a trained run,
+a document's workspace) is built once and a file's tests run in their order. The files that submit jobs to
+the Slurm cluster go to one worker as one unit, one after another: the cluster's two nodes hold one test's
+jobs at a time, and a job left waiting for a node would run into that test's deadline.
+
+Loaded by ``addopts`` (``-p worker_groups``); without ``--dist loadfile`` it changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+SLURM_FILES = frozenset(
+    {
+        "tests/e2e/test_slurm_e2e.py",
+        "tests/e2e/test_multinode_e2e.py",
+        "tests/e2e/test_sweep_slurm_e2e.py",
+        "tests/unit/pipeline/test_submit.py",
+    }
+)
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit a test is scheduled with: its file, or one unit for every file that uses the Slurm cluster."""
+    path = nodeid.split("::", 1)[0]
+    return "the Slurm cluster's tests" if path in SLURM_FILES else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, with the Slurm files as one unit."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return FileScheduling(config, log)
