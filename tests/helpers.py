@@ -29,9 +29,10 @@ TINY_TEXT = (
 # What a local run leaves in the checkout (DATA_ROOT / OUT_DIR defaults, DVC's lock): never part of a workspace,
 # even when a user has committed them, so an end-to-end test starts from the code alone.
 PIPELINE_OUTPUTS = ("data/", "out/", "dvc.lock", "dvc_plots/")
-# The README's command that queues a sweep's points as DVC experiments and runs them: tests/e2e/test_sweep_dvc_e2e.py
-# runs it as written, and test_readme.py's rule for it matches only this text.
+# README commands that e2e tests run as written (test_readme.py's rules for them match only this text):
+# tests/e2e/test_sweep_dvc_e2e.py and tests/e2e/test_snakemake_e2e.py (with /scratch in a temporary folder).
 README_SWEEP_ON_DVC_QUEUE = "python -m pipeline.sweep queue sweeps/lr_width.yaml && dvc queue start -j 4"
+README_SNAKEMAKE_ELSEWHERE = "snakemake -j 2 --config data_root=/scratch/data out_dir=/scratch/runs/exp1"
 
 
 def killed_after(full: Path, step: int, out: Path) -> Path:

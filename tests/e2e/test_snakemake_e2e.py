@@ -1,8 +1,9 @@
 """End-to-end: the pipeline under the real ``snakemake`` binary, with data and runs outside the workspace.
 
 A module fixture copies the repository's files into a temporary workspace,
-writes a tiny params file, and runs ``snakemake -j 2 --config data_root=...
-out_dir=...`` (absolute paths in another folder) four times: from scratch,
+writes a tiny params file, and runs the README's ``snakemake -j 2 --config
+data_root=/scratch/data out_dir=/scratch/runs/exp1`` (``/scratch`` a temporary
+folder outside the workspace) four times: from scratch,
 again with nothing changed, after an ``optimizer.lr`` edit, and after a
 ``generate.temperature`` edit. Each test asserts on one run's recorded result.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import TINY_TEXT, copy_worktree, job_reasons, tiny_params, write_params
+from helpers import README_SNAKEMAKE_ELSEWHERE, TINY_TEXT, copy_worktree, job_reasons, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +73,8 @@ def set_param(params_file: Path, section: str, key: str, value: Any) -> None:
 def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     """Run snakemake from scratch, again, after an lr edit and after a temperature edit, recording each run."""
     tmp = tmp_path_factory.mktemp("snakemake")
-    ws, store = tmp / "ws", tmp / "store"
-    data_root, out_dir = store / "data", store / "runs" / "exp1"
+    ws, scratch = tmp / "ws", tmp / "scratch"
+    data_root, out_dir = scratch / "data", scratch / "runs" / "exp1"
     copy_worktree(ws)
     corpus = tmp / "corpus.txt"
     corpus.write_text(TINY_TEXT, encoding="utf-8")
@@ -81,7 +82,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
 
     env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    command = ["snakemake", "-j", "2", "--config", f"data_root={data_root}", f"out_dir={out_dir}"]
+    command = README_SNAKEMAKE_ELSEWHERE.replace("/scratch", str(scratch)).split()
 
     def snakemake() -> Run:
         result = subprocess.run(
