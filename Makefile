@@ -10,11 +10,12 @@ PY          := $(VENV)/bin/python
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
-# pytest-xdist workers, each taking a whole test file at a time (the Slurm files as one unit: tests/worker_groups.py).
+# pytest-xdist workers, each taking a whole test file at a time, in the order collected (the Slurm files first, as
+# one unit: tests/worker_groups.py).
 # Every test process, and what it starts, uses one CPU thread: two workers that each start a thread per core slow
 # each other down many times over.
 PYTEST_WORKERS ?= 2
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
@@ -32,17 +33,19 @@ endif
 
 setup: $(VENV)/.installed .dvc/config
 
+# --no-compile: Python compiles each module when it is first imported; compiling every file of torch and the test
+# tools at install time is slow, and most of those files are never imported.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
 	@if $(PY) -c "import torch" 2>/dev/null; then \
 		echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then \
-		$(PY) -m pip install torch; \
+		$(PY) -m pip install --no-compile torch; \
 	else \
-		$(PY) -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"; \
+		$(PY) -m pip install --no-compile $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"; \
 	fi
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install --no-compile -e ".[test]"
 	touch $@
 
 .dvc/config:

@@ -1,11 +1,14 @@
-"""How ``make test`` shares the tests among its pytest-xdist workers (``-n 2 --dist loadfile``).
+"""How ``make test`` shares the tests among its pytest-xdist workers (``-n 2 --dist loadfile --no-loadscope-reorder``).
 
 A worker takes a whole test file at a time, so a module fixture (a shared tokenized corpus, a trained run,
 a document's workspace) is built once and a file's tests run in their order. The files that submit jobs to
 the Slurm cluster go to one worker as one unit, one after another: the cluster's two nodes hold one test's
-jobs at a time, and a job left waiting for a node would run into that test's deadline.
+jobs at a time, and a job left waiting for a node would run into that test's deadline. That unit is the
+longest and goes first, so the other worker works through the rest beside it, end-to-end files (collected
+before the unit tests) before the many short unit files that even out the end.
 
-Loaded by ``addopts`` (``-p worker_groups``); without ``--dist loadfile`` it changes nothing.
+Loaded by ``addopts`` (``-p worker_groups``); outside an xdist worker and without ``--dist loadfile`` it changes
+nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +30,16 @@ SLURM_FILES = frozenset(
 def work_unit(nodeid: str) -> str:
     """The unit a test is scheduled with: its file, or one unit for every file that uses the Slurm cluster."""
     path = nodeid.split("::", 1)[0]
-    return "the Slurm cluster's tests" if path in SLURM_FILES else path
+    return SLURM_UNIT if path in SLURM_FILES else path
+
+
+SLURM_UNIT = "the Slurm cluster's tests"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker's collection (the order the scheduler hands units out in), the Slurm unit first."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: work_unit(item.nodeid) != SLURM_UNIT)  # a stable sort: the rest keep their order
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -7,9 +7,8 @@ folder), or skipped with the reason (a cluster of several nodes, a GPU, the netw
 fails ``test_every_command_has_exactly_one_rule``. The commands that run on Slurm or a DVC queue are run, as
 written, by e2e tests that assert more on them: their rules match only that exact text.
 
-The commands of a file run in its order in one workspace, so a stage run by hand finds what the stages before it
-wrote. The README's workspace starts unrun (its first command, ``make run``, runs the pipeline); the stages'
-docstrings start from the tiny pipeline run by ``dvc repro``; each run is committed.
+All commands run in one workspace, in order (the README's, then the stages' docstrings'), so a stage run by hand
+finds what the stages before it wrote. Nothing has run in it before the README's first command, ``make run``.
 """
 
 from __future__ import annotations
@@ -19,12 +18,14 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from helpers import (
+    README_QUEUE_TWO_EXPERIMENTS,
+    README_RUN_QUEUED_EXPERIMENTS,
     README_SNAKEMAKE_ELSEWHERE,
     README_SWEEP_ON_DVC_QUEUE,
     REPO,
@@ -75,6 +76,7 @@ SLURM_PIPELINE_TEST = "tests/e2e/test_slurm_e2e.py::test_readme_pipeline_on_slur
 SLURM_SWEEP_TEST = "tests/e2e/test_sweep_slurm_e2e.py::test_sweep_points_train_as_concurrent_slurm_jobs"
 DVC_SWEEP_TEST = "tests/e2e/test_sweep_dvc_e2e.py::test_sweep_points_run_as_named_dvc_experiments"
 SNAKEMAKE_TEST = "tests/e2e/test_snakemake_e2e.py (its module fixture)"
+QUEUE_TEST = "tests/unit/metrics/test_sinks.py::test_queued_dvc_experiments_show_dvclives_step_and_metrics"
 TINY_SWEEP = "printf 'base: ../params.yaml\\ngrid:\\n  optimizer.lr: [0.001, 0.002]\\n' > sweeps/readme.yaml"
 # A HellaSwag file of one example in the tiny corpus's characters stands in for the official one (a download)
 TINY_HELLASWAG = (
@@ -93,8 +95,8 @@ RULES = (
     # DVC
     Rule(r"dvc repro", expect="didn't change, skipping"),  # the source stage always runs (always_changed)
     Rule(r"dvc exp run -S optimizer\.lr=\S+", expect="Ran experiment"),
-    Rule(r"dvc exp run --queue -S '\S+'", expect="Queued experiment"),
-    Rule(r"dvc exp run --run-all", expect="Ran experiment"),
+    Rule(re.escape(README_QUEUE_TWO_EXPERIMENTS), skip=f"run as written by {QUEUE_TEST}"),
+    Rule(re.escape(README_RUN_QUEUED_EXPERIMENTS), skip=f"run as written by {QUEUE_TEST}"),
     Rule(r"dvc exp show", expect="val_loss"),
     Rule(r"dvc metrics show", expect="val_loss"),
     Rule(r"dvc plots show", expect="dvc_plots"),
@@ -328,9 +330,12 @@ def checked(command: str, ws: Path, env: dict[str, str]) -> str:
     return output
 
 
-def document_workspace(root: Path, run_pipeline: bool) -> tuple[Path, dict[str, str]]:
-    """A committed git + DVC workspace at ``root/ws``: the tracked files, a tiny explicit ``params.yaml`` on a
-    corpus inside it, this venv as ``.venv``; with ``run_pipeline`` the tiny pipeline run and committed."""
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """The one workspace every command runs in, in order (the README's, then the stages' docstrings'): a committed
+    git + DVC repository of the tracked files, a tiny explicit ``params.yaml`` on a corpus inside it and this venv
+    as ``.venv``. Nothing has run in it: the README's first command, ``make run``, runs the pipeline."""
+    root = tmp_path_factory.mktemp("readme")
     env = dvc_env(root)
     ws = copy_worktree(root / "ws")
     env["PYTHONPATH"] = str(ws)
@@ -339,29 +344,7 @@ def document_workspace(root: Path, run_pipeline: bool) -> tuple[Path, dict[str, 
     venv_shim(ws)
     checked(f"python -m pipeline.params use {preset}", ws, env)
     checked("git init -q && git add -A && git commit -q -m 'tiny workspace'", ws, env)
-    if run_pipeline:
-        checked("dvc repro && git add -A && git commit -q -m 'first run'", ws, env)
     return ws, env
-
-
-@pytest.fixture(scope="module")
-def workspace_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, dict[str, str]]]:
-    """The workspace of a document ("README.md" or "stages"), built on first use and shared by its commands."""
-    built: dict[str, tuple[Path, dict[str, str]]] = {}
-
-    def workspace(document: str) -> tuple[Path, dict[str, str]]:
-        if document not in built:
-            # the README's first command (make run) runs its pipeline; the stages' docstrings start from a run one
-            root = tmp_path_factory.mktemp(document.split(".")[0])
-            built[document] = document_workspace(root, run_pipeline=document != "README.md")
-        return built[document]
-
-    return workspace
-
-
-def document_of(command: Command) -> str:
-    """ "README.md" or "stages": the document a command comes from, whose workspace it runs in."""
-    return command.source.split("/")[0].split(":")[0]
 
 
 def params_of(commands: list[Command]) -> list[object]:
@@ -380,10 +363,8 @@ def params_of(commands: list[Command]) -> list[object]:
 
 
 @pytest.mark.parametrize(("command", "rule"), params_of(readme_commands() + stage_commands()))
-def test_command(
-    command: Command, rule: Rule, workspace_of: Callable[[str], tuple[Path, dict[str, str]]], tmp_path: Path
-) -> None:
-    ws, env = workspace_of(document_of(command))
+def test_command(command: Command, rule: Rule, workspace: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    ws, env = workspace
     text = command.text
     for old, new in rule.rewrite:
         text = text.replace(old, new.format(tmp=tmp_path))

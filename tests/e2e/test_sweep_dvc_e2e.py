@@ -62,7 +62,7 @@ def test_sweep_points_run_as_named_dvc_experiments(tmp_path: Path) -> None:
     # The workers dvc starts outlive it and keep its output open: a pipe would hold this test until they end.
     log = tmp_path / "queue.log"
     started = subprocess.run(
-        ["bash", "-c", f"{README_SWEEP_ON_DVC_QUEUE} > {log} 2>&1"], cwd=ws, env=env, timeout=120, check=False
+        ["bash", "-c", f"( {README_SWEEP_ON_DVC_QUEUE} ) > {log} 2>&1"], cwd=ws, env=env, timeout=120, check=False
     )
     queued = log.read_text()
     assert started.returncode == 0, queued
