@@ -33,19 +33,17 @@ endif
 
 setup: $(VENV)/.installed .dvc/config
 
-# --no-compile: Python compiles each module when it is first imported; compiling every file of torch and the test
-# tools at install time is slow, and most of those files are never imported.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
 	@if $(PY) -c "import torch" 2>/dev/null; then \
 		echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then \
-		$(PY) -m pip install --no-compile torch; \
+		$(PY) -m pip install torch; \
 	else \
-		$(PY) -m pip install --no-compile $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"; \
+		$(PY) -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"; \
 	fi
-	$(PY) -m pip install --no-compile -e ".[test]"
+	$(PY) -m pip install -e ".[test]"
 	touch $@
 
 .dvc/config:
