@@ -5,11 +5,14 @@ reports of them, launched and in-process runs and their losses, and the Slurm ch
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,19 @@ README_QUEUE_TWO_EXPERIMENTS = "dvc exp run --queue -S 'optimizer.lr=3e-3,6e-4'"
 README_RUN_QUEUED_EXPERIMENTS = "dvc exp run --run-all"
 README_SWEEP_ON_DVC_QUEUE = "python -m pipeline.sweep queue sweeps/lr_width.yaml && dvc queue start -j 4"
 README_SNAKEMAKE_ELSEWHERE = "snakemake -j 2 --config data_root=/scratch/data out_dir=/scratch/runs/exp1"
+
+
+def call_main(main: Callable[[list[str]], int], args: list[str]) -> tuple[int, str, str]:
+    """A command's ``main(args)`` run in this process, as ``python -m`` runs it: its exit code (that of a
+    ``SystemExit`` it raises too: an escaped exception becomes one, after its traceback on stderr), and what it
+    printed on stdout and on stderr."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            code = main(args)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, stdout.getvalue(), stderr.getvalue()
 
 
 def killed_after(full: Path, step: int, out: Path) -> Path:

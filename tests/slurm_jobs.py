@@ -77,6 +77,20 @@ def workspace(tmp: Path, name: str, corpus_text: str = TINY_TEXT, **sections: di
     return ws
 
 
+# A 2-node run: 2 nodes x 2 processes (gloo); a step of 8 rows is 1 micro-step of 2 rows on each of the 4 ranks.
+TWO_NODE_LAUNCH = {"nnodes": 2, "nproc_per_node": 2, "cpus_per_node": 2, "runtime_min": 10, "mem_mb": 2000}
+TWO_NODE_TRAINING = {"device_batch_size": 2, "global_batch_size": 8, "log_every": 10}
+TWO_NODE_HOSTS = {"n1": [0, 1], "n2": [2, 3]}  # run_info.json's hosts: the ranks torchrun put on each node
+
+
+def two_node_workspace(tmp: Path, name: str, **sections: dict[str, Any]) -> Path:
+    """A workspace for a 2-node run: tiny model, the 4-rank batch split, ``launch`` for 2 nodes; ``sections``
+    update those (``training``, ``launch``) or add others."""
+    training = {**TWO_NODE_TRAINING, **sections.pop("training", {})}
+    launch = {**TWO_NODE_LAUNCH, **sections.pop("launch", {})}
+    return workspace(tmp, name, training=training, launch=launch, **sections)
+
+
 def train_steps(csv_path: Path) -> list[int]:
     """Steps logged so far in a train.csv that may be being written (a partial last line is ignored)."""
     if not csv_path.exists():

@@ -1,7 +1,7 @@
 """How ``make test`` shares the tests among its pytest-xdist workers (``-n 2 --dist loadfile --no-loadscope-reorder``).
 
 A worker takes a whole test file at a time, so a module fixture (a shared tokenized corpus, a trained run,
-a document's workspace) is built once and a file's tests run in their order. The files that submit jobs to
+the README's workspace) is built once and a file's tests run in their order. The files that submit jobs to
 the Slurm cluster go to one worker as one unit, one after another: the cluster's two nodes hold one test's
 jobs at a time, and a job left waiting for a node would run into that test's deadline. That unit is the
 longest and goes first, so the other worker works through the rest beside it, end-to-end files (collected
@@ -26,14 +26,13 @@ SLURM_FILES = frozenset(
     }
 )
 
+SLURM_UNIT = "the Slurm cluster's tests"
+
 
 def work_unit(nodeid: str) -> str:
     """The unit a test is scheduled with: its file, or one unit for every file that uses the Slurm cluster."""
     path = nodeid.split("::", 1)[0]
     return SLURM_UNIT if path in SLURM_FILES else path
-
-
-SLURM_UNIT = "the Slurm cluster's tests"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -17,21 +17,19 @@ The workspace is built once per module.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from helpers import REPO, TINY_TEXT, lock_folder, tiny_params, unlock_folder, write_params
+from helpers import REPO, TINY_TEXT, call_main, lock_folder, tiny_params, unlock_folder, write_params
 
 import pipeline.params
 import stages.evaluate
@@ -690,17 +688,12 @@ def in_process(ws: Path, argv: tuple[str, ...], env: dict[str, str], monkeypatch
     module, *args = argv
     with monkeypatch.context() as patch:
         patch.chdir(ws)
-        for name in (*RUN_ENV, *env):
+        for name in RUN_ENV:
             patch.delenv(name, raising=False)
         for name, value in env.items():
             patch.setenv(name, value)
-        stdout, stderr = io.StringIO(), io.StringIO()
-        with redirect_stdout(stdout), redirect_stderr(stderr):
-            try:
-                code = MAINS[module](args)
-            except SystemExit as exc:  # what an escaped exception becomes (after its traceback, on stderr)
-                code = exc.code if isinstance(exc.code, int) else 1
-    return Outcome(code, stdout.getvalue(), stderr.getvalue(), [])
+        code, stdout, stderr = call_main(MAINS[module], args)
+    return Outcome(code, stdout, stderr, [])
 
 
 def in_subprocess(ws: Path, argv: tuple[str, ...], env: dict[str, str]) -> Outcome:

@@ -16,12 +16,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from slurm_jobs import (
     COMMAND_TIMEOUT_S,
+    TWO_NODE_HOSTS,
+    TWO_NODE_LAUNCH,
     job_env,
     job_fields,
     max_relative_difference,
@@ -30,8 +31,8 @@ from slurm_jobs import (
     run,
     train_losses,
     train_steps,
+    two_node_workspace,
     wait_for,
-    workspace,
 )
 
 from pipeline.schema import load
@@ -39,13 +40,9 @@ from stages import tokenize
 
 pytestmark = pytest.mark.slow
 
-NODES = 2
-# 2 nodes x 2 processes (gloo); a step of 8 rows is 1 micro-step of 2 rows on each of the 4 ranks.
-LAUNCH = {"nnodes": NODES, "nproc_per_node": 2, "cpus_per_node": 2, "runtime_min": 10, "mem_mb": 2000}
-TRAINING = {"device_batch_size": 2, "global_batch_size": 8, "log_every": 10}
+NODES = TWO_NODE_LAUNCH["nnodes"]
 # The runs that are interrupted (requeue, a node killed): long enough to stop mid-way; one reference for both.
 LONG = {"training": {"max_steps": 200, "checkpoint_every": 50}, "eval": {"eval_every": 50, "eval_iters": 2}}
-HOSTS = {"n1": [0, 1], "n2": [2, 3]}  # run_info.json's hosts: the ranks torchrun put on each node
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 
@@ -58,7 +55,7 @@ def two_nodes() -> None:
 @pytest.fixture(scope="module")
 def long_reference(two_nodes: None, tmp_path_factory: pytest.TempPathFactory) -> dict[int, float]:
     """One process's per-step losses for the ``LONG`` params."""
-    ws = mn_workspace(tmp_path_factory.mktemp("reference"), "one", **LONG)
+    ws = two_node_workspace(tmp_path_factory.mktemp("reference"), "one", **LONG)
     tokenized(ws)
     return one_process_losses(ws)
 
@@ -75,8 +72,8 @@ def sbatch_script(ws: Path, log: Path, *options: str) -> Path:
         "#!/bin/bash\n"
         f"#SBATCH --nodes={NODES}\n"
         "#SBATCH --ntasks-per-node=1\n"
-        f"#SBATCH --cpus-per-task={LAUNCH['cpus_per_node']}\n"
-        f"#SBATCH --mem={LAUNCH['mem_mb']}\n"
+        f"#SBATCH --cpus-per-task={TWO_NODE_LAUNCH['cpus_per_node']}\n"
+        f"#SBATCH --mem={TWO_NODE_LAUNCH['mem_mb']}\n"
         "#SBATCH --open-mode=append\n"  # a requeued or resubmitted run appends to the same log
         f"#SBATCH --output={log}\n"
         + "".join(f"#SBATCH {option}\n" for option in options)
@@ -121,16 +118,9 @@ def checkpoint_steps(ws: Path) -> list[int]:
     return sorted(steps)
 
 
-def mn_workspace(tmp_path: Path, name: str, **sections: dict[str, Any]) -> Path:
-    """A workspace for a 2-node run: tiny model, the 4-rank batch split, ``launch`` for 2 nodes."""
-    training = {**TRAINING, **sections.pop("training", {})}
-    launch = {**LAUNCH, **sections.pop("launch", {})}
-    return workspace(tmp_path, name, training=training, launch=launch, **sections)
-
-
 def test_requeued_two_node_job_resumes_on_both_nodes(long_reference: dict[int, float], tmp_path: Path) -> None:
     max_steps = LONG["training"]["max_steps"]
-    ws = mn_workspace(tmp_path, "requeue", **LONG)
+    ws = two_node_workspace(tmp_path, "requeue", **LONG)
     tokenized(ws)
     log = ws / "slurm.log"
     job_id = submit(ws, sbatch_script(ws, log, "--requeue", "--time=10"))
@@ -151,7 +141,7 @@ def test_requeued_two_node_job_resumes_on_both_nodes(long_reference: dict[int, f
     assert len(saved) == 1, first
     assert f"resumed from step {saved[0]} " in second and "on 4 x cpu" in second, second
     assert second.count(f"done: {max_steps} steps") == 1, second
-    assert hosts(ws) == HOSTS
+    assert hosts(ws) == TWO_NODE_HOSTS
     four = train_losses(ws / "out")
     assert sorted(four) == list(range(1, max_steps + 1))
     difference = max_relative_difference(four, long_reference)
@@ -163,7 +153,7 @@ def test_a_node_that_dies_loses_nothing_but_its_steps_since_the_last_checkpoint(
     long_reference: dict[int, float], tmp_path: Path
 ) -> None:
     max_steps, every = LONG["training"]["max_steps"], LONG["training"]["checkpoint_every"]
-    ws = mn_workspace(tmp_path, "node-dies", **LONG)
+    ws = two_node_workspace(tmp_path, "node-dies", **LONG)
     tokenized(ws)
     log = ws / "slurm.log"
     script = sbatch_script(ws, log, "--time=10")
@@ -223,7 +213,7 @@ def test_a_job_at_its_time_limit_saves_and_is_requeued(two_nodes: None, tmp_path
     limit (SIGUSR1), they save, the launcher requeues the job, and the requeued run resumes from that step.
     (The 60 s the ranks train before the signal leave room for a start-up slowed by a loaded machine: a signal
     that arrives while the ranks still start up ends them before they can save.)"""
-    ws = mn_workspace(
+    ws = two_node_workspace(
         tmp_path,
         "time-limit",
         training={"max_steps": 100_000, "checkpoint_every": 10_000},

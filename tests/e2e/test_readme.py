@@ -4,8 +4,8 @@ stage module's docstring (``stages/*.py``), runs here in a copy of the repositor
 The commands are read from the files at test time, so a new one is picked up, and each must match exactly one
 rule of ``RULES``: run as written, or shrunk (a rewrite that adds overrides or points a path into the test's
 folder), or skipped with the reason (a cluster of several nodes, a GPU, the network). A command with no rule
-fails ``test_every_command_has_exactly_one_rule``. The commands that run on Slurm or a DVC queue are run, as
-written, by e2e tests that assert more on them: their rules match only that exact text.
+fails ``test_every_command_has_exactly_one_rule``. Commands that another test already runs as written (on Slurm,
+a DVC queue, Snakemake outside the workspace) run only there: their rules match only that exact text.
 
 All commands run in one workspace, in order (the README's, then the stages' docstrings'), so a stage run by hand
 finds what the stages before it wrote. Nothing has run in it before the README's first command, ``make run``.
@@ -69,9 +69,9 @@ class Rule:
 
 
 SWEEP = (("sweeps/lr_width.yaml", "sweeps/readme.yaml"),)
-# The README's commands that run on Slurm or a DVC queue run once, as written, in the e2e tests that assert on what
-# they did (the rules below match only the exact text those tests run, so a README edit fails
-# test_every_command_has_exactly_one_rule until they agree).
+# README commands that another test runs as written, asserting more on what they did, run only there (the rules
+# below match only the exact text those tests run, so a README edit fails test_every_command_has_exactly_one_rule
+# until they agree).
 SLURM_PIPELINE_TEST = "tests/e2e/test_slurm_e2e.py::test_readme_pipeline_on_slurm_two_nodes_fsdp"
 SLURM_SWEEP_TEST = "tests/e2e/test_sweep_slurm_e2e.py::test_sweep_points_train_as_concurrent_slurm_jobs"
 DVC_SWEEP_TEST = "tests/e2e/test_sweep_dvc_e2e.py::test_sweep_points_run_as_named_dvc_experiments"

@@ -22,6 +22,7 @@ import pytest
 from slurm_jobs import (
     SNAKEMAKE_SLURM,
     SNAKEMAKE_TIMEOUT_S,
+    TWO_NODE_HOSTS,
     job_env,
     job_fields,
     max_relative_difference,
@@ -29,7 +30,7 @@ from slurm_jobs import (
     require_idle_nodes,
     run,
     train_losses,
-    workspace,
+    two_node_workspace,
 )
 
 from pipeline.stages import STAGES, render
@@ -37,14 +38,11 @@ from pipeline.stages import STAGES, render
 pytestmark = pytest.mark.slow
 
 RULES = tuple(STAGES)  # every stage is a rule, and every rule but `all` a Slurm job
-# 2 nodes x 2 processes (gloo); a step of 8 rows is 1 micro-step of 2 rows on each of the 4 ranks.
-LAUNCH = {"nnodes": 2, "nproc_per_node": 2, "cpus_per_node": 2, "runtime_min": 10, "mem_mb": 2000}
-TRAINING = {"device_batch_size": 2, "global_batch_size": 8, "log_every": 10, "checkpoint_every": 10}
 
 
 def test_readme_pipeline_on_slurm_two_nodes_fsdp(tmp_path: Path) -> None:
     require_idle_nodes(2)
-    ws = workspace(tmp_path, "slurm", launch=LAUNCH, training={**TRAINING, "strategy": "fsdp"})
+    ws = two_node_workspace(tmp_path, "slurm", training={"strategy": "fsdp", "checkpoint_every": 10})
     started = time.monotonic()
     result = run(SNAKEMAKE_SLURM, cwd=ws, env=job_env(), timeout=SNAKEMAKE_TIMEOUT_S)
     output = result.stdout + result.stderr
@@ -73,7 +71,7 @@ def test_readme_pipeline_on_slurm_two_nodes_fsdp(tmp_path: Path) -> None:
     assert "srun --nodes=2 --ntasks-per-node=1" in train_log and "on 4 x cpu" in train_log, train_log
     assert train_log.count("done: 20 steps") == 1, train_log
     run_info = json.loads((ws / "out" / "run_info.json").read_text())
-    assert run_info["world_size"] == 4 and run_info["hosts"] == {"n1": [0, 1], "n2": [2, 3]}, run_info
+    assert run_info["world_size"] == 4 and run_info["hosts"] == TWO_NODE_HOSTS, run_info
 
     # Every artifact of the pipeline's table is there; the checkpoint is a folder of shards the other stages read.
     declared = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -28,6 +27,7 @@ from helpers import (
     README_QUEUE_TWO_EXPERIMENTS,
     README_RUN_QUEUED_EXPERIMENTS,
     REPO,
+    call_main,
     dvc_env,
     make_workspace,
     tiny_params,
@@ -174,11 +174,10 @@ def test_a_stage_run_by_hand_appends_its_console_lines_to_out_logs(
     monkeypatch.setenv("OUT_DIR", str(tmp_path / "out"))
 
     def by_hand(stage: Callable[[list[str]], int]) -> str:
-        """The stage's command (its main), as ``python -m`` runs it; what it printed on stdout."""
-        console = io.StringIO()
-        with contextlib.redirect_stdout(console):
-            assert stage([str(params_file)]) == 0
-        return console.getvalue()
+        """The stage's command, as ``python -m`` runs it; what it printed on stdout."""
+        code, stdout, stderr = call_main(stage, [str(params_file)])
+        assert code == 0, stderr
+        return stdout
 
     by_hand(tokenize.main)
     printed = by_hand(stages.train.main)
