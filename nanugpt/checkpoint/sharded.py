@@ -17,6 +17,10 @@ refused, as ``.pt`` files are by ``weights_only=True``.
 
 Optimizer states here are keyed by parameter names (``get_state_dict``'s form); a ``.pt`` checkpoint's,
 keyed by position, is converted by ``by_name``, so a DDP checkpoint resumes under FSDP and back.
+
+DCP is imported by the functions that read or write shards, not with this module: it pulls in
+``torch.distributed.tensor``, which takes about as long to import as torch, and the stages import this module
+whether or not their checkpoint is sharded.
 """
 
 from __future__ import annotations
@@ -29,23 +33,17 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.metadata import Metadata
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_model_state_dict,
-    set_state_dict,
-)
 
 from nanugpt.distributed.fsdp import is_sharded
 from nanugpt.errors import CheckpointError
 from nanugpt.files.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from torch.distributed.checkpoint.metadata import Metadata
 
 RUN_FILE = "run.pt"
 SHARDED_KEYS = ("model", "optimizer")  # what DCP writes; every other key of a state goes to run.pt
@@ -74,12 +72,16 @@ def model_optimizer_state(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's and optimizer's states as DCP saves them: by parameter name, sharded tensors as they are."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
     return get_state_dict(model, optimizer)
 
 
 def save_folder(folder: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (``model`` and ``optimizer`` as ``model_optimizer_state`` gives them, plain values
     besides) into the folder ``folder``, replacing one there; every rank calls it."""
+    import torch.distributed.checkpoint as dcp
+
     tmp = folder.with_name(f".{folder.name}.tmp")
     if is_main():
         shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
@@ -162,6 +164,8 @@ class MetadataUnpickler(pickle.Unpickler):
 
 def read_metadata(folder: Path) -> Metadata:
     """A folder's DCP ``.metadata``, read with ``MetadataUnpickler``."""
+    from torch.distributed.checkpoint.metadata import Metadata
+
     metadata = MetadataUnpickler(io.BytesIO((folder / ".metadata").read_bytes())).load()
     if not isinstance(metadata, Metadata):
         raise pickle.UnpicklingError(f"refused: .metadata holds a {type(metadata).__name__}, not DCP metadata")
@@ -213,6 +217,9 @@ def newest_complete(folder: Path) -> tuple[Path, dict[str, Any]] | None:
 def load_into(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load a folder's model and optimizer into ``model`` and ``optimizer``, resharded to this job's ranks
     (or whole, for an unsharded model); every rank calls it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     with quiet_single_process():
@@ -222,6 +229,9 @@ def load_into(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optim
 
 def load_model(folder: Path, model: torch.nn.Module) -> None:
     """Load a folder's model weights into an unsharded ``model`` in this process (no process group needed)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
     state = {"model": get_model_state_dict(model)}
     with quiet_single_process():
         dcp.load(state, checkpoint_id=folder)
@@ -237,6 +247,8 @@ def load_whole_into(
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)
         return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
     set_state_dict(
         model,
         optimizer,

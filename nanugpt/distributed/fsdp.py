@@ -11,22 +11,41 @@ The blocks come from the model itself (``LanguageModel.transformer_blocks()``), 
 - ``mixed_precision``: on CUDA with bfloat16, FSDP casts parameters and gradients itself, in place of autocast.
 - ``no_sync``, ``clip_grad_norm``: the train step's gradient sync and norm, for a DDP or a sharded model.
 - ``local_bytes``: what tensors hold on this rank (their local shards), for memory reports.
+
+``torch.distributed.fsdp`` and ``torch.distributed.tensor`` are imported by the functions that shard or
+recompute, not with this module: importing them takes about as long as importing torch, and a run that does
+neither, like every evaluate, generate and export, never needs them (``bench/pipeline_overhead.py`` times a
+stage's start against ``import torch``).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.distributed._composable import checkpoint
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor
 
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+
+def imported_class(module: str, name: str) -> type | None:
+    """The class ``module.name`` where ``module`` is already imported, else None (then no object of it exists,
+    so an ``isinstance`` test can answer without importing it)."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name) if loaded is not None else None
+
+
+def is_dtensor(tensor: object) -> bool:
+    """True for a DTensor (a sharded parameter or gradient, or a value computed from them)."""
+    dtensor = imported_class("torch.distributed.tensor", "DTensor")
+    return dtensor is not None and isinstance(tensor, dtensor)
 
 
 def blocks_of(model: nn.Module, setting: str) -> list[nn.Module]:
@@ -42,6 +61,8 @@ def blocks_of(model: nn.Module, setting: str) -> list[nn.Module]:
 
 def checkpoint_blocks(model: nn.Module) -> None:
     """Recompute each transformer block's activations in backward (the parameters' names stay as they are)."""
+    from torch.distributed._composable import checkpoint
+
     for block in blocks_of(model, "training.activation_checkpointing full"):
         checkpoint(block)
 
@@ -51,6 +72,8 @@ def mixed_precision(device_type: str, dtype: str) -> MixedPrecisionPolicy | None
     parameters are gathered in bfloat16 for compute and gradients reduced in float32 (the float32 master copy
     stays sharded); None elsewhere, where the train step's autocast does the casting as under DDP."""
     if device_type == "cuda" and dtype == "bfloat16":
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
         return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     return None
 
@@ -68,6 +91,9 @@ def shard_model(
     ``compile_blocks`` compiles each block on its own (``general.torch_compile``), which FSDP's per-block hooks
     allow.
     """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     policy = policy or MixedPrecisionPolicy()  # the default casts nothing
     for block in blocks_of(model, "training.strategy fsdp"):
@@ -81,13 +107,14 @@ def shard_model(
 
 def is_sharded(model: nn.Module) -> bool:
     """True for a model ``shard_model`` has sharded."""
-    return isinstance(model, FSDPModule)
+    fsdp_module = imported_class("torch.distributed.fsdp", "FSDPModule")
+    return fsdp_module is not None and isinstance(model, fsdp_module)
 
 
 @contextmanager
 def no_sync(model: nn.Module) -> Iterator[None]:
     """Gradients accumulate on this rank without being reduced (the micro-steps before the last)."""
-    if isinstance(model, FSDPModule):
+    if is_sharded(model):
         model.set_requires_gradient_sync(False)
         try:
             yield
@@ -106,7 +133,7 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """
     grads = [p.grad for p in params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads)
-    if isinstance(norm, DTensor):
+    if is_dtensor(norm):
         norm = norm.full_tensor()
     torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
     return norm
@@ -120,6 +147,6 @@ def local_bytes(tensors: Iterable[torch.Tensor]) -> int:
         if id(t) in seen:
             continue
         seen.add(id(t))
-        local = t.to_local() if isinstance(t, DTensor) else t
+        local = t.to_local() if is_dtensor(t) else t
         total += local.numel() * local.element_size()
     return total

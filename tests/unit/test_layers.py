@@ -171,3 +171,12 @@ def test_the_launcher_imports_no_torch() -> None:
     code = "import pipeline.launch, sys; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_no_stage_imports_fsdp_dtensor_or_dcp_before_a_run_shards() -> None:
+    """Each of them takes about as long to import as torch: a stage that never shards does without them."""
+    heavy = ("torch.distributed.fsdp", "torch.distributed.tensor", "torch.distributed.checkpoint")
+    stages = "stages.train, stages.evaluate, stages.generate, stages.export"
+    code = f"import sys, {stages}; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
