@@ -1,11 +1,12 @@
 """End-to-end: the pipeline under the real ``dvc`` binary, in a throw-away copy of the repository.
 
 A module fixture copies the repository's files into a temporary git repository with a
-tiny params file and walks through the user's day once: ``dvc repro``, a second
-``dvc repro``, ``dvc exp run -S optimizer.lr=...``, ``dvc exp show --json``,
-``dvc exp run -S generate.temperature=...`` and ``dvc plots show --json``. Each
-test asserts on one step's recorded result. A bad params file gets its own
-fresh workspace.
+tiny params file and walks through the user's day once, with the README's DVC commands as
+written: ``dvc repro``, a second ``dvc repro``, ``dvc exp run -S optimizer.lr=1e-3``,
+``dvc exp show --json``, ``dvc exp run -S generate.temperature=...``, the README's queue of
+two experiments and ``dvc exp run --run-all``, ``dvc exp run -S 'eval.tasks=[hellaswag]'``
+and ``dvc plots show --json``. Each test asserts on one step's recorded result (the README
+test skips those commands: they run here). A bad params file gets its own fresh workspace.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from typing import Any
 import pytest
 import yaml
 from helpers import (
+    README_EXPERIMENT_HELLASWAG,
+    README_EXPERIMENT_LR,
+    README_QUEUE_TWO_EXPERIMENTS,
+    README_REPRO,
+    README_RUN_QUEUED_EXPERIMENTS,
     dvc_env,
     make_workspace,
     output,
@@ -31,15 +37,39 @@ from helpers import (
 
 pytestmark = pytest.mark.slow
 
-NEW_LR = 0.001
+NEW_LR = 1e-3  # README_EXPERIMENT_LR's
+QUEUED_LRS = [6e-4, 3e-3]  # README_QUEUE_TWO_EXPERIMENTS's
 NEW_TEMPERATURE = 0.5
 STAGE_NAMES = ("source", "tokenize", "train", "evaluate", "generate", "export")
-PARAMS = tiny_params("corpus.txt")  # the corpus is written into the workspace
+# HellaSwag examples in the tiny corpus's characters stand in for the official file (a download): the workspace's
+# params point eval.hellaswag_path at them, so the README's experiment runs as written.
+HELLASWAG_EXAMPLES = [
+    {"ctx": "First Citizen:", "endings": ["Before", "All:", "Speak", "die"], "label": 0},
+    {"ctx": "All:\nSpeak,", "endings": ["speak.", "resolved", "famish", "Citizen"], "label": 0},
+    {"ctx": "Resolved.", "endings": ["resolved.", "proceed", "speak", "further"], "label": 0},
+]
+HELLASWAG = {"hellaswag_path": "hellaswag.jsonl", "hellaswag_sha256": None}
+PARAMS = tiny_params("corpus.txt", eval={"eval_every": 10, "eval_iters": 2, **HELLASWAG})  # corpus: in the workspace
 
 
 def files_under(path: Path) -> list[Path]:
     """Every file below ``path``; none when it does not exist."""
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+def shell(command: str, ws: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A README command line, run as written by bash in ``ws``."""
+    return run(["bash", "-c", command], ws, env)
+
+
+def experiment_names(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The experiments a ``dvc exp run`` ran, from its ``Reproducing experiment 'name'`` lines."""
+    return re.findall(r"Reproducing experiment '([\w-]+)'", output(result))
+
+
+def experiments(shown: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{experiment name: its data}`` from ``dvc exp show --json``."""
+    return {exp["name"]: rev["data"] for row in shown for exp in row.get("experiments") or [] for rev in exp["revs"]}
 
 
 @dataclass
@@ -59,6 +89,10 @@ class Session:
     samples_before_temperature: str
     exp_temperature: subprocess.CompletedProcess[str]
     samples_after_temperature: str
+    queued: subprocess.CompletedProcess[str]
+    exp_hellaswag: subprocess.CompletedProcess[str]
+    hellaswag_metrics: dict[str, Any]
+    exp_show_all: list[dict[str, Any]]
     plots: dict[str, Any]
 
 
@@ -68,18 +102,21 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     tmp = tmp_path_factory.mktemp("dvc")
     env = dvc_env(tmp)
     ws = make_workspace(tmp, PARAMS, env)
+    (ws / "hellaswag.jsonl").write_text("".join(json.dumps(example) + "\n" for example in HELLASWAG_EXAMPLES))
+    run(["git", "add", "hellaswag.jsonl"], ws, env)
+    run(["git", "commit", "-q", "-m", "HellaSwag examples"], ws, env)
     tokens = ws / "data" / "tiny" / "char"
 
-    repro = run(["dvc", "repro"], ws, env)
+    repro = shell(README_REPRO, ws, env)
     first_metrics = json.loads((ws / "out" / "metrics.json").read_text())
     run(["git", "add", "-A"], ws, env)  # the baseline commit holds metrics.json, as a user's would
     run(["git", "commit", "-q", "-m", "first run"], ws, env)
     baseline_rev = run(["git", "rev-parse", "HEAD"], ws, env).stdout.strip()
 
-    repro_again = run(["dvc", "repro"], ws, env)
+    repro_again = shell(README_REPRO, ws, env)
     token_files_mtime = {p: p.stat().st_mtime_ns for p in files_under(tokens)}
 
-    exp_lr = run(["dvc", "exp", "run", "-S", f"optimizer.lr={NEW_LR}"], ws, env)
+    exp_lr = shell(README_EXPERIMENT_LR, ws, env)
     exp_lr_metrics = json.loads((ws / "out" / "metrics.json").read_text())
     token_files_mtime_after_exp = {p: p.stat().st_mtime_ns for p in files_under(tokens)}
     exp_show = json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout)
@@ -88,6 +125,12 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     exp_temperature = run(["dvc", "exp", "run", "-S", f"generate.temperature={NEW_TEMPERATURE}"], ws, env)
     samples_after = (ws / "out" / "samples.txt").read_text()
 
+    shell(README_QUEUE_TWO_EXPERIMENTS, ws, env)
+    queued = shell(README_RUN_QUEUED_EXPERIMENTS, ws, env)  # runs them in temporary copies
+
+    exp_hellaswag = shell(README_EXPERIMENT_HELLASWAG, ws, env)
+    hellaswag_metrics = json.loads((ws / "out" / "metrics.json").read_text())
+    exp_show_all = json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout)
     plots = json.loads(run(["dvc", "plots", "show", "--json"], ws, env).stdout)
     return Session(
         ws=ws,
@@ -103,6 +146,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
         samples_before_temperature=samples_before,
         exp_temperature=exp_temperature,
         samples_after_temperature=samples_after,
+        queued=queued,
+        exp_hellaswag=exp_hellaswag,
+        hellaswag_metrics=hellaswag_metrics,
+        exp_show_all=exp_show_all,
         plots=plots,
     )
 
@@ -153,6 +200,30 @@ def test_new_temperature_reruns_only_generate(session: Session) -> None:
     assert skipped_stages(session.exp_temperature) == ["tokenize", "train", "evaluate", "export"]
     assert ran_stages(session.exp_temperature) == ["source", "generate"]
     assert session.samples_after_temperature != session.samples_before_temperature
+
+
+def test_queued_experiments_run_and_dvc_lists_dvclives_step_and_metrics(session: Session) -> None:
+    names = experiment_names(session.queued)
+    assert len(names) == 2, output(session.queued)
+    shown = experiments(session.exp_show_all)
+    assert sorted(shown[name]["params"]["params.yaml"]["data"]["optimizer"]["lr"] for name in names) == QUEUED_LRS
+    for name in names:
+        live = shown[name]["metrics"]["out/dvclive/metrics.json"]["data"]
+        assert live["step"] == PARAMS["training"]["max_steps"]
+        assert live["train"]["loss"] > 0 and live["train"]["tokens_per_s"] > 0
+        assert live["val"]["loss"] > 0 and live["val"]["best_loss"] > 0
+        assert shown[name]["metrics"]["out/metrics.json"]["data"]["val_loss"] > 0  # evaluate's figures too
+
+
+def test_an_experiment_with_hellaswag_reruns_evaluate_alone_and_dvc_lists_its_figures(session: Session) -> None:
+    # the source stage checks the corpus at every run (always_changed); of the rest, evaluate alone re-runs
+    assert ran_stages(session.exp_hellaswag) == ["source", "evaluate"]
+    (name,) = experiment_names(session.exp_hellaswag)
+    (baseline,) = [row for row in session.exp_show_all if row["rev"] == session.baseline_rev]
+    assert "hellaswag_acc" not in baseline["data"]["metrics"]["out/metrics.json"]["data"]
+    figures = experiments(session.exp_show_all)[name]["metrics"]["out/metrics.json"]["data"]
+    assert figures["hellaswag_examples"] == len(HELLASWAG_EXAMPLES) and 0 <= figures["hellaswag_acc_norm"] <= 1
+    assert figures["hellaswag_acc"] == session.hellaswag_metrics["hellaswag_acc"]
 
 
 def test_plots_show_has_train_and_val_loss_curves(session: Session) -> None:

@@ -24,7 +24,10 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    README_EXPERIMENT_HELLASWAG,
+    README_EXPERIMENT_LR,
     README_QUEUE_TWO_EXPERIMENTS,
+    README_REPRO,
     README_RUN_QUEUED_EXPERIMENTS,
     README_SNAKEMAKE_ELSEWHERE,
     README_SWEEP_ON_DVC_QUEUE,
@@ -76,7 +79,7 @@ SLURM_PIPELINE_TEST = "tests/e2e/test_slurm_e2e.py::test_readme_pipeline_on_slur
 SLURM_SWEEP_TEST = "tests/e2e/test_sweep_slurm_e2e.py::test_sweep_points_train_as_concurrent_slurm_jobs"
 DVC_SWEEP_TEST = "tests/e2e/test_sweep_dvc_e2e.py::test_sweep_points_run_as_named_dvc_experiments"
 SNAKEMAKE_TEST = "tests/e2e/test_snakemake_e2e.py (its module fixture)"
-QUEUE_TEST = "tests/unit/metrics/test_sinks.py::test_queued_dvc_experiments_show_dvclives_step_and_metrics"
+DVC_TEST = "tests/e2e/test_dvc_e2e.py (its module fixture)"
 TINY_SWEEP = "printf 'base: ../params.yaml\\ngrid:\\n  optimizer.lr: [0.001, 0.002]\\n' > sweeps/readme.yaml"
 # A HellaSwag file of one example in the tiny corpus's characters stands in for the official one (a download)
 TINY_HELLASWAG = (
@@ -93,10 +96,10 @@ RULES = (
     Rule(r"make setup TORCH_SPEC=\S+ TORCH_INDEX=https://\S+", skip="needs the network (a PyTorch wheel index)"),
     Rule(r"python -m venv \.venv && .*pip install .*", skip="needs the network (PyTorch and the project from PyPI)"),
     # DVC
-    Rule(r"dvc repro", expect="didn't change, skipping"),  # the source stage always runs (always_changed)
-    Rule(r"dvc exp run -S optimizer\.lr=\S+", expect="Ran experiment"),
-    Rule(re.escape(README_QUEUE_TWO_EXPERIMENTS), skip=f"run as written by {QUEUE_TEST}"),
-    Rule(re.escape(README_RUN_QUEUED_EXPERIMENTS), skip=f"run as written by {QUEUE_TEST}"),
+    Rule(re.escape(README_REPRO), skip=f"run as written by {DVC_TEST}"),
+    Rule(re.escape(README_EXPERIMENT_LR), skip=f"run as written by {DVC_TEST}"),
+    Rule(re.escape(README_QUEUE_TWO_EXPERIMENTS), skip=f"run as written by {DVC_TEST}"),
+    Rule(re.escape(README_RUN_QUEUED_EXPERIMENTS), skip=f"run as written by {DVC_TEST}"),
     Rule(r"dvc exp show", expect="val_loss"),
     Rule(r"dvc metrics show", expect="val_loss"),
     Rule(r"dvc plots show", expect="dvc_plots"),
@@ -154,13 +157,7 @@ RULES = (
         setup=TINY_HELLASWAG,
         expect="hellaswag_acc",
     ),
-    Rule(
-        r"dvc exp run -S 'eval\.tasks=\[hellaswag\]'",
-        rewrite=(("]'", "]' -S eval.hellaswag_path=hellaswag.jsonl -S eval.hellaswag_sha256=null"),),
-        setup=TINY_HELLASWAG,
-        after="git checkout -- params.yaml",
-        expect="Ran experiment",
-    ),
+    Rule(re.escape(README_EXPERIMENT_HELLASWAG), skip=f"run as written by {DVC_TEST}"),
     Rule(r"pip install -e '\.\[eval\]'", skip="needs the network (lm-eval from PyPI; make setup installs it)"),
     Rule(r"lm_eval --model hf .* --tasks hellaswag .*", skip="needs the network (the task's dataset from the hub)"),
     Rule(r"torchrun --standalone --nproc-per-node=2 -m stages\.evaluate params\.yaml", expect="val_loss"),
@@ -283,7 +280,7 @@ def test_a_new_command_without_a_rule_is_caught() -> None:
     text = "intro\n\n```bash\ndvc repro   # known\nfrobnicate --all \\\n    --now   # new\n```\n\n```\nnot shell\n```\n"
     commands = markdown_commands(text, "X.md")
     assert [(c.source, c.text) for c in commands] == [("X.md:4", "dvc repro"), ("X.md:5", "frobnicate --all --now")]
-    assert rule_for(commands[0]).expect == "didn't change, skipping"
+    assert rule_for(commands[0]).skip == f"run as written by {DVC_TEST}"
     with pytest.raises(LookupError, match="X.md:5: 'frobnicate --all --now' has no rule"):
         rule_for(commands[1])
 

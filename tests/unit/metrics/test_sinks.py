@@ -24,8 +24,6 @@ import pytest
 import torch
 import yaml
 from helpers import (
-    README_QUEUE_TWO_EXPERIMENTS,
-    README_RUN_QUEUED_EXPERIMENTS,
     REPO,
     call_main,
     dvc_env,
@@ -604,25 +602,6 @@ def test_dvc_exp_show_has_the_step_and_metrics_during_and_after_a_run(tmp_path: 
         assert proc.wait(timeout=300) == 0
     after = live_metrics(ws, env)
     assert after["step"] == 400 and after["val"]["loss"] > 0 and after["val"]["best_loss"] > 0
-
-
-@pytest.mark.slow
-def test_queued_dvc_experiments_show_dvclives_step_and_metrics(tmp_path: Path) -> None:
-    """The README's two commands as written: queue two experiments, then run the queue."""
-    env = dvc_env(tmp_path)
-    ws = make_workspace(tmp_path, tiny_params("corpus.txt"), env)
-    run_checked(["bash", "-c", README_QUEUE_TWO_EXPERIMENTS], ws, env)
-    ran = run_checked(["bash", "-c", README_RUN_QUEUED_EXPERIMENTS], ws, env)  # runs them in temporary copies
-    shown = json.loads(run_checked(["dvc", "exp", "show", "--json"], ws, env).stdout)
-    (baseline,) = [row for row in shown if row["rev"] != "workspace"]
-    experiments = [rev["data"] for exp in baseline["experiments"] or [] for rev in exp["revs"]]
-    lrs = sorted(data["params"]["params.yaml"]["data"]["optimizer"]["lr"] for data in experiments)
-    assert lrs == [6e-4, 3e-3], ran.stdout + ran.stderr
-    for data in experiments:
-        live = data["metrics"]["out/dvclive/metrics.json"]["data"]
-        assert live["step"] == 20 and live["train"]["loss"] > 0 and live["train"]["tokens_per_s"] > 0
-        assert live["val"]["loss"] > 0 and live["val"]["best_loss"] > 0
-        assert data["metrics"]["out/metrics.json"]["data"]["val_loss"] > 0  # evaluate's figures beside dvclive's
 
 
 class GatedSink(RecordingSink):
