@@ -25,12 +25,14 @@ COMMAND_TIMEOUT_S = 60
 # SLURM_QUICK after them); test_readme.py matches the README's lines against these, so each runs once.
 README_PIPELINE_ON_SLURM = "snakemake --executor slurm -j 8 --workflow-profile profiles/slurm"
 README_SWEEP_ON_SLURM = f"{README_PIPELINE_ON_SLURM} --config sweep=sweeps/lr_width.yaml"
-# Job states from squeue (no accounting here), short status intervals, the logs of jobs that succeeded kept.
+# Job states from squeue (no accounting here), the shortest status interval, the logs of jobs that succeeded kept.
+# The plugin checks first after the interval, then waits 10 s longer after each check that finds no job ended:
+# the shorter the first wait, the sooner the tiny jobs here are seen to end.
 SLURM_QUICK = (
     "--slurm-status-command",
     "squeue",
     "--slurm-init-seconds-before-status-checks",
-    "5",
+    "1",
     "--slurm-keep-successful-logs",
     "--latency-wait",
     "10",
