@@ -1,22 +1,18 @@
-"""End-to-end: a local corpus is a tracked input under the real ``dvc`` and ``snakemake``, and the test split
-reaches ``metrics.json`` and ``dvc exp show``.
+"""End-to-end: a local corpus is a tracked input under the real ``dvc``, and the test split reaches
+``metrics.json`` and ``dvc exp show``. (A corpus edit under Snakemake: ``test_snakemake_e2e.py``.)
 
 DVC: a committed first run (with ``data.test_fraction``), one line of the corpus edited and ``dvc repro``
 (source, tokenize, train and what follows re-run), then the edit undone as a user of versioned data does it
 (``git checkout <first run> -- .`` and ``dvc checkout``): every output comes back from the DVC cache and the
 next ``dvc repro`` re-runs nothing but the source check; the same edit made again by hand gets its token files
-from DVC's run-cache (train, a ``persist`` output, runs again, and evaluate comes from the cache).
-Snakemake: a first run, the edit (source, tokenize, train... re-run), and a run with nothing changed (nothing
-to do). Each run stops at evaluate (``dvc repro evaluate``, snakemake's target ``out/metrics.json``): generate
-and export add nothing to what is tested.
+from DVC's run-cache (train, a ``persist`` output, runs again, and evaluate comes from the cache). Each run
+stops at evaluate (``dvc repro evaluate``): generate and export add nothing to what is tested.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +20,13 @@ from typing import Any
 import pytest
 from helpers import (
     TINY_TEXT,
-    copy_worktree,
     dvc_env,
-    job_reasons,
     make_workspace,
     output,
     ran_stages,
     run,
     skipped_stages,
     tiny_params,
-    write_params,
 )
 
 from nanugpt.files.hashing import sha256_file
@@ -138,63 +131,3 @@ def test_test_split_figures_in_metrics_json_and_dvc_exp_show(dvc_session: DvcSes
     (row,) = [row for row in dvc_session.exp_show if row["rev"] != "workspace"]
     shown = row["data"]["metrics"]["out/metrics.json"]["data"]
     assert (shown["test_loss"], shown["test_ppl"]) == (metrics["test_loss"], metrics["test_ppl"])
-
-
-@dataclass
-class SnakemakeSession:
-    first: dict[str, str]
-    edited: dict[str, str]
-    again: dict[str, str]
-    again_output: str
-    after_edit: dict[str, str]
-    before_edit: dict[str, str]
-
-
-@pytest.fixture(scope="module")
-def snakemake_session(tmp_path_factory: pytest.TempPathFactory) -> SnakemakeSession:
-    """A first run, the one-line edit, and a run with nothing changed; the job reasons of each."""
-    tmp = tmp_path_factory.mktemp("snakemake_data")
-    ws = copy_worktree(tmp / "ws")
-    (ws / "corpus.txt").write_text(TINY_TEXT, encoding="utf-8")
-    write_params(ws / "params.yaml", PARAMS)
-    env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-
-    def snakemake() -> tuple[dict[str, str], str]:
-        command = ["snakemake", "-j", "2", "out/metrics.json"]
-        result = subprocess.run(command, cwd=ws, env=env, capture_output=True, text=True, timeout=300, check=False)
-        text = result.stdout + result.stderr
-        if result.returncode != 0:
-            pytest.fail(f"snakemake exited with {result.returncode}\n{text}")
-        return job_reasons(text), text
-
-    data_dir, out_dir = ws / "data" / "tiny" / "char", ws / "out"
-    first, _ = snakemake()
-    before_edit = fingerprint(ws, data_dir, out_dir)
-    (ws / "corpus.txt").write_text(EDITED_TEXT, encoding="utf-8")
-    edited, _ = snakemake()
-    after_edit = fingerprint(ws, data_dir, out_dir)
-    again, again_output = snakemake()
-    return SnakemakeSession(
-        first=first,
-        edited=edited,
-        again=again,
-        again_output=again_output,
-        after_edit=after_edit,
-        before_edit=before_edit,
-    )
-
-
-def test_snakemake_editing_one_corpus_line_reruns_tokenize_train_and_what_follows(
-    snakemake_session: SnakemakeSession,
-) -> None:
-    assert sorted(snakemake_session.first) == sorted(EVERY_STAGE)
-    assert sorted(snakemake_session.edited) == sorted(EVERY_STAGE)
-    assert "corpus.txt" in snakemake_session.edited["source"]  # updated input files: corpus.txt
-    for name in ("train.bin", "last.pt", "metrics"):
-        assert snakemake_session.after_edit[name] != snakemake_session.before_edit[name], name
-
-
-def test_snakemake_unchanged_corpus_has_nothing_to_do(snakemake_session: SnakemakeSession) -> None:
-    assert snakemake_session.again == {}
-    assert "Nothing to be done" in snakemake_session.again_output
