@@ -3,9 +3,10 @@
 A module fixture copies the repository's files into a temporary workspace,
 writes a tiny params file, and runs the README's ``snakemake -j 2 --config
 data_root=/scratch/data out_dir=/scratch/runs/exp1`` (``/scratch`` a temporary
-folder outside the workspace) four times: from scratch,
-again with nothing changed, after an ``optimizer.lr`` edit, and after a
-``generate.temperature`` edit. Each test asserts on one run's recorded result.
+folder outside the workspace) five times: from scratch,
+again with nothing changed, after an ``optimizer.lr`` edit, after a
+``generate.temperature`` edit, and after one line of the corpus was edited.
+Each test asserts on one run's recorded result.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ import pytest
 import yaml
 from helpers import README_SNAKEMAKE_ELSEWHERE, TINY_TEXT, copy_worktree, job_reasons, tiny_params, write_params
 
+from nanugpt.files.hashing import sha256_file
+
 pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 300
 NEW_LR = 0.001
 NEW_TEMPERATURE = 0.5
+EDITED_TEXT = TINY_TEXT.replace("Speak, speak.", "Speak, speak, I say.", 1)  # one line of the corpus
 RULES = ("source", "tokenize", "train", "evaluate", "generate", "export")
 
 
@@ -55,11 +59,20 @@ class Session:
     token_files_mtime_after_lr: dict[Path, int]
     samples_before_temperature: str
     samples_after_temperature: str
+    corpus_edited: Run
+    before_corpus_edit: dict[str, str]
+    after_corpus_edit: dict[str, str]
 
 
 def mtimes(folder: Path) -> dict[Path, int]:
     """Modification time (ns) of every file below ``folder``."""
     return {p: p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def fingerprint(token_dir: Path, out_dir: Path) -> dict[str, str]:
+    """sha256 of the token files, the last checkpoint and the metrics of a run."""
+    files = [token_dir / "train.bin", token_dir / "val.bin", out_dir / "checkpoints" / "last.pt"]
+    return {path.name: sha256_file(path) for path in [*files, out_dir / "metrics.json"]}
 
 
 def set_param(params_file: Path, section: str, key: str, value: Any) -> None:
@@ -71,7 +84,8 @@ def set_param(params_file: Path, section: str, key: str, value: Any) -> None:
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
-    """Run snakemake from scratch, again, after an lr edit and after a temperature edit, recording each run."""
+    """Run snakemake from scratch, again, after an lr edit, a temperature edit and a corpus edit, recording each
+    run."""
     tmp = tmp_path_factory.mktemp("snakemake")
     ws, scratch = tmp / "ws", tmp / "scratch"
     data_root, out_dir = scratch / "data", scratch / "runs" / "exp1"
@@ -108,6 +122,11 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     set_param(params_file, "generate", "temperature", NEW_TEMPERATURE)
     new_temperature = snakemake()
     samples_after = (out_dir / "samples.txt").read_text()
+
+    before_corpus_edit = fingerprint(tokens, out_dir)
+    corpus.write_text(EDITED_TEXT, encoding="utf-8")
+    corpus_edited = snakemake()
+    after_corpus_edit = fingerprint(tokens, out_dir)
     return Session(
         ws=ws,
         token_dir=tokens,
@@ -122,6 +141,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
         token_files_mtime_after_lr=token_files_mtime_after_lr,
         samples_before_temperature=samples_before,
         samples_after_temperature=samples_after,
+        corpus_edited=corpus_edited,
+        before_corpus_edit=before_corpus_edit,
+        after_corpus_edit=after_corpus_edit,
     )
 
 
@@ -165,6 +187,13 @@ def test_new_temperature_reruns_only_generate(session: Session) -> None:
     assert session.samples_after_temperature != session.samples_before_temperature
 
 
+def test_editing_one_corpus_line_reruns_tokenize_train_and_what_follows(session: Session) -> None:
+    assert sorted(session.corpus_edited.reasons) == sorted(RULES)
+    assert "corpus.txt" in session.corpus_edited.reasons["source"]  # updated input files: .../corpus.txt
+    for name, digest in session.after_corpus_edit.items():
+        assert digest != session.before_corpus_edit[name], name  # tokenized and trained anew, not resumed
+
+
 def test_forced_train_rerun_keeps_and_resumes_its_checkpoints(session: Session) -> None:
     """Snakemake deletes a rule's outputs before running it: the step checkpoints must survive that."""
     data_root = session.token_dir.parent.parent
@@ -177,6 +206,8 @@ def test_forced_train_rerun_keeps_and_resumes_its_checkpoints(session: Session) 
             "1",
             "--forcerun",
             "train",
+            "--until",
+            "train",  # what follows adds nothing here
             "--config",
             f"data_root={data_root}",
             f"out_dir={session.out_dir}",
