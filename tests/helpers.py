@@ -33,13 +33,15 @@ TINY_TEXT = (
 # even when a user has committed them, so an end-to-end test starts from the code alone.
 PIPELINE_OUTPUTS = ("data/", "out/", "dvc.lock", "dvc_plots/")
 # README commands that other tests run as written (test_readme.py's rules for them match only this text):
-# tests/e2e/test_dvc_e2e.py (a repro, experiments and the queue of two), tests/e2e/test_sweep_dvc_e2e.py and
-# tests/e2e/test_snakemake_e2e.py (with /scratch in a temporary folder).
+# tests/e2e/test_dvc_e2e.py (a repro, experiments and the queue of two), tests/e2e/test_sweep_e2e.py (a sweep and
+# its report), tests/e2e/test_sweep_dvc_e2e.py and tests/e2e/test_snakemake_e2e.py (/scratch a temporary folder).
 README_REPRO = "dvc repro"
 README_EXPERIMENT_LR = "dvc exp run -S optimizer.lr=1e-3"
 README_EXPERIMENT_HELLASWAG = "dvc exp run -S 'eval.tasks=[hellaswag]'"
 README_QUEUE_TWO_EXPERIMENTS = "dvc exp run --queue -S 'optimizer.lr=3e-3,6e-4'"
 README_RUN_QUEUED_EXPERIMENTS = "dvc exp run --run-all"
+README_SWEEP_LOCALLY = "snakemake -j 4 --config sweep=sweeps/lr_width.yaml"
+README_SWEEP_REPORT = "python -m pipeline.sweep report sweeps/lr_width.yaml"
 README_SWEEP_ON_DVC_QUEUE = "python -m pipeline.sweep queue sweeps/lr_width.yaml && dvc queue start -j 4"
 README_SNAKEMAKE_ELSEWHERE = "snakemake -j 2 --config data_root=/scratch/data out_dir=/scratch/runs/exp1"
 

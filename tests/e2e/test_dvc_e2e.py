@@ -2,10 +2,10 @@
 
 A module fixture copies the repository's files into a temporary git repository with a
 tiny params file and walks through the user's day once, with the README's DVC commands as
-written: ``dvc repro``, a second ``dvc repro``, ``dvc exp run -S optimizer.lr=1e-3``,
-``dvc exp show --json``, ``dvc exp run -S generate.temperature=...``, the README's queue of
-two experiments and ``dvc exp run --run-all``, ``dvc exp run -S 'eval.tasks=[hellaswag]'``
-and ``dvc plots show --json``. Each test asserts on one step's recorded result (the README
+written: ``dvc repro``, a second ``dvc repro``, the README's queue of two experiments and
+``dvc exp run --run-all``, ``dvc exp run -S optimizer.lr=1e-3``, ``dvc exp show --json``,
+``dvc exp run -S generate.temperature=...``, ``dvc exp run -S 'eval.tasks=[hellaswag]'`` and
+``dvc plots show --json``. Each test asserts on one step's recorded result (the README
 test skips those commands: they run here). A bad params file gets its own fresh workspace.
 """
 
@@ -116,6 +116,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     repro_again = shell(README_REPRO, ws, env)
     token_files_mtime = {p: p.stat().st_mtime_ns for p in files_under(tokens)}
 
+    # queued from the committed first run, as the README's order has it: the lr=3e-3 one is that run's params
+    shell(README_QUEUE_TWO_EXPERIMENTS, ws, env)
+    queued = shell(README_RUN_QUEUED_EXPERIMENTS, ws, env)  # runs them in temporary copies
+
     exp_lr = shell(README_EXPERIMENT_LR, ws, env)
     exp_lr_metrics = json.loads((ws / "out" / "metrics.json").read_text())
     token_files_mtime_after_exp = {p: p.stat().st_mtime_ns for p in files_under(tokens)}
@@ -124,9 +128,6 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     samples_before = (ws / "out" / "samples.txt").read_text()
     exp_temperature = run(["dvc", "exp", "run", "-S", f"generate.temperature={NEW_TEMPERATURE}"], ws, env)
     samples_after = (ws / "out" / "samples.txt").read_text()
-
-    shell(README_QUEUE_TWO_EXPERIMENTS, ws, env)
-    queued = shell(README_RUN_QUEUED_EXPERIMENTS, ws, env)  # runs them in temporary copies
 
     exp_hellaswag = shell(README_EXPERIMENT_HELLASWAG, ws, env)
     hellaswag_metrics = json.loads((ws / "out" / "metrics.json").read_text())
@@ -189,9 +190,8 @@ def test_exp_show_lists_baseline_and_experiment_with_val_loss(session: Session) 
     assert baseline["data"]["metrics"]["out/metrics.json"]["data"]["val_loss"] == session.first_metrics["val_loss"]
     assert baseline["data"]["params"]["params.yaml"]["data"]["optimizer"]["lr"] == PARAMS["optimizer"]["lr"]
 
-    experiments = [rev for exp in baseline["experiments"] or [] for rev in exp["revs"]]
-    assert len(experiments) == 1
-    experiment = experiments[0]["data"]
+    (name,) = experiment_names(session.exp_lr)
+    experiment = experiments(session.exp_show)[name]
     assert experiment["params"]["params.yaml"]["data"]["optimizer"]["lr"] == NEW_LR
     assert experiment["metrics"]["out/metrics.json"]["data"]["val_loss"] == session.exp_lr_metrics["val_loss"]
 

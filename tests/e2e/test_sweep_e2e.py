@@ -1,10 +1,11 @@
 """End-to-end: a sweep under the real ``snakemake``: one tokenize job, a job per point and stage, partial reruns,
 a failing point isolated and reported, and the plan of a 100-point grid.
 
-A module fixture copies the repository into a temporary workspace with a tiny params file and a sweep of
-three points: two from the grid (``optimizer.lr``), a named explicit one, and a fourth point that fails in
-train (``training.resume`` names a missing checkpoint). It runs ``snakemake -j 2 --config sweep=...`` once,
-then asks dry runs (``-n``) what an added value and an edited point would run.
+A module fixture copies the repository into a temporary workspace with a tiny params file and, as the README's
+``sweeps/lr_width.yaml``, a sweep of three points: two from the grid (``optimizer.lr``), a named explicit one,
+and a fourth point that fails in train (``training.resume`` names a missing checkpoint). It runs the README's
+``snakemake -j 4 --config sweep=sweeps/lr_width.yaml`` and ``python -m pipeline.sweep report ...`` as written
+once (the README test skips them), then asks dry runs (``-n``) what an added value and an edited point would run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import TINY_TEXT, copy_worktree, tiny_params, write_params
+from helpers import README_SWEEP_LOCALLY, README_SWEEP_REPORT, TINY_TEXT, copy_worktree, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +42,11 @@ class Workspace:
     env: dict[str, str]
 
     def snakemake(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run(["snakemake", *args, "--config", f"sweep={self.sweep.relative_to(self.ws)}"])
+
+    def run(self, command: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["snakemake", *args, "--config", f"sweep={self.sweep.relative_to(self.ws)}"],
+            command,
             cwd=self.ws,
             env=self.env,
             capture_output=True,
@@ -82,7 +86,7 @@ def workspace(tmp: Path) -> Workspace:
     write_params(ws / "params.yaml", tiny_params(corpus))
     env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return Workspace(ws, ws / "sweeps" / "tiny.yaml", env)
+    return Workspace(ws, ws / "sweeps" / "lr_width.yaml", env)  # the README's sweep file, made tiny
 
 
 @dataclass
@@ -92,6 +96,7 @@ class Session:
     first: subprocess.CompletedProcess
     summary: list[dict[str, str]]
     report: str
+    report_again: subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +104,14 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     space = workspace(tmp_path_factory.mktemp("sweep"))
     space.write_sweep(GRID, [NAMED, FAILING])
     first_plan, _ = space.plan()
-    first = space.snakemake("-j", "2")
-    folder = space.ws / "out" / "sweeps" / "tiny"
+    first = space.run(README_SWEEP_LOCALLY.split())
+    folder = space.ws / "out" / "sweeps" / "lr_width"
     with open(folder / "summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
-    return Session(space, first_plan, first, summary, (folder / "report.html").read_text())
+    report = (folder / "report.html").read_text()
+    (folder / "report.html").unlink()
+    report_again = space.run(README_SWEEP_REPORT.split())
+    return Session(space, first_plan, first, summary, report, report_again)
 
 
 def test_one_tokenize_job_and_one_job_per_point_and_stage(session: Session) -> None:
@@ -122,7 +130,7 @@ def test_a_failing_point_does_not_stop_the_others_and_is_reported(session: Sessi
     assert session.first.returncode != 0, output  # the failure is not hidden
     status = {row["point"]: row["status"] for row in session.summary}
     assert status == {"lr=0.001": "done", "lr=0.003": "done", "edit": "done", "broken": "failed (train)"}, output
-    folder = session.space.ws / "out" / "sweeps" / "tiny"
+    folder = session.space.ws / "out" / "sweeps" / "lr_width"
     for name in POINTS[:3]:
         for artifact in ("checkpoints/last.pt", "metrics.json", "samples.txt", "plots/val.csv"):
             assert (folder / name / artifact).stat().st_size > 0, (name, artifact)
@@ -131,6 +139,13 @@ def test_a_failing_point_does_not_stop_the_others_and_is_reported(session: Sessi
     best = min(session.summary[:3], key=lambda row: float(row["val_loss"]))
     assert [row["point"] for row in session.summary if row["best"] == "1"] == [best["point"]]
     assert not (session.space.ws / "out" / "checkpoints").exists()  # the single-run rules did not run
+
+
+def test_the_report_is_written_again_from_what_is_on_disk(session: Session) -> None:
+    output = session.report_again.stdout + session.report_again.stderr
+    assert session.report_again.returncode == 0 and "wrote" in output, output
+    folder = session.space.ws / "out" / "sweeps" / "lr_width"
+    assert (folder / "report.html").read_text() == session.report
 
 
 def test_adding_a_value_runs_only_the_new_point(session: Session) -> None:
