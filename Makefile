@@ -12,9 +12,10 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 # pytest-xdist workers, each taking a whole test file at a time, in the order collected (the Slurm files first, as
 # one unit: tests/worker_groups.py).
-# Every test process, and what it starts, uses one CPU thread: two workers that each start a thread per core slow
-# each other down many times over.
-PYTEST_WORKERS ?= 2
+# Three workers on two cores: the Slurm, DVC-queue and Snakemake tests spend part of their time waiting on jobs,
+# and a third worker fills it. Every test process, and what it starts, uses one CPU thread: workers that each
+# start a thread per core slow each other down many times over.
+PYTEST_WORKERS ?= 3
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)

@@ -1,10 +1,10 @@
-"""How ``make test`` shares the tests among its pytest-xdist workers (``-n 2 --dist loadfile --no-loadscope-reorder``).
+"""How ``make test`` shares the tests among its pytest-xdist workers (``-n 3 --dist loadfile --no-loadscope-reorder``).
 
 A worker takes a whole test file at a time, so a module fixture (a shared tokenized corpus, a trained run,
 the README's workspace) is built once and a file's tests run in their order. The files that submit jobs to
 the Slurm cluster go to one worker as one unit, one after another: the cluster's two nodes hold one test's
 jobs at a time, and a job left waiting for a node would run into that test's deadline. That unit is the
-longest and goes first, so the other worker works through the rest beside it, end-to-end files (collected
+longest and goes first, so the other workers work through the rest beside it, end-to-end files (collected
 before the unit tests) before the many short unit files that even out the end.
 
 Loaded by ``addopts`` (``-p worker_groups``); outside an xdist worker and without ``--dist loadfile`` it changes
