@@ -126,7 +126,8 @@ def copy_worktree(dest: Path) -> Path:
 
 def dvc_env(tmp: Path) -> dict[str, str]:
     """The environment of a workspace's commands: this venv first on PATH, no analytics, DVC and git config of
-    this test only (no user or system settings), a git author, and the default DATA_ROOT / OUT_DIR."""
+    this test only (no user or system settings; no update check, which would start a dvc process that asks the
+    network at each command of a new workspace), a git author, and the default DATA_ROOT / OUT_DIR."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATA_ROOT", "OUT_DIR")}
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
@@ -141,6 +142,9 @@ def dvc_env(tmp: Path) -> dict[str, str]:
         GIT_COMMITTER_NAME="nanugpt tests",
         GIT_COMMITTER_EMAIL="tests@nanugpt.invalid",
     )
+    global_config = tmp / "dvc-global-config"
+    global_config.mkdir(parents=True, exist_ok=True)
+    (global_config / "config").write_text("[core]\n    check_update = false\n")
     return env
 
 

@@ -50,8 +50,8 @@ TIMEOUT_S = 600
 README_CORPUS = TINY_TEXT + "ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 10
 SHELL_FENCE = re.compile(r"^\s*```(?:bash|sh|shell)\s*$")
 DOCSTRING_COMMAND = re.compile(r"^(python -m |torchrun |srun )")
-# A short pytest run of one quick test file: `make test` itself, without the suite running inside itself.
-INNER_PYTEST = "PYTEST_ARGS='-q -p no:cacheprovider tests/unit/config/test_loader.py'"
+# A short pytest run of one quick test file on one worker: `make test` itself, without the suite running inside itself.
+INNER_PYTEST = "PYTEST_WORKERS=1 PYTEST_ARGS='-q -p no:cacheprovider tests/unit/config/test_loader.py'"
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def wait_for_queue(ws: Path, env: dict[str, str]) -> str:
         status = run(["dvc", "queue", "status"], ws, env).stdout
         if not any(word in status for word in ("Queued", "Running")):
             return status
-        time.sleep(5)
+        time.sleep(15)  # each `dvc queue status` is a whole dvc start: polled often, it slows the experiments
     pytest.fail(f"the DVC queue did not finish in {QUEUE_TIMEOUT_S} s:\n{status}")
 
 
