@@ -201,7 +201,8 @@ class DvcLiveSink:
     too. Every step's loss is in ``CsvSink``'s ``plots/train.csv``.
 
     On a resume the series keep their rows up to ``resume_step`` and continue from there, so a run killed
-    after its last checkpoint leaves no step twice.
+    after its last checkpoint leaves no step twice. ``metrics.json`` is replaced whole (``write_summary``), never
+    rewritten in place, so ``dvc exp show`` during a run never reads it half-written.
     """
 
     every_step = False  # a row appends to one file per metric
@@ -216,13 +217,20 @@ class DvcLiveSink:
                 keep_rows_up_to(series, resume_step)
             drop_torn_summary(live_dir / "metrics.json")
         self.live = Live(str(live_dir), resume=resume_step > 0, save_dvc_exp=False, dvcyaml=None)
+        # dvclive's own make_summary truncates metrics.json and writes it again, which a reader can catch
+        # half-way; its end() calls make_summary too, so this instance's is replaced
+        self.live.make_summary = self.write_summary
         self.live.log_params(params)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         self.live.step = step
         for name, value in metrics.items():
             self.live.log_metric(name, value)
-        self.live.make_summary()  # what dvc exp show reads
+        self.write_summary()  # what dvc exp show reads
+
+    def write_summary(self) -> None:
+        """dvclive's ``metrics.json`` (the step and the latest value of each metric), replaced atomically."""
+        write_json(self.live.metrics_file, {**self.live.summary, "step": self.live.step})
 
     def close(self, failed: bool = False) -> None:
         self.live.end()

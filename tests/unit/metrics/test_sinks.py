@@ -709,3 +709,16 @@ def test_a_torn_dvclive_summary_left_by_a_kill_does_not_stop_the_resume(tmp_path
     with open(live_dir / "plots" / "metrics" / "train" / "loss.tsv") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert [(row["step"], row["loss"]) for row in rows] == [("10", "2.9"), ("20", "2.5")]
+
+
+def test_the_dvclive_summary_is_replaced_whole_never_rewritten_in_place(tmp_path: Path) -> None:
+    """``dvc exp show`` during a run reads ``metrics.json`` while rows are written: a reader that opened the file
+    before a write still reads the whole previous summary (a rewrite in place would truncate it under it)."""
+    live_dir = tmp_path / "dvclive"
+    sink = DvcLiveSink(live_dir, {"seed": 1}, 0)
+    sink.write(10, {"train/loss": 2.9})
+    with open(live_dir / "metrics.json") as reader:
+        sink.write(20, {"train/loss": 2.8})
+        assert json.loads(reader.read()) == {"step": 10, "train": {"loss": 2.9}}
+    sink.close()
+    assert json.loads((live_dir / "metrics.json").read_text()) == {"step": 20, "train": {"loss": 2.8}}
