@@ -12,11 +12,12 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 # pytest-xdist workers, each taking a whole test file at a time, in the order collected (the Slurm files first, as
 # one unit: tests/worker_groups.py).
-# Three workers on two cores: the Slurm, DVC-queue and Snakemake tests spend part of their time waiting on jobs,
-# and a third worker fills it. Every test process, and what it starts, uses one CPU thread: workers that each
-# start a thread per core slow each other down many times over.
-PYTEST_WORKERS ?= 3
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+# `make test` on three workers on two cores: the Slurm, DVC-queue and Snakemake tests spend part of their time
+# waiting on jobs, and a third worker fills it. `make test-fast` on two: its tests never wait, and a third
+# worker only adds contention. PYTEST_WORKERS=N sets both. Every test process, and what it starts, uses one CPU
+# thread: workers that each start a thread per core slow each other down many times over.
+PYTEST_WORKERS ?=
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest --dist loadfile --no-loadscope-reorder
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
@@ -60,10 +61,10 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PYTEST) $(PYTEST_ARGS)
+	$(PYTEST) -n $(or $(PYTEST_WORKERS),3) $(PYTEST_ARGS)
 
 test-fast: lint
-	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -n $(or $(PYTEST_WORKERS),2) -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf out .snakemake .pytest_cache .ruff_cache
