@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from nanugpt.config.protocols import MetricSink
+from nanugpt.distributed.fsdp import is_dtensor
 from nanugpt.distributed.process_group import DistInfo, all_reduce_mean
 from nanugpt.metrics.sinks import ThreadedSink
 
@@ -145,7 +146,7 @@ class TrainMetrics:
         tokens_per_s = steps_done * self.tokens_per_step / seconds
         figures = {
             "train/grad_norm": full_value(self.grad_norm) if self.grad_norm is not None else math.nan,
-            "train/weight_norm": full_value(total_norm(list(self.model.parameters()))),
+            "train/weight_norm": total_norm(list(self.model.parameters())),
             "train/tokens_per_s": tokens_per_s,
             "train/step_time_s": seconds / steps_done,
             "train/mem_gb": memory_gb(self.info.device),
@@ -210,16 +211,20 @@ def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return {f"train/lr_{i}_{kind}": lr for i, (kind, lr) in enumerate(zip(kinds, lrs))}
 
 
-def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The L2 norm of all ``tensors`` together, on their device (a sharded tensor's norm stays sharded)."""
+def total_norm(tensors: list[torch.Tensor]) -> float:
+    """The L2 norm of all ``tensors`` together. Under FSDP2 they may be a mix: sharded parameters (DTensors,
+    whose norm is reduced over their mesh) and whole ones (an unsharded module's, e.g. the root's after an
+    evaluation, which FSDP leaves gathered until the next step), so the two kinds are normed apart."""
     with torch.no_grad():
-        return torch.nn.utils.get_total_norm([t.detach() for t in tensors])
+        sharded = [t.detach() for t in tensors if is_dtensor(t)]
+        whole = [t.detach() for t in tensors if not is_dtensor(t)]
+        parts = [full_value(torch.nn.utils.get_total_norm(group)) for group in (sharded, whole) if group]
+        return math.sqrt(sum(part * part for part in parts))
 
 
 def full_value(norm: torch.Tensor) -> float:
     """A norm as a float; an FSDP2 norm (a DTensor of partial sums) is reduced over its mesh first."""
-    full_tensor = getattr(norm, "full_tensor", None)
-    return float((full_tensor() if full_tensor else norm).item())
+    return float((norm.full_tensor() if is_dtensor(norm) else norm).item())
 
 
 def memory_gb(device: torch.device) -> float:

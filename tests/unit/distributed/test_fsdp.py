@@ -3,6 +3,7 @@ process, for the catalog's block models and optimizers."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,13 @@ def test_fsdp_ddp_and_one_process_agree_with_and_without_activation_checkpointin
     runs = {"one": one_process(tmp_path, run_params(corpus, setup), "one")}
     runs["one+ac"] = one_process(tmp_path, run_params(corpus, setup, activation_checkpointing="full"), "one-ac")
     runs["ddp"] = launch(tmp_path, run_params(corpus, setup, strategy="ddp"), "ddp", 2)
-    runs["fsdp"] = launch(tmp_path, run_params(corpus, setup, strategy="fsdp"), "fsdp", 2)
+    # logged at every step, evaluated and saved mid-run (issue 30, case 1: the weight norm crashed where an
+    # evaluation left the root's parameters gathered; tests/unit/metrics/test_train_metrics.py makes that state)
+    fsdp = run_params(corpus, setup, strategy="fsdp", log_every=1, checkpoint_every=4)
+    runs["fsdp"] = launch(tmp_path, {**fsdp, "eval": {**fsdp["eval"], "eval_every": 4}}, "fsdp", 2)
+    assert [
+        row["step"] for row in csv.DictReader((tmp_path / "fsdp" / "plots" / "val.csv").read_text().splitlines())
+    ] == ["4", "8"]
     fsdp_ac = run_params(corpus, setup, strategy="fsdp", activation_checkpointing="full")
     runs["fsdp+ac"] = launch(tmp_path, fsdp_ac, "fsdp-ac", 2)
     one = runs["one"]
@@ -106,7 +113,7 @@ def test_strategy_is_validated_at_load_time() -> None:
 def test_one_process_ignores_the_sharding(tmp_path: Path, corpus: Path) -> None:
     params = load(write_params(tmp_path / "p.yaml", run_params(corpus, "nanogpt", strategy="fsdp")))
     tokenize.run(params, data_root=tmp_path / "data")
-    data_dir = next((tmp_path / "data").glob("*/*"))
+    data_dir = tmp_path / "data" / "tiny" / "char"
     parts = build_run(params, data_dir, DistInfo(0, 0, 1, torch.device("cpu")), print)
     assert all(type(p) is torch.nn.Parameter for p in parts.model.parameters())
 
