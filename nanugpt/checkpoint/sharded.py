@@ -9,7 +9,8 @@ N ranks loads on any number of ranks, and in one process without a process group
 A run's checkpoint folder holds ``step-NNNNNNN/`` folders (the newest ``training.keep_last`` are kept),
 ``last``, a symbolic link to the newest, and ``best/``. A folder is written as ``.<name>.tmp`` and renamed by
 rank 0 after every rank has written its part, so a folder under its own name was complete; one damaged since
-(a shard missing or truncated) is detected by ``problem`` and skipped for the one before.
+(a shard missing or truncated: ``problem``; any byte changed: its ``checksums.json``) is skipped for the one
+before.
 
 DCP's ``.metadata`` is a pickle. Before DCP reads it, ``read_metadata`` reads it with an unpickler that
 builds only DCP's metadata classes, torch sizes, dtypes and layouts and paths, so a folder carrying code is
@@ -26,6 +27,7 @@ whether or not their checkpoint is sharded.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import shutil
@@ -40,12 +42,16 @@ import torch.distributed as dist
 
 from nanugpt.distributed.fsdp import is_sharded
 from nanugpt.errors import CheckpointError
-from nanugpt.files.atomic import atomic_path
+from nanugpt.files import checksum
+from nanugpt.files.atomic import atomic_path, write_json
+from nanugpt.files.checksum import Verify
+from nanugpt.files.hashing import sha256_file
 
 if TYPE_CHECKING:
     from torch.distributed.checkpoint.metadata import Metadata
 
 RUN_FILE = "run.pt"
+CHECKSUMS = "checksums.json"  # each file's sha256 and size, written last, before the folder takes its name
 SHARDED_KEYS = ("model", "optimizer")  # what DCP writes; every other key of a state goes to run.pt
 
 
@@ -93,6 +99,8 @@ def save_folder(folder: Path, state: dict[str, Any]) -> Path:
     if is_main():
         with atomic_path(tmp / RUN_FILE) as part:
             torch.save({key: value for key, value in state.items() if key not in SHARDED_KEYS}, part)
+    write_checksums(tmp)
+    if is_main():
         old = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
@@ -106,6 +114,51 @@ def save_folder(folder: Path, state: dict[str, Any]) -> Path:
         shutil.rmtree(old, ignore_errors=True)
     barrier()
     return folder
+
+
+def write_checksums(folder: Path) -> None:
+    """Write ``checksums.json`` into the written folder ``folder``: the sha256 and size of each of its files. Every
+    rank hashes the shard files it wrote (DCP names them ``__<rank>_<n>.distcp``), rank 0 the rest, and rank 0
+    writes the file; every rank calls it."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    mine = {path.name: file_checksum(path) for path in sorted(folder.glob(f"__{rank}_*.distcp"))}
+    gathered: list[Any] = [None] * dist.get_world_size() if dist.is_initialized() and rank == 0 else [mine]
+    if dist.is_initialized():
+        dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
+    if rank != 0:
+        return
+    merged = {name: record for part in gathered for name, record in part.items()}
+    for path in sorted(folder.iterdir()):
+        if path.name not in merged and path.name != CHECKSUMS and path.is_file():
+            merged[path.name] = file_checksum(path)
+    write_json(folder / CHECKSUMS, merged)
+
+
+def file_checksum(path: Path) -> dict[str, Any]:
+    """The sha256 and size of ``path``, as ``checksums.json`` holds them."""
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def checksum_problem(folder: Path, verify: Verify) -> str | None:
+    """Why the files of ``folder`` disagree with its ``checksums.json``, or None (also for a folder without one:
+    written before checksums were)."""
+    try:
+        records = json.loads((folder / CHECKSUMS).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"{CHECKSUMS} is damaged"
+    if not isinstance(records, dict) or not all(isinstance(r, dict) for r in records.values()):
+        return f"{CHECKSUMS} is damaged"
+    total = sum(r.get("bytes", 0) for r in records.values() if isinstance(r.get("bytes", 0), int))
+    mode: Verify = verify if verify != "auto" else ("full" if total <= checksum.FULL_MAX_BYTES else "size")
+    for name, record in sorted(records.items()):
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+        why = checksum.record_problem(folder / name, record, mode, CHECKSUMS)
+        if why is not None:
+            return f"{name}: {why}"
+    return None
 
 
 def save_step(folder: Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
@@ -179,8 +232,8 @@ def problem(folder: Path) -> str | None:
         return f"no {RUN_FILE}"
     try:
         metadata = read_metadata(folder)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError) as exc:
-        return f"no readable .metadata ({exc})"
+    except Exception as exc:  # noqa: BLE001 - whatever unpickling meets in a damaged file
+        return f"no readable .metadata ({type(exc).__name__}: {exc})"
     ends: dict[str, int] = {}
     for info in metadata.storage_data.values():
         ends[info.relative_path] = max(ends.get(info.relative_path, 0), info.offset + info.length)
@@ -191,24 +244,31 @@ def problem(folder: Path) -> str | None:
     return None
 
 
-def read_run_state(folder: Path) -> dict[str, Any]:
-    """A complete folder's ``run.pt`` (``weights_only=True``); a CheckpointError naming what is wrong."""
+def read_run_state(folder: Path, verify: Verify = "auto") -> dict[str, Any]:
+    """A complete, intact folder's ``run.pt`` (``weights_only=True``), its files checked against
+    ``checksums.json`` (``verify``: ``nanugpt.files.checksum``); a CheckpointError naming what is wrong."""
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
-    why = problem(folder)
+    why = checksum_problem(folder, verify) or problem(folder)
     if why is not None:
         raise CheckpointError(f"{folder}: incomplete or damaged sharded checkpoint: {why}")
     try:
-        return torch.load(folder / RUN_FILE, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, OSError) as exc:
-        raise CheckpointError(f"{folder}/{RUN_FILE}: unreadable, truncated or corrupt ({exc})") from None
+        state = torch.load(folder / RUN_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever torch.load meets in a damaged file
+        text = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"{folder}/{RUN_FILE}: unreadable, truncated or corrupt ({type(exc).__name__}: {text[0] if text else ''})"
+        ) from None
+    if not isinstance(state, dict) or not {"params", "step", "vocab_size"} <= state.keys():
+        raise CheckpointError(f"{folder}/{RUN_FILE}: not a nanuGPT run state")
+    return state
 
 
-def newest_complete(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+def newest_complete(folder: Path, verify: Verify = "auto") -> tuple[Path, dict[str, Any]] | None:
     """The newest complete step folder of ``folder`` with its run state; damaged ones are reported and skipped."""
     for path in reversed(step_folders(folder)):
         try:
-            return path, read_run_state(path)
+            return path, read_run_state(path, verify)
         except CheckpointError as exc:
             print(f"warning: {exc}; trying an older checkpoint", flush=True)
     return None

@@ -30,7 +30,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
@@ -49,6 +49,10 @@ class ComponentOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     module: str = Field(description="registered short name, or a dotted import path 'pkg.mod:Options'")
+
+    # Keys that change how the component works but never the numbers of a run (how its input is checked, how
+    # fast it is prepared): a checkpoint resumes across a change of them (``Params.digest``).
+    numerics_neutral: ClassVar[tuple[str, ...]] = ()
 
     def check(self, params: Params) -> list[Problem]:
         """Problems of these options in the context of the whole, otherwise valid, ``params``; none by default."""
@@ -189,6 +193,11 @@ class GeneralParams(Section):
     project_name: str = Field("nanugpt", description="project name (W&B project)")
     run_name: str = Field("run", description="name of this run (W&B run name, log lines)")
     seed: int = Field(42, ge=0, description="seed of model init, data order and dropout")
+    verify_checkpoints: Literal["auto", "full", "size"] = Field(
+        "auto",
+        description="how a checkpoint (and meta.json) is checked against its checksum when loaded: 'full' hashes "
+        "it, 'size' compares sizes only, 'auto' hashes files up to 1 GiB and compares the size of larger ones",
+    )
     device_type: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks cuda when available")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="autocast dtype of forward/backward; float32 on CPUs without bf16 hardware"
@@ -320,8 +329,12 @@ class Params(Section):
         return self.model_dump(mode="json")
 
     def digest(self, keys: Sequence[str]) -> str:
-        """A sha256 over the values of the given sections or dotted keys, to tell whether two runs match."""
+        """A sha256 over the values of the given sections or dotted keys, to tell whether two runs compute the same
+        numbers; a component's ``numerics_neutral`` keys are left out."""
         plain = self.to_dict()
+        for section in COMPONENT_SECTIONS:
+            for key in getattr(self, section).numerics_neutral:
+                plain[section].pop(key, None)
         subset = {}
         for key in keys:
             node: Any = plain
@@ -346,4 +359,16 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
     if t.strategy == "fsdp" and params.general.dtype == "float16":
         message = "fsdp does not combine with general.dtype float16 (loss scaling of sharded gradients); use bfloat16"
         return [("training.strategy", message)]
+    project = params.general.project_name
+    if params.logging.wandb and (len(project) > WANDB_PROJECT_MAX or set(project) & set(WANDB_PROJECT_REFUSED)):
+        message = (
+            f"W&B refuses the project name {project!r} (logging.wandb is on): at most {WANDB_PROJECT_MAX} "
+            f"characters, none of {' '.join(WANDB_PROJECT_REFUSED)}"
+        )
+        return [("general.project_name", message)]
     return []
+
+
+# What W&B refuses in a project name (``wandb.init``'s UsageError), checked at load instead of mid-run.
+WANDB_PROJECT_REFUSED = "/\\#?%:"
+WANDB_PROJECT_MAX = 128

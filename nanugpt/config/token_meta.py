@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nanugpt.errors import UserError
 from nanugpt.files.atomic import write_json
+from nanugpt.files.checksum import drop_checksum, write_checksum
+from nanugpt.files.checksum import problem as checksum_problem
 
 META_FILE = "meta.json"
 RETOKENIZE = "re-run the tokenize stage (python -m stages.tokenize)"
@@ -103,8 +105,17 @@ def tokenizer_fields(options: BaseModel, codec: Any) -> dict[str, Any]:
 
 
 def write_meta(data_dir: Path, meta: TokenMeta) -> None:
-    """Write ``data_dir/meta.json`` atomically (the token files' last step: its presence means they are complete)."""
+    """Write ``data_dir/meta.json`` atomically (the token files' last step: its presence means they are complete),
+    then its checksum (``meta.json.sha256``)."""
+    drop_checksum(data_dir / META_FILE)
     write_json(data_dir / META_FILE, meta.model_dump(mode="json", exclude_none=True))
+    write_checksum(data_dir / META_FILE)
+
+
+def drop_meta(data_dir: Path) -> None:
+    """Remove ``data_dir/meta.json`` and its checksum, before the token files it describes are replaced."""
+    (data_dir / META_FILE).unlink(missing_ok=True)
+    drop_checksum(data_dir / META_FILE)
 
 
 def read_meta(data_dir: Path) -> TokenMeta:
@@ -112,6 +123,8 @@ def read_meta(data_dir: Path) -> TokenMeta:
     path = data_dir / META_FILE
     if not path.is_file():
         raise DataError(f"{path} not found: run the tokenize stage first (python -m stages.tokenize)")
+    if why := checksum_problem(path, "full"):
+        raise DataError(f"{path}: damaged: {why}; {RETOKENIZE}")
     try:
         meta = TokenMeta.model_validate(json.loads(path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

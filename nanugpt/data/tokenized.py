@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -62,6 +62,8 @@ class HFSourceOptions(BaseModel):
 
 class TokenizedDataOptions(DataOptions):
     """Random windows from the pre-tokenized .bin files of the tokenize stage."""
+
+    numerics_neutral: ClassVar[tuple[str, ...]] = ("tokenize_workers", "verify", "sha256")
 
     source: str = Field(
         TINYSHAKESPEARE_URL, description="URL, text file, folder of .txt files, or hf:<dataset> (Hugging Face datasets)"

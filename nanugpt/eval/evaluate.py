@@ -84,7 +84,7 @@ def evaluate_checkpoint(
     """
     info = info or DistInfo(0, 0, 1, pick_device(params.general.device_type))
     data_root = data_root or data_dir.parent.parent
-    model, trained, state = load_trained_model(ckpt_path, info.device)
+    model, trained, state = load_trained_model(ckpt_path, info.device, params.general.verify_checkpoints)
     meta = read_meta(data_dir)
     check_vocab(state, meta, data_dir)
     loss_fn = trained.loss.build()

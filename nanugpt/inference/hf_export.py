@@ -51,6 +51,7 @@ from nanugpt.data.tokenizers.hf import HFTokenizer
 from nanugpt.data.tokenizers.tiktoken import GPT2_FILES, TiktokenTokenizer, seed_gpt2_cache, tiktoken_cache_dir
 from nanugpt.errors import UserError
 from nanugpt.files.atomic import atomic_dir
+from nanugpt.files.checksum import Verify
 from nanugpt.models.hf_models import HFCausalLM, import_transformers
 from nanugpt.models.nanogpt import GPT
 from nanugpt.models.tinyllama import TinyLlama
@@ -70,13 +71,16 @@ class NoHFCounterpart(ExportError):
     """A model family that transformers has no class for (e.g. ``tiny_transformer``)."""
 
 
-def export_checkpoint(ckpt_path: Path, meta: TokenMeta, data_dir: Path, folder: Path) -> list[str]:
+def export_checkpoint(
+    ckpt_path: Path, meta: TokenMeta, data_dir: Path, folder: Path, verify: Verify = "auto"
+) -> list[str]:
     """Write the checkpoint at ``ckpt_path`` with the tokenizer of ``meta`` into ``folder``; return its file names.
 
-    ``folder`` appears only complete: it is written under a temporary name and renamed into place.
+    ``folder`` appears only complete: it is written under a temporary name and renamed into place. ``verify``: how
+    the checkpoint is checked against its checksum (``nanugpt.files.checksum``).
     """
     transformers = import_transformers("the Hugging Face export")
-    model, trained, state = load_trained_model(ckpt_path, torch.device("cpu"))
+    model, trained, state = load_trained_model(ckpt_path, torch.device("cpu"), verify)
     check_vocab(state, meta, data_dir)
     tokenizer = tokenizer_from_meta(meta)
     config, tensors = hf_weights(model, trained.model.module, transformers)

@@ -77,6 +77,8 @@ class Checkpointer:
         self.digest = params.digest(RESUME_KEYS)
         self.last_save = clock()
         self.sharded = params.training.strategy == "fsdp"  # step folders (DCP) rather than .pt files
+        # where a checkpoint named by path was trained with other values of RESUME_KEYS: key -> (its, this run's)
+        self.changed: dict[str, tuple[Any, Any]] = {}
 
     def model_optimizer_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The model's and the optimizer's states in the form this run saves them."""
@@ -136,14 +138,23 @@ class Checkpointer:
         ``last`` at a damaged folder at it), ``never`` none. A step folder's state holds its run state and
         ``sharded_folder``, its path: ``load_model_optimizer`` reads the shards."""
         setting, device = self.params.training.resume, self.info.device
+        verify = self.params.general.verify_checkpoints
         if setting == "never":
             return None
         if setting != "auto":
-            if Path(setting).is_dir():
-                return {**sharded.read_run_state(Path(setting)), "sharded_folder": Path(setting)}
-            return store.load_checkpoint(Path(setting), device)
-        whole = store.newest_loadable(self.folder, device)
-        folder = sharded.newest_complete(self.folder)
+            path = Path(setting)
+            state = (
+                {**sharded.read_run_state(path, verify), "sharded_folder": path}
+                if path.is_dir()
+                else store.load_checkpoint(path, device, verify)
+            )
+            self.changed = changed_values(state.get("params", {}), self.params.to_dict(), RESUME_KEYS)
+            if self.changed:
+                listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in self.changed.items())
+                self.log(f"{path} was trained with other values ({listed}): this run's values apply from its step on")
+            return state
+        whole = store.newest_loadable(self.folder, device, verify)
+        folder = sharded.newest_complete(self.folder, verify)
         if whole is None and folder is None:
             return None
         take_sharded = whole is None or (
@@ -174,11 +185,41 @@ class Checkpointer:
             self.log(f"last.pt now points at {path.name}, the newest checkpoint that loads")
 
     def load_model_optimizer(self, state: dict[str, Any]) -> None:
-        """Load the model and optimizer of ``resume_state()``'s state, resharded to this run's ranks."""
+        """Load the model and optimizer of ``resume_state()``'s state, resharded to this run's ranks. The optimizer's
+        settings (lr, betas, weight decay, ...) stay this run's: only its state (moments, step counts) is loaded."""
+        settings = [
+            {key: value for key, value in group.items() if key != "params"} for group in self.optimizer.param_groups
+        ]
         if "sharded_folder" in state:
             sharded.load_into(state["sharded_folder"], self.model, self.optimizer)
         else:
             sharded.load_whole_into(self.model, self.optimizer, state["model"], state["optimizer"])
+        for group, own in zip(self.optimizer.param_groups, settings, strict=True):
+            group.update(own)
+
+
+def changed_values(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
+    """The dotted keys under ``keys`` whose value in the params dict ``saved`` differs from ``current``:
+    key -> (saved value, current value); a key that one side lacks has None there."""
+
+    def leaves(node: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(node, dict):
+            return {k: v for name, child in node.items() for k, v in leaves(child, f"{prefix}.{name}").items()}
+        return {prefix: node}
+
+    def at(plain: dict[str, Any], key: str) -> Any:
+        node: Any = plain
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    changed: dict[str, tuple[Any, Any]] = {}
+    for key in keys:
+        old, new = leaves(at(saved, key), key), leaves(at(current, key), key)
+        for name in sorted(old.keys() | new.keys()):
+            if old.get(name) != new.get(name):
+                changed[name] = (old.get(name), new.get(name))
+    return changed
 
 
 def rng_state() -> dict[str, Any]:

@@ -255,10 +255,19 @@ class Trainer:
         sinks: list[MetricSink] = []
         if info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_json(
-                self.out_dir / "run_info.json",
-                run_info.collect(params.to_dict(), str(info.device), info.world_size, info.hosts, self.launch_command),
+            collected = run_info.collect(
+                params.to_dict(), str(info.device), info.world_size, info.hosts, self.launch_command
             )
+            if self.checkpointer.changed:  # resumed by path from a checkpoint trained with other values
+                collected["resumed_from"] = {
+                    "checkpoint": self.params.training.resume,
+                    "step": self.progress.step,
+                    "changed": {
+                        key: {"checkpoint": old, "this_run": new}
+                        for key, (old, new) in self.checkpointer.changed.items()
+                    },
+                }
+            write_json(self.out_dir / "run_info.json", collected)
             if params.logging.dvclive:
                 sinks += csv_sinks(self.out_dir / "plots", parts.loss_fn.metric_names, self.progress.step)
                 sinks.append(ThreadedSink(DvcLiveSink(self.out_dir / "dvclive", params.to_dict(), self.progress.step)))

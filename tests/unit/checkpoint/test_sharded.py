@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import shutil
 import signal
 import subprocess
@@ -125,13 +126,14 @@ def test_a_folder_is_renamed_into_place_only_when_written(tmp_path: Path) -> Non
     model(torch.ones(1, 3)).sum().backward()
     optimizer.step()
     model_state, optimizer_state = sharded.model_optimizer_state(model, optimizer)
-    state = {"model": model_state, "optimizer": optimizer_state, "step": 3}
+    run_state = {"step": 3, "params": {}, "vocab_size": 3}
+    state = {"model": model_state, "optimizer": optimizer_state, **run_state}
     for step in (1, 2, 3):
         sharded.save_step(tmp_path, step, {**state, "step": step}, keep_last=2)
     assert [p.name for p in sharded.step_folders(tmp_path)] == ["step-0000002", "step-0000003"]
     assert os.readlink(tmp_path / "last") == "step-0000003"
     assert not list(tmp_path.glob(".*"))  # no temporary folder left
-    assert sharded.read_run_state(tmp_path / "last") == {"step": 3}
+    assert sharded.read_run_state(tmp_path / "last") == run_state
     (tmp_path / "step-0000003" / ".metadata").unlink()
     assert sharded.newest_complete(tmp_path)[0].name == "step-0000002"  # type: ignore[index]
 
@@ -188,3 +190,35 @@ def test_evaluate_generate_export_read_a_sharded_checkpoint_like_a_whole_one(tmp
     ]
     assert torch.equal(logits[0], logits[1])
     assert torch.allclose(logits[0][..., : model.vocab_size], model(ids)[..., : model.vocab_size], atol=1e-5)
+
+
+def test_fuzz_100_damaged_step_folders_are_each_refused_in_one_line(tmp_path: Path) -> None:
+    """Issue 30, case 6 for sharded checkpoints: a byte flipped in any file of a folder (a shard, ``.metadata``,
+    ``run.pt``) is a CheckpointError naming the folder, never a traceback or a load; so is a torn
+    ``checksums.json``."""
+    model = torch.nn.Linear(8, 4)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 8)).sum().backward()
+    optimizer.step()
+    model_state, optimizer_state = sharded.model_optimizer_state(model, optimizer)
+    original = sharded.save_folder(
+        tmp_path / "step-0000001",
+        {"model": model_state, "optimizer": optimizer_state, "step": 1, "params": {}, "vocab_size": 4},
+    )
+    files = sorted(p.name for p in original.iterdir() if p.name != sharded.CHECKSUMS)
+    assert (original / sharded.CHECKSUMS).is_file() and ".metadata" in files and "run.pt" in files
+    rng = random.Random(30)
+    for trial in range(100):
+        folder = tmp_path / f"damaged-{trial}"
+        shutil.copytree(original, folder)
+        victim = folder / rng.choice(files)
+        data = bytearray(victim.read_bytes())
+        data[rng.randrange(len(data))] ^= rng.randrange(1, 256)
+        victim.write_bytes(bytes(data))
+        with pytest.raises(CheckpointError, match=f"{folder}"):
+            sharded.read_run_state(folder)
+    torn = tmp_path / "torn"
+    shutil.copytree(original, torn)
+    (torn / sharded.CHECKSUMS).write_text('{"run.pt": {"sha2')
+    with pytest.raises(CheckpointError, match="checksums.json is damaged"):
+        sharded.read_run_state(torn)

@@ -15,6 +15,7 @@ from nanugpt.config.token_meta import DataError, TokenMeta, read_meta
 from nanugpt.data.tokenize import tokenize_files
 from nanugpt.data.tokenized import BatchSource, TokenFile
 from nanugpt.data.tokenizers.char import CharTokenizerOptions
+from nanugpt.files.checksum import checksum_path
 from stages import train
 
 
@@ -26,6 +27,7 @@ def tokenized(tmp_path: Path, corpus: Path) -> Path:
 
 
 def edit_meta(folder: Path, **changes: object) -> Path:
+    """``meta.json`` rewritten with ``changes`` as by hand (or by a version before checksums): no checksum."""
     path = folder / "meta.json"
     meta = json.loads(path.read_text())
     for key, value in changes.items():
@@ -34,6 +36,7 @@ def edit_meta(folder: Path, **changes: object) -> Path:
         else:
             meta[key] = value
     path.write_text(json.dumps(meta))
+    checksum_path(path).unlink()
     return path
 
 
@@ -54,7 +57,16 @@ def test_written_and_read_back_the_same(tokenized: Path) -> None:
 
 def test_invalid_json_is_one_line(tokenized: Path) -> None:
     (tokenized / "meta.json").write_text('{"vocab_size": 65,')
+    assert "damaged: 18 bytes where meta.json.sha256 says" in one_line_error(tokenized)
+    checksum_path(tokenized / "meta.json").unlink()
     assert "not valid JSON" in one_line_error(tokenized)
+
+
+def test_a_meta_json_changed_after_it_was_written_fails_its_checksum(tokenized: Path) -> None:
+    """Issue 30: every meta.json carries a checksum, checked whenever it is read."""
+    text = (tokenized / "meta.json").read_text()
+    (tokenized / "meta.json").write_text(text.replace('"source_bytes": ', '"source_bytes": 1'))
+    assert "meta.json: damaged: " in one_line_error(tokenized)
 
 
 @pytest.mark.parametrize(

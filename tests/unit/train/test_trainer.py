@@ -41,9 +41,15 @@ def test_loss_falls_and_outputs_written(tmp_path: Path, corpus: Path) -> None:
     assert summary["steady_tokens_per_s"] > 0 and summary["tokens_per_s"] > 0
     assert (tmp_path / "out" / "run_info.json").exists()
     kept = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
-    assert kept == ["best.pt", "last.json", "last.pt"] + [
-        f"step-{s:07d}.pt" for s in (20, 30, 40, 50, 60)
-    ]  # keep_last 5
+    steps = [name for s in (20, 30, 40, 50, 60) for name in (f"step-{s:07d}.pt", f"step-{s:07d}.pt.sha256")]
+    assert kept == [
+        "best.pt",
+        "best.pt.sha256",
+        "last.json",
+        "last.pt",
+        "last.pt.sha256",
+        *steps,
+    ]  # keep_last 5, checksums beside
     assert json.loads((tmp_path / "out" / "checkpoints" / "last.json").read_text()) == {"step": 60, "last": "last.pt"}
 
 
@@ -79,7 +85,7 @@ def test_truncated_checkpoint_falls_back_to_previous(tmp_path: Path, corpus: Pat
     last = out / "checkpoints" / "last.pt"
     with open(last, "r+b") as f:
         f.truncate(last.stat().st_size // 2)  # also truncates step-20, its hard link
-    with pytest.raises(CheckpointError, match="unreadable, truncated or corrupt"):
+    with pytest.raises(CheckpointError, match=r"last.pt: damaged: \d+ bytes where last.pt.sha256 says"):
         load_checkpoint(last)
     summary = train.run(params, data_root=data, out_dir=out)
     assert "resumed from step 10" in capsys.readouterr().out
@@ -183,3 +189,39 @@ def test_lr_range_test_run_reports_a_suggested_lr(tmp_path: Path, corpus: Path) 
     with open(tmp_path / "out" / "plots" / "train.csv") as f:
         lrs = [float(row["lr"]) for row in csv.DictReader(f)]
     assert lrs[0] == pytest.approx(1e-5) and all(b > a for a, b in zip(lrs, lrs[1:]))  # the sweep: loss vs lr
+
+
+def test_keys_that_do_not_change_the_numbers_keep_the_resume(tmp_path: Path, corpus: Path, capsys) -> None:
+    """Issue 30, case 4: how the data is checked or how fast it is tokenized never restarts a run."""
+    params, data = prepare(tmp_path, corpus)
+    train.run(params, data_root=data, out_dir=tmp_path / "full")
+    for i, override in enumerate((["--data.verify", "size"], ["--data.tokenize_workers", "1"])):
+        resumed = killed_after(tmp_path / "full", 10, tmp_path / f"resumed-{i}")
+        train.run(load_params(tmp_path / "params.yaml", override), data_root=data, out_dir=resumed)
+        assert "resumed from step 10" in capsys.readouterr().out
+        assert train_losses(resumed) == train_losses(tmp_path / "full")
+
+
+def test_resume_by_path_trains_with_this_runs_optimizer_values_and_records_them(
+    tmp_path: Path, corpus: Path, capsys
+) -> None:
+    """Issue 30, case 5: a checkpoint named by path continues at this run's lr, and the logs say so."""
+    params, data = prepare(tmp_path, corpus)
+    train.run(params, data_root=data, out_dir=tmp_path / "full")
+    step_10 = str(tmp_path / "full" / "checkpoints" / "step-0000010.pt")
+    other = load_params(tmp_path / "params.yaml", ["--training.resume", step_10, "--optimizer.lr", "1e-3"])
+    train.run(other, data_root=data, out_dir=tmp_path / "1e-3")
+    printed = capsys.readouterr().out
+    assert "was trained with other values (optimizer.lr 0.003 -> 0.001)" in printed
+    full, lower = train_losses(tmp_path / "full"), train_losses(tmp_path / "1e-3")
+    assert lower[11] == full[11]  # step 11's loss is computed before its update: the same weights
+    assert all(lower[s] != full[s] for s in range(12, 21))  # then the lower lr's updates
+    with open(tmp_path / "1e-3" / "plots" / "train.csv") as f:
+        assert max(float(row["lr"]) for row in csv.DictReader(f) if int(row["step"]) > 10) <= 1e-3
+    info = json.loads((tmp_path / "1e-3" / "run_info.json").read_text())
+    assert info["params"]["optimizer"]["lr"] == 1e-3
+    assert info["resumed_from"] == {
+        "checkpoint": step_10,
+        "step": 10,
+        "changed": {"optimizer.lr": {"checkpoint": 0.003, "this_run": 0.001}},
+    }
