@@ -6,12 +6,16 @@ print one line per problem and exit 2; any other user error prints one ``error: 
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from nanugpt.config.params import ParamsError
 from nanugpt.errors import UserError
+from nanugpt.files.atomic import disk_full
+from pipeline import interrupt, paths
 from pipeline.console_log import env_rank
 from pipeline.schema import PipelineParams, load
 
@@ -25,12 +29,14 @@ def parse_argv(argv: Sequence[str]) -> tuple[str, list[str]]:
 
 
 def run_command(body: Callable[[], int | None]) -> int:
-    """Run a command's body and return its exit code: 0 (or what it returns), 2 for bad params, 1 for user errors.
+    """Run a command's body and return its exit code: 0 (or what it returns), 2 for bad params, 1 for user errors,
+    130 for Ctrl-C.
 
     No traceback reaches the user for their own mistakes: ``ParamsError`` prints its problems, one per line,
     and ``UserError`` prints ``error: <message>``, both on stderr. Under torchrun only rank 0 prints them:
     every rank reads the same params and data and fails the same way (the exit code still says it failed).
     """
+    interrupt.raise_on_signal()  # the work starts: Ctrl-C unwinds it, removing what it was writing
     try:
         code = body()
     except ParamsError as exc:
@@ -39,6 +45,15 @@ def run_command(body: Callable[[], int | None]) -> int:
     except UserError as exc:
         report(f"error: {exc}")
         return 1
+    except OSError as exc:
+        full = disk_full(exc, Path(exc.filename) if isinstance(exc.filename, str) else paths.out_dir())
+        if full is None:
+            raise
+        report(f"error: {full}")  # a file appended in place (a metrics table, a log): the file system is full
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C where ``interrupt.install_when_run`` did not install its handler
+        report(interrupt.message(signal.SIGINT))
+        return 128 + signal.SIGINT
     return code or 0
 
 

@@ -39,21 +39,22 @@ from pipeline.console_log import tee_console
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate the last checkpoint and write ``metrics.json``; return the metrics."""
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
-    check_sinks(params)
-    with process_group(params.general.device_type) as info:  # one process, or each rank of torchrun
-        metrics = evaluate_checkpoint(
-            params,
-            paths.last_checkpoint(out),
-            paths.tokenized_dir(params, data_root),
-            info,
-            data_root or paths.data_root(),
-        )
-        if not info.is_main:
-            return metrics
-    write_json(paths.metrics_file(out), metrics)
-    log_evaluation(params, out, metrics)
-    print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-    return metrics
+    with paths.held(out, "evaluate"):
+        check_sinks(params)
+        with process_group(params.general.device_type) as info:  # one process, or each rank of torchrun
+            metrics = evaluate_checkpoint(
+                params,
+                paths.last_checkpoint(out),
+                paths.tokenized_dir(params, data_root),
+                info,
+                data_root or paths.data_root(),
+            )
+            if not info.is_main:
+                return metrics
+        write_json(paths.metrics_file(out), metrics)
+        log_evaluation(params, out, metrics)
+        print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        return metrics
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,19 +38,24 @@ NOT_EXPORTED = "NOT_EXPORTED.txt"
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> Path:
     """Export the ``export.checkpoint`` checkpoint (``last`` by default) to ``OUT_DIR/hf``; return that folder."""
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
-    data_dir = paths.tokenized_dir(params, data_root)
-    folder = out / "hf"
-    try:
-        written = export_checkpoint(
-            paths.chosen_checkpoint(params.export.checkpoint, out), read_meta(data_dir), data_dir, folder
-        )
-    except NoHFCounterpart as exc:  # not an error of the run: say so in the output, keep the pipeline going
-        with atomic_dir(folder) as tmp:
-            (tmp / NOT_EXPORTED).write_text(f"{exc}\n")
-        print(f"note: {exc}; wrote {folder / NOT_EXPORTED}")
+    with paths.held(out, "export"):
+        data_dir = paths.tokenized_dir(params, data_root)
+        folder = out / "hf"
+        try:
+            written = export_checkpoint(
+                paths.chosen_checkpoint(params.export.checkpoint, out),
+                read_meta(data_dir),
+                data_dir,
+                folder,
+                params.general.verify_checkpoints,
+            )
+        except NoHFCounterpart as exc:  # not an error of the run: say so in the output, keep the pipeline going
+            with atomic_dir(folder) as tmp:
+                (tmp / NOT_EXPORTED).write_text(f"{exc}\n")
+            print(f"note: {exc}; wrote {folder / NOT_EXPORTED}")
+            return folder
+        print(f"wrote {folder}: {', '.join(written)}")
         return folder
-    print(f"wrote {folder}: {', '.join(written)}")
-    return folder
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,29 +35,34 @@ SEPARATOR = "\n---------------\n"
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> list[str]:
     """Sample from ``generate.checkpoint`` (``last`` by default); write the samples to ``samples.txt``, return them."""
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
-    check_sinks(params)
-    prompt = read_prompt(params.generate.prompt)  # a bad FILE: prompt fails before the model is loaded
-    device = pick_device(params.general.device_type)
-    model, _, state = load_trained_model(paths.chosen_checkpoint(params.generate.checkpoint, out), device)
-    data_dir = paths.tokenized_dir(params, data_root)
-    meta = read_meta(data_dir)
-    check_vocab(state, meta, data_dir)
-    tokenizer = tokenizer_from_meta(meta)
-    try:
-        prompt_ids = tokenizer.encode(prompt)
-    except ValueError as exc:
-        raise GenerateError(f"generate.prompt: {exc}") from None
-    samples = [
-        prompt + tokenizer.decode(ids)
-        for ids in sample(model, prompt_ids, params.generate, state["vocab_size"], device)
-    ]
-    write_text(paths.samples_file(out), SEPARATOR.join(samples) + "\n")
-    if params.logging.wandb:
-        sink = WandbSink(params.general.project_name, params.general.run_name, params.to_dict(), out, stage="generate")
-        sink.log_samples(samples)
-        sink.close()
-    print(SEPARATOR.join(samples))
-    return samples
+    with paths.held(out, "generate"):
+        check_sinks(params)
+        prompt = read_prompt(params.generate.prompt)  # a bad FILE: prompt fails before the model is loaded
+        device = pick_device(params.general.device_type)
+        model, _, state = load_trained_model(
+            paths.chosen_checkpoint(params.generate.checkpoint, out), device, params.general.verify_checkpoints
+        )
+        data_dir = paths.tokenized_dir(params, data_root)
+        meta = read_meta(data_dir)
+        check_vocab(state, meta, data_dir)
+        tokenizer = tokenizer_from_meta(meta)
+        try:
+            prompt_ids = tokenizer.encode(prompt)
+        except ValueError as exc:
+            raise GenerateError(f"generate.prompt: {exc}") from None
+        samples = [
+            prompt + tokenizer.decode(ids)
+            for ids in sample(model, prompt_ids, params.generate, state["vocab_size"], device)
+        ]
+        write_text(paths.samples_file(out), SEPARATOR.join(samples) + "\n")
+        if params.logging.wandb:
+            sink = WandbSink(
+                params.general.project_name, params.general.run_name, params.to_dict(), out, stage="generate"
+            )
+            sink.log_samples(samples)
+            sink.close()
+        print(SEPARATOR.join(samples))
+        return samples
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from nanugpt.config.schema import Params
 from nanugpt.config.token_meta import TokenMeta
+from nanugpt.data.sources import data_corpus_files, source_record
+from nanugpt.files.atomic import write_json
 from pipeline import paths
 from pipeline.cli import stage_main
 from pipeline.console_log import tee_console
@@ -32,7 +34,11 @@ def run(params: Params, data_root: Path | None = None) -> TokenMeta:
     """Tokenize the corpus of ``params.data`` with ``params.tokenizer``; return ``meta.json``'s content."""
     root = data_root or paths.data_root()
     out = paths.writable(paths.tokenized_dir(params, root), "DATA_ROOT")
+    paths.clean(out.parent)  # the token files of each tokenizer and the downloads (raw/) of the dataset
     meta = params.data.tokenize(params.tokenizer, out, root / params.data.dataset / "raw")
+    # after the token files: a tokenize that fails or is killed leaves the record of the files it did not replace
+    hashes = paths.source_record(params, root).with_name(".source-hashes.json")  # the source stage's, if it ran
+    write_json(paths.tokens_source(params, root), source_record(data_corpus_files(params.data), hashes=hashes))
     splits = [f"{meta.train_tokens or 0:,} train", f"{meta.val_tokens or 0:,} val"]
     splits += [f"{meta.test_tokens:,} test"] if meta.test_tokens is not None else []
     print(

@@ -24,12 +24,15 @@ scheduler.*, loss.*, scaler.*, eval.*, logging.*.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from nanugpt.config.schema import Params
+from nanugpt.config.token_meta import DataError
+from nanugpt.data.sources import changed_files
 from nanugpt.train.trainer import train
 from pipeline import paths
 from pipeline.cli import stage_main
@@ -40,13 +43,32 @@ from pipeline.launch import LAUNCH_COMMAND_ENV
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Train the model of ``params`` on its tokenized data; return the run summary."""
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
-    return train(
-        params,
-        paths.tokenized_dir(params, data_root),
-        out,
-        launch_command=os.environ.get(LAUNCH_COMMAND_ENV)
-        or " ".join([sys.executable, "-m", "stages.train", *sys.argv[1:]]),
-    )
+    check_tokens_current(params, data_root)
+    with paths.held(out, "train"):
+        return train(
+            params,
+            paths.tokenized_dir(params, data_root),
+            out,
+            launch_command=os.environ.get(LAUNCH_COMMAND_ENV)
+            or " ".join([sys.executable, "-m", "stages.train", *sys.argv[1:]]),
+        )
+
+
+def check_tokens_current(params: Params, data_root: Path | None) -> None:
+    """Refuse token files made from another corpus than the source stage last recorded (a tokenize that failed or
+    never ran after the corpus changed). Without both records (the stages run by hand) nothing is compared."""
+    try:
+        recorded = json.loads(paths.source_record(params, data_root).read_text())
+        made_from = json.loads(paths.tokens_source(params, data_root).read_text())
+    except (OSError, ValueError):
+        return
+    changed = changed_files(recorded, made_from)
+    if changed:
+        raise DataError(
+            f"the token files in {paths.tokenized_dir(params, data_root)} were made from another corpus than "
+            f"{paths.source_record(params, data_root)} records ({', '.join(changed)} changed): run the tokenize "
+            "stage (python -m stages.tokenize, or dvc repro / snakemake) before training"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

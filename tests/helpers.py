@@ -7,10 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import os
+import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -314,3 +317,32 @@ def one_process(tmp_path: Path, params: dict[str, Any], out: str) -> list[float]
     tokenize.run(loaded, data_root=tmp_path / "data")
     train.run(loaded, data_root=tmp_path / "data", out_dir=tmp_path / out)
     return losses(tmp_path / out)
+
+
+def killed_at_random(work: Callable[[], object], *, within_s: float, rng: random.Random) -> bool:
+    """Run ``work`` in a forked child of this process (its imports already done, so a trial costs no start-up)
+    and SIGKILL it at a moment drawn uniformly within ``within_s`` seconds; True if the kill came before ``work``
+    finished. The families of issue 30 kill a write this way at 20 or more moments each."""
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest teardown, no atexit handlers, whatever happens
+        try:
+            work()
+        finally:
+            os._exit(0)
+    time.sleep(rng.uniform(0, within_s))
+    os.kill(pid, signal.SIGKILL)  # a child that has ended is a zombie until reaped: the kill is then a no-op
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+def time_in_child(work: Callable[[], object]) -> float:
+    """Seconds ``work`` takes in a forked child, as ``killed_at_random`` runs it: the window to kill it in."""
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            work()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return time.perf_counter() - start

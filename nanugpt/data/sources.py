@@ -120,6 +120,13 @@ def source_record(files: list[Path], hashes: Path | None = None) -> dict[str, An
     return {"files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": d} for p, d in zip(files, digests)]}
 
 
+def changed_files(recorded: dict[str, Any], made_from: dict[str, Any]) -> list[str]:
+    """The corpus files whose content differs between two ``source_record``s (added, removed or edited)."""
+    now = {entry["path"]: entry["sha256"] for entry in recorded.get("files", [])}
+    then = {entry["path"]: entry["sha256"] for entry in made_from.get("files", [])}
+    return sorted(path for path in now.keys() | then.keys() if now.get(path) != then.get(path))
+
+
 def files_digest(files: list[Path]) -> str | None:
     """One sha256 of the files' contents, in order (of their sha256); None for no files."""
     if not files:
@@ -132,18 +139,36 @@ def files_digest(files: list[Path]) -> str | None:
 RACY_NS = 2_000_000_000
 
 
+def read_kept_hashes(kept: Path) -> tuple[int, dict[str, tuple[int, int, str]]]:
+    """``known_hashes``'s file: when it was written and its entries; a missing or damaged file (or entry) is
+    nothing kept, so those hashes are computed again and the file rewritten whole."""
+    try:
+        data = json.loads(kept.read_bytes())
+        written_ns, files = data["written_ns"], data["files"]
+        if not isinstance(written_ns, int) or not isinstance(files, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, {}
+    entries = {}
+    for path, entry in files.items():
+        if (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and all(isinstance(v, t) for v, t in zip(entry, (int, int, str)))
+        ):
+            entries[path] = (entry[0], entry[1], entry[2])
+    return written_ns, entries
+
+
 def known_hashes(files: list[Path], kept: Path) -> list[str]:
     """The sha256 of each file, read from ``kept`` (path -> size, modification time, sha256; rewritten here)
     where the size and modification time are those it was hashed at, and the file had not changed just before."""
-    try:
-        previous = json.loads(kept.read_text())
-    except (OSError, ValueError):
-        previous = {"written_ns": 0, "files": {}}
+    written_ns, previous = read_kept_hashes(kept)
     digests, entries = [], {}
     for path in files:
         stat = path.stat()
-        size, mtime, digest = previous["files"].get(str(path), (None, None, None))
-        settled = stat.st_mtime_ns < previous["written_ns"] - RACY_NS
+        size, mtime, digest = previous.get(str(path), (None, None, None))
+        settled = stat.st_mtime_ns < written_ns - RACY_NS
         if not (size == stat.st_size and mtime == stat.st_mtime_ns and settled):
             digest = sha256_file(path)
         digests.append(digest)

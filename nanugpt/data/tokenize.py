@@ -20,10 +20,12 @@ import hashlib
 import itertools
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,7 +34,7 @@ from tqdm import tqdm
 
 from nanugpt.config.protocols import Tokenizer
 from nanugpt.config.schema import TokenizerOptions
-from nanugpt.config.token_meta import TokenMeta, tokenizer_fields, write_meta
+from nanugpt.config.token_meta import TokenMeta, drop_meta, tokenizer_fields, write_meta
 from nanugpt.data.sources import Documents
 from nanugpt.data.tokenizers.byte import ByteTokenizer
 from nanugpt.data.tokenizers.char import CharTokenizer
@@ -152,14 +154,6 @@ def _decode(data: bytes, offset: int, file_hint: str) -> str:
         ) from None
 
 
-_worker_tokenizer: Tokenizer | None = None
-
-
-def _init_worker(options: dict[str, Any], vocab: list[str] | None) -> None:
-    global _worker_tokenizer
-    _worker_tokenizer = tokenizer_from_options(options, vocab)
-
-
 Payload = bytes | list[str]  # a chunk of a file (b"" marks a file boundary), or whole documents
 
 
@@ -182,11 +176,6 @@ def _encode(tokenizer: Tokenizer, payload: Payload, offset: int, hint: str, dtyp
     except ValueError as exc:
         raise CorpusError(f"{where}: {exc}") from None
     return np.concatenate(pieces).astype(dtype, copy=False) if pieces else np.zeros(0, dtype=dtype)
-
-
-def _encode_in_worker(payload: Payload, offset: int, hint: str, dtype: str) -> np.ndarray:
-    assert _worker_tokenizer is not None
-    return _encode(_worker_tokenizer, payload, offset, hint, np.dtype(dtype))
 
 
 def fit_char_vocab(files: list[Path]) -> set[str]:
@@ -408,8 +397,95 @@ def _write_tokens(
             test_sha256=files.digests["test"].hexdigest() if "test" in splits else None,
             revision=corpus.revision,
         )
+        drop_meta(out_dir)  # the files take their names next: a kill among the renames leaves no meta.json over them
     write_meta(out_dir, meta)
     return meta
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the block runs (in the main thread): each is recorded and raised again
+    after it, where its handler can act. Python runs a handler between two bytecodes, wherever they are, and an
+    exception raised inside ``os.fork``'s callbacks is printed and dropped, so a Ctrl-C there would be lost."""
+    pending: list[int] = []
+    previous = {signum: signal.signal(signum, lambda got, frame: pending.append(got)) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if pending:
+        signal.raise_signal(pending[0])
+
+
+class EncodingWorkers:
+    """``count`` processes that encode units of work, each over a pipe of its own, one unit at a time.
+
+    No lock is shared between processes (``multiprocessing.Pool``'s queues share two), so a worker that dies
+    at any moment leaves nothing another process waits on: leaving the block on an exception (Ctrl-C, SIGTERM,
+    a corpus error) kills the workers and reaps them, and a worker whose parent is gone exits quietly.
+    """
+
+    def __init__(self, count: int, options: dict[str, Any], vocab: list[str] | None):
+        context = multiprocessing.get_context("fork")
+        self.connections: list[Connection] = []
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        with signals_deferred():  # an exception raised inside a fork's bookkeeping would be lost
+            for _ in range(count):
+                mine, theirs = context.Pipe()
+                process = context.Process(target=_serve, args=(theirs, options, vocab), daemon=True)
+                process.start()
+                theirs.close()
+                self.connections.append(mine)
+                self.processes.append(process)
+
+    def submit(self, worker: int, task: tuple[Payload, int, str, str]) -> None:
+        """Hand ``worker`` its next unit: ``(payload, offset, hint, dtype)``."""
+        self.connections[worker].send(task)
+
+    def result(self, worker: int) -> np.ndarray:
+        """The ids of ``worker``'s unit, or the error it raised."""
+        try:
+            kind, value = self.connections[worker].recv()
+        except EOFError:
+            raise CorpusError(
+                f"a tokenize worker ended without its result (exit code {self.processes[worker].exitcode})"
+            ) from None
+        if kind == "error":
+            raise value
+        return value
+
+    def __enter__(self) -> EncodingWorkers:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        for connection, process in zip(self.connections, self.processes):
+            if kind is None:
+                connection.send(None)  # no more work
+            else:
+                process.kill()
+        for connection, process in zip(self.connections, self.processes):
+            process.join()
+            connection.close()
+
+
+def _serve(connection: Connection, options: dict[str, Any], vocab: list[str] | None) -> None:
+    """A worker: encode each unit received until ``None``; an error of the corpus goes back as the result."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops the workers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    tokenizer = tokenizer_from_options(options, vocab)
+    try:
+        while (task := connection.recv()) is not None:
+            payload, offset, hint, dtype = task
+            try:
+                connection.send(("ids", _encode(tokenizer, payload, offset, hint, np.dtype(dtype))))
+            except UserError as exc:
+                connection.send(("error", exc))
+    except (EOFError, BrokenPipeError):  # the parent is gone: nothing to report to
+        return
 
 
 def _encoded(
@@ -422,21 +498,30 @@ def _encoded(
     dtype: np.dtype,
 ) -> Iterator[tuple[str, Payload, np.ndarray | None]]:
     """``(split, payload, ids)`` of every unit in order; ids None at a file boundary (an empty payload). With
-    several ``corpus.workers``, a process pool encodes a bounded number of units ahead."""
+    several ``corpus.workers``, each worker encodes one unit ahead (``EncodingWorkers``)."""
     # Bytes need no encoding work (one frombuffer): a pool would only add pickling and memory.
     if corpus.workers == 1 or isinstance(tokenizer, ByteTokenizer):
         for split, offset, payload in units:
             yield split, payload, _encode(tokenizer, payload, offset, corpus.hint, dtype) if payload else None
         return
-    context = multiprocessing.get_context("fork")
-    with context.Pool(corpus.workers, initializer=_init_worker, initargs=(options.model_dump(), vocab)) as pool:
-        in_flight: deque = deque()
-        for split, offset, payload in units:
-            args = (payload, offset, corpus.hint, dtype.str)
-            in_flight.append((split, payload, pool.apply_async(_encode_in_worker, args) if payload else None))
-            while len(in_flight) > 2 * corpus.workers:  # bounded read-ahead keeps memory flat
-                split, payload, result = in_flight.popleft()
-                yield split, payload, result.get() if result else None
+    with EncodingWorkers(corpus.workers, options.model_dump(), vocab) as workers:
+        in_flight: deque[tuple[str, Payload, int | None]] = deque()  # (split, payload, its worker)
+        busy = [False] * corpus.workers
+
+        def oldest() -> tuple[str, Payload, np.ndarray | None]:
+            split, payload, worker = in_flight.popleft()
+            if worker is None:
+                return split, payload, None
+            busy[worker] = False
+            return split, payload, workers.result(worker)
+
+        for turn, (split, offset, payload) in enumerate(units):
+            worker = turn % corpus.workers if payload else None
+            while worker is not None and busy[worker]:  # one unit per worker: a pipe never fills both ways
+                yield oldest()
+            if worker is not None:
+                workers.submit(worker, (payload, offset, corpus.hint, dtype.str))
+                busy[worker] = True
+            in_flight.append((split, payload, worker))
         while in_flight:
-            split, payload, result = in_flight.popleft()
-            yield split, payload, result.get() if result else None
+            yield oldest()

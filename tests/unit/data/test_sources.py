@@ -11,7 +11,7 @@ import pytest
 from helpers import TINY_TEXT, tiny_params, write_params
 
 from nanugpt.config.params import ParamsError, load_params
-from nanugpt.data.sources import RACY_NS, SourceError, source_record
+from nanugpt.data.sources import RACY_NS, SourceError, known_hashes, source_record
 from nanugpt.data.tokenize import tokenize_documents, tokenize_files
 from nanugpt.data.tokenizers.byte import ByteTokenizerOptions
 from nanugpt.errors import UserError
@@ -156,3 +156,17 @@ def test_a_checkpoint_trained_on_other_tokens_is_not_resumed(tmp_path: Path, cap
     capsys.readouterr()
     train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")
     assert "trained on other token files (meta.json); starting from step 0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    ['{"written_ns": 5}', "[]", '{"written_ns": "x", "files": {}}', '{"written_ns": 1, "files": {"a": 3}}', "\xff"],
+)
+def test_a_damaged_hash_cache_is_rebuilt(tmp_path: Path, damaged: str) -> None:
+    """Issue 30, case 9: a wrong-shaped ``.source-hashes.json`` was a ``KeyError: 'files'`` traceback."""
+    corpus = tmp_path / "a"
+    corpus.write_text(TINY_TEXT)
+    kept = tmp_path / ".source-hashes.json"
+    kept.write_text(damaged)
+    assert known_hashes([corpus], kept) == [sha256_file(corpus)]
+    assert set(json.loads(kept.read_text())["files"]) == {str(corpus)}

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, TINY_TEXT
+from helpers import REPO, TINY_TEXT, killed_at_random, time_in_child
 
-from nanugpt.config.token_meta import read_meta
+from nanugpt.config.token_meta import DataError, read_meta
 from nanugpt.data.tokenize import (
     CorpusError,
     token_dtype,
@@ -21,6 +22,8 @@ from nanugpt.data.tokenize import (
 from nanugpt.data.tokenizers.byte import ByteTokenizerOptions
 from nanugpt.data.tokenizers.char import CharTokenizerOptions
 from nanugpt.data.tokenizers.tiktoken import TiktokenOptions
+from nanugpt.files.atomic import remove_stale_temporaries
+from nanugpt.files.hashing import sha256_file
 
 
 def read_bin(path: Path, dtype: str) -> list[int]:
@@ -107,7 +110,12 @@ def test_failed_tokenize_leaves_previous_outputs(tmp_path: Path, corpus: Path) -
     with pytest.raises(CorpusError):
         tokenize_files([tmp_path / "bad.txt"], options, tmp_path / "o", 0.1)
     assert read_meta(tmp_path / "o") == first
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["meta.json", "train.bin", "val.bin"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "meta.json",
+        "meta.json.sha256",
+        "train.bin",
+        "val.bin",
+    ]
 
 
 def _peak_rss_mb(corpus: Path, out: Path) -> float:
@@ -169,3 +177,34 @@ def test_hf_datasets_source_from_local_files(tmp_path: Path) -> None:
     )
     tok = CharTokenizerOptions(module="char").build(vocab=meta.vocab)
     assert tok.decode(read_bin(tmp_path / "o" / "val.bin", meta.dtype)) == "".join(f"row {i}" for i in range(45, 50))
+
+
+@pytest.mark.slow
+def test_a_tokenize_killed_at_20_moments_leaves_a_whole_set_or_none_and_no_temporary(tmp_path: Path) -> None:
+    """Issue 30, the tokenize kill family (case 8's leftovers): SIGKILL at a random moment of a tokenize over an
+    earlier complete set, then the next run's clean-up: no temporary is left, and the folder holds a complete,
+    consistent set (the earlier or the new) or no meta.json at all (``train`` then says to tokenize), never
+    token files that disagree with a meta.json."""
+    corpus, out = tmp_path / "corpus.txt", tmp_path / "tokens"
+    options = CharTokenizerOptions(module="char")
+    texts = [TINY_TEXT * 300, TINY_TEXT.upper() * 300]
+    corpus.write_text(texts[0])
+    tokenize_files([corpus], options, out, 0.1)
+    within = time_in_child(lambda: tokenize_files([corpus], options, out, 0.1, workers=1))
+    rng, outcomes = random.Random(30), {"whole": 0, "no meta.json": 0, "killed": 0}
+    for trial in range(20):
+        corpus.write_text(texts[trial % 2])
+        outcomes["killed"] += killed_at_random(
+            lambda: tokenize_files([corpus], options, out, 0.1, workers=1), within_s=within, rng=rng
+        )
+        remove_stale_temporaries(out)
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+        try:
+            meta = read_meta(out)  # the files' sizes against meta.json; their content below
+            assert all(sha256_file(out / f"{split}.bin") == meta.split_sha256(split) for split in ("train", "val"))
+            outcomes["whole"] += 1
+        except DataError as exc:
+            assert "not found: run the tokenize stage first" in str(exc), exc
+            outcomes["no meta.json"] += 1
+            tokenize_files([corpus], options, out, 0.1)
+    print(outcomes)

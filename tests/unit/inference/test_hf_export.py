@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import REPO, TINY_TEXT, tiny_params, write_params
+from helpers import REPO, TINY_TEXT, killed_at_random, time_in_child, tiny_params, write_params
 
 from nanugpt.checkpoint.store import load_trained_model
 from nanugpt.config.params import load_params, validate_params
@@ -25,6 +26,7 @@ from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
 from nanugpt.data.tokenizers.hf import HFTokenizer
 from nanugpt.data.tokenizers.tiktoken import TiktokenTokenizer
 from nanugpt.errors import UserError
+from nanugpt.files.atomic import remove_stale_temporaries
 from nanugpt.inference.hf_export import write_tokenizer
 from stages import export, tokenize, train
 
@@ -220,3 +222,26 @@ def test_export_stage_command_line_replaces_the_folder_whole(nanogpt_run: tuple[
     assert {p.name for p in (out / "hf").iterdir()} == written
     assert [p.name for p in out.iterdir() if p.name.startswith(".hf.")] == []  # no temporary folder left
     assert f"wrote {out / 'hf'}" in result.stdout
+
+
+@pytest.mark.slow
+def test_an_export_killed_at_20_moments_leaves_a_whole_export_and_no_temporary(tmp_path: Path, corpus: Path) -> None:
+    """Issue 30, the export kill family: an export SIGKILLed at a random moment over an earlier export, then the
+    next run's clean-up: ``hf/`` is a whole export (the earlier or the new, which ``transformers`` loads) and no
+    ``.hf.tmp-*`` or ``.hf.old-*`` copy is left."""
+    params = load_params(write_params(tmp_path / "params.yaml", tiny_params(corpus)))
+    data, out = tmp_path / "data", tmp_path / "out"
+    tokenize.run(params, data_root=data)
+    train.run(params, data_root=data, out_dir=out)
+    export.run(params, data_root=data, out_dir=out)
+    whole = sorted(p.name for p in (out / "hf").iterdir())
+    within = time_in_child(lambda: export.run(params, data_root=data, out_dir=out))
+    rng, killed = random.Random(30), 0
+    for _ in range(20):
+        killed += killed_at_random(lambda: export.run(params, data_root=data, out_dir=out), within_s=within, rng=rng)
+        remove_stale_temporaries(out)
+        assert [p.name for p in out.iterdir() if p.name.startswith(".hf")] == []
+        assert sorted(p.name for p in (out / "hf").iterdir()) == whole
+    print(f"{killed} of 20 exports killed before they ended")
+    transformers = pytest.importorskip("transformers")
+    assert transformers.AutoModelForCausalLM.from_pretrained(out / "hf") is not None

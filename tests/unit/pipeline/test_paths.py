@@ -63,3 +63,36 @@ def test_a_read_only_output_folder(name: str, tmp_path: Path, corpus: Path, monk
 def test_the_folder_is_created_when_missing(tmp_path: Path) -> None:
     assert paths.writable(tmp_path / "a" / "b", "OUT_DIR").is_dir()
     assert list((tmp_path / "a" / "b").iterdir()) == []  # the probe file is gone
+
+
+def test_a_link_that_a_stage_would_write_through_to_outside_is_refused(tmp_path: Path) -> None:
+    """Issue 30, paths: a stage writes into OUT_DIR/plots, appends to logs/*.log; a link there leads outside."""
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out.mkdir()
+    (out / "plots").symlink_to(elsewhere)
+    with pytest.raises(paths.OutputFolderError, match=r"plots is a symbolic link to .*elsewhere, outside OUT_DIR"):
+        paths.writable(out, "OUT_DIR")
+    (out / "plots").unlink()
+    (out / "logs").mkdir()
+    (out / "logs" / "train.log").symlink_to(elsewhere / "victim.log")
+    with pytest.raises(paths.OutputFolderError, match="train.log is a symbolic link"):
+        paths.writable(out, "OUT_DIR")
+    (out / "logs" / "train.log").unlink()
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "step-0000010").mkdir()
+    (out / "checkpoints" / "last").symlink_to("step-0000010")  # inside: a sharded run's own link
+    (out / "checkpoints" / "last.pt").symlink_to(elsewhere / "cached.pt")  # replaced whole, never written through
+    assert paths.writable(out, "OUT_DIR") == out
+
+
+def test_under_dvc_an_output_folder_outside_the_workspace_is_refused(tmp_path: Path, monkeypatch) -> None:
+    workspace = tmp_path / "ws"
+    (workspace / ".dvc").mkdir(parents=True)
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("DVC_STAGE", "train")
+    with pytest.raises(paths.OutputFolderError, match=f"OUT_DIR is {tmp_path / 'scratch'}, outside the DVC workspace"):
+        paths.writable(tmp_path / "scratch", "OUT_DIR")
+    assert paths.writable(Path("out"), "OUT_DIR") == Path("out")
+    monkeypatch.delenv("DVC_STAGE")
+    assert paths.writable(tmp_path / "scratch", "OUT_DIR") == tmp_path / "scratch"  # by hand: anywhere

@@ -56,11 +56,14 @@ def test_code_deps_exist_and_cover_every_module_a_stage_imports() -> None:
         "nanugpt/config/registry.py",
         "nanugpt/errors.py",
         "nanugpt/files/atomic.py",
+        "nanugpt/files/checksum.py",
+        "nanugpt/files/folder_lock.py",
         "nanugpt/files/hashing.py",
         "nanugpt/metrics/sinks.py",
         "nanugpt/train/run_info.py",
         "pipeline/console_log.py",  # where console lines are copied, not what a stage computes
         "pipeline/cli.py",
+        "pipeline/interrupt.py",  # how a command stops on Ctrl-C, not what it computes
         "pipeline/paths.py",
         "pipeline/schema.py",
     }
@@ -95,11 +98,17 @@ def modules_each_imports(modules: list[str]) -> list[set[str]]:
 
 
 def test_package_indexes_hold_no_code() -> None:
-    """A package's ``__init__.py`` is its index (a docstring), so editing one re-runs no stage."""
+    """A package's ``__init__.py`` is its index (a docstring), so editing one re-runs no stage. The two packages
+    whose modules are commands also install the Ctrl-C handler there (``pipeline.interrupt``): it must come
+    before a command's own imports, and it changes no number a stage computes."""
+    handler = ["from pipeline.interrupt import install_when_run", "install_when_run()"]
     for init in sorted(REPO.glob("*/**/__init__.py")):
         if ".venv" in init.parts:
             continue
         body = ast.parse(init.read_text()).body
+        if init in (REPO / "pipeline/__init__.py", REPO / "stages/__init__.py"):
+            assert [ast.unparse(node) for node in body[1:]] == handler, init
+            continue
         code = [
             node for node in body[1:] if not (isinstance(node, ast.Assign) and init == REPO / "nanugpt/__init__.py")
         ]

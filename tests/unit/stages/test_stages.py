@@ -12,8 +12,10 @@ import pytest
 from helpers import REPO, tiny_params, write_params
 
 from nanugpt.config.params import load_params
+from nanugpt.config.token_meta import DataError
 from nanugpt.data.sources import SourceError
-from stages import evaluate, generate, tokenize, train
+from nanugpt.data.tokenize import CorpusError
+from stages import evaluate, generate, source, tokenize, train
 
 
 def test_four_stages_in_order(tmp_path: Path, params_file: Path) -> None:
@@ -106,3 +108,20 @@ def test_tokenize_stage_reads_a_hf_datasets_source(tmp_path: Path, corpus: Path)
     meta = tokenize.run(params, data_root=tmp_path / "data")
     lines = corpus.read_text().splitlines()
     assert meta.source == "hf:text" and meta.train_tokens + meta.val_tokens == sum(len(x) + 1 for x in lines)
+
+
+def test_train_refuses_tokens_of_an_older_corpus_after_a_failed_tokenize(
+    tmp_path: Path, corpus: Path, params_file: Path
+) -> None:
+    """Issue 30, case 14: the source stage recorded an edited corpus, its tokenize failed, and a train by hand
+    would have trained on the stale token files."""
+    params, data = load_params(params_file), tmp_path / "data"
+    source.run(params, data_root=data)
+    tokenize.run(params, data_root=data)
+    corpus.write_text("")  # an edit that the tokenize stage refuses
+    source.run(params, data_root=data)
+    with pytest.raises(CorpusError, match="empty"):
+        tokenize.run(params, data_root=data)
+    with pytest.raises(DataError, match=f"made from another corpus .*\\({corpus} changed\\): run the tokenize stage"):
+        train.run(params, data_root=data, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out" / "checkpoints").exists()

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_params, write_params
+from helpers import REPO, tiny_params, write_params
 
 from nanugpt.checkpoint.store import load_checkpoint
 from nanugpt.config.params import load_params
@@ -157,3 +163,72 @@ def test_a_finished_run_writes_again_the_outputs_an_orchestrator_deleted(
     for series in ("train", "val"):
         rows = (out / "dvclive" / "plots" / "metrics" / series / "loss.tsv").read_text().splitlines()
         assert len(rows) == 2 and rows[1].startswith("20\t"), rows
+
+
+# A new run's moves over an earlier run's outputs, as the trainer makes them: set aside, write, then discard (its
+# first checkpoint is saved) or restore (it failed). The child prints "go" once imported and its time at the end.
+MOVES = """
+import sys, time
+from pathlib import Path
+from nanugpt.train.previous_run import PreviousRun
+out, ending = Path(sys.argv[1]), sys.argv[2]
+print("go", flush=True)
+start = time.monotonic()
+previous = PreviousRun(out)
+previous.recover()
+previous.set_aside()
+(out / "checkpoints").mkdir()
+for i in range(300):
+    (out / "checkpoints" / f"new-{i}.pt").write_text("new")
+(out / "run_info.json").write_text("new")
+previous.discard() if ending == "discard" else previous.restore()
+print(time.monotonic() - start, flush=True)
+"""
+
+
+def earlier_run(out: Path) -> dict[str, bytes]:
+    """An earlier run's outputs in ``out`` (enough files that deleting them takes a while); their snapshot."""
+    for name in ("checkpoints", "plots", "dvclive"):
+        (out / name).mkdir(parents=True)
+        for i in range(400):
+            (out / name / f"earlier-{i}").write_text(f"{name} {i}")
+    (out / "run_info.json").write_text("earlier")
+    return snapshot(out)
+
+
+def moves(out: Path, ending: str, kill_after_s: float | None) -> float | None:
+    """Run ``MOVES`` on ``out``, SIGKILLed ``kill_after_s`` after it is imported; its own time if it finished."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", MOVES, str(out), ending], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert child.stdout is not None and child.stdout.readline() == "go\n"
+    if kill_after_s is not None:
+        time.sleep(kill_after_s)
+        child.send_signal(signal.SIGKILL)
+    output, _ = child.communicate(timeout=60)
+    return float(output) if child.returncode == 0 else None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ending", ["discard", "restore"])
+def test_a_kill_at_any_moment_of_the_moves_leaves_one_whole_run(tmp_path: Path, ending: str) -> None:
+    """Issue 30, case 3 and the set-aside / discard kill family: 20 SIGKILLs at random moments, each followed by the
+    next run's recovery, leave the earlier run whole or (once discarding began) the new run alone; never a mix."""
+    calibration = tmp_path / "calibration"
+    earlier_run(calibration)
+    duration = moves(calibration, ending, None)
+    assert duration is not None
+    rng = random.Random(30)
+    outcomes = []
+    for trial in range(20):
+        out = tmp_path / f"trial-{trial}"
+        earlier = earlier_run(out)
+        moves(out, ending, rng.uniform(0, duration))
+        PreviousRun(out).recover()
+        after = snapshot(out)
+        new = {f"checkpoints/new-{i}.pt": b"new" for i in range(300)} | {"run_info.json": b"new"}
+        assert after in (earlier, new) if ending == "discard" else after == earlier, (trial, sorted(after)[:5])
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+        outcomes.append("earlier" if after == earlier else "new")
+    print(ending, outcomes)

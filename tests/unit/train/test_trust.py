@@ -112,6 +112,38 @@ def test_disk_full_leaves_nothing_partial(tmp_path: Path) -> None:
         subprocess.run(["umount", str(target)], check=True)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["300k", "3m"])
+def test_a_train_on_a_full_disk_is_one_line_naming_the_folder_and_leaves_no_empty_file(
+    tmp_path: Path, corpus: Path, size: str
+) -> None:
+    """Issue 30, case 7: torch.save's RuntimeError came as a traceback, and at 300 KB dvclive left a 0-byte
+    metrics.json. The train runs as the command does (``main``): the one line and exit 1."""
+    target = tmp_path / "small_disk"
+    target.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        prepare(tmp_path, corpus, model={"n_embd": 64}, training={"max_steps": 40, "checkpoint_every": 10})
+        env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_ROOT": str(tmp_path / "data"), "OUT_DIR": str(target)}
+        result = subprocess.run(
+            [sys.executable, "-m", "stages.train", str(tmp_path / "params.yaml")],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout, result.stderr
+        assert result.stderr.startswith(("error: disk full while writing", "error: quota exceeded")), result.stderr
+        assert f"in {target}" in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+        assert [p for p in target.rglob("*") if p.is_file() and p.stat().st_size == 0 and p.suffix == ".json"] == []
+        assert [p for p in target.rglob(".*.tmp-*")] == []
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
 def test_secrets_in_the_environment_are_never_written(tmp_path: Path, corpus: Path, monkeypatch) -> None:
     secret = "sk-test-8f3a1c9e5b7d"
     monkeypatch.setenv("WANDB_API_KEY", secret)
