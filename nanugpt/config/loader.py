@@ -25,6 +25,10 @@ Directives, applied in this order:
   expand, so they can use ``$NAME``; the section is then removed.
 * ``$VAR`` / ``${VAR}`` in strings expand from the environment (``$$`` is a
   literal ``$``); an unset variable is an error. Nothing is run by a shell.
+  A variable whose name looks like a secret (``SECRET_NAMES``, or the
+  comma-separated patterns of ``NANUGPT_SECRET_NAMES``) is refused: the
+  resolved params are written into checkpoints, ``run_info.json`` and every
+  logger's params, so a secret stays in the environment only.
 * ``_time:FORMAT`` as a string value becomes the run's start time formatted
   with strftime (default ``%Y%m%d-%H%M%S``; only the codes of ``TIME_CODES``).
   The time is fixed once per run through the ``NANUGPT_RUN_TIME`` environment
@@ -41,6 +45,7 @@ file, ``<file>: <message>`` for the file as a whole, and ``command line:
 from __future__ import annotations
 
 import copy
+import fnmatch
 import os
 import re
 import time
@@ -53,6 +58,10 @@ import yaml
 RUN_TIME_ENV = "NANUGPT_RUN_TIME"
 _ENV_PATTERN = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 DEFAULT_TIME_FORMAT = "%Y%m%d-%H%M%S"
+SECRET_NAMES = ("*KEY*", "*TOKEN*", "*SECRET*", "*PASSWORD*", "*CREDENTIAL*")  # fnmatch patterns, case-blind
+SECRET_NAMES_ENV = "NANUGPT_SECRET_NAMES"
+MAX_FILE_BYTES = 1 << 20  # a params or sweep file: a few KB in practice
+MAX_NODES = 100_000  # values of one file with its YAML aliases expanded
 # strftime codes that mean the same on every platform (C99 plus ISO week dates); others vary or pass through.
 TIME_CODES = "aAbBcdGHIjmMpSuUVwWxXyYzZ%"
 _TIME_CODE = re.compile(r"%(.?)")
@@ -190,6 +199,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError([f"{path}: is a folder, expected a params YAML file"])
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            size = path.stat().st_size
+            raise ConfigError([f"{path}: {size:,} bytes; a params file may have at most {MAX_FILE_BYTES:,}"])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
@@ -219,6 +231,10 @@ def _construct_checked(text: str, path: Path) -> Any:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None and expanded_size(node, MAX_NODES) > MAX_NODES:
+            raise ConfigError(
+                [f"{path}: more than {MAX_NODES:,} values once its aliases (*name) are expanded: not a params file"]
+            )
         problems: list[str] = []
         _find_duplicate_keys(node, (), path, problems, seen=set())
         if problems:
@@ -226,6 +242,20 @@ def _construct_checked(text: str, path: Path) -> Any:
         return loader.construct_document(node) if node is not None else None
     finally:
         loader.dispose()
+
+
+def expanded_size(node: yaml.Node, limit: int) -> int:
+    """How many nodes ``node`` holds with every alias expanded, counted up to ``limit`` + 1 at most: a few aliases
+    of aliases expand to billions of values ("billion laughs"), so the count stops past the limit."""
+    count, stack = 0, [node]
+    while stack and count <= limit:
+        current = stack.pop()
+        count += 1
+        if isinstance(current, yaml.MappingNode):
+            stack.extend(child for pair in current.value for child in pair)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+    return count
 
 
 def _find_duplicate_keys(
@@ -417,6 +447,14 @@ def _expand_strings(node: Any, source: str, problems: list[str], key: str) -> An
         if match.group(0) == "$$":
             return "$"
         name = match.group(1) or match.group(2)
+        secret = secret_pattern(name)
+        if secret is not None:
+            problems.append(
+                f"{source}: {key}: ${name} looks like a secret (its name matches {secret}) and would be written "
+                f"with the params into checkpoints and logs; leave it in the environment only "
+                f"(${SECRET_NAMES_ENV} sets the patterns)"
+            )
+            return match.group(0)
         value = os.environ.get(name)
         if value is None:
             problems.append(f"{source}: {key}: environment variable ${name} is not set")
@@ -424,3 +462,10 @@ def _expand_strings(node: Any, source: str, problems: list[str], key: str) -> An
         return value
 
     return _ENV_PATTERN.sub(substitute, node)
+
+
+def secret_pattern(name: str) -> str | None:
+    """The pattern of ``SECRET_NAMES`` (or ``$NANUGPT_SECRET_NAMES``) that the variable ``name`` matches, if any."""
+    configured = os.environ.get(SECRET_NAMES_ENV)
+    patterns = [p.strip() for p in configured.split(",") if p.strip()] if configured is not None else SECRET_NAMES
+    return next((p for p in patterns if fnmatch.fnmatchcase(name.upper(), p.upper())), None)

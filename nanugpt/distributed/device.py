@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from pathlib import Path
 
 import torch
 
 from nanugpt.errors import UserError
+
+MEMINFO = Path("/proc/meminfo")
 
 # Dense peak FLOP/s of common GPUs from their data sheets, for MFU: (bfloat16/float16 tensor cores, float32
 # without TF32, which torch leaves off for matmuls by default). Matched in this order as a substring of
@@ -71,3 +74,17 @@ def peak_flops(device: torch.device, configured: float | None, dtype: str) -> fl
         a @ a
         best = min(best, time.perf_counter() - start)
     return 2 * 2048**3 / best
+
+
+def available_bytes(device: torch.device, meminfo: Path = MEMINFO) -> int | None:
+    """Free memory on ``device``: CUDA's free bytes, or MemAvailable of ``meminfo`` on CPU; None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in meminfo.read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name == "MemAvailable":
+                return int(value.split()[0]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

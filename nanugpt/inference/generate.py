@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from nanugpt.config.schema import GenerateParams
+from nanugpt.distributed.device import available_bytes
 from nanugpt.errors import UserError
 from nanugpt.models.base import DecoderMixin
 from nanugpt.ops.decode_head import head_logits
@@ -63,6 +65,25 @@ def next_token(logits: torch.Tensor, opts: GenerateParams, generator: torch.Gene
     return choice if candidates is None else candidates.gather(-1, choice)
 
 
+# What a generated token costs per sample, besides the model: its id in the (B, T) tensor (8 bytes) and as a
+# Python int in the returned lists (about 36); per step, the logits and their float copies over the vocabulary.
+BYTES_PER_TOKEN = 48
+BYTES_PER_LOGIT = 16
+
+
+def check_fits(opts: GenerateParams, prompt_tokens: int, vocab_size: int, available: int | None) -> None:
+    """Refuse ``opts.num_samples`` x (prompt + ``opts.max_new_tokens``) tokens that cannot fit in ``available``
+    bytes, before anything is allocated (None: unknown, not checked)."""
+    tokens = opts.num_samples * (prompt_tokens + opts.max_new_tokens)
+    needed = tokens * BYTES_PER_TOKEN + opts.num_samples * vocab_size * BYTES_PER_LOGIT
+    if available is not None and needed > available:
+        raise GenerateError(
+            f"generate.num_samples x (prompt + generate.max_new_tokens) = {opts.num_samples:,} x "
+            f"({prompt_tokens:,} + {opts.max_new_tokens:,}) tokens need about {needed / 1e9:,.1f} GB, "
+            f"{available / 1e9:,.1f} GB are available: lower generate.num_samples or generate.max_new_tokens"
+        )
+
+
 @torch.no_grad()
 def sample(
     model: torch.nn.Module, prompt_ids: list[int], opts: GenerateParams, vocab_size: int, device: torch.device
@@ -72,16 +93,18 @@ def sample(
     A decoder (``DecoderMixin``) is run incrementally with a KV cache, its head only on the last position,
     with ``head_logits``' kernel for the device; once the context is full, the window slides (the last
     ``context_length`` tokens are re-encoded). Other models re-read the whole window for each token.
-    The same ``opts.seed`` gives the same samples.
+    The same ``opts.seed`` gives the same samples. Sampling that cannot fit in memory is refused before it
+    starts (``check_fits``); a progress bar counts the tokens on a terminal.
     """
     if not prompt_ids:
         raise GenerateError("generate.prompt encodes to no tokens; give a non-empty prompt")
+    check_fits(opts, len(prompt_ids), vocab_size, available_bytes(device))
     generator = torch.Generator(device=device).manual_seed(opts.seed)
     context = model.context_length
     idx = torch.tensor([prompt_ids] * opts.num_samples, dtype=torch.long, device=device)  # (B, T)
     decoder = isinstance(model, DecoderMixin)
     cache = None
-    for _ in range(opts.max_new_tokens):
+    for _ in tqdm(range(opts.max_new_tokens), desc="generate", unit="tok", disable=None, leave=False):
         if not decoder:
             logits = model(idx[:, -context:])[:, -1]
         else:

@@ -10,15 +10,14 @@ train, and one accepted may still run out of memory on a large batch.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
 from nanugpt.config.schema import ModelOptions
+from nanugpt.distributed.device import available_bytes
 from nanugpt.errors import UserError
 
 BYTES_PER_PARAMETER = 16  # 4 (float32 weight) + 4 (gradient) + 8 (AdamW exp_avg and exp_avg_sq)
-MEMINFO = Path("/proc/meminfo")
 GIB = 1024**3
 
 
@@ -37,20 +36,6 @@ def count_parameters(model: ModelOptions, vocab_size: int) -> int | None:
     except Exception:  # noqa: BLE001 -- a model that needs real tensors to build: no estimate, training will tell
         return None
     return sum(p.numel() for p in module.parameters())
-
-
-def available_bytes(device: torch.device, meminfo: Path = MEMINFO) -> int | None:
-    """Free memory on ``device``: CUDA's free bytes, or MemAvailable of ``meminfo`` on CPU; None if unknown."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in meminfo.read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name == "MemAvailable":
-                return int(value.split()[0]) * 1024  # reported in kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def check_model_fits(model: ModelOptions, vocab_size: int, available: int | None, processes: int = 1) -> None:

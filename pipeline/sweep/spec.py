@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -29,6 +30,9 @@ UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 BASE_NAME = "base"  # the name of a point that changes nothing
 
 
+MAX_POINTS = 1000
+
+
 class SweepError(ParamsError):
     """An invalid sweep file or point: ``problems`` has one line per problem."""
 
@@ -42,6 +46,9 @@ class SweepFile(BaseModel):
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; their product")
     points: list[dict[str, Any]] = Field(default_factory=list, description="explicit points: dotted key -> value")
     export: bool = Field(False, description="also run the export stage of every point")
+    max_points: int = Field(
+        MAX_POINTS, gt=0, description="the most points the sweep may have (a grid's product grows fast): raise it here"
+    )
 
 
 @dataclass(frozen=True)
@@ -127,13 +134,22 @@ def read_sweep_file(path: Path) -> SweepFile:
         for error in exc.errors(include_url=False):
             key = ".".join(str(part) for part in error["loc"])
             message = (
-                "unknown key (keys: base, grid, points, export)" if error["type"] == "extra_forbidden" else error["msg"]
+                "unknown key (keys: base, grid, points, export, max_points)"
+                if error["type"] == "extra_forbidden"
+                else error["msg"]
             )
             problems.append(f"{path}: {key}: {message}")
         raise SweepError(problems) from None
     problems = [f"{path}: grid.{key}: no values; give a list of one or more" for key, v in spec.grid.items() if not v]
     if not spec.grid and not spec.points:
         problems.append(f"{path}: no points: give a grid (dotted key -> list of values) or a points list")
+    grid_points = math.prod(len(values) for values in spec.grid.values()) if spec.grid else 0
+    if grid_points + len(spec.points) > spec.max_points:
+        sizes = " x ".join(str(len(values)) for values in spec.grid.values()) or "0"
+        problems.append(
+            f"{path}: {grid_points + len(spec.points):,} points (a grid of {sizes} and {len(spec.points)} listed) "
+            f"is more than max_points ({spec.max_points:,}); set max_points in the sweep file to run that many"
+        )
     if problems:
         raise SweepError(problems)
     return spec

@@ -90,6 +90,25 @@ def test_unset_env_var_is_an_error_naming_it(tmp_path: Path, monkeypatch: pytest
         load_yaml_tree(top)
 
 
+def test_a_variable_named_like_a_secret_is_never_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 30, case 11: ``run-$WANDB_API_KEY`` would write the key into every checkpoint and log."""
+    monkeypatch.setenv("WANDB_API_KEY", "s3cr3t-value")
+    monkeypatch.setenv("hf_token", "s3cr3t-value")
+    monkeypatch.delenv("NANUGPT_SECRET_NAMES", raising=False)
+    top = write(tmp_path / "p.yaml", {"general": {"run_name": "run-$WANDB_API_KEY", "tag": "${hf_token}"}})
+    with pytest.raises(ConfigError) as refused:
+        load_yaml_tree(top)
+    message = str(refused.value)
+    assert "general.run_name: $WANDB_API_KEY looks like a secret (its name matches *KEY*)" in message
+    assert "general.tag: $hf_token looks like a secret (its name matches *TOKEN*)" in message
+    assert "s3cr3t" not in message
+    monkeypatch.setenv("NANUGPT_SECRET_NAMES", "*PASSWORD*")  # the patterns are the user's to set
+    assert load_yaml_tree(top)["general"] == {"run_name": "run-s3cr3t-value", "tag": "s3cr3t-value"}
+    monkeypatch.setenv("MY_PASSWORD", "x")
+    with pytest.raises(ConfigError, match=r"\$MY_PASSWORD looks like a secret"):
+        load_yaml_tree(write(tmp_path / "q.yaml", {"general": {"run_name": "$MY_PASSWORD"}}))
+
+
 def test_env_expansion_runs_no_shell(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     top = write(tmp_path / "p.yaml", {"data": {"source": f"$(touch {marker})`touch {marker}`"}})
@@ -140,3 +159,17 @@ def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:
     evil = write(tmp_path / "evil.yaml", "a: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_yaml_tree(evil)
+
+
+def test_a_yaml_bomb_and_an_oversized_file_are_refused(tmp_path: Path) -> None:
+    """Issue 30, case 12: a few nested aliases expand to billions of values."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = write(tmp_path / "bomb.yaml", "\n".join(levels) + "\n")
+    with pytest.raises(ConfigError, match=r"more than 100,000 values once its aliases \(\*name\) are expanded"):
+        load_yaml_tree(bomb)
+    big = write(tmp_path / "big.yaml", "general:\n  run_name: " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match=r"big.yaml: 1,048,\d+ bytes; a params file may have at most 1,048,576"):
+        load_yaml_tree(big)
+    reused = write(tmp_path / "reused.yaml", "base: &b {lr: 1}\none: *b\ntwo: *b\n")  # aliases as people use them
+    assert load_yaml_tree(reused)["two"] == {"lr": 1}

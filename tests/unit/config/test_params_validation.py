@@ -14,11 +14,11 @@ from nanugpt.config import registry
 from nanugpt.config.params import ParamsError, load_params
 from nanugpt.config.schema import KIND_BASES
 from nanugpt.data.sources import SourceError, resolve_source
+from nanugpt.distributed.device import available_bytes
 from nanugpt.inference.generate import GenerateError, read_prompt
 from nanugpt.train.memory_check import (
     BYTES_PER_PARAMETER,
     ModelTooLarge,
-    available_bytes,
     check_model_fits,
     count_parameters,
 )
@@ -269,3 +269,14 @@ def test_available_bytes_reads_meminfo(tmp_path: Path) -> None:
     meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    8000000 kB\n")
     assert available_bytes(torch.device("cpu"), meminfo) == 8_000_000 * 1024
     assert available_bytes(torch.device("cpu"), tmp_path / "absent") is None
+
+
+def test_a_project_name_that_wandb_refuses_stops_the_load(tmp_path: Path, corpus: Path) -> None:
+    """Issue 30, case 13: W&B's UsageError came mid-run, after run_info.json, plots and TensorBoard files."""
+    path = write_params(tmp_path / "params.yaml", tiny_params(corpus, general={"project_name": "a/b"}))
+    load_params(path)  # W&B off: any name is a name
+    assert problems(path, ["--logging.wandb", "true"]) == [
+        f"{path}: general.project_name: W&B refuses the project name 'a/b' (logging.wandb is on): at most 128 "
+        "characters, none of / \\ # ? % :"
+    ]
+    assert problems(path, ["--logging.wandb", "true", "--general.project_name", "p" * 129])

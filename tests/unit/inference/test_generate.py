@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nanugpt.config.schema import GenerateParams
-from nanugpt.inference.generate import GenerateError, next_token, nucleus, read_prompt, sample
+from nanugpt.inference.generate import GenerateError, check_fits, next_token, nucleus, read_prompt, sample
 from nanugpt.models.nanogpt import NanoGPTOptions
 from nanugpt.ops.decode_head import HeadKernel, choose_head_kernel, head_logits
 
@@ -104,3 +104,15 @@ def test_cached_greedy_generation_equals_the_full_forwards(num_samples: int) -> 
             logits = m(idx[:, -m.context_length :])[:, -1, :40]  # (B, V), no cache, F.linear head
             idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
     assert cached == idx[:, 1:].tolist()
+
+
+@pytest.mark.parametrize("size", [{"num_samples": 10**9}, {"max_new_tokens": 10**9}])
+def test_sampling_beyond_memory_is_refused_before_it_starts(size: dict[str, int]) -> None:
+    """Issue 30, case 12: num_samples 1e9 died of MemoryError after 4 GB; max_new_tokens 1e9 ran with no end."""
+    opts = GenerateParams(**size)
+    with pytest.raises(
+        GenerateError, match=r"need about [\d,.]+ GB, 24.0 GB are available: lower generate.num_samples"
+    ):
+        check_fits(opts, prompt_tokens=5, vocab_size=65, available=24 * 10**9)
+    check_fits(GenerateParams(num_samples=8, max_new_tokens=500), prompt_tokens=5, vocab_size=50304, available=10**9)
+    check_fits(opts, prompt_tokens=5, vocab_size=65, available=None)  # unknown memory: not checked

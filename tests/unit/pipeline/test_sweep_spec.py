@@ -168,3 +168,25 @@ def test_hundred_point_grid_expands_to_distinct_valid_points(tmp_path: Path, cor
     seconds = time.perf_counter() - started
     print(f"100-point grid expanded and validated in {seconds * 1000:.0f} ms")
     assert len(sweep.points) == 100 and len({p.name for p in sweep.points}) == 100
+
+
+def test_a_grid_beyond_max_points_is_refused_at_once_and_the_limit_is_the_users(tmp_path: Path, corpus: Path) -> None:
+    """Issue 30, case 12: a 1000 x 1000 grid made the point listing run for minutes with no message."""
+    huge = sweep_file(
+        tmp_path, corpus, grid={"optimizer.lr": [i * 1e-5 for i in range(1, 1001)], "general.seed": list(range(1000))}
+    )
+    with pytest.raises(SweepError) as refused:  # counted before any point is made
+        expand(huge)
+    assert refused.value.problems == [
+        f"{huge}: 1,000,000 points (a grid of 1000 x 1000 and 0 listed) is more than max_points (1,000); set "
+        "max_points in the sweep file to run that many"
+    ]
+    small = sweep_file(
+        tmp_path, corpus, name="small", grid={"general.seed": [1, 2, 3]}, points=[{"general.seed": 9}], max_points=3
+    )
+    with pytest.raises(SweepError, match="4 points .* more than max_points \\(3\\)"):
+        expand(small)
+    assert (
+        len(expand(sweep_file(tmp_path, corpus, name="small", grid={"general.seed": [1, 2, 3]}, max_points=3)).points)
+        == 3
+    )
