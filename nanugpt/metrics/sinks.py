@@ -48,11 +48,8 @@ class CsvSink:
 
     def __init__(self, path: Path, columns: Mapping[str, str], trigger: str, resume_step: int):
         self.path, self.columns, self.trigger = path, dict(columns), trigger
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept: list[dict[str, str]] = []
-        if resume_step > 0 and path.exists():
-            with open(path, newline="") as f:
-                kept = [row for row in csv.DictReader(f) if int(row["step"]) <= resume_step]
+        make_folder(path.parent)
+        kept = rows_up_to(path, resume_step) if resume_step > 0 else []
         self._file = open(path, "w", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=["step", *self.columns])
         self._writer.writeheader()
@@ -212,6 +209,7 @@ class DvcLiveSink:
             from dvclive import Live
         except ImportError:
             raise UserError("logging.dvclive is true but dvclive is not installed: pip install dvclive") from None
+        make_folder(live_dir)
         if resume_step > 0:
             for series in (live_dir / "plots" / "metrics").rglob("*.tsv"):
                 keep_rows_up_to(series, resume_step)
@@ -247,11 +245,44 @@ def drop_torn_summary(summary: Path) -> None:
         summary.unlink()
 
 
+def make_folder(folder: Path) -> None:
+    """Create a sink's ``folder``; a file in its place is an error naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(
+            f"{folder}: a file stands where the metrics folder should be; move it away and run again"
+        ) from None
+
+
+def rows_up_to(path: Path, step: int, delimiter: str = ",") -> list[dict[str, str]]:
+    """The rows of a metrics table (``step`` first) up to ``step``, for a resume; a damaged table (bytes that are
+    not UTF-8, a row without a number of a step) keeps its readable rows, and the rest is named and dropped."""
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    kept, dropped = [], 0
+    for row in csv.DictReader(text.splitlines(), delimiter=delimiter):
+        try:
+            row_step = int(row.get("step") or "")
+        except ValueError:
+            dropped += 1
+            continue
+        if row_step <= step and "\ufffd" not in "".join(str(v) for v in row.values()):
+            kept.append(row)
+        elif row_step <= step:
+            dropped += 1
+    if dropped:
+        print(f"warning: {path}: dropped {dropped} damaged row(s) while resuming; the others are kept", flush=True)
+    return kept
+
+
 def keep_rows_up_to(series: Path, step: int) -> None:
-    """Drop the rows of a dvclive ``.tsv`` series whose ``step`` is past ``step``."""
-    with open(series, newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        fields, rows = reader.fieldnames or [], [row for row in reader if int(row["step"]) <= step]
+    """Drop the rows of a dvclive ``.tsv`` series whose ``step`` is past ``step`` (and damaged rows)."""
+    with open(series, newline="", encoding="utf-8", errors="replace") as f:
+        fields = csv.DictReader(f, delimiter="\t").fieldnames or []
+    rows = rows_up_to(series, step, delimiter="\t")
     with open(series, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, delimiter="\t")
         writer.writeheader()

@@ -38,11 +38,13 @@ from nanugpt.config.params import load_params
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError, UserError
 from nanugpt.metrics.sinks import (
+    CsvSink,
     DvcLiveSink,
     ThreadedSink,
     WandbSink,
     evaluation_figures,
     format_log_line,
+    keep_rows_up_to,
     server_settings,
 )
 from nanugpt.metrics.train_metrics import TrainMetrics
@@ -722,3 +724,30 @@ def test_the_dvclive_summary_is_replaced_whole_never_rewritten_in_place(tmp_path
         assert json.loads(reader.read()) == {"step": 10, "train": {"loss": 2.9}}
     sink.close()
     assert json.loads((live_dir / "metrics.json").read_text()) == {"step": 20, "train": {"loss": 2.8}}
+
+
+def test_damaged_metric_tables_keep_their_readable_rows_on_resume(tmp_path: Path, capsys) -> None:
+    """Issue 30, case 9: a non-UTF-8 ``plots/train.csv`` and a non-number row in a dvclive series used to end
+    the resume in a traceback."""
+    table = tmp_path / "plots" / "train.csv"
+    table.parent.mkdir()
+    table.write_bytes(b"step,train_loss\n1,4.0\n2,3.\xff9\nthree,3.8\n4,3.7\n5,3.6\n")
+    sink = CsvSink(table, {"train_loss": "train/loss"}, "train/loss", resume_step=4)
+    sink.write(5, {"train/loss": 3.5})
+    sink.close()
+    assert table.read_text().splitlines() == ["step,train_loss", "1,4.0", "4,3.7", "5,3.5"]
+    series = tmp_path / "loss.tsv"
+    series.write_text("timestamp\tstep\tloss\n0\t1\t4.0\n0\tNaN-step\t3.9\n0\t3\t3.8\n0\t9\t3.0\n")
+    keep_rows_up_to(series, 5)
+    assert series.read_text().splitlines() == ["timestamp\tstep\tloss", "0\t1\t4.0", "0\t3\t3.8"]
+    printed = capsys.readouterr().out
+    assert f"{table}: dropped 2 damaged row(s)" in printed and f"{series}: dropped 1 damaged row(s)" in printed
+
+
+def test_a_file_where_a_metrics_folder_belongs_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "dvclive").write_text("not a folder")
+    with pytest.raises(UserError, match=f"{tmp_path / 'dvclive'}: a file stands where the metrics folder should be"):
+        DvcLiveSink(tmp_path / "dvclive", {}, resume_step=10)
+    (tmp_path / "plots").write_text("not a folder")
+    with pytest.raises(UserError, match="a file stands where the metrics folder should be"):
+        CsvSink(tmp_path / "plots" / "train.csv", {"train_loss": "train/loss"}, "train/loss", resume_step=10)
