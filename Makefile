@@ -54,7 +54,7 @@ $(VENV)/.installed: pyproject.toml
 
 run: setup
 	$(VENV)/bin/dvc repro
-	$(VENV)/bin/dvc metrics show
+	$(VENV)/bin/python -m pipeline.summary
 
 lint: setup
 	$(VENV)/bin/ruff check .
