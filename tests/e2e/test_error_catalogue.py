@@ -36,6 +36,7 @@ import stages.evaluate
 import stages.generate
 import stages.tokenize
 import stages.train
+from nanugpt.files.checksum import write_checksum
 
 ALL = ("**/*",)  # every file of the workspace
 RUNS = ("data/**/*", "out/checkpoints/*", "out/plots/*", "out/metrics.json", "out/samples.txt")
@@ -102,12 +103,62 @@ def params_text(name: str, edit: Callable[[str], str]) -> Callable[[Path], None]
     return setup
 
 
-def edit_meta(change: Callable[[dict], object]) -> Callable[[Path], None]:
+def edit_meta(change: Callable[[dict], object], checksum: bool = True) -> Callable[[Path], None]:
+    """Edit ``meta.json`` as another tool would; with ``checksum``, its checksum follows (a meta.json that is
+    whole but wrong), without, it is a damaged one."""
+
     def setup(ws: Path) -> None:
         path = ws / TOKEN_DIR / "meta.json"
         meta = json.loads(path.read_text())
         change(meta)
         path.write_text(json.dumps(meta))
+        if checksum:
+            write_checksum(path)
+
+    return setup
+
+
+def flip_tensor_byte(ws: Path) -> None:
+    """One byte of the newest checkpoint's tensor data flipped, in ``last.pt`` and in its step file (a hard link
+    in a run's folder; two files in the workspace's copy)."""
+    checkpoints = ws / "out/checkpoints"
+    linked = os.path.samefile(checkpoints / "last.pt", checkpoints / "step-0000004.pt")
+    for name in ("last.pt",) if linked else ("last.pt", "step-0000004.pt"):
+        path = checkpoints / name
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x40  # the tensors are most of a checkpoint
+        path.write_bytes(bytes(data))
+
+
+def stale_tokens(ws: Path) -> None:
+    """The source stage's record names an edited corpus; the token files were made from the earlier one."""
+    made_from = json.loads((ws / TOKEN_DIR / "source.json").read_text())
+    made_from["files"][0]["sha256"] = "0" * 64
+    (ws / TOKEN_DIR.parent / "source.json").write_text(json.dumps(made_from))
+
+
+def interrupted_at_step_2(ws: Path) -> None:
+    """The finished run as a run killed after its checkpoint at step 2 left it (the next train resumes)."""
+    checkpoints = ws / "out/checkpoints"
+    for name in ("last.pt", "last.pt.sha256", "step-0000004.pt", "step-0000004.pt.sha256"):
+        (checkpoints / name).unlink()
+    os.link(checkpoints / "step-0000002.pt", checkpoints / "last.pt")
+    shutil.copy(checkpoints / "step-0000002.pt.sha256", checkpoints / "last.pt.sha256")
+
+
+def replace_with_file(name: str) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        shutil.rmtree(ws / name)
+        (ws / name).write_text("not a folder")
+
+    return setup
+
+
+def link_outside(name: str) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        shutil.rmtree(ws / name)
+        (ws.parent / "elsewhere").mkdir(exist_ok=True)
+        (ws / name).symlink_to(ws.parent / "elsewhere")
 
     return setup
 
@@ -201,7 +252,7 @@ CASES = [
     ),
     case(
         "train-out-of-range-ids-keeps-previous-run",
-        (TRAIN, P, "--data.verify", "size"),
+        (TRAIN, P, "--data.verify", "size", "--training.max_steps", "6"),  # a new run: verify alone resumes
         1,
         "vocab_size",
         setup=out_of_range_ids,
@@ -671,6 +722,98 @@ CASES = [
         1,
         "holds no .txt files",
         setup=lambda ws: (ws / "empty").mkdir(),
+    ),
+    # Issue 30: nothing lost, nothing silent.
+    case(
+        "evaluate-flipped-byte-in-checkpoint-tensors",
+        (EVALUATE, P),
+        1,
+        "last.pt: damaged: its sha256 differs from the one in last.pt.sha256",
+        setup=flip_tensor_byte,
+        unchanged=("out/metrics.json", "out/samples.txt", "data/**/*"),
+    ),
+    case(
+        "train-resume-past-a-flipped-byte-falls-back",
+        (TRAIN, P),
+        0,
+        "resumed from step 2",
+        setup=flip_tensor_byte,
+        unchanged=("data/**/*",),
+    ),
+    case(
+        "generate-checkpoint-etc-passwd",
+        (GENERATE, P, "--generate.checkpoint", "/etc/passwd"),
+        1,
+        "/etc/passwd: unreadable, truncated or corrupt",
+        subprocess=True,
+    ),
+    case(
+        "generate-checkpoint-text-file",
+        (GENERATE, P, "--generate.checkpoint", "corpus.txt"),
+        1,
+        "corpus.txt: unreadable, truncated or corrupt",
+    ),
+    case(
+        "generate-a-billion-samples",
+        (GENERATE, P, "--generate.num_samples", "1000000000"),
+        1,
+        "lower generate.num_samples or generate.max_new_tokens",
+    ),
+    case(
+        "train-wandb-project-with-slash",
+        (TRAIN, P, "--logging.wandb", "true", "--general.project_name", "a/b"),
+        2,
+        "general.project_name: W&B refuses the project name 'a/b'",
+    ),
+    case(
+        "check-secret-in-run-name",
+        (CHECK, "check", "secret.yaml"),
+        2,
+        "$WANDB_API_KEY looks like a secret",
+        setup=params_variant("secret.yaml", setting("general", "run_name", "run-$WANDB_API_KEY")),
+        env={"WANDB_API_KEY": "not-a-real-key"},
+    ),
+    case(
+        "check-yaml-alias-bomb",
+        (CHECK, "check", "bomb.yaml"),
+        2,
+        "values once its aliases (*name) are expanded",
+        setup=write_file(
+            "bomb.yaml",
+            "\n".join(
+                ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+                + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
+            ),
+        ),
+    ),
+    case(
+        "train-on-tokens-of-an-older-corpus",
+        (TRAIN, P),
+        1,
+        "were made from another corpus",
+        setup=stale_tokens,
+    ),
+    case(
+        "train-meta-json-edited-by-hand",
+        (TRAIN, P),
+        1,
+        "data/tiny/char/meta.json: damaged:",
+        setup=edit_meta(lambda meta: meta.__setitem__("source", "elsewhere"), checksum=False),
+    ),
+    case(
+        "train-resume-with-dvclive-a-file",
+        (TRAIN, P),
+        1,
+        "dvclive: a file stands where the metrics folder should be",
+        setup=both(interrupted_at_step_2, replace_with_file("out/dvclive")),
+        unchanged=("out/checkpoints/*.pt", "data/**/*"),  # last.json names the step resumed from
+    ),
+    case(
+        "train-plots-linked-outside-out-dir",
+        (TRAIN, P),
+        1,
+        "plots is a symbolic link to",
+        setup=link_outside("out/plots"),
     ),
 ]
 
