@@ -73,8 +73,8 @@ def check_links(folder: Path, variable: str) -> None:
     """Refuse a symbolic link in ``folder`` (two levels down) that a stage would write through to a place outside
     it: a linked folder, or a linked file among those appended to (``APPENDED``). Other files are replaced whole,
     never written through, so a link to a cache (DVC's link cache types) is left alone."""
-    root = folder.resolve()
-    for entry in (*folder.iterdir(), *(c for d in folder.iterdir() if is_real_dir(d) for c in d.iterdir())):
+    root, top = folder.resolve(), list(folder.iterdir())
+    for entry in (*top, *(child for sub in top if is_real_dir(sub) for child in sub.iterdir())):
         if not entry.is_symlink():
             continue
         target = entry.resolve()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nanugpt.config.loader import ConfigError
+from nanugpt.config.loader import ConfigError, get_dotted
 from nanugpt.data.sources import data_corpus_files
 from nanugpt.errors import UserError
 from pipeline.schema import load
@@ -280,10 +280,4 @@ def corpus_inputs(params_file: str) -> list[str]:
 
 def param_values(stage: Stage, params: dict[str, Any]) -> dict[str, Any]:
     """The values of the keys the stage reads, from a plain params dict (Snakemake's rerun trigger)."""
-    values = {}
-    for dotted in stage.params:
-        node: Any = params
-        for part in dotted.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        values[dotted] = node
-    return values
+    return {dotted: get_dotted(params, dotted) for dotted in stage.params}

@@ -45,7 +45,6 @@ from nanugpt.errors import CheckpointError
 from nanugpt.files import checksum
 from nanugpt.files.atomic import atomic_path, write_json
 from nanugpt.files.checksum import Verify
-from nanugpt.files.hashing import sha256_file
 
 if TYPE_CHECKING:
     from torch.distributed.checkpoint.metadata import Metadata
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
 RUN_FILE = "run.pt"
 CHECKSUMS = "checksums.json"  # each file's sha256 and size, written last, before the folder takes its name
 SHARDED_KEYS = ("model", "optimizer")  # what DCP writes; every other key of a state goes to run.pt
+RUN_STATE_KEYS = ("params", "step", "vocab_size")  # what any checkpoint's state holds besides its tensors
 
 
 def is_main() -> bool:
@@ -121,7 +121,7 @@ def write_checksums(folder: Path) -> None:
     rank hashes the shard files it wrote (DCP names them ``__<rank>_<n>.distcp``), rank 0 the rest, and rank 0
     writes the file; every rank calls it."""
     rank = dist.get_rank() if dist.is_initialized() else 0
-    mine = {path.name: file_checksum(path) for path in sorted(folder.glob(f"__{rank}_*.distcp"))}
+    mine = {path.name: checksum.file_record(path) for path in sorted(folder.glob(f"__{rank}_*.distcp"))}
     gathered: list[Any] = [None] * dist.get_world_size() if dist.is_initialized() and rank == 0 else [mine]
     if dist.is_initialized():
         dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
@@ -130,13 +130,8 @@ def write_checksums(folder: Path) -> None:
     merged = {name: record for part in gathered for name, record in part.items()}
     for path in sorted(folder.iterdir()):
         if path.name not in merged and path.name != CHECKSUMS and path.is_file():
-            merged[path.name] = file_checksum(path)
+            merged[path.name] = checksum.file_record(path)
     write_json(folder / CHECKSUMS, merged)
-
-
-def file_checksum(path: Path) -> dict[str, Any]:
-    """The sha256 and size of ``path``, as ``checksums.json`` holds them."""
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def checksum_problem(folder: Path, verify: Verify) -> str | None:
@@ -255,13 +250,16 @@ def read_run_state(folder: Path, verify: Verify = "auto") -> dict[str, Any]:
     try:
         state = torch.load(folder / RUN_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - whatever torch.load meets in a damaged file
-        text = str(exc).strip().splitlines()
-        raise CheckpointError(
-            f"{folder}/{RUN_FILE}: unreadable, truncated or corrupt ({type(exc).__name__}: {text[0] if text else ''})"
-        ) from None
-    if not isinstance(state, dict) or not {"params", "step", "vocab_size"} <= state.keys():
+        raise CheckpointError(f"{folder}/{RUN_FILE}: unreadable, truncated or corrupt ({first_line(exc)})") from None
+    if not isinstance(state, dict) or not set(RUN_STATE_KEYS) <= state.keys():
         raise CheckpointError(f"{folder}/{RUN_FILE}: not a nanuGPT run state")
     return state
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def newest_complete(folder: Path, verify: Verify = "auto") -> tuple[Path, dict[str, Any]] | None:

@@ -86,7 +86,7 @@ def save_best(folder: Path, state: dict[str, Any]) -> Path:
     return path
 
 
-REQUIRED_KEYS = ("model", "params", "step", "vocab_size")
+REQUIRED_KEYS = ("model", *sharded.RUN_STATE_KEYS)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", verify: Verify = "auto") -> dict[str, Any]:
@@ -105,9 +105,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", verify
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" in str(exc):
             raise CheckpointError(f"{path}: refused: not a plain tensors-and-values checkpoint ({exc})") from None
-        raise CheckpointError(f"{path}: unreadable, truncated or corrupt ({first_line(exc)})") from None
+        raise CheckpointError(f"{path}: unreadable, truncated or corrupt ({sharded.first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - whatever torch.load meets in a damaged or foreign file
-        raise CheckpointError(f"{path}: unreadable, truncated or corrupt ({first_line(exc)})") from None
+        raise CheckpointError(f"{path}: unreadable, truncated or corrupt ({sharded.first_line(exc)})") from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise CheckpointError(f"{path}: not a nanuGPT checkpoint (it has no {', '.join(missing)})")
@@ -124,12 +124,6 @@ def checksum_file(path: Path) -> Path:
         if os.path.samefile(step_file, path):
             return checksum.checksum_path(step_file)
     return own
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's type and the first line of its message."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def newest_loadable(

@@ -60,7 +60,7 @@ _ENV_PATTERN = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za
 DEFAULT_TIME_FORMAT = "%Y%m%d-%H%M%S"
 SECRET_NAMES = ("*KEY*", "*TOKEN*", "*SECRET*", "*PASSWORD*", "*CREDENTIAL*")  # fnmatch patterns, case-blind
 SECRET_NAMES_ENV = "NANUGPT_SECRET_NAMES"
-MAX_FILE_BYTES = 1 << 20  # a params or sweep file: a few KB in practice
+MAX_FILE_BYTES = 1 << 20  # a params file: a few KB in practice
 MAX_NODES = 100_000  # values of one file with its YAML aliases expanded
 # strftime codes that mean the same on every platform (C99 plus ISO week dates); others vary or pass through.
 TIME_CODES = "aAbBcdGHIjmMpSuUVwWxXyYzZ%"
@@ -160,6 +160,24 @@ def parse_overrides(argv: Sequence[str]) -> dict[str, Any]:
     return {key: parse_value(text) for key, text in split_overrides(argv).items()}
 
 
+def get_dotted(tree: Any, dotted: str) -> Any:
+    """``tree['a']['b']`` for ``dotted == 'a.b'``; None where a part of the path is missing."""
+    node = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": 1}`` for ``{"a": {"b": 1}}``; lists and scalars are leaves."""
+    if not isinstance(tree, dict) or (prefix and not tree):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``tree['a']['b'] = value`` for ``dotted == 'a.b'``, creating mappings on the way."""
     node = tree
@@ -199,8 +217,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError([f"{path}: is a folder, expected a params YAML file"])
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            size = path.stat().st_size
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
             raise ConfigError([f"{path}: {size:,} bytes; a params file may have at most {MAX_FILE_BYTES:,}"])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -47,11 +47,15 @@ class HashingWriter(io.RawIOBase):
         return self.file.write(data)
 
 
+def file_record(path: Path) -> dict[str, object]:
+    """The checksum of ``path`` as it is kept: its sha256 (the file read whole) and its size."""
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
 def write_checksum(path: Path, sha256: str | None = None, size: int | None = None) -> None:
     """Write the checksum of ``path`` (``sha256`` and ``size`` when the writer hashed it, else read from disk)."""
-    if sha256 is None or size is None:
-        sha256, size = sha256_file(path), path.stat().st_size
-    write_json(checksum_path(path), {"sha256": sha256, "bytes": size})
+    record = file_record(path) if sha256 is None or size is None else {"sha256": sha256, "bytes": size}
+    write_json(checksum_path(path), record)
 
 
 def drop_checksum(path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from nanugpt.checkpoint import sharded, store
+from nanugpt.config.loader import flatten, get_dotted
 from nanugpt.config.schema import Params
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.files.atomic import write_json
@@ -201,21 +202,9 @@ class Checkpointer:
 def changed_values(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
     """The dotted keys under ``keys`` whose value in the params dict ``saved`` differs from ``current``:
     key -> (saved value, current value); a key that one side lacks has None there."""
-
-    def leaves(node: Any, prefix: str) -> dict[str, Any]:
-        if isinstance(node, dict):
-            return {k: v for name, child in node.items() for k, v in leaves(child, f"{prefix}.{name}").items()}
-        return {prefix: node}
-
-    def at(plain: dict[str, Any], key: str) -> Any:
-        node: Any = plain
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        return node
-
     changed: dict[str, tuple[Any, Any]] = {}
     for key in keys:
-        old, new = leaves(at(saved, key), key), leaves(at(current, key), key)
+        old, new = flatten(get_dotted(saved, key), key), flatten(get_dotted(current, key), key)
         for name in sorted(old.keys() | new.keys()):
             if old.get(name) != new.get(name):
                 changed[name] = (old.get(name), new.get(name))

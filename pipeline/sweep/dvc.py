@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from nanugpt.config.loader import flatten
 from nanugpt.errors import UserError
 from pipeline.schema import load
 
@@ -22,16 +23,6 @@ if TYPE_CHECKING:
     from pipeline.sweep.spec import Point, Sweep
 
 PARAMS_FILE = Path("params.yaml")  # DVC's default params file: what `dvc exp run -S` edits
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a.b": 1}`` for ``{"a": {"b": 1}}``; lists and scalars are leaves."""
-    if not isinstance(tree, dict) or (prefix and not tree):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def hydra_value(value: Any) -> str:
