@@ -122,10 +122,16 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/distributed/process_group.py",
                 "nanugpt/distributed/device.py",
                 "nanugpt/eval/evaluate.py",
+                "nanugpt/eval/task_curve.py",
+                "nanugpt/eval/hellaswag.py",
+                "nanugpt/files/download.py",
+                "nanugpt/data/tokenizers",
                 "nanugpt/train/build.py",
                 "nanugpt/train/step.py",
                 "nanugpt/train/validator.py",
                 "nanugpt/train/checkpointer.py",
+                "nanugpt/checkpoint/background.py",
+                "nanugpt/train/spikes.py",
                 "nanugpt/train/previous_run.py",
                 "nanugpt/config/protocols.py",
                 "nanugpt/metrics/train_metrics.py",
@@ -141,8 +147,14 @@ STAGES: dict[str, Stage] = {
                 "scheduler",
                 "loss",
                 "scaler",
-                "eval.eval_every",  # not eval.tasks and the benchmark keys: only evaluate reads them
+                "eval.eval_every",
                 "eval.eval_iters",
+                # The curve of eval.tasks during training. Not eval.tasks and eval.hellaswag_path: adding a benchmark
+                # to evaluate's must not re-run training (tasks_every > 0 needs tasks [hellaswag], the only one),
+                # and a local copy of the same file is the same file; its sha256 says which file the curve scores.
+                "eval.tasks_every",
+                "eval.tasks_examples",
+                "eval.hellaswag_sha256",
                 "logging",
                 "launch",
             ),
@@ -152,6 +164,7 @@ STAGES: dict[str, Stage] = {
             plots=(
                 "{out_dir}/plots/train.csv",
                 "{out_dir}/plots/val.csv",
+                "{out_dir}/plots/tasks.csv",  # header only without eval.tasks_every
                 "{out_dir}/dvclive/plots/metrics/train/loss.tsv",
                 "{out_dir}/dvclive/plots/metrics/val/loss.tsv",
             ),

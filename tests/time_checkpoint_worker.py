@@ -40,9 +40,9 @@ class RecordingTrainer(Trainer):
         )
         self.saved: list[int] = []
 
-    def save(self, step: int) -> None:
+    def save(self, step: int, *, blocking: bool) -> None:
         self.saved.append(step)
-        super().save(step)
+        super().save(step, blocking=blocking)
 
 
 def main(argv: list[str]) -> int:

@@ -32,7 +32,7 @@ import os
 import pickle
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,10 +60,10 @@ def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def barrier() -> None:
+def barrier(group: dist.ProcessGroup | None = None) -> None:
     """Wait for every rank (nothing to wait for without a process group)."""
     if dist.is_initialized():
-        dist.barrier()
+        dist.barrier(group=group)
 
 
 @contextmanager
@@ -88,18 +88,60 @@ def save_folder(folder: Path, state: dict[str, Any]) -> Path:
     besides) into the folder ``folder``, replacing one there; every rank calls it."""
     import torch.distributed.checkpoint as dcp
 
+    tmp = start_folder(folder)
+    # returns on rank 0 once every rank has written its shards and rank 0 the .metadata that lists them
+    with quiet_single_process():
+        dcp.save({key: state[key] for key in SHARDED_KEYS}, checkpoint_id=tmp)
+    finish_folder(tmp, folder, run_state(state))
+    return folder
+
+
+def save_folder_async(folder: Path, state: dict[str, Any], group: dist.ProcessGroup | None) -> Callable[[], None]:
+    """Start writing ``state`` into ``folder`` as ``save_folder`` does, with DCP's ``async_save``: the shards are
+    staged into host memory before it returns. Returns the rest of the work, which the caller runs on a
+    background thread of every rank; its collectives (DCP's and ours) go over ``group``, a process group of
+    their own, so they never interleave with the training thread's."""
+    import torch.distributed.checkpoint as dcp
+
+    from nanugpt.checkpoint.background import staged
+
+    tmp = start_folder(folder)
+    with quiet_single_process():
+        written = dcp.async_save(
+            {key: state[key] for key in SHARDED_KEYS}, checkpoint_id=tmp, process_group=group, no_dist=group is None
+        )
+    rest = staged(run_state(state))
+
+    def finish() -> None:
+        written.result()
+        finish_folder(tmp, folder, rest, group)
+
+    return finish
+
+
+def run_state(state: dict[str, Any]) -> dict[str, Any]:
+    """What a state holds besides DCP's part: the content of ``run.pt``."""
+    return {key: value for key, value in state.items() if key not in SHARDED_KEYS}
+
+
+def start_folder(folder: Path) -> Path:
+    """Make the empty temporary folder that ``folder`` is written into (removing one a killed run left); every
+    rank calls it and returns once it exists."""
     tmp = folder.with_name(f".{folder.name}.tmp")
     if is_main():
         shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
         tmp.mkdir(parents=True)
     barrier()
-    # returns on rank 0 once every rank has written its shards and rank 0 the .metadata that lists them
-    with quiet_single_process():
-        dcp.save({key: state[key] for key in SHARDED_KEYS}, checkpoint_id=tmp)
+    return tmp
+
+
+def finish_folder(tmp: Path, folder: Path, rest: dict[str, Any], group: dist.ProcessGroup | None = None) -> None:
+    """After DCP has written ``tmp``: rank 0 writes ``run.pt`` (``rest``) into it, every rank its checksums, and
+    rank 0 renames it to ``folder``, replacing one there; every rank calls it (collectives over ``group``)."""
     if is_main():
         with atomic_path(tmp / RUN_FILE) as part:
-            torch.save({key: value for key, value in state.items() if key not in SHARDED_KEYS}, part)
-    write_checksums(tmp)
+            torch.save(rest, part)
+    write_checksums(tmp, group)
     if is_main():
         old = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -112,19 +154,18 @@ def save_folder(folder: Path, state: dict[str, Any]) -> Path:
         finally:
             os.close(fd)
         shutil.rmtree(old, ignore_errors=True)
-    barrier()
-    return folder
+    barrier(group)
 
 
-def write_checksums(folder: Path) -> None:
+def write_checksums(folder: Path, group: dist.ProcessGroup | None = None) -> None:
     """Write ``checksums.json`` into the written folder ``folder``: the sha256 and size of each of its files. Every
     rank hashes the shard files it wrote (DCP names them ``__<rank>_<n>.distcp``), rank 0 the rest, and rank 0
-    writes the file; every rank calls it."""
+    writes the file; every rank calls it (the gather goes over ``group``)."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     mine = {path.name: checksum.file_record(path) for path in sorted(folder.glob(f"__{rank}_*.distcp"))}
     gathered: list[Any] = [None] * dist.get_world_size() if dist.is_initialized() and rank == 0 else [mine]
     if dist.is_initialized():
-        dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
+        dist.gather_object(mine, gathered if rank == 0 else None, dst=0, group=group)
     if rank != 0:
         return
     merged = {name: record for part in gathered for name, record in part.items()}
@@ -160,12 +201,17 @@ def save_step(folder: Path, step: int, state: dict[str, Any], keep_last: int) ->
     """Write ``step-<step>/``, point ``last`` at it, and prune older step folders; every rank calls it."""
     path = save_folder(folder / f"step-{step:07d}", state)
     if is_main():
-        point_last_at(folder, path)
-        for old in step_folders(folder)[:-keep_last]:
-            shutil.rmtree(old)
-        for stale in folder.glob(".step-*.tmp"):  # a killed run's unfinished folders
-            shutil.rmtree(stale, ignore_errors=True)
+        adopt_step(folder, path, keep_last)
     return path
+
+
+def adopt_step(folder: Path, path: Path, keep_last: int) -> None:
+    """Point ``last`` at the step folder ``path`` just written and prune older step folders (rank 0)."""
+    point_last_at(folder, path)
+    for old in step_folders(folder)[:-keep_last]:
+        shutil.rmtree(old)
+    for stale in folder.glob(".step-*.tmp"):  # a killed run's unfinished folders
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def step_folders(folder: Path) -> list[Path]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
 if TYPE_CHECKING:  # the types that build() returns, named without importing torch
     import torch
@@ -209,6 +209,51 @@ class GeneralParams(Section):
     )
 
 
+class ProfileParams(Section):
+    """A ``torch.profiler`` window over a few optimizer steps of a training run (``training.profile``).
+
+    The window opens when step ``start_step`` completes and records steps ``start_step + 1`` to
+    ``start_step + steps``; the trace goes to ``OUT_DIR/profile/`` (``nanugpt.train.profiler``). None of these
+    keys changes a run's numbers: a checkpoint resumes across a change of them.
+    """
+
+    enabled: bool = Field(False, description="profile a window of optimizer steps into OUT_DIR/profile/")
+    start_step: int = Field(
+        5,
+        ge=1,
+        description="the window opens when this optimizer step completes (the steps before it warm up); a run "
+        "resumed at or after it does not profile",
+    )
+    steps: int = Field(
+        5,
+        gt=0,
+        description="optimizer steps in the window: start_step + 1 to start_step + steps; a window cut short by "
+        "training.max_steps or a stop keeps the steps it recorded",
+    )
+    memory: bool = Field(
+        False,
+        description="record memory too: allocation events in the trace (profile_memory) and, on CUDA, a "
+        "snapshot for pytorch.org/memory_viz (memory-rank<R>-step<S>.pickle)",
+    )
+    ranks: Literal["main", "all"] = Field(
+        "main", description="'main': rank 0 profiles; 'all': every rank writes its own trace"
+    )
+
+
+class SpikeParams(Section):
+    action: Literal["none", "rollback", "skip", "stop"] = Field(
+        "none",
+        description="what a loss spike does: 'rollback' reloads the last checkpoint and skips the batches from it to "
+        "the spike; 'skip' leaves out the update of a step whose loss spikes (checked every step: one host sync "
+        "per step); 'stop' ends the run with an error; 'none' checks nothing",
+    )
+    factor: float = Field(
+        2.0, gt=1, description="a step's train loss is a spike above factor x the mean of the window's losses"
+    )
+    window: int = Field(50, gt=0, description="the recent steps whose mean loss a step is compared with")
+    max_rollbacks: int = Field(3, ge=1, description="rollbacks in one run before a further spike stops it")
+
+
 class TrainingParams(Section):
     max_steps: int = Field(gt=0, description="optimizer steps in the run")
     device_batch_size: int = Field(gt=0, description="sequences per forward pass on one process")
@@ -222,6 +267,12 @@ class TrainingParams(Section):
         0.0, ge=0, description="minutes of wall clock between checkpoints, besides checkpoint_every; 0 = off"
     )
     keep_last: int = Field(2, ge=1, description="step checkpoints kept besides last.pt")
+    async_checkpoint: bool = Field(
+        False,
+        description="write checkpoints on a background thread while training goes on: a save stops training only "
+        "to copy the state into host memory (which then holds one more copy of the model and optimizer); the "
+        "save before a signal's exit and the last one still finish before the run ends",
+    )
     resume: str = Field(
         "auto", description="'auto': resume from OUT_DIR/checkpoints/last.pt when compatible; 'never'; or a path"
     )
@@ -242,6 +293,22 @@ class TrainingParams(Section):
     activation_checkpointing: Literal["none", "full"] = Field(
         "none", description="'full': recompute each transformer block's activations in backward instead of storing them"
     )
+    spike: SpikeParams = Field(
+        SpikeParams(), description="loss-spike recovery (nanugpt/train/spikes.py): off unless 'action' is set"
+    )
+    profile: ProfileParams = Field(
+        ProfileParams(),
+        description="a torch.profiler window over a few optimizer steps (Chrome trace, optional memory snapshot)",
+    )
+
+    @model_validator(mode="after")
+    def _rollback_needs_checkpoints(self) -> TrainingParams:
+        if self.spike.action == "rollback" and not (self.checkpoint_every or self.checkpoint_every_min):
+            raise ValueError(
+                "spike.action 'rollback' needs checkpoints to roll back to: set training.checkpoint_every "
+                "(or checkpoint_every_min)"
+            )
+        return self
 
 
 # sha256 of the official HellaSwag validation file (rowanz/hellaswag data/hellaswag_val.jsonl, unchanged since 2019),
@@ -253,7 +320,17 @@ class EvalParams(Section):
     eval_every: int = Field(250, ge=0, description="steps between val evaluations during training; 0 = only at end")
     eval_iters: int = Field(20, gt=0, description="fixed val batches per evaluation")
     tasks: list[Literal["hellaswag"]] = Field(
-        default_factory=list, description="benchmarks the evaluate stage scores besides the loss: hellaswag"
+        default_factory=list,
+        description="benchmarks the evaluate stage scores besides the loss (training too, with tasks_every): hellaswag",
+    )
+    tasks_every: int = Field(
+        0,
+        ge=0,
+        description="steps between scorings of eval.tasks during training, on the file's first tasks_examples "
+        "examples (the curve tasks/hellaswag_acc, plots/tasks.csv); 0 = off",
+    )
+    tasks_examples: int = Field(
+        200, gt=0, description="examples scored at each of those steps: the file's first N, the same every time"
     )
     hellaswag_path: str | None = Field(
         None,
@@ -359,6 +436,9 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
     if t.strategy == "fsdp" and params.general.dtype == "float16":
         message = "fsdp does not combine with general.dtype float16 (loss scaling of sharded gradients); use bfloat16"
         return [("training.strategy", message)]
+    if t.profile.enabled and t.profile.start_step >= t.max_steps:
+        message = f"must be below training.max_steps ({t.max_steps}) for the window to open, got {t.profile.start_step}"
+        return [("training.profile.start_step", message)]
     project = params.general.project_name
     if params.logging.wandb and (len(project) > WANDB_PROJECT_MAX or set(project) & set(WANDB_PROJECT_REFUSED)):
         message = (
@@ -366,6 +446,12 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
             f"characters, none of {' '.join(WANDB_PROJECT_REFUSED)}"
         )
         return [("general.project_name", message)]
+    if params.eval.tasks_every and not params.eval.tasks:
+        message = (
+            f"is {params.eval.tasks_every} but eval.tasks is empty: name the benchmarks to score during training "
+            "(eval.tasks: [hellaswag]) or set eval.tasks_every: 0"
+        )
+        return [("eval.tasks_every", message)]
     return []
 
 

@@ -30,7 +30,8 @@ Examples are scored in file order, ``examples_per_forward`` at a time (rows
 right-padded to the longest); under ``torchrun`` rank ``r`` of ``W`` scores
 forwards ``r, r + W, ...`` and the counts are summed over ranks. Each forward
 holds the same rows whatever the world size, so 1 and N processes give the same
-figures.
+figures. During training (``eval.tasks_every``), ``nanugpt.eval.task_curve``
+scores the file's first ``eval.tasks_examples`` examples the same way.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/d
 IGNORE_INDEX = -100  # the target of a position whose loss does not count
 
 Row = tuple[list[int], int]  # (token ids, how many of the last ids are scored)
+Encoded = tuple[int, list[Row]]  # (the right ending's index, a row per ending)
 
 
 class HellaSwagError(UserError):
@@ -88,11 +90,14 @@ def hellaswag_file(local: str | None, sha256: str | None, data_root: Path, url: 
         ) from None
 
 
-def read_examples(path: Path) -> list[Example]:
-    """The examples of a HellaSwag JSONL file (blank lines skipped); a malformed line is an error naming it."""
-    examples = []
+def read_examples(path: Path, limit: int | None = None) -> list[Example]:
+    """The examples of a HellaSwag JSONL file (blank lines skipped), the first ``limit`` of them when given (the
+    lines after them are not read); a malformed line is an error naming it."""
+    examples: list[Example] = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
+            if limit is not None and len(examples) >= limit:
+                break
             if line.strip():
                 examples.append(parse_example(line, f"{path}:{number}"))
     if not examples:
@@ -160,21 +165,31 @@ def row_losses(
     return losses.view(len(rows), T).sum(dim=1), (y != IGNORE_INDEX).sum(dim=1)
 
 
-def score_examples(
+def encode_examples(
+    examples: Sequence[Example], encode: Callable[[str], list[int]], context_length: int
+) -> list[Encoded]:
+    """The label and rows of each example the tokenizer can encode (``example_rows``), in order."""
+    return [(example.label, rows) for example in examples if (rows := example_rows(example, encode, context_length))]
+
+
+def per_forward(examples: Sequence[Example], rows_per_forward: int) -> int:
+    """How many examples make about ``rows_per_forward`` rows (at least one)."""
+    return max(1, rows_per_forward // max(len(example.endings) for example in examples))
+
+
+def score_encoded(
     model: torch.nn.Module,
-    examples: Sequence[Example],
+    encoded: Sequence[Encoded],
     *,
-    encode: Callable[[str], list[int]],
-    context_length: int,
     examples_per_forward: int,
     info: DistInfo,
     dtype: str,
 ) -> dict[str, float | int]:
-    """``acc``, ``acc_norm``, ``examples`` (scored) and ``skipped`` (not encodable) over ``examples``, this rank
-    scoring its share of the forwards and the counts summed over ranks (see the module docstring)."""
-    encoded = [(example.label, rows) for example in examples if (rows := example_rows(example, encode, context_length))]
+    """``acc``, ``acc_norm`` and ``examples`` (scored) over ``encoded`` (``encode_examples``), this rank scoring
+    its share of the forwards and the counts summed over ranks (see the module docstring). ``model`` is put in
+    eval mode and back in the mode it was in; no gradient is kept."""
     chunks = [encoded[i : i + examples_per_forward] for i in range(0, len(encoded), examples_per_forward)]
-    counts = torch.zeros(3, dtype=torch.long, device=info.device)  # right by sum, right by mean, scored
+    right = right_norm = scored = 0
     rounds = -(-len(chunks) // info.world_size)
     was_training = model.training
     model.eval()
@@ -186,23 +201,37 @@ def score_examples(
             sums, tokens = row_losses(model, [row for _, rows in chunk for row in rows], info.device, dtype)
             if index >= len(chunks):
                 continue
+            sums, tokens = sums.cpu(), tokens.cpu()  # one device sync a forward, not one an example
             start = 0
             for label, rows in chunk:
                 total, count = sums[start : start + len(rows)], tokens[start : start + len(rows)]
-                counts[0] += int(total.argmin()) == label
-                counts[1] += int((total / count).argmin()) == label
-                counts[2] += 1
+                right += int(total.argmin()) == label
+                right_norm += int((total / count).argmin()) == label
+                scored += 1
                 start += len(rows)
     model.train(was_training)
+    counts = torch.tensor([right, right_norm, scored], dtype=torch.long, device=info.device)
     if info.world_size > 1:
         torch.distributed.all_reduce(counts)
     right, right_norm, scored = counts.tolist()
-    return {
-        "acc": right / max(scored, 1),
-        "acc_norm": right_norm / max(scored, 1),
-        "examples": scored,
-        "skipped": len(examples) - len(encoded),
-    }
+    return {"acc": right / max(scored, 1), "acc_norm": right_norm / max(scored, 1), "examples": scored}
+
+
+def score_examples(
+    model: torch.nn.Module,
+    examples: Sequence[Example],
+    *,
+    encode: Callable[[str], list[int]],
+    context_length: int,
+    examples_per_forward: int,
+    info: DistInfo,
+    dtype: str,
+) -> dict[str, float | int]:
+    """``acc``, ``acc_norm``, ``examples`` (scored) and ``skipped`` (not encodable) over ``examples``
+    (``score_encoded`` of ``encode_examples``)."""
+    encoded = encode_examples(examples, encode, context_length)
+    figures = score_encoded(model, encoded, examples_per_forward=examples_per_forward, info=info, dtype=dtype)
+    return {**figures, "skipped": len(examples) - len(encoded)}
 
 
 def evaluate_hellaswag(
@@ -217,13 +246,12 @@ def evaluate_hellaswag(
 ) -> dict[str, float | int]:
     """HellaSwag's figures (``score_examples``) on the file at ``path``, about ``rows_per_forward`` rows a forward."""
     examples = read_examples(path)
-    per_forward = max(1, rows_per_forward // max(len(example.endings) for example in examples))
     return score_examples(
         model,
         examples,
         encode=encode,
         context_length=context_length,
-        examples_per_forward=per_forward,
+        examples_per_forward=per_forward(examples, rows_per_forward),
         info=info,
         dtype=dtype,
     )

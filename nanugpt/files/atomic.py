@@ -149,6 +149,17 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(finite_json(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def append_line(path: str | Path, line: str) -> None:
+    """Append ``line`` and a newline to a log file with one write, then fsync it: a reader sees whole lines, except
+    a last one cut short by a crash, which readers of such logs skip."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_stale_temporaries(folder: Path, depth: int = 2) -> list[Path]:
     """Remove the temporaries that processes of this host which no longer run left in ``folder`` and its
     subfolders ``depth`` levels down; a set-aside folder whose new content never took its place is put back.

@@ -7,7 +7,8 @@ The sinks:
 
 - ``CsvSink`` (every step): ``plots/train.csv`` (``step,tokens,train_loss,lr`` per step) and
   ``plots/val.csv`` (``step,tokens,val_loss,...`` per evaluation), which
-  ``dvc.yaml`` draws on one plot (``logging.dvclive``);
+  ``dvc.yaml`` draws on one plot, and ``plots/tasks.csv`` (``step,tokens,hellaswag_acc,hellaswag_acc_norm`` per
+  scoring of ``eval.tasks`` during training, ``nanugpt.eval.task_curve``), drawn on another (``logging.dvclive``);
 - ``DvcLiveSink`` (per interval): DVC's own logger in ``OUT_DIR/dvclive/`` (``logging.dvclive``), written on a
   thread of its own (``ThreadedSink``);
 - ``WandbSink`` (per interval): Weights & Biases (``logging.wandb``), with the run's failed attempts (killed
@@ -117,13 +118,25 @@ class ThreadedSink:
             raise error
 
 
+PLOT_FILES = ("train.csv", "val.csv", "tasks.csv")  # csv_sinks' files in OUT_DIR/plots/, each always written
+
+
 def csv_sinks(plots: Path, loss_metric_names: tuple[str, ...], resume_step: int) -> list[CsvSink]:
-    """The two CSV files DVC plots: train losses per step, val figures per evaluation."""
+    """The CSV files DVC plots (``PLOT_FILES``): train losses per step, val figures per evaluation, benchmark
+    figures per scoring during training (``eval.tasks_every``). Each file is written, its header at least, even
+    where it gets no row (``tasks.csv`` of a run without ``eval.tasks_every``): dvc.yaml and the Snakefile
+    declare them all as the train stage's outputs, and an output that is missing fails the stage."""
     train = {"tokens": "train/tokens", "train_loss": "train/loss", "lr": "train/lr"}
     val = {"tokens": "train/tokens", "val_loss": "val/loss", **{f"val_{n}": f"val/{n}" for n in loss_metric_names}}
+    tasks = {
+        "tokens": "train/tokens",
+        "hellaswag_acc": "tasks/hellaswag_acc",
+        "hellaswag_acc_norm": "tasks/hellaswag_acc_norm",
+    }
     return [
         CsvSink(plots / "train.csv", train, "train/loss", resume_step),
         CsvSink(plots / "val.csv", val, "val/loss", resume_step),
+        CsvSink(plots / "tasks.csv", tasks, "tasks/hellaswag_acc", resume_step),
     ]
 
 
@@ -410,6 +423,18 @@ class WandbSink:
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         self.run.log(dict(metrics), step=step)
+
+    def log_checkpoint(self, record: Mapping[str, Any]) -> None:
+        """A written checkpoint (its ``checkpoints.jsonl`` record) as a version of the artifact
+        ``checkpoint-<run id>`` (type ``model``), aliased ``latest`` and ``step-N``, or ``best``. The artifact
+        references the file or folder where it lies rather than uploading a copy; the record, sha256 included,
+        is its metadata and a small file in it, so each checkpoint is a version of its own."""
+        artifact = self._wandb.Artifact(f"checkpoint-{self.run.id}", type="model", metadata=dict(record))
+        with artifact.new_file("checkpoint.json") as file:
+            json.dump(dict(record), file)
+        artifact.add_reference(Path(record["path"]).resolve().as_uri(), checksum=False)
+        aliases = ["best"] if record["kind"] == "best" else ["latest", f"step-{record['step']}"]
+        self.run.log_artifact(artifact, aliases=aliases)
 
     def log_samples(self, samples: list[str]) -> None:
         """Generated text, as a table."""

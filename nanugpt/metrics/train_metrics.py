@@ -8,9 +8,14 @@ Metric names are the same for every sink (``nanugpt.metrics.sinks``):
   (e.g. Muon's and AdamW's), ``train/grad_norm`` (the total norm before clipping),
   ``train/weight_norm``, ``train/tokens_per_s``, ``train/mfu`` (when the peak is known),
   ``train/step_time_s``, ``train/mem_gb`` (CUDA: the most allocated since the last interval; CPU: the
-  process's resident memory), ``time/elapsed_s`` and ``time/eta_s``;
-- at each evaluation: ``val/loss``, ``val/ppl``, ``val/best_loss`` and ``val/<metric>`` of the loss
-  (e.g. ``val/accuracy``, ``val/exact_match``).
+  process's resident memory), ``time/elapsed_s`` and ``time/eta_s``, ``train/pred_loss`` (``predicted_loss``:
+  where the train loss is heading at ``training.max_steps``); the trainer adds ``time/since_checkpoint_s``, the
+  run's size (``run/parameters``, ``run/tokens_per_step``, ``run/max_tokens``) and, with ``training.spike`` on,
+  ``spike/rollbacks`` and ``spike/skipped_updates``;
+- at each evaluation: ``val/loss``, ``val/ppl``, ``val/best_loss``, ``val/gap`` (val loss - the mean train loss of
+  the interval) and ``val/<metric>`` of the loss (e.g. ``val/accuracy``, ``val/exact_match``), with
+  ``train/<metric>`` the same figure on fixed train batches; ``tasks/hellaswag_acc`` and ``_acc_norm`` where
+  ``eval.tasks_every`` scores them.
 
 Nothing here adds a host sync to a step: the interval figures are read once per interval, when the
 loop already waits for the losses.
@@ -122,10 +127,16 @@ class TrainMetrics:
         self.train_loss = self.losses[-1]
         return self.losses
 
-    def write(self, step: int, val_figures: Mapping[str, float] | None) -> None:
+    def interval(self) -> list[tuple[int, float]]:
+        """(step, loss) of each step of the interval, after ``reduce()``."""
+        return [(p[0], loss) for p, loss in zip(self.pending, self.losses)]
+
+    def write(
+        self, step: int, val_figures: Mapping[str, float] | None, extra: Mapping[str, float] | None = None
+    ) -> None:
         """Send the reduced interval ending at ``step`` to the sinks: a row per step to those that keep every
         step (``MetricSink.every_step``), the row of ``step`` alone to the others. The row of ``step`` also has
-        the interval's figures, and ``val_figures`` if it was evaluated."""
+        the interval's figures, ``val_figures`` if it was evaluated, and ``extra``."""
         rows = [
             (s, {"train/loss": loss, "train/lr": lr, "train/tokens": tokens})
             for (s, tokens, lr, _), loss in zip(self.pending, self.losses)
@@ -133,6 +144,7 @@ class TrainMetrics:
         rows[-1][1].update(self.interval_figures(step))
         if val_figures:
             rows[-1][1].update(val_metrics(val_figures))
+        rows[-1][1].update(extra or {})
         for sink in self.sinks:
             for s, metrics in rows if sink.every_step else rows[-1:]:
                 sink.write(s, metrics)
@@ -152,6 +164,7 @@ class TrainMetrics:
             "train/mem_gb": memory_gb(self.info.device),
             "time/elapsed_s": self.clock.wall(),
             "time/eta_s": (self.max_steps - step) * seconds / steps_done,
+            "train/pred_loss": predicted_loss([loss for _, loss in self.history], step, self.max_steps),
             **group_lrs(self.optimizer),
         }
         if self.peak_flops:
@@ -190,6 +203,24 @@ class TrainMetrics:
         with self.clock.paused():
             for sink in self.sinks:
                 sink.close(failed)
+
+
+def predicted_loss(losses: list[float], step: int, max_steps: int) -> float:
+    """Where the train loss is heading at ``max_steps``: a least-squares line through the losses of the last half of
+    the steps so far (``losses``: one per step, the last of them ``step``'s) against log(step), read at
+    log(``max_steps``). The log makes the usual decelerating curve nearly straight, and the line, like any
+    extrapolation, is a trend, not a bound: NaN before 8 steps, and the mean loss where the steps are one point."""
+    count = len(losses) // 2
+    if count < 4:
+        return math.nan
+    xs = [math.log(s) for s in range(step - count + 1, step + 1)]
+    ys = losses[-count:]
+    mean_x, mean_y = sum(xs) / count, sum(ys) / count
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if spread == 0:
+        return mean_y
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
+    return mean_y + slope * (math.log(max_steps) - mean_x)
 
 
 def val_metrics(figures: Mapping[str, float]) -> dict[str, float]:

@@ -8,4 +8,5 @@
 - ``previous_run``: an earlier run's outputs, kept until the new run has proven itself.
 - ``run_info``: ``run_info.json``, what is needed to reproduce a run.
 - ``memory_check``: refusing a model that cannot fit in memory before it is allocated.
+- ``profiler``: a ``torch.profiler`` window over a few optimizer steps (``training.profile``).
 """

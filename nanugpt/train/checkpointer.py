@@ -18,16 +18,21 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from nanugpt.checkpoint import sharded, store
+from nanugpt.checkpoint.background import BackgroundWriter, staged, synchronize_copies
 from nanugpt.config.loader import flatten, get_dotted
 from nanugpt.config.schema import Params
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.files.atomic import write_json
+from nanugpt.files.checksum import checksum_path, read_checksum
+from nanugpt.files.hashing import sha256_file
 
 # What must match for ``resume: auto`` to continue a checkpoint: everything that shapes the numbers
 # (not logging, checkpointing or launch settings), so a resumed run equals an uninterrupted one.
@@ -50,6 +55,8 @@ RESUME_KEYS = (
 # Names the checkpoint ``last.pt`` / ``last`` is and its step, for either strategy: the one file by which
 # Snakemake knows the checkpoints folder (pipeline/stages.py), rewritten whenever ``last`` moves.
 LAST_MARKER = "last.json"
+# One line per checkpoint written (``checkpoint_record``), appended once the checkpoint is complete.
+CHECKPOINT_LOG = "checkpoints.jsonl"
 
 
 class Checkpointer:
@@ -69,17 +76,23 @@ class Checkpointer:
         optimizer: torch.optim.Optimizer,
         clock: Callable[[], float] = time.monotonic,
         data_digest: str = "",
+        on_saved: Callable[[dict[str, Any]], None] = lambda record: None,
     ):
         self.folder, self.params, self.info, self.log, self.clock = folder, params, info, log, clock
+        self.on_saved = on_saved  # rank 0, with a checkpoint's record once it is written (from the writer's thread)
         self.data_digest = data_digest  # of the token files (meta.json): a corpus edit under the same params
         self.model, self.optimizer = model, optimizer
         self.every, self.keep_last = params.training.checkpoint_every, params.training.keep_last
         self.every_s = params.training.checkpoint_every_min * 60
         self.digest = params.digest(RESUME_KEYS)
         self.last_save = clock()
+        self.last_save_wall = time.monotonic()  # for the metrics, apart from ``clock`` (which tests drive)
         self.sharded = params.training.strategy == "fsdp"  # step folders (DCP) rather than .pt files
         # where a checkpoint named by path was trained with other values of RESUME_KEYS: key -> (its, this run's)
         self.changed: dict[str, tuple[Any, Any]] = {}
+        self.writer = BackgroundWriter(overlap_same_step=not self.sharded) if params.training.async_checkpoint else None
+        # the background writes' collectives go over a group of their own, never mixed with training's
+        self.group = writer_group() if self.writer is not None and self.sharded else None
 
     def model_optimizer_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The model's and the optimizer's states in the form this run saves them."""
@@ -96,30 +109,73 @@ class Checkpointer:
         """True at the steps whose state is saved; ``time_due``: ``time_due()`` of any rank."""
         return final or stopping or time_due or (self.every > 0 and step % self.every == 0)
 
-    def save(self, step: int, state: dict[str, Any]) -> None:
+    def save(self, step: int, state: dict[str, Any], *, blocking: bool = False) -> None:
         """Write the state of ``step`` and point ``last.pt`` (``last``) at it; the minutes to the next timed save
-        start now."""
-        if self.sharded:
-            sharded.save_step(self.folder, step, state, self.keep_last)
-        elif self.info.is_main:
-            store.save_checkpoint(self.folder, step, state, self.keep_last)
-        self.drop_other_form("last")
-        self.mark_last(step, self.sharded)
-        self.last_save = self.clock()
+        start now. With ``training.async_checkpoint`` the write goes on in the background unless ``blocking``."""
+        self.write(step, "step", state)
+        if blocking:
+            self.wait()
+        self.last_save, self.last_save_wall = self.clock(), time.monotonic()
+
+    def seconds_since_save(self) -> float:
+        """Wall seconds since the last save began (or since the start)."""
+        return time.monotonic() - self.last_save_wall
+
+    def save_best(self, state: dict[str, Any]) -> None:
+        """Write ``best.pt`` (``best/``)."""
+        self.write(state["step"], "best", state)
+
+    def write(self, step: int, kind: str, state: dict[str, Any]) -> None:
+        """Write ``state`` as the step checkpoint (``kind`` "step") or ``best``: now, or staged and in the
+        background (``nanugpt.checkpoint.background``)."""
+        if self.writer is None:
+            self.start_write(step, kind, state)()
+        else:
+            self.writer.submit(step, lambda: self.start_write(step, kind, state))
+
+    def start_write(self, step: int, kind: str, state: dict[str, Any]) -> Callable[[], None]:
+        """Start writing a checkpoint; return the rest of the write, which the background thread runs under
+        ``training.async_checkpoint`` (for a ``.pt`` file: all of it, from a copy of ``state``)."""
+        background = self.writer is not None
+        name = f"step-{step:07d}" if kind == "step" else "best"
+        path = self.folder / (name if self.sharded else f"{name}.pt")
+        write_shards: Callable[[], None] = lambda: None  # noqa: E731 - nothing left to write
+        if self.sharded and background:
+            write_shards = sharded.save_folder_async(path, state, self.group)
+        elif self.sharded:
+            sharded.save_folder(path, state)
+        elif background and self.info.is_main:
+            state = staged(state)
+            synchronize_copies()
+
+        def finish() -> None:
+            write_shards()
+            if not self.info.is_main:
+                return
+            if self.sharded and kind == "step":
+                sharded.adopt_step(self.folder, path, self.keep_last)
+            elif not self.sharded and kind == "step":
+                store.save_checkpoint(self.folder, step, state, self.keep_last)
+            elif not self.sharded:
+                store.save_best(self.folder, state)
+            self.drop_other_form("last" if kind == "step" else "best")
+            if kind == "step":
+                self.mark_last(step, self.sharded)
+            self.on_saved(checkpoint_record(path, step=step, kind=kind, val_loss=state.get("val_loss")))
+
+        return finish
+
+    def wait(self) -> None:
+        """Return once every background write has finished (at once without ``training.async_checkpoint``);
+        raise the error of one that failed."""
+        if self.writer is not None:
+            self.writer.wait()
 
     def mark_last(self, step: int, is_folder: bool) -> None:
         """Write ``last.json`` (rank 0): the step of the checkpoint ``last`` names, and its form."""
         if self.info.is_main:
             last = "last" if is_folder else "last.pt"
             write_json(self.folder / LAST_MARKER, {"step": step, "last": last})
-
-    def save_best(self, state: dict[str, Any]) -> None:
-        """Write ``best.pt`` (``best/``)."""
-        if self.sharded:
-            sharded.save_folder(self.folder / "best", state)
-        elif self.info.is_main:
-            store.save_best(self.folder, state)
-        self.drop_other_form("best")
 
     def drop_other_form(self, name: str) -> None:
         """Remove ``<name>.pt`` after a sharded save, the ``<name>`` folder or link after a ``.pt`` one: where a
@@ -154,6 +210,12 @@ class Checkpointer:
                 listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in self.changed.items())
                 self.log(f"{path} was trained with other values ({listed}): this run's values apply from its step on")
             return state
+        return self.newest_state()
+
+    def newest_state(self) -> dict[str, Any] | None:
+        """The newest loadable checkpoint of this run's folder trained with the same params, as ``resume_state``
+        gives it (``training.resume: auto``); None where there is none."""
+        device, verify = self.info.device, self.params.general.verify_checkpoints
         whole = store.newest_loadable(self.folder, device, verify)
         folder = sharded.newest_complete(self.folder, verify)
         if whole is None and folder is None:
@@ -197,6 +259,30 @@ class Checkpointer:
             sharded.load_whole_into(self.model, self.optimizer, state["model"], state["optimizer"])
         for group, own in zip(self.optimizer.param_groups, settings, strict=True):
             group.update(own)
+
+
+def checkpoint_record(path: Path, *, step: int, kind: str, val_loss: float | None) -> dict[str, Any]:
+    """A written checkpoint's line of ``checkpoints.jsonl``: its step, kind ("step" or "best"), path, the time, the
+    val loss it was saved with, and a sha256: the file's for a ``.pt`` file, that of ``checksums.json`` (which
+    lists every file's) for a step folder."""
+    if path.is_dir():
+        listing = path / sharded.CHECKSUMS
+        sha256 = sha256_file(listing) if listing.exists() else None
+    else:
+        sha256 = (read_checksum(checksum_path(path)) or {}).get("sha256")
+    return {
+        "step": step,
+        "kind": kind,
+        "path": str(path),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sha256": sha256,
+        "val_loss": val_loss,
+    }
+
+
+def writer_group() -> Any:
+    """A gloo process group of every rank for the background writes (None in one process)."""
+    return dist.new_group(backend="gloo") if dist.is_initialized() and dist.get_world_size() > 1 else None
 
 
 def changed_values(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:

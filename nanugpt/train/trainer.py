@@ -45,12 +45,16 @@ from nanugpt.checkpoint import store
 from nanugpt.config.protocols import MetricSink, ReportingSchedule
 from nanugpt.config.schema import Params
 from nanugpt.data.hf_dataset import batches_state, load_batches_state
+from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
 from nanugpt.distributed.device import peak_flops
 from nanugpt.distributed.process_group import DistInfo, any_rank, barrier, process_group
 from nanugpt.distributed.signals import StopRequest
 from nanugpt.errors import TrainingError
-from nanugpt.files.atomic import write_json, write_text
+from nanugpt.eval.evaluate import evaluate_split
+from nanugpt.eval.task_curve import TaskCurve
+from nanugpt.files.atomic import append_line, finite_json, write_json, write_text
 from nanugpt.metrics.sinks import (
+    PLOT_FILES,
     ConsoleSink,
     DvcLiveSink,
     TensorBoardSink,
@@ -62,8 +66,10 @@ from nanugpt.metrics.sinks import (
 from nanugpt.metrics.train_metrics import TrainMetrics
 from nanugpt.train import run_info
 from nanugpt.train.build import build_run, wrap_model
-from nanugpt.train.checkpointer import Checkpointer, load_rng_state, rng_state
+from nanugpt.train.checkpointer import CHECKPOINT_LOG, Checkpointer, load_rng_state, rng_state
 from nanugpt.train.previous_run import PreviousRun
+from nanugpt.train.profiler import StepProfiler
+from nanugpt.train.spikes import RollBack, SpikeGuard
 from nanugpt.train.step import TrainStep
 from nanugpt.train.validator import Validator
 
@@ -135,8 +141,29 @@ class Trainer:
             model=self.parts.model,
             optimizer=self.parts.optimizer,
             data_digest=self.parts.meta.digest(),
+            on_saved=self.checkpoint_saved,
         )
         self.previous = PreviousRun(out_dir)
+        self.guard = SpikeGuard(params.training.spike)
+        self.last_checkpoint: int | None = None  # the step of this run's newest checkpoint
+        self.wandb: WandbSink | None = None
+        self.task_curve = (
+            TaskCurve(
+                params,
+                data_root=data_dir.parent.parent,
+                encode=tokenizer_from_meta(self.parts.meta).encode,
+                info=info,
+                dtype=self.parts.autocast_dtype,
+                log=self.log,
+            )
+            if params.eval.tasks_every
+            else None
+        )
+        self.sizes = {  # the run's size: in every interval's row, so that every sink has it
+            "run/parameters": float(sum(p.numel() for p in self.parts.model.parameters())),
+            "run/tokens_per_step": float(self.parts.tokens_per_step),
+            "run/max_tokens": float(self.parts.tokens_per_step * params.training.max_steps),
+        }
         self.metrics: TrainMetrics
 
     def log(self, message: str) -> None:
@@ -157,6 +184,7 @@ class Trainer:
             **self.progress.state_dict(),
             "train_loss": self.metrics.train_loss,
             **self.validator.state_dict(),
+            "spikes": self.guard.state_dict(),
             "rng": rng_state(),
             "data": {
                 "seed": params.general.seed,
@@ -183,7 +211,9 @@ class Trainer:
         load_rng_state(state["rng"])
         self.progress.load_state_dict(state)
         self.validator.load_state_dict(state)
+        self.guard.load_state_dict(state.get("spikes"))
         load_batches_state(self.parts.train_batches, state["data"], self.info)
+        self.last_checkpoint = self.progress.step
 
     def run(self) -> dict[str, Any]:
         """Resume or start, train to ``training.max_steps``, and return the summary."""
@@ -203,41 +233,83 @@ class Trainer:
         del state
         if self.progress.step == 0:  # dropout and anything else random: the seed per rank (same init everywhere)
             torch.manual_seed(self.params.general.seed + self.info.rank)
+        model = wrap_model(self.parts.model, self.params, self.info)
         try:
-            return self.loop(wrap_model(self.parts.model, self.params, self.info))
+            while True:
+                try:
+                    return self.loop(model)
+                except RollBack as rollback:
+                    self.roll_back(rollback)
         except BaseException:
             if self.info.is_main:
                 self.previous.restore()  # a no-op once this run has saved a checkpoint
             raise
 
+    def roll_back(self, rollback: RollBack) -> None:
+        """Reload the newest checkpoint, from before ``rollback``'s spike, and skip the batches up to the spike's
+        (``nanugpt.train.spikes``)."""
+        state = self.checkpointer.newest_state()
+        if state is None:
+            raise TrainingError(f"loss spike at step {rollback.spike.step}: no checkpoint left to roll back to")
+        rollbacks, skipped = self.guard.rollbacks, self.guard.skipped_updates  # this run's, newer than the state's
+        self.load_state_dict(state)
+        self.guard.rollbacks, self.guard.skipped_updates = rollbacks, skipped
+        record = self.guard.record_rollback(rollback.spike, self.progress.step)
+        first, last = record["skipped_batches"]
+        skip_stream(self.parts.train_batches, range(first, last + 1), self.parts.accum)
+        self.log(
+            f"{rollback.spike.describe(self.guard.options.factor, self.guard.options.window)}: rolled back to the "
+            f"checkpoint of step {self.progress.step} and skipped the batches of data steps {first}-{last} "
+            f"(rollback {len(self.guard.rollbacks)} of at most {self.guard.options.max_rollbacks})"
+        )
+
     def loop(self, model: torch.nn.Module) -> dict[str, Any]:
         """Train from ``progress.step`` to ``training.max_steps``; return the summary."""
         t, parts, progress = self.params.training, self.parts, self.progress
         train_step = TrainStep(
-            parts, model, self.info, peak_lr=self.params.optimizer.lr, dtype=parts.autocast_dtype, grad_clip=t.grad_clip
+            parts,
+            model,
+            self.info,
+            peak_lr=self.params.optimizer.lr,
+            dtype=parts.autocast_dtype,
+            grad_clip=t.grad_clip,
+            guard=self.guard,
         )
         metrics = self.metrics = self.start_metrics()
         bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", disable=None if self.info.is_main else True)
         stop = StopRequest()
+        profiler = StepProfiler(t.profile, self.out_dir, self.info, self.log)
         model.train()
-        failed = True  # until the loop ends by itself
+        failed = True  # until the loop ends by itself (or asks for a rollback)
         try:
             while progress.step < t.max_steps:
                 result = train_step(progress.step)
                 step = progress.advance(parts.tokens_per_step)
                 metrics.record(step, progress.tokens_seen, result.lr, result.loss, result.grad_norm)
+                profiler.step(step)
                 bar.update(1)
                 final = step == t.max_steps
                 stopping, time_due = any_rank((stop.signal is not None, self.checkpointer.time_due()), self.info)
                 validate = self.validator.should_validate(step, final)
                 save = self.checkpointer.should_save(step, final, stopping, time_due)
-                if not (metrics.should_log(step) or validate or save):
+                tasks = self.task_curve is not None and self.task_curve.should_run(step, final)
+                if not (metrics.should_log(step) or validate or save or tasks):
                     continue
                 if self.diverged(metrics.reduce(), step):
                     break
-                metrics.write(step, self.validate(model, step) if validate else None)
+                try:
+                    self.guard.check_interval(metrics.interval(), self.last_checkpoint)
+                except RollBack:
+                    failed = False
+                    raise
+                extra = self.run_figures()
+                figures = self.validate(model, step, extra) if validate else None
+                if tasks:
+                    with metrics.clock.paused():  # the plain model: HellaSwag's varying shapes would recompile
+                        extra.update(self.task_curve.run(parts.model, step))  # type: ignore[union-attr]
+                metrics.write(step, figures, extra)
                 if save:
-                    self.save(step)
+                    self.save(step, blocking=stopping or final)
                 if stopping and not final:
                     barrier(self.info)  # no rank exits (which can end the job step) while rank 0 still saves
                     self.log(f"received signal {stop.signal}: saved a checkpoint at step {step} and stopped")
@@ -245,9 +317,30 @@ class Trainer:
             failed = False
         finally:
             stop.restore()
+            profiler.close()
             bar.close()
+            self.wait_for_checkpoints(failed)
             metrics.close(failed)
         return self.finish()
+
+    def run_figures(self) -> dict[str, float]:
+        """The figures of the run besides the interval's: the time since the last checkpoint, the spike guard's,
+        and the run's size (parameters and tokens, the same in every row: every sink has them as metadata)."""
+        return {
+            "time/since_checkpoint_s": self.checkpointer.seconds_since_save(),
+            **self.guard.figures(),
+            **self.sizes,
+        }
+
+    def wait_for_checkpoints(self, failed: bool) -> None:
+        """Let the background checkpoint writes finish (``training.async_checkpoint``). Where the run already
+        fails, an error of a write is reported, not raised over the run's own."""
+        try:
+            self.checkpointer.wait()
+        except Exception as exc:
+            if not failed:
+                raise
+            self.log(f"a background checkpoint write failed as well: {exc}")
 
     def start_metrics(self) -> TrainMetrics:
         """Write ``run_info.json`` and open the metric sinks (rank 0); the metrics of this run."""
@@ -258,6 +351,9 @@ class Trainer:
             collected = run_info.collect(
                 params.to_dict(), str(info.device), info.world_size, info.hosts, self.launch_command
             )
+            collected["size"] = {key.removeprefix("run/"): int(value) for key, value in self.sizes.items()}
+            if self.guard.active:
+                collected["spikes"] = {"rollbacks": self.guard.rollbacks, "skipped_updates": self.guard.skipped_updates}
             if self.checkpointer.changed:  # resumed by path from a checkpoint trained with other values
                 collected["resumed_from"] = {
                     "checkpoint": self.params.training.resume,
@@ -274,7 +370,8 @@ class Trainer:
             if params.logging.tensorboard:
                 sinks.append(TensorBoardSink(self.out_dir / "tensorboard", self.progress.step))
             if params.logging.wandb:
-                sinks.append(self.wandb_sink())
+                self.wandb = self.wandb_sink()
+                sinks.append(self.wandb)
             sinks += [*self.extra_sinks, ConsoleSink(self.log, params.training.max_steps)]
             self.log(
                 f"training {sum(p.numel() for p in parts.model.parameters()):,} parameters on "
@@ -327,22 +424,54 @@ class Trainer:
             return True
         raise TrainingError(f"train loss is {bad} at step {step}; lower optimizer.lr")
 
-    def validate(self, model: torch.nn.Module, step: int) -> dict[str, float]:
-        """Evaluate (outside the training time) and save ``best.pt`` at a new best val loss; the figures and
-        the best loss so far."""
+    def validate(self, model: torch.nn.Module, step: int, extra: dict[str, float]) -> dict[str, float]:
+        """Evaluate (outside the training time) and save ``best.pt`` at a new best val loss; the figures, the best
+        loss so far and the gap to the interval's train loss. ``train/<metric>`` of a loss with metrics (e.g.
+        accuracy) go into ``extra``."""
         with self.metrics.clock.paused():
             figures, improved = self.validator.validate(model, step, self.parts.model)
+            extra.update(self.train_figures(model))
             if improved:
                 self.checkpointer.save_best(self.state_dict())
         assert self.validator.best_loss is not None, "validate() has just set it"
-        return {**figures, "best_loss": self.validator.best_loss}
+        train_losses = [loss for _, loss in self.metrics.interval()]
+        gap = figures["loss"] - sum(train_losses) / len(train_losses)
+        return {**figures, "best_loss": self.validator.best_loss, "gap": gap}
 
-    def save(self, step: int) -> None:
-        """Save the state of ``step`` (outside the training time); the earlier run's outputs are then replaced."""
+    def train_figures(self, model: torch.nn.Module) -> dict[str, float]:
+        """``train/<metric>`` of the loss's metrics (e.g. ``train/accuracy``) on ``eval.eval_iters`` fixed train
+        batches (those of data steps 0, 1, ...); none for a loss without metrics, or for a stream of batches
+        (which gives its batches in order only)."""
+        parts = self.parts
+        if not parts.loss_fn.metric_names or hasattr(parts.train_batches, "state_dict"):
+            return {}
+        figures = evaluate_split(
+            model,
+            parts.train_batches,
+            iters=self.params.eval.eval_iters,
+            info=self.info,
+            dtype=parts.autocast_dtype,
+            loss_fn=parts.loss_fn,
+            plain=parts.model,
+        )
+        return {f"train/{name}": figures[name] for name in parts.loss_fn.metric_names}
+
+    def save(self, step: int, *, blocking: bool) -> None:
+        """Save the state of ``step`` (outside the training time): in the background with
+        ``training.async_checkpoint``, unless ``blocking`` (the last save, and the one before a signal's exit)."""
         with self.metrics.clock.paused():
             self.metrics.flush()  # the sinks' files have every row up to the checkpoint's step
-            self.checkpointer.save(step, self.state_dict())
-        if self.info.is_main:
+            self.checkpointer.save(step, self.state_dict(), blocking=blocking)
+        self.last_checkpoint = step
+
+    def checkpoint_saved(self, record: dict[str, Any]) -> None:
+        """A checkpoint is written (rank 0; from the background writer's thread under
+        ``training.async_checkpoint``): its line in ``checkpoints/checkpoints.jsonl``, its W&B artifact, and after
+        a step checkpoint the earlier run's outputs are deleted."""
+        append_line(self.out_dir / "checkpoints" / CHECKPOINT_LOG, json.dumps(finite_json(record)))
+        if self.wandb is not None:
+            self.wandb.log_checkpoint(record)
+        if record["kind"] == "step":
             self.previous.discard()
 
     def finish(self) -> dict[str, Any]:
@@ -352,6 +481,8 @@ class Trainer:
             "val_loss": self.validator.last_loss,
             "best_val_loss": self.validator.best_loss,
         }
+        if self.guard.active:
+            summary["spikes"] = {"rollbacks": self.guard.rollbacks, "skipped_updates": self.guard.skipped_updates}
         if isinstance(self.parts.schedule, ReportingSchedule) and self.metrics.history:  # e.g. an lr range test
             lrs, losses = zip(*self.metrics.history)
             summary["schedule"] = self.parts.schedule.report(list(lrs), list(losses))
@@ -385,7 +516,7 @@ class Trainer:
                     self.params.to_dict(), str(info.device), info.world_size, info.hosts, self.launch_command
                 )
                 write_json(self.out_dir / "run_info.json", collected)
-            if self.params.logging.dvclive and not all((plots / f).exists() for f in ("train.csv", "val.csv")):
+            if self.params.logging.dvclive and not all((plots / f).exists() for f in PLOT_FILES):
                 for sink in csv_sinks(plots, self.parts.loss_fn.metric_names, self.progress.step):
                     sink.close()  # rows up to the checkpoint's step kept, a missing file written with its header
             live = self.out_dir / "dvclive"
@@ -397,3 +528,13 @@ class Trainer:
             write_json(path, summary)
             self.log(f"wrote the missing outputs of the finished run from {self.checkpointer.folder}")
         return summary
+
+
+def skip_stream(batches: object, data_steps: range, accum: int) -> None:
+    """Draw and drop the micro-batches of ``data_steps`` from a stream of batches (one with a state: it gives its
+    batches in order), so its next batch is that of the step after them; batches addressed by step need nothing."""
+    if not hasattr(batches, "state_dict"):
+        return
+    for data_step in data_steps:
+        for micro in range(accum):
+            batches.micro_batch(data_step, micro)  # type: ignore[attr-defined]
