@@ -161,6 +161,8 @@ def test_global_batch_not_divisible_by_world(tmp_path: Path, corpus: Path) -> No
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_exactly(tmp_path: Path, corpus: Path) -> None:
+    """With checkpoints written in the background (``training.async_checkpoint``; blocking saves stop alike), the
+    save of the signal's step is complete before the process exits."""
     import os
     import signal
     import subprocess
@@ -169,7 +171,8 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_exactly(tmp_path: Path
 
     from helpers import REPO
 
-    params, data = prepare(tmp_path, corpus, training={"max_steps": 1500, "log_every": 10, "checkpoint_every": 0})
+    training = {"max_steps": 1500, "log_every": 10, "checkpoint_every": 7, "async_checkpoint": True}
+    params, data = prepare(tmp_path, corpus, training=training)
     env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_ROOT": str(data), "OUT_DIR": str(tmp_path / "out")}
     command = [sys.executable, "-m", "stages.train", str(tmp_path / "params.yaml")]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
