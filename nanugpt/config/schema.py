@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
 if TYPE_CHECKING:  # the types that build() returns, named without importing torch
     import torch
@@ -253,6 +253,13 @@ class SpikeParams(Section):
     window: int = Field(50, gt=0, description="the recent steps whose mean loss a step is compared with")
     max_rollbacks: int = Field(3, ge=1, description="rollbacks in one run before a further spike stops it")
 
+    @field_validator("action", mode="before")
+    @classmethod
+    def _off_is_none(cls, value: object) -> object:
+        if value is False:  # YAML reads an unquoted off, no or false as the boolean
+            raise ValueError("write none to switch the check off (YAML reads off as false)")
+        return value
+
 
 class TrainingParams(Section):
     max_steps: int = Field(gt=0, description="optimizer steps in the run")
@@ -300,15 +307,6 @@ class TrainingParams(Section):
         ProfileParams(),
         description="a torch.profiler window over a few optimizer steps (Chrome trace, optional memory snapshot)",
     )
-
-    @model_validator(mode="after")
-    def _rollback_needs_checkpoints(self) -> TrainingParams:
-        if self.spike.action == "rollback" and not (self.checkpoint_every or self.checkpoint_every_min):
-            raise ValueError(
-                "spike.action 'rollback' needs checkpoints to roll back to: set training.checkpoint_every "
-                "(or checkpoint_every_min)"
-            )
-        return self
 
 
 # sha256 of the official HellaSwag validation file (rowanz/hellaswag data/hellaswag_val.jsonl, unchanged since 2019),
@@ -446,6 +444,11 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
             f"characters, none of {' '.join(WANDB_PROJECT_REFUSED)}"
         )
         return [("general.project_name", message)]
+    if t.spike.action == "rollback" and not (t.checkpoint_every or t.checkpoint_every_min):
+        message = (
+            "'rollback' needs checkpoints to roll back to: set training.checkpoint_every (or checkpoint_every_min)"
+        )
+        return [("training.spike.action", message)]
     if params.eval.tasks_every and not params.eval.tasks:
         message = (
             f"is {params.eval.tasks_every} but eval.tasks is empty: name the benchmarks to score during training "

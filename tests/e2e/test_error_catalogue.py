@@ -815,6 +815,31 @@ CASES = [
         "plots is a symbolic link to",
         setup=link_outside("out/plots"),
     ),
+    # Issue 34: long runs.
+    case(
+        "check-spike-rollback-without-checkpoints",
+        (CHECK, "check", P, "--training.spike.action", "rollback", "--training.checkpoint_every", "0"),
+        2,
+        "training.spike.action: 'rollback' needs checkpoints to roll back to",
+    ),
+    case(
+        "check-spike-action-off-unquoted",
+        (CHECK, "check", P, "--training.spike.action", "off"),
+        2,
+        "write none to switch the check off (YAML reads off as false)",
+    ),
+    case(
+        "check-tasks-every-without-tasks",
+        (CHECK, "check", P, "--eval.tasks_every", "2"),
+        2,
+        "eval.tasks_every: is 2 but eval.tasks is empty",
+    ),
+    case(
+        "check-profile-window-past-the-end",
+        (CHECK, "check", P, "--training.profile.enabled", "true", "--training.profile.start_step", "9"),
+        2,
+        "training.profile.start_step: must be below training.max_steps (4)",
+    ),
 ]
 
 

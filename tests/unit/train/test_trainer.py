@@ -171,7 +171,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_exactly(tmp_path: Path
 
     from helpers import REPO
 
-    training = {"max_steps": 1500, "log_every": 10, "checkpoint_every": 7, "async_checkpoint": True}
+    training = {"max_steps": 1500, "log_every": 10, "checkpoint_every": 25, "async_checkpoint": True}
     params, data = prepare(tmp_path, corpus, training=training)
     env = {**os.environ, "PYTHONPATH": str(REPO), "DATA_ROOT": str(data), "OUT_DIR": str(tmp_path / "out")}
     command = [sys.executable, "-m", "stages.train", str(tmp_path / "params.yaml")]
