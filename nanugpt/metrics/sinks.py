@@ -425,16 +425,17 @@ class WandbSink:
         self.run.log(dict(metrics), step=step)
 
     def log_checkpoint(self, record: Mapping[str, Any]) -> None:
-        """A written checkpoint (its ``checkpoints.jsonl`` record) as a version of the artifact
-        ``checkpoint-<run id>`` (type ``model``), aliased ``latest`` and ``step-N``, or ``best``. The artifact
-        references the file or folder where it lies rather than uploading a copy; the record, sha256 included,
-        is its metadata and a small file in it, so each checkpoint is a version of its own."""
-        artifact = self._wandb.Artifact(f"checkpoint-{self.run.id}", type="model", metadata=dict(record))
+        """A written checkpoint (its ``checkpoints.jsonl`` record) as a version of an artifact of type ``model``:
+        ``checkpoint-<run id>`` for step checkpoints (aliased ``step-N``; W&B's own ``latest`` is then the newest),
+        ``best-<run id>`` for ``best.pt``. The artifact references the file or folder where it lies rather than
+        uploading a copy; the record, sha256 included, is its metadata and a small file in it, so each checkpoint
+        is a version of its own."""
+        name = "best" if record["kind"] == "best" else "checkpoint"
+        artifact = self._wandb.Artifact(f"{name}-{self.run.id}", type="model", metadata=dict(record))
         with artifact.new_file("checkpoint.json") as file:
             json.dump(dict(record), file)
         artifact.add_reference(Path(record["path"]).resolve().as_uri(), checksum=False)
-        aliases = ["best"] if record["kind"] == "best" else ["latest", f"step-{record['step']}"]
-        self.run.log_artifact(artifact, aliases=aliases)
+        self.run.log_artifact(artifact, aliases=["best"] if record["kind"] == "best" else [f"step-{record['step']}"])
 
     def log_samples(self, samples: list[str]) -> None:
         """Generated text, as a table."""

@@ -4,7 +4,9 @@ A module fixture copies the repository's files into a temporary git repository w
 tiny params file and walks through the user's day once, with the README's DVC commands as
 written: ``dvc repro``, a second ``dvc repro``, the README's queue of two experiments and
 ``dvc exp run --run-all``, ``dvc exp run -S optimizer.lr=1e-3``, ``dvc exp show --json``,
-``dvc exp run -S generate.temperature=...``, ``dvc exp run -S 'eval.tasks=[hellaswag]'`` and
+``dvc exp run -S generate.temperature=...``, ``dvc exp run -S 'eval.tasks=[hellaswag]'``,
+HellaSwag during training as an experiment of the train stage alone
+(``dvc exp run -S eval.tasks_every=10 -S training.resume=never train``) and
 ``dvc plots show --json``. Each test asserts on one step's recorded result (the README
 test skips those commands: they run here). A bad params file gets its own fresh workspace.
 """
@@ -50,6 +52,7 @@ HELLASWAG_EXAMPLES = [
 ]
 HELLASWAG = {"hellaswag_path": "hellaswag.jsonl", "hellaswag_sha256": None}
 PARAMS = tiny_params("corpus.txt", eval={"eval_every": 10, "eval_iters": 2, **HELLASWAG})  # corpus: in the workspace
+TASKS_EVERY = 10  # HellaSwag during training: scored at steps 10 and 20 of the 20
 
 
 def files_under(path: Path) -> list[Path]:
@@ -92,6 +95,7 @@ class Session:
     queued: subprocess.CompletedProcess[str]
     exp_hellaswag: subprocess.CompletedProcess[str]
     hellaswag_metrics: dict[str, Any]
+    exp_tasks_curve: subprocess.CompletedProcess[str]
     exp_show_all: list[dict[str, Any]]
     plots: dict[str, Any]
 
@@ -131,6 +135,11 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
 
     exp_hellaswag = shell(README_EXPERIMENT_HELLASWAG, ws, env)
     hellaswag_metrics = json.loads((ws / "out" / "metrics.json").read_text())
+    # the walk-through's one extra training: eval.tasks is [hellaswag] now, so the curve can be turned on. A finished
+    # run resumes across eval.tasks_every (at max_steps: nothing to train), so the run starts again from step 0;
+    # the train stage alone (the plots the other tests read have the same steps after it)
+    curve = ["-S", f"eval.tasks_every={TASKS_EVERY}", "-S", "training.resume=never"]
+    exp_tasks_curve = run(["dvc", "exp", "run", *curve, "train"], ws, env)
     exp_show_all = json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout)
     plots = json.loads(run(["dvc", "plots", "show", "--json"], ws, env).stdout)
     return Session(
@@ -150,6 +159,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
         queued=queued,
         exp_hellaswag=exp_hellaswag,
         hellaswag_metrics=hellaswag_metrics,
+        exp_tasks_curve=exp_tasks_curve,
         exp_show_all=exp_show_all,
         plots=plots,
     )
@@ -245,6 +255,37 @@ def test_plots_show_has_train_and_val_loss_curves(session: Session) -> None:
         steps.setdefault(point["filename::field"], []).append(int(point["step"]))
         assert float(point["dvc_inferred_y_value"]) > 0  # a loss
     assert steps == {"train.csv::train_loss": train_steps, "val.csv::val_loss": val_steps}
+
+
+def test_hellaswag_during_training_is_drawn_by_dvc_plots_and_listed_by_dvc_exp_show(session: Session) -> None:
+    assert ran_stages(session.exp_tasks_curve) == ["source", "train"]  # the train stage's param: train re-runs
+    (name,) = experiment_names(session.exp_tasks_curve)
+    shown = experiments(session.exp_show_all)
+    live = shown[name]["metrics"]["out/dvclive/metrics.json"]["data"]  # dvclive's summary: the figures of step 20
+    assert live["step"] == PARAMS["training"]["max_steps"]
+    assert set(live["tasks"]) == {"hellaswag_acc", "hellaswag_acc_norm"}
+    assert all(0 <= figure <= 1 for figure in live["tasks"].values())
+    (baseline,) = [row for row in session.exp_show_all if row["rev"] == session.baseline_rev]
+    assert "tasks" not in baseline["data"]["metrics"]["out/dvclive/metrics.json"]["data"]  # off by default
+    # the scoring draws no random number: training is that of the lr experiment (the same train params but these)
+    (lr_name,) = experiment_names(session.exp_lr)
+    curve_run, lr_run = (shown[n]["metrics"]["out/train_summary.json"]["data"] for n in (name, lr_name))
+    assert (curve_run["train_loss"], curve_run["val_loss"]) == (lr_run["train_loss"], lr_run["val_loss"])
+
+    # dvc.yaml's top-level plot of plots/tasks.csv: a point per scoring and figure, by tokens seen
+    scorings = list(range(TASKS_EVERY, PARAMS["training"]["max_steps"] + 1, TASKS_EVERY))
+    tokens_per_step = PARAMS["training"]["global_batch_size"] * PARAMS["model"]["context_length"]
+    (plot,) = session.plots["data"]["hellaswag_by_tokens"]
+    assert plot["content"]["encoding"]["x"]["field"] == "tokens"
+    points: dict[str, dict[int, float]] = {}
+    for point in plot["content"]["data"]["values"]:
+        assert int(point["tokens"]) == int(point["step"]) * tokens_per_step
+        points.setdefault(point["field"], {})[int(point["step"])] = float(point["dvc_inferred_y_value"])
+    assert {field: sorted(steps) for field, steps in points.items()} == {
+        "hellaswag_acc": scorings,
+        "hellaswag_acc_norm": scorings,
+    }
+    assert {field: steps[scorings[-1]] for field, steps in points.items()} == live["tasks"]
 
 
 def test_bad_params_stop_dvc_repro_before_any_work(tmp_path: Path) -> None:

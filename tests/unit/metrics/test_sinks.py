@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
 import json
 import math
@@ -34,24 +36,33 @@ from helpers import (
 from helpers import run as run_checked
 
 import stages.train
+from nanugpt.checkpoint.store import load_trained_model
 from nanugpt.config.params import load_params
+from nanugpt.config.token_meta import read_meta
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError, UserError
+from nanugpt.eval.evaluate import evaluate_split
+from nanugpt.files.hashing import sha256_file
 from nanugpt.metrics.sinks import (
+    PLOT_FILES,
     CsvSink,
     DvcLiveSink,
     ThreadedSink,
     WandbSink,
+    csv_sinks,
     evaluation_figures,
     format_log_line,
     keep_rows_up_to,
     server_settings,
 )
-from nanugpt.metrics.train_metrics import TrainMetrics
+from nanugpt.metrics.train_metrics import TrainMetrics, predicted_loss
+from nanugpt.train.build import train_share
 from nanugpt.train.trainer import train
 from pipeline.console_log import CONSOLE_IS_LOG_ENV, LogFile, TeeStream
+from pipeline.schema import load
 from stages import evaluate, tokenize
 
+ONE_CPU = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 EVERY_INTERVAL = {
     "train/grad_norm",
     "train/weight_norm",
@@ -61,9 +72,21 @@ EVERY_INTERVAL = {
     "train/mem_gb",
     "time/elapsed_s",
     "time/eta_s",
+    "train/pred_loss",
+    "time/since_checkpoint_s",
+    "run/parameters",
+    "run/tokens_per_step",
+    "run/max_tokens",
 }
 EVERY_STEP = {"train/loss", "train/lr", "train/tokens"}
-EVERY_EVAL = {"val/loss", "val/ppl", "val/best_loss"}
+EVERY_EVAL = {"val/loss", "val/ppl", "val/best_loss", "val/gap"}
+EVERY_SCORING = {"tasks/hellaswag_acc", "tasks/hellaswag_acc_norm"}  # eval.tasks_every
+# HellaSwag examples in the tiny corpus's characters (the char tokenizer knows no others), scored during training
+HELLASWAG_EXAMPLES = [
+    {"ctx": "First Citizen:", "endings": ["Before", "All:", "Speak", "die"], "label": 0},
+    {"ctx": "All:\nSpeak,", "endings": ["speak.", "resolved", "famish", "Citizen"], "label": 0},
+    {"ctx": "Resolved.", "endings": ["resolved.", "proceed", "speak", "further"], "label": 0},
+]
 
 
 class RecordingSink:
@@ -92,19 +115,87 @@ def recorded_run(tmp_path: Path, corpus: Path, **sections) -> tuple[RecordingSin
     return steps, intervals
 
 
+def scored_during_training(tmp_path: Path, every: int) -> dict[str, Any]:
+    """The ``eval`` keys that score HELLASWAG_EXAMPLES (written into ``tmp_path``) every ``every`` steps."""
+    path = tmp_path / "hellaswag.jsonl"
+    path.write_text("".join(json.dumps(example) + "\n" for example in HELLASWAG_EXAMPLES))
+    return {"tasks": ["hellaswag"], "tasks_every": every, "hellaswag_path": str(path), "hellaswag_sha256": None}
+
+
 def test_every_metric_name_at_its_interval(tmp_path: Path, corpus: Path) -> None:
-    sink, intervals = recorded_run(tmp_path, corpus, eval={"eval_every": 10, "eval_iters": 2})
-    assert sink.closed and sorted(sink.rows) == list(range(1, 21))
-    for step, metrics in sink.rows.items():
+    scored = scored_during_training(tmp_path, every=15)  # at step 15 and at the last, 20
+    sink, intervals = recorded_run(tmp_path, corpus, eval={"eval_every": 10, "eval_iters": 2, **scored})
+    rows = sink.rows
+    assert sink.closed and sorted(rows) == list(range(1, 21))
+    for step, metrics in rows.items():
         expected = EVERY_STEP | (EVERY_INTERVAL if step % 5 == 0 else set()) | (EVERY_EVAL if step % 10 == 0 else set())
+        expected |= EVERY_SCORING if step in (15, 20) else set()
         assert set(metrics) == expected, step  # AdamW's two groups share one lr: no train/lr_<group>
     # a sink of log intervals gets the row of each interval's last step, whole, and no other
-    assert intervals.closed and intervals.rows == {step: sink.rows[step] for step in (5, 10, 15, 20)}
-    last = sink.rows[20]
+    assert intervals.closed and intervals.rows == {step: rows[step] for step in (5, 10, 15, 20)}
+    last = rows[20]
     assert last["train/weight_norm"] > 0 and last["train/grad_norm"] > 0 and last["train/step_time_s"] > 0
     assert 0.01 < last["train/mem_gb"] < 100  # the process's resident memory on CPU
     assert last["val/ppl"] == pytest.approx(math.exp(last["val/loss"]))
-    assert last["val/best_loss"] == min(sink.rows[10]["val/loss"], last["val/loss"])
+    assert last["val/best_loss"] == min(rows[10]["val/loss"], last["val/loss"])
+
+    losses = [rows[step]["train/loss"] for step in range(1, 21)]
+    assert math.isnan(rows[5]["train/pred_loss"])  # fewer than 8 steps: no trend yet
+    for step in (10, 15, 20):  # the trend of the losses so far, read at training.max_steps
+        assert rows[step]["train/pred_loss"] == pytest.approx(predicted_loss(losses[:step], step, 20), rel=1e-9)
+    for step in (10, 20):  # val loss - the mean train loss of the interval (log_every 5: its 5 steps)
+        assert rows[step]["val/gap"] == pytest.approx(rows[step]["val/loss"] - sum(losses[step - 5 : step]) / 5)
+
+    out = tmp_path / "out"
+    model, _, _ = load_trained_model(out / "checkpoints" / "last.pt", torch.device("cpu"))
+    size = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "tokens_per_step": 8 * 16,
+        "max_tokens": 8 * 16 * 20,
+    }
+    assert json.loads((out / "run_info.json").read_text())["size"] == size
+    for step in (5, 10, 15, 20):
+        assert {name: rows[step][f"run/{name}"] for name in size} == size, step
+    # the seconds since the newest checkpoint (or the start): the save at step 10 came after that step's row
+    since = {step: rows[step]["time/since_checkpoint_s"] for step in (5, 10, 15, 20)}
+    assert since[5] < since[10] and 0 < since[15] < rows[15]["time/elapsed_s"] - rows[10]["time/elapsed_s"]
+    assert since[20] > since[15]  # no save at step 15
+
+    scorings = {step: (rows[step]["tasks/hellaswag_acc"], rows[step]["tasks/hellaswag_acc_norm"]) for step in (15, 20)}
+    assert all(0 <= figure <= 1 for figures in scorings.values() for figure in figures)
+    with open(out / "plots" / "tasks.csv", newline="") as f:
+        table = [
+            (int(r["step"]), int(r["tokens"]), float(r["hellaswag_acc"]), float(r["hellaswag_acc_norm"]))
+            for r in csv.DictReader(f)
+        ]
+    assert table == [(step, 128 * step, *scorings[step]) for step in (15, 20)]
+
+
+def test_train_metrics_of_a_loss_with_metrics_at_each_evaluation(tmp_path: Path) -> None:
+    """``train/accuracy`` of the grokking loss: its accuracy on the fixed train batches of data steps 0, 1, ... at
+    each evaluation, beside ``val/accuracy``."""
+    shrink = ["--data.prime", "13", "--tokenizer.prime", "13", "--general.device_type", "cpu", "--model.n_layer", "1"]
+    shrink += ["--model.n_embd", "32", "--training.max_steps", "4", "--training.device_batch_size", "16"]
+    shrink += ["--training.global_batch_size", "16", "--training.checkpoint_every", "0", "--training.log_every", "1"]
+    shrink += ["--eval.eval_every", "2", "--eval.eval_iters", "2", "--scheduler.warmup_steps", "1"]
+    shrink += ["--logging.dvclive", "false"]
+    params = load(REPO / "params" / "grokking_prime97.yaml", shrink)
+    data_dir = tmp_path / "data" / params.data.dataset / params.tokenizer.module
+    tokenize.run(params, data_root=tmp_path / "data")
+    sink = RecordingSink(every_step=True)
+    train(params, data_dir, tmp_path / "out", sinks=[sink])
+    assert {step for step, metrics in sink.rows.items() if "train/accuracy" in metrics} == {2, 4}
+    assert all(("val/accuracy" in metrics) == (step in (2, 4)) for step, metrics in sink.rows.items())
+    # the figure is the loss's accuracy of the model of step 4 (the last checkpoint's) on those train batches
+    model, trained, _ = load_trained_model(tmp_path / "out" / "checkpoints" / "last.pt", torch.device("cpu"))
+    meta = read_meta(data_dir)
+    share = train_share(trained, ONE_CPU)
+    context, seed = trained.model.context_length, trained.general.seed
+    batches = trained.data.batches(data_dir, meta, "train", context_length=context, share=share, seed=seed)
+    loss_fn = trained.loss.build()
+    figures = evaluate_split(model, batches, iters=2, info=ONE_CPU, dtype="float32", loss_fn=loss_fn)
+    assert 0 <= figures["accuracy"] <= 1
+    assert sink.rows[4]["train/accuracy"] == pytest.approx(figures["accuracy"])
 
 
 def test_lr_per_parameter_group_where_they_differ(tmp_path: Path, corpus: Path) -> None:
@@ -277,7 +368,8 @@ def test_tensorboard_events_read_back_with_the_same_names(tmp_path: Path, corpus
     assert set(series) == {name for metrics in sink.rows.values() for name in metrics}
     for name, points in series.items():
         sent = {step: metrics[name] for step, metrics in sink.rows.items() if name in metrics}
-        assert points == pytest.approx(sent, rel=1e-6), name  # events hold float32
+        # events hold float32; train/pred_loss is NaN before 8 steps
+        assert points == pytest.approx(sent, rel=1e-6, nan_ok=True), name
 
 
 def test_tensorboard_resume_keeps_one_point_per_step(tmp_path: Path, corpus: Path) -> None:
@@ -314,22 +406,61 @@ def offline_run(out: Path) -> list[Any]:
     return wandb_records(run_file)
 
 
-def test_wandb_offline_has_every_metric_the_params_artifact_and_a_clean_exit(
+def md5_digest(data: bytes) -> str:
+    """A W&B manifest entry's digest of a file holding ``data``: its MD5, base64."""
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def test_wandb_offline_has_every_metric_the_params_and_checkpoint_artifacts_and_a_clean_exit(
     tmp_path: Path, corpus: Path, monkeypatch
 ) -> None:
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
-    _, sink = recorded_run(tmp_path, corpus, logging={"wandb": True})
-    records = offline_run(tmp_path / "out")
+    scored = scored_during_training(tmp_path, every=10)
+    _, sink = recorded_run(tmp_path, corpus, logging={"wandb": True}, eval=scored)  # evaluations at 10 and 20
+    out = tmp_path / "out"
+    records = offline_run(out)
     history = [r.history for r in records if r.WhichOneof("record_type") == "history"]
     assert [h.step.num for h in history] == [5, 10, 15, 20]  # a point per log interval
-    logged = {item.key or "/".join(item.nested_key) for h in history for item in h.item}
+    points = {h.step.num: {item.key or "/".join(item.nested_key): item.value_json for item in h.item} for h in history}
+    logged = {name for point in points.values() for name in point}
     assert logged >= {name for metrics in sink.rows.values() for name in metrics}
-    (artifact,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
-    assert artifact.type == "run-files" and {e.path for e in artifact.manifest.contents} == {
-        "params.yaml",
-        "run_info.json",
-    }
+    for name in EVERY_SCORING:  # HellaSwag during training: a point at each scoring, the sinks' figure
+        curve = {step: json.loads(point[name]) for step, point in points.items() if name in point}
+        assert curve == {step: pytest.approx(sink.rows[step][name]) for step in (10, 20)}, name
+
+    run_id = run_record(records).run_id
+    run_files, *checkpoints = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert (run_files.type, run_files.name) == ("run-files", f"run-files-{run_id}")
+    assert {e.path for e in run_files.manifest.contents} == {"params.yaml", "run_info.json"}
+
+    # an artifact version per line of checkpoints.jsonl, in its order: of best-<run id> for the best.pt of each new
+    # best val loss, of checkpoint-<run id> for each step file; its metadata is the line, its files the line and a
+    # reference to the checkpoint
+    written = [json.loads(line) for line in (out / "checkpoints" / "checkpoints.jsonl").read_text().splitlines()]
+    assert [(record["step"], record["kind"]) for record in written] == [
+        (10, "best"),
+        (10, "step"),
+        (20, "best"),
+        (20, "step"),
+    ]
+    assert len(checkpoints) == len(written)
+    for artifact, record in zip(checkpoints, written):
+        name = "best" if record["kind"] == "best" else "checkpoint"
+        assert (artifact.type, artifact.name) == ("model", f"{name}-{run_id}")
+        assert json.loads(artifact.metadata) == record
+        own = {"best"} if record["kind"] == "best" else {f"step-{record['step']}"}
+        assert set(artifact.aliases) == own | {"latest"}  # W&B puts "latest" on the newest version of each
+        checkpoint = Path(record["path"])
+        entries = {e.path: e for e in artifact.manifest.contents}
+        assert set(entries) == {"checkpoint.json", checkpoint.name}
+        assert entries["checkpoint.json"].digest == md5_digest(json.dumps(record).encode())
+        reference = entries[checkpoint.name]
+        assert reference.ref == checkpoint.resolve().as_uri() and not reference.local_path  # referenced, not copied
+    assert len({artifact.digest for artifact in checkpoints}) == len(written)  # none is a no-op of the one before
+    for record in written[1:]:  # the step files and best.pt as they are now (that of step 20): the recorded sha256
+        assert record["sha256"] == sha256_file(Path(record["path"])), record
+
     (exit_record,) = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
     assert exit_record.exit_code == 0
 
@@ -742,6 +873,29 @@ def test_damaged_metric_tables_keep_their_readable_rows_on_resume(tmp_path: Path
     assert series.read_text().splitlines() == ["timestamp\tstep\tloss", "0\t1\t4.0", "0\t3\t3.8"]
     printed = capsys.readouterr().out
     assert f"{table}: dropped 2 damaged row(s)" in printed and f"{series}: dropped 1 damaged row(s)" in printed
+
+
+def test_the_tasks_table_has_a_row_per_scoring_and_its_header_in_a_run_without_one(tmp_path: Path) -> None:
+    """``plots/tasks.csv``: a row at each step whose row has the figures of ``eval.tasks`` (``eval.tasks_every``,
+    ``nanugpt.eval.task_curve``); a run without them writes its header alone (dvc.yaml and the Snakefile declare
+    it an output of train, and a missing output fails the stage)."""
+    header = "step,tokens,hellaswag_acc,hellaswag_acc_norm"
+    for name, scored in (("on", {2: {"tasks/hellaswag_acc": 0.25, "tasks/hellaswag_acc_norm": 0.5}}), ("off", {})):
+        sinks = csv_sinks(tmp_path / name, ("accuracy",), resume_step=0)
+        assert [sink.path.name for sink in sinks] == list(PLOT_FILES)
+        for step in (1, 2, 3):
+            for sink in sinks:
+                sink.write(
+                    step, {"train/loss": 3.0, "train/lr": 1e-3, "train/tokens": 64 * step, **scored.get(step, {})}
+                )
+        for sink in sinks:
+            sink.close()
+        rows = [header, "2,128,0.25,0.5"] if scored else [header]
+        assert (tmp_path / name / "tasks.csv").read_text().splitlines() == rows
+        assert len((tmp_path / name / "train.csv").read_text().splitlines()) == 4
+    for sink in csv_sinks(tmp_path / "on", ("accuracy",), resume_step=1):  # a resume from step 1: its rows kept
+        sink.close()
+    assert (tmp_path / "on" / "tasks.csv").read_text().splitlines() == [header]
 
 
 def test_a_file_where_a_metrics_folder_belongs_is_one_line(tmp_path: Path) -> None:
