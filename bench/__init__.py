@@ -6,6 +6,7 @@
 - ``scaling``: tokens/s and CPU MFU of our train loop across model sizes, contexts, eager and compiled.
 - ``step_profile``: where a train step's time goes (torch profiler), for the two recipes of ``quality``.
 - ``profiler_overhead``: a train step with ``training.profile`` off against no profiler, and in a window.
+- ``checkpoint_stall``: the training stall of a blocking checkpoint save against an async one, 1 process and FSDP.
 - ``quality``: val loss at nanoGPT's CPU budget, our reference recipe and our modern recipe side by side.
 - ``speedrun``: time to val loss 1.88, the ``tinyshakespeare_speedrun`` preset against nanoGPT's settings.
 - ``generation``: our generate stage's sampling loop against ``transformers``' ``generate()`` on our export.

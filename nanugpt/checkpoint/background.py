@@ -24,19 +24,31 @@ from typing import Any
 import torch
 
 
-def staged(tree: Any) -> Any:
+def staged(tree: Any, copies: dict[tuple[Any, ...], torch.Tensor] | None = None) -> Any:
     """A copy of a state's nested dicts, lists and tuples whose tensors are copies on the host (CUDA tensors in
-    pinned memory), so the training thread may change the originals at once."""
+    pinned memory), so the training thread may change the originals at once. Tensors that are one view of one
+    storage (tied weights: the embedding and the head) stay one tensor, written once, as ``torch.save`` would."""
+    copies = {} if copies is None else copies
     if isinstance(tree, torch.Tensor):
         tensor = tree.detach()
-        if tensor.device.type == "cuda":
-            copy = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-            return copy.copy_(tensor, non_blocking=True)
-        return tensor.clone()
+        key = (
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tensor.shape,
+            tensor.stride(),
+            tensor.dtype,
+        )
+        if key not in copies:
+            if tensor.device.type == "cuda":
+                copy = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+                copies[key] = copy.copy_(tensor, non_blocking=True)
+            else:
+                copies[key] = tensor.clone()
+        return copies[key]
     if isinstance(tree, dict):
-        return {key: staged(value) for key, value in tree.items()}
+        return {key: staged(value, copies) for key, value in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(staged(value) for value in tree)
+        return type(tree)(staged(value, copies) for value in tree)
     return tree
 
 

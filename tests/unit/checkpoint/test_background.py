@@ -162,3 +162,13 @@ def test_a_process_killed_during_a_background_write_keeps_the_last_complete_chec
         assert store.load_checkpoint(candidate, verify="full")["step"] == int(candidate.stem[5:])
     leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".")]
     assert all(".tmp-" in name for name in leftovers), leftovers  # only temporaries, which a run removes
+
+
+def test_tied_weights_stay_one_tensor_in_the_copy() -> None:
+    embedding = torch.nn.Embedding(5, 3)
+    head = torch.nn.Linear(3, 5, bias=False)
+    head.weight = embedding.weight
+    state = {"wte": embedding.state_dict()["weight"], "head": head.state_dict()["weight"], "other": torch.ones(2)}
+    copy = staged(state)
+    assert copy["wte"] is copy["head"] and copy["wte"].data_ptr() != embedding.weight.data_ptr()
+    assert copy["other"] is not copy["wte"]
