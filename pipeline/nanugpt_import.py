@@ -354,7 +354,11 @@ def translate_data(t: Translation, tokenize: Translation | None) -> None:
     eval_batch = t.get(f"{kwargs}.eval_batch_size")
     if eval_batch not in (MISSING, batch):
         t.note(f"{kwargs}.eval_batch_size", f"val batches have training.device_batch_size ({batch}) sequences")
-    t.implied(f"{kwargs}.data_loader_seed", "implied: the data order follows general.seed")
+    order_seed = t.get(f"{kwargs}.data_loader_seed")
+    if order_seed not in (MISSING, None):
+        t.set("general.data_seed", order_seed)
+    else:
+        t.implied(f"{kwargs}.data_loader_seed", "implied: the data order follows general.seed")
     if module == "tokenized":
         tokenized_source(t, tokenize)
     elif module == "grokking":
@@ -542,8 +546,8 @@ def translate_eval(t: Translation) -> None:
     """``eval`` and ``generate``: evaluation counts, checkpoint policy, the checkpoint to sample from."""
     t.copy("eval.eval_every", "eval.eval_every")
     iters = t.get("eval.eval_iters")
-    if iters is None:
-        t.refuse("eval.eval_iters", iters, "set a count of val batches (null, the whole val split, is not built)")
+    if iters is None and t.result.tree.get("data", {}).get("module") not in ("grokking", "arithmetic"):
+        t.refuse("eval.eval_iters", iters, "null (the whole val split) is for grokking and arithmetic: set a count")
     elif iters is not MISSING:
         t.set("eval.eval_iters", iters)
     t.implied("eval.save_checkpoint", "implied: last.pt is always written (evaluate, generate and export read it)")

@@ -89,6 +89,10 @@ class BatchShare:
 class DataOptions(ComponentOptions):
     """A dataset (``data:`` section): the tokenize stage materializes it, training draws batches from it."""
 
+    # True where the val batches walk the split in order and have a ``whole_split`` count (the batches that cover it
+    # once): ``eval.eval_iters: null`` then evaluates every val example once
+    walks_val_split: ClassVar[bool] = False
+
     dataset: str = Field(
         pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
         description="dataset name (letters, digits, '_', '-', '.'); token files go to DATA_ROOT/<dataset>/<tokenizer>/",
@@ -192,7 +196,15 @@ class Section(BaseModel):
 class GeneralParams(Section):
     project_name: str = Field("nanugpt", description="project name (W&B project)")
     run_name: str = Field("run", description="name of this run (W&B run name, log lines)")
-    seed: int = Field(42, ge=0, description="seed of model init, data order and dropout")
+    seed: int = Field(
+        42, ge=0, description="seed of model init and dropout, and of the train batches' order unless data_seed is set"
+    )
+    data_seed: int | None = Field(
+        None,
+        ge=0,
+        description="seed of the train batches' order alone (a stream's shuffle too); null = general.seed. A seed "
+        "sweep then varies initialisation and data order apart; val batches always follow general.seed",
+    )
     verify_checkpoints: Literal["auto", "full", "size"] = Field(
         "auto",
         description="how a checkpoint (and meta.json) is checked against its checksum when loaded: 'full' hashes "
@@ -207,6 +219,11 @@ class GeneralParams(Section):
         description="compile the model with torch.compile; runs then agree to rounding, not bitwise "
         "(inductor kernels), unlike eager CPU runs",
     )
+
+    @property
+    def order_seed(self) -> int:
+        """The seed of the train batches' order: ``data_seed``, else ``seed``."""
+        return self.seed if self.data_seed is None else self.data_seed
 
 
 class ProfileParams(Section):
@@ -316,7 +333,12 @@ HELLASWAG_VAL_SHA256 = "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e
 
 class EvalParams(Section):
     eval_every: int = Field(250, ge=0, description="steps between val evaluations during training; 0 = only at end")
-    eval_iters: int = Field(20, gt=0, description="fixed val batches per evaluation")
+    eval_iters: int | None = Field(
+        20,
+        gt=0,
+        description="fixed val batches per evaluation; null = the whole val split once (data whose val batches walk "
+        "the split: grokking, arithmetic)",
+    )
     tasks: list[Literal["hellaswag"]] = Field(
         default_factory=list,
         description="benchmarks the evaluate stage scores besides the loss (training too, with tasks_every): hellaswag",
@@ -444,6 +466,12 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
             f"characters, none of {' '.join(WANDB_PROJECT_REFUSED)}"
         )
         return [("general.project_name", message)]
+    if params.eval.eval_iters is None and not params.data.walks_val_split:
+        message = (
+            f"null (the whole val split) needs data whose val batches walk the split (grokking, arithmetic), not "
+            f"{params.data.module!r}: set a count of val batches"
+        )
+        return [("eval.eval_iters", message)]
     if t.spike.action == "rollback" and not (t.checkpoint_every or t.checkpoint_every_min):
         message = (
             "'rollback' needs checkpoints to roll back to: set training.checkpoint_every (or checkpoint_every_min)"

@@ -24,8 +24,8 @@ digits of the product and the end-of-text token that closes it).
 - val (any split but train): micro-batch ``k`` (counted over steps,
   micro-steps and ranks) is the ``k``-th run of ``rows`` examples in split
   order, the last run shorter, wrapping around; so ``eval.eval_iters =
-  ceil(val_rows / training.device_batch_size)`` evaluates every example
-  exactly once and the reported accuracy is over the whole split.
+  ceil(val_rows / training.device_batch_size)`` (or ``null``) evaluates every
+  example exactly once and the reported accuracy is over the whole split.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class ExampleBatches:
         self.split_id = _SPLIT_IDS[split]
         self.sampled = split == "train"
         self.runs = math.ceil(len(examples) / share.rows)  # runs of ``rows`` examples in a walk through the split
+        self.whole_split = self.runs  # val: the batches that cover the split once (``eval.eval_iters: null``)
         self._drawn_step: int | None = None
         self._drawn = np.zeros(0, dtype=np.int64)
 
@@ -113,6 +114,7 @@ class TaskDataOptions(DataOptions):
     """Generated examples of an algorithmic task, stored as fixed-width rows (see the module doc)."""
 
     tokenizer_module: ClassVar[str]
+    walks_val_split: ClassVar[bool] = True
 
     split_seed: int = Field(0, ge=0, description="seed of the train/val split (independent of general.seed)")
 

@@ -22,11 +22,16 @@ from nanugpt.eval.hellaswag import evaluate_hellaswag, hellaswag_file
 from nanugpt.optim.losses import Loss
 
 
+def batch_count(iters: int | None, batches: Batches) -> int:
+    """``iters``, or for ``None`` (``eval.eval_iters: null``) the batches that cover ``batches``' split once."""
+    return iters if iters is not None else int(batches.whole_split)  # type: ignore[attr-defined]
+
+
 def evaluate_split(
     model: torch.nn.Module,
     batches: Batches,
     *,
-    iters: int,
+    iters: int | None,
     info: DistInfo,
     dtype: str,
     loss_fn: Loss,
@@ -38,6 +43,7 @@ def evaluate_split(
     ``plain``: ``model`` unwrapped, when it is compiled or DDP-wrapped. A loss without metrics is taken as in
     training (``Loss.of_model``: a decoder's from its hidden states, the cost of the logits' passes saved).
     """
+    iters = batch_count(iters, batches)
     was_training = model.training
     model.eval()
     plain = plain or model

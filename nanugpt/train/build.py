@@ -80,7 +80,8 @@ def build_run(params: Params, data_dir: Path, info: DistInfo, log: Callable[[str
     check_tokenized(meta, params, data_dir)
     check_train_memory(params.model, meta.vocab_size, device)  # before any allocation
     context, seed = params.model.context_length, params.general.seed
-    train_batches = params.data.batches(data_dir, meta, "train", context_length=context, share=share, seed=seed)
+    order = params.general.order_seed
+    train_batches = params.data.batches(data_dir, meta, "train", context_length=context, share=share, seed=order)
     if train_batches is None:
         raise DataError(f"{data_dir}: the train split is empty; re-run the tokenize stage with more data")
     val_share = BatchShare(t.device_batch_size, t.device_batch_size)

@@ -38,6 +38,7 @@ from nanugpt.files.hashing import sha256_file
 # (not logging, checkpointing or launch settings), so a resumed run equals an uninterrupted one.
 RESUME_KEYS = (
     "general.seed",
+    "general.data_seed",
     "general.dtype",
     "data",
     "tokenizer",

@@ -50,7 +50,7 @@ from nanugpt.distributed.device import peak_flops
 from nanugpt.distributed.process_group import DistInfo, any_rank, barrier, process_group
 from nanugpt.distributed.signals import StopRequest
 from nanugpt.errors import TrainingError
-from nanugpt.eval.evaluate import evaluate_split
+from nanugpt.eval.evaluate import batch_count, evaluate_split
 from nanugpt.eval.task_curve import TaskCurve
 from nanugpt.files.atomic import append_line, finite_json, write_json, write_text
 from nanugpt.metrics.sinks import (
@@ -187,7 +187,7 @@ class Trainer:
             "spikes": self.guard.state_dict(),
             "rng": rng_state(),
             "data": {
-                "seed": params.general.seed,
+                "seed": params.general.order_seed,
                 "next_step": self.progress.step,
                 **batches_state(parts.train_batches, self.info),  # a stream's position, per rank
             },
@@ -448,7 +448,7 @@ class Trainer:
         figures = evaluate_split(
             model,
             parts.train_batches,
-            iters=self.params.eval.eval_iters,
+            iters=batch_count(self.params.eval.eval_iters, self.validator.batches),  # type: ignore[arg-type]
             info=self.info,
             dtype=parts.autocast_dtype,
             loss_fn=parts.loss_fn,

@@ -150,6 +150,28 @@ def test_val_batches_walk_the_split_once(tmp_path: Path) -> None:
     assert [len(b) for b in batches[:-1]] == [16] * (len(batches) - 1) and 0 < len(batches[-1]) <= 16
     assert torch.equal(torch.cat(batches), torch.from_numpy(rows["val"][:, :-1].astype(np.int64)))
     assert torch.equal(val.micro_batch(len(batches), 0)[0], batches[0])  # wraps around
+    assert val.whole_split == len(batches)  # eval.eval_iters: null evaluates these, every example once
+
+
+def test_eval_iters_null_is_the_whole_val_split_and_refused_for_sampled_val_batches(tmp_path: Path) -> None:
+    from nanugpt.distributed.process_group import DistInfo
+    from nanugpt.eval.evaluate import evaluate_split
+
+    data = grokking(13, "x*y", train_fraction=0.4)
+    meta, _ = written(data, GrokkingTokenizerOptions(module="grokking", prime=13), tmp_path)
+    val = data.batches(tmp_path, meta, "val", context_length=4, share=BatchShare(16, 16), seed=0)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(meta.vocab_size, 8), torch.nn.Linear(8, meta.vocab_size))
+    one = DistInfo(0, 0, 1, torch.device("cpu"))
+    figures = {
+        iters: evaluate_split(
+            model, val, iters=iters, info=one, dtype="float32", loss_fn=GrokkingLossOptions(module="grokking").build()
+        )
+        for iters in (None, val.whole_split, 1)
+    }
+    assert figures[None] == figures[val.whole_split] != figures[1]
+    with pytest.raises(ParamsError, match="eval.eval_iters: null .* not 'tokenized': set a count"):
+        load(REPO / "params.yaml", ["--eval.eval_iters", "null"])
 
 
 def test_grokking_targets_are_the_answer_only(tmp_path: Path) -> None:

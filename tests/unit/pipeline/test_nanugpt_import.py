@@ -67,6 +67,7 @@ def test_gpt2_tinyshakespeare_maps_every_key(
         False,
     )
     assert (params.eval.eval_every, params.eval.eval_iters, params.generate.checkpoint) == (100, 50, "best")
+    assert params.general.data_seed == 3  # nanuGPT's data_loader_seed
 
 
 def test_the_imported_file_trains(
@@ -150,15 +151,16 @@ def test_grokking_maps_and_large_primes_draw_a_sample(
     assert (params.optimizer.weight_decay, params.scheduler.min_lr_ratio) == (1.0, 1.0)
 
     code, refused, out = run_import(tmp_path, capsys, str(NANUGPT_CONFIGS / "grokking" / "prime50k.yaml"))
-    assert code == 1 and len(refused) == 2  # nanuGPT's whole table is not ours, nor its whole-split evaluation
+    assert code == 1 and len(refused) == 1  # nanuGPT's whole table is not ours; its whole-split evaluation is
     assert refused[0] == (
         "not mapped: data.module_kwargs.prime: 50021: nanuGPT splits every pair (a, b), about 2.5e+09; above "
         "p = 10,007 we draw data.sampled_examples of them, set to 4,000,000 as in params/grokking_prime50k.yaml"
     )
-    assert "eval.eval_iters: None" in refused[1]
     assert out.read_text().startswith("# not mapped: data.module_kwargs.prime")  # written: the rest is valid
     large = loaded(out, monkeypatch)
     assert (large.data.prime, large.data.sampled_examples, large.tokenizer.prime) == (50021, 4_000_000, 50021)
+    assert large.eval.eval_iters is None  # the whole val split, as nanuGPT's eval_iters: null
+    assert large.general.data_seed == 1  # data_loader_seed: the train batches' order apart from general.seed
 
 
 def test_tokenize_configs_go_with_a_train_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ from nanugpt.data.tokenized import DataError
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError
 from nanugpt.metrics.train_metrics import WARMUP_STEPS
-from nanugpt.train.build import train_share
+from nanugpt.train.build import build_run, train_share
 from stages import tokenize, train
 
 
@@ -241,3 +241,21 @@ def test_resume_by_path_trains_with_this_runs_optimizer_values_and_records_them(
         "step": 10,
         "changed": {"optimizer.lr": {"checkpoint": 0.003, "this_run": 0.001}},
     }
+
+
+def test_data_seed_changes_the_order_of_train_batches_alone(tmp_path: Path, corpus: Path) -> None:
+    params, data = prepare(tmp_path, corpus)
+    one = DistInfo(0, 0, 1, torch.device("cpu"))
+    data_dir = data / "tiny" / "char"
+
+    def parts(data_seed: int | None):  # general.seed 7 throughout
+        tree = tiny_params(corpus, general={"seed": 7, "device_type": "cpu", "data_seed": data_seed})
+        return build_run(load_params(write_params(tmp_path / "p.yaml", tree)), data_dir, one, print)
+
+    default, same, other = parts(None), parts(7), parts(8)
+    for run in (same, other):  # the same initialisation and the same val batches
+        assert all(torch.equal(a, b) for a, b in zip(default.model.parameters(), run.model.parameters()))
+        assert torch.equal(default.val_batches.micro_batch(0, 0)[0], run.val_batches.micro_batch(0, 0)[0])
+    assert torch.equal(default.train_batches.micro_batch(3, 1)[0], same.train_batches.micro_batch(3, 1)[0])
+    assert not torch.equal(default.train_batches.micro_batch(3, 1)[0], other.train_batches.micro_batch(3, 1)[0])
+    assert load_params(write_params(tmp_path / "p.yaml", tiny_params(corpus))).general.order_seed == 7
