@@ -397,8 +397,6 @@ def tokenized_source(t: Translation, tokenize: Translation | None) -> None:
     t.implied(f"{kwargs}.tokenized_val_path", "implied: DATA_ROOT/<dataset>/<tokenizer>/val.bin")
     t.implied(f"{kwargs}.dtype", "implied: meta.json records uint16 or uint32, whichever the vocabulary needs")
     test_path = t.get(f"{kwargs}.tokenized_test_path")
-    if test_path not in (MISSING, None):
-        t.refuse(f"{kwargs}.tokenized_test_path", test_path, "no test split: evaluate reads the val split")
     match = TOKENIZED_PATH.search(str(train_path)) if train_path is not MISSING else None
     if match is None:
         t.refuse(f"{kwargs}.tokenized_train_path", train_path, "expected .../tokenized/<dataset>/<tokenizer>/*.bin")
@@ -417,6 +415,17 @@ def tokenized_source(t: Translation, tokenize: Translation | None) -> None:
             t.set(f"data.{key}", value)
     else:
         t.refuse(f"{kwargs}.tokenized_train_path", train_path, f"no known text for {dataset!r}: pass --tokenize")
+    if test_path in (MISSING, None):
+        return
+    source = str(t.result.tree.get("data", {}).get("source", ""))
+    if source.startswith("hf:") and t.result.tree["data"].get("hf", {}).get("test_split", "test") is not None:
+        t.note(f"{kwargs}.tokenized_test_path", "test.bin is the dataset's own test split (data.hf.test_split)")
+    else:
+        t.refuse(
+            f"{kwargs}.tokenized_test_path",
+            test_path,
+            "a text corpus has no test split of its own: set data.test_fraction to hold out its end",
+        )
 
 
 def translate_tokenize_data(t: Translation, folder: str) -> None:
@@ -439,7 +448,12 @@ def translate_tokenize_data(t: Translation, folder: str) -> None:
     else:
         t.refuse("data.hf_name_path", {"hf_name_path": name, "hf_data_files": files}, "one text file or one dataset")
     hf: dict[str, Any] = {}
-    for theirs, ours in (("hf_dataset_name", "config"), ("train_split", "split"), ("text_column", "text_field")):
+    for theirs, ours in (
+        ("hf_dataset_name", "config"),
+        ("train_split", "split"),
+        ("val_split", "val_split"),
+        ("text_column", "text_field"),
+    ):
         value = t.get(f"data.{theirs}")
         if value not in (MISSING, None):
             hf[ours] = value
@@ -449,7 +463,6 @@ def translate_tokenize_data(t: Translation, folder: str) -> None:
     if val not in (MISSING, None):
         t.set("data.val_fraction", val)
     for key, reason in (
-        ("val_split", "the val split is carved from the text by data.val_fraction"),
         ("test_split", "no test split"),
         ("test_fraction", "no test split"),
         ("hf_sample_by", "the text is read as one stream, not as documents split by line or paragraph"),

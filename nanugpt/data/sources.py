@@ -46,9 +46,11 @@ def load_hf_documents(
     data_files: list[str] | dict[str, list[str]] | None = None,
     revision: str | None = None,
     test_split: str | None = None,
-) -> tuple[tuple[Documents, int], tuple[Documents, int] | None]:
+    val_split: str | None = None,
+) -> tuple[tuple[Documents, int], tuple[Documents, int] | None, tuple[Documents, int] | None]:
     """Open a Hugging Face ``datasets`` dataset (``source`` is ``hf:<name>``) at ``revision``: its ``split`` as
-    (batches of texts, count), and its ``test_split`` the same way when the dataset has one (else None).
+    (batches of texts, count), its ``test_split`` the same way when the dataset has one (else None), and its
+    ``val_split``, which it must have when named (else None).
 
     The dataset is downloaded once into the datasets cache (or read from local
     ``data_files``) and memory-mapped, so memory stays flat.
@@ -65,8 +67,9 @@ def load_hf_documents(
             f"data.source {source!r}: cannot load it at revision {revision or 'main'!r} ({type(exc).__name__}: "
             f"{exc}). Offline, load it once with network, or give local files in data.hf.data_files"
         ) from None
-    if split not in splits:
-        raise SourceError(f"data.hf.split {split!r} is not a split of {source} ({sorted(splits)})")
+    for key, name in (("split", split), ("val_split", val_split)):
+        if name is not None and name not in splits:
+            raise SourceError(f"data.hf.{key} {name!r} is not a split of {source} ({sorted(splits)})")
 
     def documents(dataset: Any) -> tuple[Documents, int]:
         if text_field not in dataset.column_names:
@@ -79,7 +82,8 @@ def load_hf_documents(
         return batches, len(dataset)
 
     test = documents(splits[test_split]) if test_split and test_split != split and test_split in splits else None
-    return documents(splits[split]), test
+    val = documents(splits[val_split]) if val_split is not None else None
+    return documents(splits[split]), test, val
 
 
 def corpus_files(source: str, data_files: list[str] | dict[str, list[str]] | None = None) -> list[Path]:

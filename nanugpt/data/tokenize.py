@@ -253,6 +253,7 @@ def tokenize_documents(
     parallel_min_documents: int = 10_000,
     test_fraction: float = 0.0,
     test_split: tuple[Documents, int] | None = None,
+    val_split: tuple[Documents, int] | None = None,
     revision: str | None = None,
 ) -> TokenMeta:
     """Tokenize ``n_documents`` documents (``batches()`` yields them in order, in lists) like ``tokenize_files``.
@@ -261,23 +262,30 @@ def tokenize_documents(
     the test split and the ``val_fraction`` before them the validation split;
     or, given ``test_split`` (its documents and their count: a dataset's own
     test split), those documents are the test split. Every document is followed
-    by the end-of-text token when the tokenizer has one. ``revision`` is the
-    dataset revision recorded in ``meta.json``.
+    by the end-of-text token when the tokenizer has one. Given ``val_split`` (a
+    dataset's own val split), its documents are the validation split and
+    ``val_fraction`` carves none. ``revision`` is the dataset revision recorded
+    in ``meta.json``.
     """
     if n_documents == 0:
         raise CorpusError(f"the corpus is empty ({source} has no documents)")
     test_batches, n_test = test_split or (lambda: iter(()), 0)
-    every_doc = (doc for batch in itertools.chain(batches(), test_batches()) for doc in batch)
+    val_batches, n_val = val_split or (lambda: iter(()), 0)
+    if val_split is not None:
+        val_fraction = 0.0
+        if n_val == 0:
+            raise CorpusError(f"the validation split is empty ({source}'s val split has no documents)")
+    every_doc = (doc for batch in itertools.chain(batches(), val_batches(), test_batches()) for doc in batch)
     vocab = sorted({c for doc in every_doc for c in doc}) if options.module == "char" else None
     first_val = n_documents - int(n_documents * (val_fraction + test_fraction))
     first_test = n_documents - int(n_documents * test_fraction)
-    units = _document_units(batches, test_batches, first_val=first_val, first_test=first_test)
+    units = _document_units(batches, val_batches, test_batches, first_val=first_val, first_test=first_test)
     corpus = Corpus(
         source=source,
         hint=source,
-        size=n_documents + n_test,
+        size=n_documents + n_val + n_test,
         unit="doc",
-        workers=_pool_size(workers) if n_documents + n_test >= parallel_min_documents else 1,
+        workers=_pool_size(workers) if n_documents + n_val + n_test >= parallel_min_documents else 1,
         revision=revision,
     )
     splits = SPLITS if test_fraction > 0 or test_split is not None else SPLITS[:2]
@@ -287,10 +295,11 @@ def tokenize_documents(
 
 
 def _document_units(
-    batches: Documents, test_batches: Documents, *, first_val: int, first_test: int
+    batches: Documents, val_batches: Documents, test_batches: Documents, *, first_val: int, first_test: int
 ) -> Iterator[tuple[str, int, Payload]]:
     """``(split, index of the first document, documents)`` in order: documents before ``first_val`` train, those
-    before ``first_test`` val, the rest and every document of ``test_batches`` test."""
+    before ``first_test`` val, the rest test; then every document of ``val_batches`` val and of ``test_batches``
+    test."""
     index = 0
     for batch in batches():
         train, val = max(0, first_val - index), max(0, first_test - index)
@@ -298,9 +307,10 @@ def _document_units(
             if min(last, len(batch)) > first:
                 yield split, index + first, batch[first:last]
         index += len(batch)
-    for batch in test_batches():
-        yield "test", index, batch
-        index += len(batch)
+    for split, extra in (("val", val_batches), ("test", test_batches)):
+        for batch in extra():
+            yield split, index, batch
+            index += len(batch)
 
 
 def _pool_size(workers: int | None) -> int:

@@ -54,6 +54,11 @@ class HFSourceOptions(BaseModel):
     test_split: str | None = Field(
         "test", description="the dataset's own split tokenized into test.bin when it has one; null = never"
     )
+    val_split: str | None = Field(
+        None,
+        description="the dataset's own split tokenized into val.bin (every document of split then trains, and "
+        "data.val_fraction is not used); null = val is the last val_fraction of split",
+    )
     text_field: str = Field("text", description="column holding the text")
     data_files: list[str] | dict[str, list[str]] | None = Field(
         None, description="local files for builders such as 'text' or 'json' (a list, or lists by split name)"
@@ -130,7 +135,7 @@ class TokenizedDataOptions(DataOptions):
 
         if self.source.startswith(HF_PREFIX):
             hf = self.hf
-            (batches, count), test = load_hf_documents(
+            (batches, count), test, val = load_hf_documents(
                 self.source,
                 hf.split,
                 hf.text_field,
@@ -138,6 +143,7 @@ class TokenizedDataOptions(DataOptions):
                 data_files=hf.data_files,
                 revision=hf.revision,
                 test_split=hf.test_split,
+                val_split=hf.val_split,
             )
             if test is not None and self.test_fraction > 0:
                 raise UserError(
@@ -155,6 +161,7 @@ class TokenizedDataOptions(DataOptions):
                 source=self.source,
                 test_fraction=self.test_fraction,
                 test_split=test,
+                val_split=val,
                 revision=hf.revision,
             )
         files = resolve_source(self.source, self.dataset, self.sha256, raw_dir)

@@ -22,6 +22,7 @@ from nanugpt.data.tokenize import (
 from nanugpt.data.tokenizers.byte import ByteTokenizerOptions
 from nanugpt.data.tokenizers.char import CharTokenizerOptions
 from nanugpt.data.tokenizers.tiktoken import TiktokenOptions
+from nanugpt.errors import UserError
 from nanugpt.files.atomic import remove_stale_temporaries
 from nanugpt.files.hashing import sha256_file
 
@@ -170,13 +171,31 @@ def test_hf_datasets_source_from_local_files(tmp_path: Path) -> None:
     from nanugpt.data.sources import load_hf_documents
 
     (tmp_path / "a.txt").write_text("".join(f"row {i}\n" for i in range(50)))
-    (batches, count), test = load_hf_documents("hf:text", "train", "text", data_files=[str(tmp_path / "a.txt")])
-    assert count == 50 and test is None
+    (batches, count), test, val = load_hf_documents("hf:text", "train", "text", data_files=[str(tmp_path / "a.txt")])
+    assert count == 50 and test is None and val is None
     meta = tokenize_documents(
         batches, count, CharTokenizerOptions(module="char"), tmp_path / "o", 0.1, source="hf:text"
     )
     tok = CharTokenizerOptions(module="char").build(vocab=meta.vocab)
     assert tok.decode(read_bin(tmp_path / "o" / "val.bin", meta.dtype)) == "".join(f"row {i}" for i in range(45, 50))
+
+
+def test_an_hf_datasets_own_val_split_becomes_val_bin(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    from nanugpt.data.tokenized import TokenizedDataOptions
+
+    (tmp_path / "train.txt").write_text("".join(f"row {i}\n" for i in range(40)))
+    (tmp_path / "valid.txt").write_text("".join(f"held {i}\n" for i in range(5)))
+    files = {"train": [str(tmp_path / "train.txt")], "validation": [str(tmp_path / "valid.txt")]}
+    hf = {"data_files": files, "val_split": "validation", "test_split": None}
+    data = TokenizedDataOptions(module="tokenized", dataset="d", source="hf:text", hf=hf)
+    meta = data.tokenize(CharTokenizerOptions(module="char"), tmp_path / "o", tmp_path / "raw")
+    tok = CharTokenizerOptions(module="char").build(vocab=meta.vocab)
+    assert tok.decode(read_bin(tmp_path / "o" / "val.bin", meta.dtype)) == "".join(f"held {i}" for i in range(5))
+    assert tok.decode(read_bin(tmp_path / "o" / "train.bin", meta.dtype)) == "".join(f"row {i}" for i in range(40))
+    missing = TokenizedDataOptions(module="tokenized", dataset="d", source="hf:text", hf={**hf, "val_split": "dev"})
+    with pytest.raises(UserError, match="data.hf.val_split 'dev' is not a split of hf:text"):
+        missing.tokenize(CharTokenizerOptions(module="char"), tmp_path / "p", tmp_path / "raw")
 
 
 @pytest.mark.slow

@@ -223,3 +223,24 @@ def test_checkpoint_every_hr_becomes_minutes(
     training = loaded(out, monkeypatch).training
     # nanuGPT saves once more than the hours have passed since the last save, so 0 means every step
     assert (training.checkpoint_every_min, training.checkpoint_every) == (every_min, every_steps)
+
+
+def test_a_datasets_own_val_and_test_splits_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train_config = str(NANUGPT_CONFIGS / "train_gpt2" / "wikitext103.yaml")
+    tokenize_config = str(NANUGPT_CONFIGS / "tokenize" / "wikitext103.yaml")
+    code, refused, out = run_import(tmp_path, capsys, train_config, "--tokenize", tokenize_config)
+    assert (code, refused) == (0, [])
+    data = loaded(out, monkeypatch).data
+    assert (data.source, data.hf.config, data.hf.val_split, data.hf.test_split) == (
+        "hf:Salesforce/wikitext",
+        "wikitext-103-raw-v1",
+        "validation",
+        "test",
+    )
+    code, refused, _ = run_import(tmp_path, capsys, train_config)  # the known source: the hub's test split too
+    assert (code, refused) == (0, [])
+    shakespeare = str(NANUGPT_CONFIGS / "train_gpt2" / "tinyshakespeare_test_path.yaml")
+    code, refused, _ = run_import(tmp_path, capsys, shakespeare)
+    assert code == 1 and "a text corpus has no test split of its own: set data.test_fraction" in refused[0]
