@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from nanugpt.config.token_meta import read_meta
+from nanugpt.data.hf_dataset import skip_batches
 from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import UserError
@@ -72,10 +73,7 @@ def batch_rows(params: PipelineParams, data_dir: Path, step: int, world_size: in
         )
         if batches is None:
             raise UserError(f"{data_dir}: the train split is empty")
-        if hasattr(batches, "state_dict"):  # a stream: its batches in order, from the first
-            for earlier in range(data_step):
-                for micro in range(share.micro_steps):
-                    batches.micro_batch(earlier, micro)
+        skip_batches(batches, range(data_step), share.micro_steps)  # a stream: its batches in order, from the first
         for micro in range(share.micro_steps):
             inputs, _ = batches.micro_batch(data_step, micro)
             first = share.first_row(micro)

@@ -369,6 +369,16 @@ class FixedRows:
         return batch[:, :-1], batch[:, 1:]
 
 
+def skip_batches(batches: object, data_steps: range, micro_steps: int) -> None:
+    """Draw and drop the micro-batches of ``data_steps`` from train batches that keep a state (a stream, which gives
+    its batches in order), so that the next one is the step after them; batches addressed by step need nothing."""
+    if getattr(batches, "state_dict", None) is None:
+        return
+    for data_step in data_steps:
+        for micro in range(micro_steps):
+            batches.micro_batch(data_step, micro)  # type: ignore[attr-defined]
+
+
 def batches_state(batches: object, info: DistInfo) -> dict[str, Any]:
     """``{"stream_by_rank": [rank 0's state, rank 1's, ...]}`` of train batches that keep a state (a stream's
     position), gathered from every rank, so that rank 0's checkpoint holds them all (every rank calls it); ``{}``

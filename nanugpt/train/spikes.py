@@ -129,8 +129,12 @@ class SpikeGuard:
             "spike/skipped_updates": float(len(self.skipped_updates)),
         }
 
+    def record(self) -> dict[str, Any]:
+        """What the guard did: its rollbacks and skipped updates (``run_info.json``, ``train_summary.json``)."""
+        return {"rollbacks": self.rollbacks, "skipped_updates": self.skipped_updates}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"recent": list(self.recent), "rollbacks": self.rollbacks, "skipped_updates": self.skipped_updates}
+        return {"recent": list(self.recent), **self.record()}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Restore ``state_dict()`` (a checkpoint saved without one: an empty window, nothing recorded)."""

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from nanugpt.checkpoint import store
 from nanugpt.config.protocols import MetricSink, ReportingSchedule
 from nanugpt.config.schema import Params
-from nanugpt.data.hf_dataset import batches_state, load_batches_state
+from nanugpt.data.hf_dataset import batches_state, load_batches_state, skip_batches
 from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
 from nanugpt.distributed.device import peak_flops
 from nanugpt.distributed.process_group import DistInfo, any_rank, barrier, process_group
@@ -256,7 +256,7 @@ class Trainer:
         self.guard.rollbacks, self.guard.skipped_updates = rollbacks, skipped
         record = self.guard.record_rollback(rollback.spike, self.progress.step)
         first, last = record["skipped_batches"]
-        skip_stream(self.parts.train_batches, range(first, last + 1), self.parts.accum)
+        skip_batches(self.parts.train_batches, range(first, last + 1), self.parts.accum)
         self.log(
             f"{rollback.spike.describe(self.guard.options.factor, self.guard.options.window)}: rolled back to the "
             f"checkpoint of step {self.progress.step} and skipped the batches of data steps {first}-{last} "
@@ -353,7 +353,7 @@ class Trainer:
             )
             collected["size"] = {key.removeprefix("run/"): int(value) for key, value in self.sizes.items()}
             if self.guard.active:
-                collected["spikes"] = {"rollbacks": self.guard.rollbacks, "skipped_updates": self.guard.skipped_updates}
+                collected["spikes"] = self.guard.record()
             if self.checkpointer.changed:  # resumed by path from a checkpoint trained with other values
                 collected["resumed_from"] = {
                     "checkpoint": self.params.training.resume,
@@ -482,7 +482,7 @@ class Trainer:
             "best_val_loss": self.validator.best_loss,
         }
         if self.guard.active:
-            summary["spikes"] = {"rollbacks": self.guard.rollbacks, "skipped_updates": self.guard.skipped_updates}
+            summary["spikes"] = self.guard.record()
         if isinstance(self.parts.schedule, ReportingSchedule) and self.metrics.history:  # e.g. an lr range test
             lrs, losses = zip(*self.metrics.history)
             summary["schedule"] = self.parts.schedule.report(list(lrs), list(losses))
@@ -528,13 +528,3 @@ class Trainer:
             write_json(path, summary)
             self.log(f"wrote the missing outputs of the finished run from {self.checkpointer.folder}")
         return summary
-
-
-def skip_stream(batches: object, data_steps: range, accum: int) -> None:
-    """Draw and drop the micro-batches of ``data_steps`` from a stream of batches (one with a state: it gives its
-    batches in order), so its next batch is that of the step after them; batches addressed by step need nothing."""
-    if not hasattr(batches, "state_dict"):
-        return
-    for data_step in data_steps:
-        for micro in range(accum):
-            batches.micro_batch(data_step, micro)  # type: ignore[attr-defined]
