@@ -425,7 +425,7 @@ class WandbSink:
         self.run.log(dict(metrics), step=step)
 
     def log_checkpoint(self, record: Mapping[str, Any]) -> None:
-        """A written checkpoint (its ``checkpoints.jsonl`` record) as a version of an artifact of type ``model``:
+        """A written checkpoint (its ``logs/checkpoints.jsonl`` record) as a version of an artifact of type ``model``:
         ``checkpoint-<run id>`` for step checkpoints (aliased ``step-N``; W&B's own ``latest`` is then the newest),
         ``best-<run id>`` for ``best.pt``. The artifact references the file or folder where it lies rather than
         uploading a copy; the record, sha256 included, is its metadata and a small file in it, so each checkpoint

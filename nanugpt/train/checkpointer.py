@@ -56,8 +56,6 @@ RESUME_KEYS = (
 # Names the checkpoint ``last.pt`` / ``last`` is and its step, for either strategy: the one file by which
 # Snakemake knows the checkpoints folder (pipeline/stages.py), rewritten whenever ``last`` moves.
 LAST_MARKER = "last.json"
-# One line per checkpoint written (``checkpoint_record``), appended once the checkpoint is complete.
-CHECKPOINT_LOG = "checkpoints.jsonl"
 
 
 class Checkpointer:
@@ -263,9 +261,9 @@ class Checkpointer:
 
 
 def checkpoint_record(path: Path, *, step: int, kind: str, val_loss: float | None) -> dict[str, Any]:
-    """A written checkpoint's line of ``checkpoints.jsonl``: its step, kind ("step" or "best"), path, the time, the
-    val loss it was saved with, and a sha256: the file's for a ``.pt`` file, that of ``checksums.json`` (which
-    lists every file's) for a step folder."""
+    """A written checkpoint's line of ``OUT_DIR/logs/checkpoints.jsonl``: its step, kind ("step" or "best"), path,
+    the time, the val loss it was saved with, and a sha256: the file's for a ``.pt`` file, that of
+    ``checksums.json`` (which lists every file's) for a step folder."""
     if path.is_dir():
         listing = path / sharded.CHECKSUMS
         sha256 = sha256_file(listing) if listing.exists() else None

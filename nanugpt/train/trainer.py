@@ -66,12 +66,14 @@ from nanugpt.metrics.sinks import (
 from nanugpt.metrics.train_metrics import TrainMetrics
 from nanugpt.train import run_info
 from nanugpt.train.build import build_run, wrap_model
-from nanugpt.train.checkpointer import CHECKPOINT_LOG, Checkpointer, load_rng_state, rng_state
+from nanugpt.train.checkpointer import Checkpointer, load_rng_state, rng_state
 from nanugpt.train.previous_run import PreviousRun
 from nanugpt.train.profiler import StepProfiler
 from nanugpt.train.spikes import RollBack, SpikeGuard
 from nanugpt.train.step import TrainStep
 from nanugpt.train.validator import Validator
+
+CHECKPOINT_LOG = Path("logs") / "checkpoints.jsonl"  # under OUT_DIR: a line per checkpoint written, appended
 
 
 @dataclass
@@ -466,9 +468,12 @@ class Trainer:
 
     def checkpoint_saved(self, record: dict[str, Any]) -> None:
         """A checkpoint is written (rank 0; from the background writer's thread under
-        ``training.async_checkpoint``): its line in ``checkpoints/checkpoints.jsonl``, its W&B artifact, and after
-        a step checkpoint the earlier run's outputs are deleted."""
-        append_line(self.out_dir / "checkpoints" / CHECKPOINT_LOG, json.dumps(finite_json(record)))
+        ``training.async_checkpoint``): its line in ``OUT_DIR/logs/checkpoints.jsonl``, its W&B artifact, and after
+        a step checkpoint the earlier run's outputs are deleted. The log is beside the console logs, not in
+        ``checkpoints/``: its times would make a rerun's checkpoints folder differ from the first (DVC would then
+        run every stage after train again)."""
+        (self.out_dir / CHECKPOINT_LOG).parent.mkdir(parents=True, exist_ok=True)
+        append_line(self.out_dir / CHECKPOINT_LOG, json.dumps(finite_json(record)))
         if self.wandb is not None:
             self.wandb.log_checkpoint(record)
         if record["kind"] == "step":

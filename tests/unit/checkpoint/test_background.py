@@ -83,7 +83,7 @@ def test_async_saves_give_the_same_losses_and_checkpoints_and_resume_exactly(tmp
         )
         assert all(torch.equal(ours["model"][k], v) for k, v in theirs["model"].items()), name
         assert ours["step"] == theirs["step"] and ours["val_loss"] == theirs["val_loss"]
-    log = (tmp_path / "background" / "checkpoints" / "checkpoints.jsonl").read_text().splitlines()
+    log = (tmp_path / "background" / "logs" / "checkpoints.jsonl").read_text().splitlines()
     assert sorted((r["kind"], r["step"]) for r in map(json.loads, log) if r["kind"] == "step") == [
         ("step", s) for s in (5, 10, 15, 20)
     ]

@@ -437,7 +437,7 @@ def test_wandb_offline_has_every_metric_the_params_and_checkpoint_artifacts_and_
     # an artifact version per line of checkpoints.jsonl, in its order: of best-<run id> for the best.pt of each new
     # best val loss, of checkpoint-<run id> for each step file; its metadata is the line, its files the line and a
     # reference to the checkpoint
-    written = [json.loads(line) for line in (out / "checkpoints" / "checkpoints.jsonl").read_text().splitlines()]
+    written = [json.loads(line) for line in (out / "logs" / "checkpoints.jsonl").read_text().splitlines()]
     assert [(record["step"], record["kind"]) for record in written] == [
         (10, "best"),
         (10, "step"),

@@ -46,16 +46,13 @@ def test_loss_falls_and_outputs_written(tmp_path: Path, corpus: Path) -> None:
     assert kept == [
         "best.pt",
         "best.pt.sha256",
-        "checkpoints.jsonl",
         "last.json",
         "last.pt",
         "last.pt.sha256",
         *steps,
     ]  # keep_last 5, checksums beside
     assert json.loads((tmp_path / "out" / "checkpoints" / "last.json").read_text()) == {"step": 60, "last": "last.pt"}
-    log = [
-        json.loads(line) for line in (tmp_path / "out" / "checkpoints" / "checkpoints.jsonl").read_text().splitlines()
-    ]
+    log = [json.loads(line) for line in (tmp_path / "out" / "logs" / "checkpoints.jsonl").read_text().splitlines()]
     written = [(r["kind"], r["step"]) for r in log]
     assert [r for r in written if r[0] == "step"] == [("step", s) for s in range(10, 61, 10)]
     assert {r[0] for r in written} == {"step", "best"}
