@@ -1,5 +1,5 @@
 """``python -m pipeline.batch_at``: the rows of a step's global batch are the tokens training consumed (recorded by
-``recorded_data``), at the first steps, after a resume and after a spike's rollback, for 1 and 2 ranks."""
+``planted_data``), at the first steps, after a resume and after a spike's rollback, for 1 and 2 ranks."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pipeline.schema import load
 
 def recorded_params(corpus: Path, record_to: Path, **training: Any) -> dict[str, Any]:
     params = tiny_params(corpus, training={"max_steps": 6, "checkpoint_every": 2, "log_every": 1, **training})
-    params["data"] = {**params["data"], "module": "recorded_data:RecordedDataOptions", "record_to": str(record_to)}
+    params["data"] = {**params["data"], "module": "planted_data:RecordedDataOptions", "record_to": str(record_to)}
     return params
 
 
@@ -63,7 +63,7 @@ def test_batch_at_follows_a_rollback(tmp_path: Path, corpus: Path) -> None:
     params = recorded_params(corpus, tmp_path / "record")
     params["training"] = {**params["training"], "max_steps": 40, "log_every": 5, "checkpoint_every": 5}
     params["training"]["spike"] = {"action": "rollback", "factor": 1.3, "window": 10}
-    params["data"]["module"] = "spike_data:PoisonedDataOptions"  # the rollback, planted: data step 23
+    params["data"]["module"] = "planted_data:PoisonedDataOptions"  # the rollback, planted: data step 23
     params["data"]["poisoned"] = [23]
     params["data"].pop("record_to")
     one_process(tmp_path, params, "out")

@@ -1,4 +1,4 @@
-"""Loss spikes (``training.spike``): the running check, and a planted spike (``spike_data``: every target of one
+"""Loss spikes (``training.spike``): the running check, and a planted spike (``planted_data``: every target of one
 batch set to one token) rolled back, skipped or stopped at, on 1 and 2 processes."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def spike_params(corpus: Path, action: str, poisoned: list[int], **training: Any
             **training,
         },
     )
-    params["data"] = {**params["data"], "module": "spike_data:PoisonedDataOptions", "poisoned": poisoned}
+    params["data"] = {**params["data"], "module": "planted_data:PoisonedDataOptions", "poisoned": poisoned}
     return params
 
 
@@ -119,7 +119,7 @@ def test_two_processes_roll_back_at_the_same_step_as_one(tmp_path: Path, corpus:
     one = one_process(tmp_path, params, "one")  # tokenizes too
     params_file = write_params(tmp_path / "two.yaml", {**params, "launch": {"nproc_per_node": 2}})
     env = launch_env(tmp_path / "data", tmp_path / "two")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS)])  # spike_data for every rank
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS)])  # planted_data for every rank
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.launch", str(params_file)],
         cwd=tmp_path,
