@@ -38,8 +38,10 @@ def test_two_processes_match_one(tmp_path: Path, corpus: Path) -> None:
     # split and the gloo all-reduce), about 1e-7 relative per step, growing slowly over 20 steps.
     print("max relative difference", max(abs(a - b) / abs(a) for a, b in zip(one, two)))
     assert two == pytest.approx(one, rel=1e-4)
-    # the command line also appends its console to logs/train.log; train.run, called directly, does not
+    # the same outputs; logs/ apart: the command line also appends its console to logs/train.log (train.run, called
+    # directly, does not), beside the checkpoint log both write
     assert sorted(p.name for p in (tmp_path / "two").rglob("*") if p.is_file() and p.parent.name != "logs") == sorted(
-        p.name for p in (tmp_path / "one").rglob("*") if p.is_file()
+        p.name for p in (tmp_path / "one").rglob("*") if p.is_file() and p.parent.name != "logs"
     )
+    assert (tmp_path / "two" / "logs" / "checkpoints.jsonl").is_file() and (tmp_path / "one" / "logs").is_dir()
     assert single["step"] == 20
