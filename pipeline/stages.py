@@ -132,6 +132,7 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/train/checkpointer.py",
                 "nanugpt/checkpoint/background.py",
                 "nanugpt/train/spikes.py",
+                "nanugpt/train/environment.py",
                 "nanugpt/train/previous_run.py",
                 "nanugpt/config/protocols.py",
                 "nanugpt/metrics/train_metrics.py",

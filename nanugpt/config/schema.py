@@ -300,6 +300,11 @@ class TrainingParams(Section):
     resume: str = Field(
         "auto", description="'auto': resume from OUT_DIR/checkpoints/last.pt when compatible; 'never'; or a path"
     )
+    resume_env: Literal["warn", "strict"] = Field(
+        "warn",
+        description="a checkpoint saved in another environment (python, torch build, numpy, CPU, threads, packages: "
+        "nanugpt/train/environment.py): 'warn' resumes and names what differs, 'strict' refuses to resume it",
+    )
     peak_flops: float | None = Field(
         None, gt=0, description="device peak FLOP/s for MFU; null = GPU table, or a matmul measured on CPU"
     )

@@ -67,6 +67,7 @@ from nanugpt.metrics.train_metrics import TrainMetrics
 from nanugpt.train import run_info
 from nanugpt.train.build import build_run, wrap_model
 from nanugpt.train.checkpointer import Checkpointer, load_rng_state, rng_state
+from nanugpt.train.environment import check_resume, fingerprint
 from nanugpt.train.previous_run import PreviousRun
 from nanugpt.train.profiler import StepProfiler
 from nanugpt.train.spikes import RollBack, SpikeGuard
@@ -147,6 +148,7 @@ class Trainer:
         )
         self.previous = PreviousRun(out_dir)
         self.guard = SpikeGuard(params.training.spike)
+        self.environment = fingerprint()
         self.last_checkpoint: int | None = None  # the step of this run's newest checkpoint
         self.wandb: WandbSink | None = None
         self.task_curve = (
@@ -194,6 +196,7 @@ class Trainer:
                 **batches_state(parts.train_batches, self.info),  # a stream's position, per rank
             },
             "params": params.to_dict(),
+            "environment": self.environment,
             "params_digest": self.checkpointer.digest,
             "data_digest": self.checkpointer.data_digest,
             "vocab_size": parts.vocab_size,
@@ -202,6 +205,9 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint's ``state_dict()``."""
         store.check_vocab(state, self.parts.meta, self.data_dir)
+        strict = self.params.training.resume_env == "strict"
+        if (changed := check_resume(state.get("environment"), self.environment, strict=strict)) is not None:
+            self.log(changed)
         try:
             self.checkpointer.load_model_optimizer(state)
         except RuntimeError as exc:
@@ -354,6 +360,7 @@ class Trainer:
                 params.to_dict(), str(info.device), info.world_size, info.hosts, self.launch_command
             )
             collected["size"] = {key.removeprefix("run/"): int(value) for key, value in self.sizes.items()}
+            collected["environment"] = self.environment
             if self.guard.active:
                 collected["spikes"] = self.guard.record()
             if self.checkpointer.changed:  # resumed by path from a checkpoint trained with other values

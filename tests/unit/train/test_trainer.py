@@ -256,3 +256,33 @@ def test_data_seed_changes_the_order_of_train_batches_alone(tmp_path: Path, corp
     assert torch.equal(default.train_batches.micro_batch(3, 1)[0], same.train_batches.micro_batch(3, 1)[0])
     assert not torch.equal(default.train_batches.micro_batch(3, 1)[0], other.train_batches.micro_batch(3, 1)[0])
     assert load_params(write_params(tmp_path / "p.yaml", tiny_params(corpus))).general.order_seed == 7
+
+
+def test_a_resume_in_another_environment_names_what_differs_or_is_refused(
+    tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nanugpt.checkpoint.store import point_last_at, save_state
+    from nanugpt.train.environment import fingerprint
+
+    params, data = prepare(tmp_path, corpus)
+    train.run(params, data_root=data, out_dir=tmp_path / "out")
+    info = json.loads((tmp_path / "out" / "run_info.json").read_text())
+    assert info["environment"] == fingerprint() and len(info["environment"]["packages"]) == 64
+    folder = tmp_path / "out" / "checkpoints"
+    state = load_checkpoint(folder / "step-0000010.pt")
+    state["environment"] = {**state["environment"], "numpy": "1.0.0", "threads": 64}  # as if saved elsewhere
+    save_state(folder / "step-0000010.pt", state)
+    point_last_at(folder, folder / "step-0000010.pt")
+    (folder / "step-0000020.pt").unlink()
+    capsys.readouterr()
+    train.run(params, data_root=data, out_dir=tmp_path / "out")
+    current = fingerprint()
+    assert (
+        f"saved in another environment (numpy 1.0.0 -> {current['numpy']}, threads 64 -> {current['threads']}): the "
+        "run continues" in capsys.readouterr().out
+    )
+    point_last_at(folder, folder / "step-0000010.pt")
+    (folder / "step-0000020.pt").unlink()
+    strict = load_params(write_params(tmp_path / "strict.yaml", tiny_params(corpus, training={"resume_env": "strict"})))
+    with pytest.raises(CheckpointError, match="numpy 1.0.0 -> .*training.resume_env is strict"):
+        train.run(strict, data_root=data, out_dir=tmp_path / "out")
