@@ -1,7 +1,9 @@
 """The page that compares a sweep's points: ``OUT_DIR/sweeps/<name>/report.html`` and ``summary.csv``.
 
 Read from each point's folder: ``train_summary.json`` (best val loss, tokens/s, wall time), ``metrics.json``
-(the evaluate stage's val loss) and the loss curves ``plots/train.csv`` / ``plots/val.csv``. The page is one
+(the evaluate stage's val loss), ``run_info.json`` (the environment's fingerprint, shown as a short digest: points
+of two environments agree to rounding, not bitwise, and the page says so) and the loss curves
+``plots/train.csv`` / ``plots/val.csv``. The page is one
 static file: a sortable table (a few lines of inline JavaScript), the points grouped over seeds (mean and
 spread), and the loss curves of every point drawn as inline SVG, against steps and against tokens. It needs
 no server and no network.
@@ -14,6 +16,7 @@ metrics, ``incomplete`` when a stage started and has not finished, ``not run`` o
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
@@ -50,6 +53,7 @@ METRICS = (  # (column, heading) of summary.csv and the table, after the swept k
     ("tokens_per_s", "tokens/s"),
     ("wall_s", "wall time (s)"),
     ("steps", "steps"),
+    ("environment", "environment"),
 )
 CHARTS = (  # (title, curve, x column)
     ("val loss by step", "val", "step"),
@@ -116,12 +120,32 @@ def read_result(point: Point, folder: Path) -> Result:
         "tokens_per_s": summary.get("tokens_per_s"),
         "wall_s": summary.get("seconds"),
         "steps": summary.get("step"),
+        "environment": environment_digest(_json(folder / "run_info.json").get("environment")),
     }
     curves = {
         "train": _curve(folder / "plots" / "train.csv", "train_loss"),
         "val": _curve(folder / "plots" / "val.csv", "val_loss"),
     }
     return Result(point, point_status(folder), metrics, curves)
+
+
+def environment_digest(fingerprint: dict[str, Any] | None) -> str | None:
+    """The first 12 hex digits of the sha256 of an environment fingerprint (``nanugpt.train.environment``), or
+    None for a point without one."""
+    if not fingerprint:
+        return None
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def environment_note(results: Sequence[Result]) -> str:
+    """A warning where the finished points ran in more than one environment, else nothing."""
+    digests = sorted({r.metrics["environment"] for r in results if r.status == "done" and r.metrics["environment"]})
+    if len(digests) < 2:
+        return ""
+    return (
+        f'<p class="warning">The points ran in {len(digests)} environments ({", ".join(digests)}: the environment '
+        "column): compare them to rounding, not bitwise. <code>run_info.json</code> of each says what differs.</p>"
+    )
 
 
 def best_result(results: Sequence[Result]) -> Result | None:
@@ -362,6 +386,7 @@ th { background: #f3f3f3; cursor: pointer; }
 td:first-child, th:first-child { text-align: left; }
 tr.best { background: #fff4c2; font-weight: bold; }
 tr.failed td { color: #b00; }
+p.warning { color: #b00; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
 .legend span { display: inline-block; margin-right: 1em; font-size: 13px; }
 .legend i { display: inline-block; width: 14px; height: 4px; margin-right: 4px; vertical-align: middle; }
@@ -405,6 +430,7 @@ def report_html(sweep: Sweep, results: Sequence[Result]) -> str:
 <h1>Sweep {html.escape(sweep.name)}</h1>
 <p>{html.escape(str(sweep.path))}: {len(results)} points ({summary}) over {swept};
 {best_line}. Click a column heading to sort.</p>
+{environment_note(results)}
 <table id="points" class="sortable"><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>

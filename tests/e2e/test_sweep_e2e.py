@@ -138,6 +138,9 @@ def test_a_failing_point_does_not_stop_the_others_and_is_reported(session: Sessi
     assert 'class="failed"' in session.report and "failed (train)" in session.report
     best = min(session.summary[:3], key=lambda row: float(row["val_loss"]))
     assert [row["point"] for row in session.summary if row["best"] == "1"] == [best["point"]]
+    # one environment for every point that trained: the page warns of none
+    assert len({row["environment"] for row in session.summary[:3]}) == 1 and session.summary[0]["environment"]
+    assert "environments (" not in session.report
     assert not (session.space.ws / "out" / "checkpoints").exists()  # the single-run rules did not run
 
 

@@ -18,7 +18,15 @@ import pytest
 import yaml
 from helpers import tiny_params, write_params
 
-from pipeline.sweep.report import PALETTE, failed_marker, nice_ticks, read_result, summary_csv, write_report
+from pipeline.sweep.report import (
+    PALETTE,
+    failed_marker,
+    nice_ticks,
+    read_result,
+    report_html,
+    summary_csv,
+    write_report,
+)
 from pipeline.sweep.spec import Sweep, expand
 
 WINDOW = (1280, 1500)
@@ -90,11 +98,29 @@ def test_summary_csv_has_a_row_per_point_and_marks_the_best(swept: tuple[Sweep, 
     assert [r["point"] for r in rows] == [p.name for p in sweep.points]
     assert list(rows[0]) == [
         "point", "group", "optimizer.lr", "general.seed", "training.resume",
-        "status", "val_loss", "best_val_loss", "tokens_per_s", "wall_s", "steps", "best",
+        "status", "val_loss", "best_val_loss", "tokens_per_s", "wall_s", "steps", "environment", "best",
     ]  # fmt: skip
     assert [r["point"] for r in rows if r["best"] == "1"] == ["lr=0.003,seed=1"]
     assert rows[2]["val_loss"] == "2.2" and rows[2]["optimizer.lr"] == "0.003" and rows[2]["group"] == "lr=0.003"
     assert rows[4]["status"] == "failed (train)" and rows[4]["val_loss"] == ""
+
+
+def test_points_of_two_environments_are_told_apart(swept: tuple[Sweep, Path]) -> None:
+    sweep, folder = swept
+    fingerprint = {"torch": "2.13.0+cpu", "numpy": "2.1.0", "threads": 1}
+    for name in ("lr=0.001,seed=1", "lr=0.001,seed=2", "lr=0.003,seed=1"):
+        (folder / name / "run_info.json").write_text(json.dumps({"environment": fingerprint}))
+    results = [read_result(p, folder / p.name) for p in sweep.points]
+    assert "environments (" not in report_html(sweep, results)  # one environment (a point without run_info.json: none)
+    other = {**fingerprint, "numpy": "1.26.4"}
+    (folder / "lr=0.003,seed=2" / "run_info.json").write_text(json.dumps({"environment": other}))
+    results = [read_result(p, folder / p.name) for p in sweep.points]
+    digests = [r.metrics["environment"] for r in results]
+    assert len(set(digests[:3])) == 1 and digests[3] != digests[0] and digests[4] is None
+    assert all(len(d) == 12 for d in digests[:4])
+    assert f"ran in 2 environments ({', '.join(sorted({digests[0], digests[3]}))}" in report_html(sweep, results)
+    rows = list(csv.DictReader(io.StringIO(summary_csv(sweep, results))))
+    assert [r["environment"] for r in rows] == [*digests[:4], ""]
 
 
 def test_nice_ticks_are_round_and_cover_the_range() -> None:
