@@ -27,10 +27,11 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 
 from nanugpt.config.protocols import MetricSink
@@ -103,7 +104,9 @@ class TrainMetrics:
         self.warm_seconds: float | None = None  # training seconds when WARMUP_STEPS steps were done
         self.pending: list[tuple[int, int, float, torch.Tensor]] = []  # (step, tokens, lr, loss on device)
         self.losses: list[float] = []  # the reduced losses of ``pending``, after ``reduce()``
-        self.history: list[tuple[float, float]] = []  # (lr, train loss) of every step this process ran
+        # the lr and the train loss of every step this process ran
+        self.history_lrs: list[float] = []
+        self.history_losses: list[float] = []
         self.grad_norm: torch.Tensor | None = None
         self.train_loss = math.nan
 
@@ -123,7 +126,8 @@ class TrainMetrics:
     def reduce(self) -> list[float]:
         """The mean over ranks of each pending step's loss (one host sync for the whole interval)."""
         self.losses = all_reduce_mean(torch.stack([p[3] for p in self.pending]), self.info).tolist()
-        self.history += [(lr, loss) for (_, _, lr, _), loss in zip(self.pending, self.losses)]
+        self.history_lrs += [p[2] for p in self.pending]
+        self.history_losses += self.losses
         self.train_loss = self.losses[-1]
         return self.losses
 
@@ -164,7 +168,7 @@ class TrainMetrics:
             "train/mem_gb": memory_gb(self.info.device),
             "time/elapsed_s": self.clock.wall(),
             "time/eta_s": (self.max_steps - step) * seconds / steps_done,
-            "train/pred_loss": predicted_loss([loss for _, loss in self.history], step, self.max_steps),
+            "train/pred_loss": predicted_loss(self.history_losses, step, self.max_steps),
             **group_lrs(self.optimizer),
         }
         if self.peak_flops:
@@ -205,22 +209,20 @@ class TrainMetrics:
                 sink.close(failed)
 
 
-def predicted_loss(losses: list[float], step: int, max_steps: int) -> float:
+def predicted_loss(losses: Sequence[float], step: int, max_steps: int) -> float:
     """Where the train loss is heading at ``max_steps``: a least-squares line through the losses of the last half of
     the steps so far (``losses``: one per step, the last of them ``step``'s) against log(step), read at
     log(``max_steps``). The log makes the usual decelerating curve nearly straight, and the line, like any
-    extrapolation, is a trend, not a bound: NaN before 8 steps, and the mean loss where the steps are one point."""
+    extrapolation, is a trend, not a bound: NaN before 8 steps. Vectorized: the half grows with the run, and it is
+    fitted at every log interval."""
     count = len(losses) // 2
     if count < 4:
         return math.nan
-    xs = [math.log(s) for s in range(step - count + 1, step + 1)]
-    ys = losses[-count:]
-    mean_x, mean_y = sum(xs) / count, sum(ys) / count
-    spread = sum((x - mean_x) ** 2 for x in xs)
-    if spread == 0:
-        return mean_y
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
-    return mean_y + slope * (math.log(max_steps) - mean_x)
+    xs = np.log(np.arange(step - count + 1, step + 1, dtype=np.float64))
+    ys = np.asarray(losses[-count:], dtype=np.float64)
+    dx, dy = xs - xs.mean(), ys - ys.mean()
+    slope = float(dx @ dy) / float(dx @ dx)
+    return float(ys.mean()) + slope * (math.log(max_steps) - float(xs.mean()))
 
 
 def val_metrics(figures: Mapping[str, float]) -> dict[str, float]:

@@ -495,9 +495,8 @@ class Trainer:
         }
         if self.guard.active:
             summary["spikes"] = self.guard.record()
-        if isinstance(self.parts.schedule, ReportingSchedule) and self.metrics.history:  # e.g. an lr range test
-            lrs, losses = zip(*self.metrics.history)
-            summary["schedule"] = self.parts.schedule.report(list(lrs), list(losses))
+        if isinstance(self.parts.schedule, ReportingSchedule) and self.metrics.history_losses:  # an lr range test
+            summary["schedule"] = self.parts.schedule.report(self.metrics.history_lrs, self.metrics.history_losses)
         if self.info.is_main:
             write_json(self.out_dir / "train_summary.json", summary)
             self.previous.discard()
