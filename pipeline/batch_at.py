@@ -33,6 +33,7 @@ from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import UserError
 from nanugpt.train.build import train_share
+from nanugpt.train.spikes import skipped_before
 from pipeline import paths
 from pipeline.cli import run_command
 from pipeline.schema import PipelineParams, load
@@ -46,8 +47,7 @@ def data_offset(step: int, out_dir: Path) -> int:
             recorded = json.loads((out_dir / name).read_text())
         except (OSError, ValueError):
             continue
-        rollbacks = (recorded.get("spikes") or {}).get("rollbacks", [])
-        return sum(r["skipped_batches"][1] - r["skipped_batches"][0] + 1 for r in rollbacks if step > r["resumed_from"])
+        return skipped_before((recorded.get("spikes") or {}).get("rollbacks", []), step)
     return 0
 
 

@@ -151,14 +151,16 @@ class Checkpointer:
             write_shards()
             if not self.info.is_main:
                 return
-            if self.sharded and kind == "step":
-                sharded.adopt_step(self.folder, path, self.keep_last)
-            elif not self.sharded and kind == "step":
-                store.save_checkpoint(self.folder, step, state, self.keep_last)
-            elif not self.sharded:
-                store.save_best(self.folder, state)
-            self.drop_other_form("last" if kind == "step" else "best")
-            if kind == "step":
+            if kind == "best":
+                if not self.sharded:
+                    store.save_best(self.folder, state)
+                self.drop_other_form("best")
+            else:
+                if self.sharded:
+                    sharded.adopt_step(self.folder, path, self.keep_last)
+                else:
+                    store.save_checkpoint(self.folder, step, state, self.keep_last)
+                self.drop_other_form("last")
                 self.mark_last(step, self.sharded)
             self.on_saved(checkpoint_record(path, step=step, kind=kind, val_loss=state.get("val_loss")))
 

@@ -43,6 +43,16 @@ class Spike:
         )
 
 
+def skipped_before(rollbacks: Iterable[dict[str, Any]], step: int | None = None) -> int:
+    """The data steps that ``rollbacks`` (``SpikeGuard.rollbacks``, as a run records them) skipped before ``step``
+    (counted from 1): those of each rollback to a checkpoint before it. All of them for None."""
+    return sum(
+        r["skipped_batches"][1] - r["skipped_batches"][0] + 1
+        for r in rollbacks
+        if step is None or step > r["resumed_from"]
+    )
+
+
 class RollBack(Exception):  # noqa: N818 - a request to the trainer, not an error
     """Raised by the loop to ask the trainer to reload its newest checkpoint and skip past ``spike``."""
 
@@ -73,7 +83,7 @@ class SpikeGuard:
     def data_offset(self) -> int:
         """Data steps skipped by rollbacks so far: ``TrainStep`` runs step ``s`` (from 0) on data step
         ``s + data_offset``."""
-        return sum(r["skipped_batches"][1] - r["skipped_batches"][0] + 1 for r in self.rollbacks)
+        return skipped_before(self.rollbacks)
 
     def observe(self, step: int, loss: float) -> Spike | None:
         """Check ``loss`` of ``step`` against the window, which takes it unless it spikes."""
