@@ -7,6 +7,8 @@
 - ``step_profile``: where a train step's time goes (torch profiler), for the two recipes of ``quality``.
 - ``profiler_overhead``: a train step with ``training.profile`` off against no profiler, and in a window.
 - ``checkpoint_stall``: the training stall of a blocking checkpoint save against an async one, 1 process and FSDP.
+- ``packing_attention``: a train step's forward + backward with attention masked at document boundaries against
+  the unmasked causal one (``data.packing: documents``), and the masks that were tried.
 - ``quality``: val loss at nanoGPT's CPU budget, our reference recipe and our modern recipe side by side.
 - ``speedrun``: time to val loss 1.88, the ``tinyshakespeare_speedrun`` preset against nanoGPT's settings.
 - ``generation``: our generate stage's sampling loop against ``transformers``' ``generate()`` on our export.

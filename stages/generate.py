@@ -20,6 +20,7 @@ from pathlib import Path
 from nanugpt.checkpoint.store import check_vocab, load_trained_model
 from nanugpt.config.schema import Params
 from nanugpt.config.token_meta import read_meta
+from nanugpt.data.packing import mask_model_documents
 from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
 from nanugpt.distributed.device import pick_device
 from nanugpt.files.atomic import write_text
@@ -39,12 +40,14 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
         check_sinks(params)
         prompt = read_prompt(params.generate.prompt)  # a bad FILE: prompt fails before the model is loaded
         device = pick_device(params.general.device_type)
-        model, _, state = load_trained_model(
+        model, trained, state = load_trained_model(
             paths.chosen_checkpoint(params.generate.checkpoint, out), device, params.general.verify_checkpoints
         )
         data_dir = paths.tokenized_dir(params, data_root)
         meta = read_meta(data_dir)
         check_vocab(state, meta, data_dir)
+        # as trained; decoders sample with a key/value cache, which is never masked (one prompt is one document)
+        mask_model_documents(model, trained.data, eot_id=meta.eot_id, module=trained.model.module)
         tokenizer = tokenizer_from_meta(meta)
         try:
             prompt_ids = tokenizer.encode(prompt)

@@ -12,6 +12,7 @@ and checked with ``isinstance``, never probed attribute by attribute.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -131,6 +132,38 @@ class LanguageModel(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DocumentPacking:
+    """How a data component packs whole documents into windows (``data.packing: documents``): what the model needs
+    to know to mask its attention at their boundaries (``nanugpt.data.packing.mask_model_documents``)."""
+
+    restart_positions: bool  # positions count from each document's first token
+
+
+@runtime_checkable
+class PacksDocuments(Protocol):
+    """Data options (a ``DataOptions``) whose windows may hold whole documents, which the model must then mask."""
+
+    def document_packing(self) -> DocumentPacking | None:
+        """How the windows pack documents; None: cut anywhere, the model attends over the whole window."""
+        ...
+
+
+@runtime_checkable
+class DocumentMasking(Protocol):
+    """A model whose attention can stop at document boundaries (``data.packing: documents``).
+
+    After ``mask_documents(eot_id, ...)``, a forward without a key/value cache finds the documents of each row
+    from its end-of-text ids: a position attends only to earlier positions of its own document (the end-of-text
+    id belongs to the document it ends), and with ``restart_positions`` its position counts from its document's
+    first token. A model that cannot take a mask does not have this method, and packed training refuses it.
+    """
+
+    def mask_documents(self, eot_id: int, *, restart_positions: bool) -> None:
+        """Mask attention at the boundaries that ``eot_id`` marks from now on."""
+        ...
+
+
 class Loss(Protocol):
     """A training loss (what ``LossOptions.build`` returns): the scalar to minimise, and evaluation metrics as
     sums and counts, so that averages over batches and ranks are exact ratios (``nanugpt.optim.losses``)."""
@@ -174,4 +207,18 @@ class MetricSink(Protocol):
 
     def close(self, failed: bool = False) -> None:
         """Flush and release whatever the sink holds; ``failed``: the run ends by an exception or a signal."""
+        ...
+
+
+@runtime_checkable
+class MixedBatches(Batches, Protocol):
+    """Batches drawn from several named sources in set proportions (``nanugpt.data.mixture``): the tokens each
+    source gave, and each source's batches alone (its own val loss)."""
+
+    def tokens_by_source(self, steps: int) -> dict[str, int]:
+        """The tokens each source gave to the global batches of steps ``0 .. steps - 1``."""
+        ...
+
+    def named_parts(self) -> Mapping[str, Batches]:
+        """Each source's batches alone, by name."""
         ...

@@ -98,6 +98,10 @@ class DataOptions(ComponentOptions):
         description="dataset name (letters, digits, '_', '-', '.'); token files go to DATA_ROOT/<dataset>/<tokenizer>/",
     )
 
+    # Keys that shape the batches drawn from the token files, or how they are made, but never the files themselves:
+    # changing one re-runs no tokenize (``tokens_settings``, which the source stage records).
+    not_in_tokens: ClassVar[tuple[str, ...]] = ()
+
     def tokenize(self, tokenizer: TokenizerOptions, out_dir: Path, raw_dir: Path) -> TokenMeta:
         """Write the dataset's token files and then ``meta.json`` (``nanugpt.config.token_meta.write_meta``) into
         ``out_dir``; return the meta. ``raw_dir`` is where downloads may be kept (``DATA_ROOT/<dataset>/raw``)."""
@@ -109,6 +113,23 @@ class DataOptions(ComponentOptions):
         """A source of (inputs, targets) micro-batches of ``split`` for this process's ``share`` (see
         ``nanugpt.config.protocols.Batches``), or None when the split is empty. ``meta`` is ``read_meta(data_dir)``."""
         raise NotImplementedError
+
+
+def tokens_settings(data: DataOptions) -> dict[str, Any]:
+    """The options the token files of ``data`` depend on: every key but its ``not_in_tokens``, and the same within
+    the data sections it holds (a mixture's sources)."""
+    plain: dict[str, Any] = {}
+    for name in type(data).model_fields:
+        if name in data.not_in_tokens:
+            continue
+        value = getattr(data, name)
+        if isinstance(value, DataOptions):
+            plain[name] = tokens_settings(value)
+        elif isinstance(value, list) and value and all(isinstance(item, DataOptions) for item in value):
+            plain[name] = [tokens_settings(item) for item in value]
+        else:
+            plain[name] = data.model_dump(mode="json", include={name})[name]
+    return plain
 
 
 class TokenizerOptions(ComponentOptions):

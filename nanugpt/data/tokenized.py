@@ -16,6 +16,12 @@ same global batches. Two ways to pick the windows of the train split:
 Validation batches are always ``random``, so that runs with either sampling
 are evaluated on the same batches. The dtype comes from ``meta.json``.
 
+With ``packing: documents`` the windows hold whole documents instead
+(``nanugpt.data.packing``): the split is cut once into windows of up to
+``context_length + 1`` tokens at end-of-text ids, and ``random`` / ``epochs``
+pick among those windows as above (``PackedBatchSource``); the model masks its
+attention at the boundaries.
+
 Token files are memory-mapped with ``MADV_RANDOM``: a batch touches a few
 pages instead of faulting in megabytes of read-ahead.
 """
@@ -24,14 +30,16 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nanugpt.config.schema import BatchShare, DataOptions, TokenizerOptions
+from nanugpt.config.protocols import DocumentPacking
+from nanugpt.config.schema import BatchShare, DataOptions, Problem, TokenizerOptions
 from nanugpt.config.token_meta import RETOKENIZE, DataError, TokenMeta
+from nanugpt.data.packing import document_ends, eot_of, pack_windows
 from nanugpt.errors import UserError
 from nanugpt.files.hashing import sha256_file
 
@@ -69,15 +77,41 @@ class TokenizedDataOptions(DataOptions):
     """Random windows from the pre-tokenized .bin files of the tokenize stage."""
 
     numerics_neutral: ClassVar[tuple[str, ...]] = ("tokenize_workers", "verify", "sha256")
+    not_in_tokens: ClassVar[tuple[str, ...]] = (
+        "tokenize_workers",
+        "verify",
+        "sampling",
+        "packing",
+        "mask_first_target",
+        "restart_positions",
+    )
 
     source: str = Field(
-        TINYSHAKESPEARE_URL, description="URL, text file, folder of .txt files, or hf:<dataset> (Hugging Face datasets)"
+        TINYSHAKESPEARE_URL,
+        description="URL, text file, folder of .txt files, hf:<dataset> (Hugging Face datasets) or gen:<name> (a "
+        "corpus the repository writes: gen:arithmetic)",
     )
     hf: HFSourceOptions = Field(HFSourceOptions(), description="split and column of an hf: source")
     sampling: Literal["random", "epochs"] = Field(
         "random",
         description="train windows: 'random' starts (nanoGPT's) or 'epochs', shuffled passes over "
         "non-overlapping windows (every token a target once per pass); val batches are always random",
+    )
+    packing: Literal["none", "documents"] = Field(
+        "none",
+        description="'none': windows cut anywhere in the token stream; 'documents': windows of whole documents "
+        "(long ones split, short ones packed, the rest padded), attention masked at document boundaries; needs a "
+        "tokenizer with an end-of-text id and a model that can mask (docs/packing.md)",
+    )
+    mask_first_target: bool = Field(
+        False,
+        description="with packing: documents, leave out of the loss each document's first token, the target "
+        "predicted at the previous document's end-of-text",
+    )
+    restart_positions: bool = Field(
+        True,
+        description="with packing: documents, count each document's positions from 0 (learned or rotary "
+        "embeddings); false = positions within the window",
     )
     sha256: str | None = Field(None, description="expected sha256 of a single-file source; null = not checked")
     val_fraction: float = Field(
@@ -120,6 +154,26 @@ class TokenizedDataOptions(DataOptions):
                 "or nothing is left to train on"
             )
         return self
+
+    @model_validator(mode="after")
+    def _packing_keys_need_packing(self) -> TokenizedDataOptions:
+        if self.packing == "none" and (self.mask_first_target or not self.restart_positions):
+            raise ValueError(
+                "mask_first_target and restart_positions apply to data.packing: documents only: set "
+                "data.packing: documents, or leave them at their defaults (false, true)"
+            )
+        return self
+
+    def check(self, params: Any) -> list[Problem]:
+        ignore_index = getattr(params.loss, "ignore_index", -100)
+        if self.packing == "documents" and ignore_index != -100:
+            message = f"documents pads windows with targets of -100, but loss.ignore_index is {ignore_index}"
+            return [("data.packing", message + ": set loss.ignore_index: -100")]
+        return []
+
+    def document_packing(self) -> DocumentPacking | None:
+        """``PacksDocuments``: with ``packing: documents``, how the model must mask the windows' documents."""
+        return DocumentPacking(restart_positions=self.restart_positions) if self.packing == "documents" else None
 
     def corpus_files(self) -> list[Path]:
         """The local files of ``source`` (a file, a folder's .txt files, an hf source's ``data_files``); none
@@ -182,6 +236,17 @@ class TokenizedDataOptions(DataOptions):
         if token_file.n_tokens == 0:
             return None
         sampling = self.sampling if split == "train" else "random"
+        if self.packing == "documents":
+            return PackedBatchSource(
+                token_file,
+                context_length,
+                share=share,
+                seed=seed,
+                split=split,
+                sampling=sampling,
+                eot_id=eot_of(meta, data_dir),
+                mask_first_target=self.mask_first_target,
+            )
         return BatchSource(token_file, context_length, share=share, seed=seed, split=split, sampling=sampling)
 
 
@@ -260,8 +325,10 @@ class BatchSource:
         self._offsets = np.zeros(0, dtype=np.int64)
         self._window = np.arange(context_length + 1)  # positions within a window, for one gather per batch
         self.sampling = sampling
-        # epochs: windows start at shift + i * context_length, i < windows_per_epoch, shift <= max_shift,
-        # so that window i's targets are tokens shift + i * context_length + 1 ... + context_length
+        self.random_starts = token_file.n_tokens - context_length - 1  # random: windows start at 0 .. this - 1
+        # epochs: windows start at shift + i * stride, i < windows_per_epoch, shift <= max_shift, so that
+        # window i's targets are tokens shift + i * context_length + 1 ... + context_length
+        self.stride = context_length
         self.windows_per_epoch = (token_file.n_tokens - 1) // context_length
         self.max_shift = token_file.n_tokens - 1 - self.windows_per_epoch * context_length
         self._epochs: dict[int, tuple[int, np.ndarray]] = {}  # epoch: (shift, window order), the last two used
@@ -273,8 +340,7 @@ class BatchSource:
                 self._offsets = self._epoch_offsets(step)
             else:
                 rng = np.random.default_rng([self.seed, self.split_id, step])
-                high = self.file.n_tokens - self.context_length - 1
-                self._offsets = rng.integers(0, high, size=self.share.global_rows)
+                self._offsets = rng.integers(0, self.random_starts, size=self.share.global_rows)
             self._offsets_step = step
         return self._offsets
 
@@ -286,7 +352,7 @@ class BatchSource:
         for epoch in np.unique(epochs).tolist():  # one, or two when the step straddles an epoch's end
             shift, order = self._epoch(epoch)
             rows = epochs == epoch
-            offsets[rows] = shift + order[positions[rows]] * self.context_length
+            offsets[rows] = shift + order[positions[rows]] * self.stride
         return offsets
 
     def _epoch(self, epoch: int) -> tuple[int, np.ndarray]:
@@ -308,6 +374,73 @@ class BatchSource:
         self.file.check_ids(ids)
         batch = torch.from_numpy(ids.astype(np.int64))
         return batch[:, :-1], batch[:, 1:]
+
+
+class PackedBatchSource(BatchSource):
+    """Windows of whole documents (``nanugpt.data.packing``), picked ``random`` or in ``epochs`` by BatchSource.
+
+    The split is packed once into windows of up to ``context_length + 1`` tokens; BatchSource's sampling then
+    picks window numbers (``random``: each drawn independently; ``epochs``: a shuffled order per pass, no shift),
+    deterministic per (seed, split, step) and sliced by rank as there. ``offsets(step)`` gives the picked windows'
+    first tokens in the file. A window shorter than ``context_length + 1`` is padded with ``eot_id`` as input and
+    ``IGNORE_INDEX`` as target; with ``mask_first_target`` the target after each end-of-text id (the next
+    document's first token) is ``IGNORE_INDEX`` too. Windows of a single token (no target) are never picked.
+    """
+
+    IGNORE_INDEX = -100  # the loss's default ignore_index (TokenizedDataOptions.check refuses another)
+
+    def __init__(
+        self,
+        token_file: TokenFile,
+        context_length: int,
+        *,
+        share: BatchShare,
+        seed: int,
+        split: str,
+        sampling: Literal["random", "epochs"] = "random",
+        eot_id: int,
+        mask_first_target: bool = False,
+    ):
+        super().__init__(token_file, context_length, share=share, seed=seed, split=split, sampling=sampling)
+        self.eot_id = eot_id
+        self.mask_first_target = mask_first_target
+
+        def prefetch(start: int, count: int) -> None:
+            token_file.prefetch(np.asarray([start]), count)
+
+        ends = document_ends(token_file.tokens, eot_id, prefetch=prefetch)
+        starts, stops = pack_windows(ends, token_file.n_tokens, context_length + 1)
+        trained = stops - starts >= 2  # a window of one token has no target
+        self.starts, self.lengths = starts[trained], (stops - starts)[trained]
+        # BatchSource's sampling over window numbers instead of token offsets
+        self.random_starts = self.windows_per_epoch = len(self.starts)
+        self.stride, self.max_shift = 1, 0
+
+    def offsets(self, step: int) -> np.ndarray:
+        """The first token in the file of each window of the whole global batch of ``step``."""
+        return self.starts[self.window_numbers(step)]
+
+    def window_numbers(self, step: int) -> np.ndarray:
+        """The packed windows (indexes into ``starts`` and ``lengths``) of the whole global batch of ``step``."""
+        return super().offsets(step)
+
+    def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets, each (rows, context_length) int64, of this rank's ``micro_step``; padded (above)."""
+        first = self.share.first_row(micro_step)
+        numbers = self.window_numbers(step)[first : first + self.share.rows]
+        starts, lengths = self.starts[numbers], self.lengths[numbers]
+        window = self.context_length + 1
+        self.file.prefetch(starts, window)
+        inside = self._window < lengths[:, None]  # (rows, window): the window's own tokens
+        positions = np.minimum(starts[:, None] + self._window, self.file.n_tokens - 1)
+        ids = self.file.tokens[positions]  # (rows, window), past a window's end: read, then replaced
+        self.file.check_ids(ids)
+        ids = np.where(inside, ids.astype(np.int64), self.eot_id)
+        x = torch.from_numpy(ids[:, :-1])
+        y = torch.from_numpy(np.where(inside[:, 1:], ids[:, 1:], self.IGNORE_INDEX))
+        if self.mask_first_target:
+            y = y.masked_fill(x == self.eot_id, self.IGNORE_INDEX)
+        return x, y
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:

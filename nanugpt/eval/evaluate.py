@@ -14,6 +14,7 @@ from nanugpt.checkpoint.store import check_vocab, load_trained_model
 from nanugpt.config.protocols import Batches
 from nanugpt.config.schema import BatchShare, Params
 from nanugpt.config.token_meta import read_meta
+from nanugpt.data.packing import mask_model_documents
 from nanugpt.data.tokenized import to_device
 from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
 from nanugpt.distributed.device import autocast_context, pick_device
@@ -84,6 +85,8 @@ def evaluate_checkpoint(
     and the figures of each benchmark in ``eval.tasks``; the work is shared by the ranks of ``info`` (default: one
     process on ``general.device_type``).
 
+    The batches are those of the run's own ``data`` params, so a run that packed documents (``data.packing:
+    documents``) is evaluated on packed windows, its model masked at document boundaries as in training.
     Each split present in ``data_dir`` is evaluated; figures are named ``<split>_loss``, ``<split>_ppl``, ...;
     a benchmark's ``<task>_<figure>`` (``hellaswag_acc``, ...). A benchmark file is downloaded into ``data_root``
     (default: the folder that holds ``data_dir``'s ``<dataset>/<tokenizer>``, i.e. DATA_ROOT).
@@ -93,6 +96,7 @@ def evaluate_checkpoint(
     model, trained, state = load_trained_model(ckpt_path, info.device, params.general.verify_checkpoints)
     meta = read_meta(data_dir)
     check_vocab(state, meta, data_dir)
+    mask_model_documents(model, trained.data, eot_id=meta.eot_id, module=trained.model.module)
     loss_fn = trained.loss.build()
     rows = params.training.device_batch_size
     metrics: dict[str, Any] = {"step": state["step"], "tokens_seen": state["tokens_seen"]}

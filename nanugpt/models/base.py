@@ -5,6 +5,8 @@
 - ``CausalLM``: the ``nn.Module`` base of every family, which counts parameters and FLOPs once for all.
 - ``DecoderMixin`` and ``KVCache``: the base of the decoders whose final hidden states meet a bias-free
   linear head: incremental decoding with a key/value cache, and the head the loss can fuse with.
+- ``MasksDocuments``: the ``DocumentMasking`` capability (``data.packing: documents``) of the families whose
+  attention takes a mask.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+
+from nanugpt.models.layers import DocumentMask
 
 
 def padded_vocab(vocab_size: int, multiple: int) -> int:
@@ -129,3 +133,24 @@ class DecoderMixin(CausalLM):
     def linear_head(self) -> tuple[torch.Tensor, float | None]:
         """The (padded vocab, C) weight of the head and the soft cap of its logits (None: none)."""
         return self.lm_head.weight, self.logit_softcap
+
+
+class MasksDocuments:
+    """``nanugpt.config.protocols.DocumentMasking`` for a family whose forward passes ``documents(idx, cache)``'s
+    mask to its attention (and its positions to its position embeddings). Off until ``mask_documents``."""
+
+    document_eot: int | None = None  # the end-of-text id that ends each document; None: one causal window
+    restart_positions: bool = False
+
+    def mask_documents(self, eot_id: int, *, restart_positions: bool) -> None:
+        """Mask attention at the document boundaries that ``eot_id`` marks; with ``restart_positions``, count
+        positions from each document's start."""
+        self.document_eot = eot_id
+        self.restart_positions = restart_positions
+
+    def documents(self, idx: torch.Tensor, cache: KVCache | None = None) -> DocumentMask | None:
+        """The documents of the (B, T) ids of this forward, or None: unmasked, or decoding with a key/value cache
+        (generation attends over the whole window; a prompt without end-of-text ids is one document anyway)."""
+        if self.document_eot is None or cache is not None:
+            return None
+        return DocumentMask(idx, self.document_eot, restart_positions=self.restart_positions)

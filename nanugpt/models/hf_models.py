@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 
 from nanugpt.config.schema import ModelOptions, Problem, heads_divide_width
 from nanugpt.errors import UserError
-from nanugpt.models.base import CausalLM, padded_vocab
+from nanugpt.models.base import CausalLM, MasksDocuments, padded_vocab
 from nanugpt.models.layers import kv_heads_divide_heads, swiglu_width
 
 
@@ -43,8 +43,14 @@ def rope_theta(config: Any) -> float | None:
     return (getattr(config, "rope_parameters", None) or {}).get("rope_theta", getattr(config, "rope_theta", None))
 
 
-class HFCausalLM(CausalLM):
-    """A transformers causal LM as our models look: token ids (B, T) -> logits (B, T, V)."""
+# The first transformers whose GPT-2 and Llama take a 4-D attention mask as it is (``masking_utils``)
+MASK_4D_SINCE = (4, 53)
+
+
+class HFCausalLM(MasksDocuments, CausalLM):
+    """A transformers causal LM as our models look: token ids (B, T) -> logits (B, T, V); after ``mask_documents``
+    its attention stops at document boundaries (a 4-D boolean ``attention_mask``, and ``position_ids`` that
+    restart per document)."""
 
     def __init__(self, hf_model: nn.Module, vocab_size: int, context_length: int):
         config = hf_model.config
@@ -62,10 +68,25 @@ class HFCausalLM(CausalLM):
         base = self.hf.base_model
         return list(getattr(base, "h", None) or getattr(base, "layers", None) or [])
 
+    def mask_documents(self, eot_id: int, *, restart_positions: bool) -> None:
+        """``MasksDocuments.mask_documents``, refused where transformers is too old to take a 4-D mask."""
+        version = import_transformers("data.packing: documents").__version__
+        if tuple(int(part) for part in version.split(".")[:2] if part.isdigit()) < MASK_4D_SINCE:
+            raise UserError(
+                f"data.packing: documents with model.module {self.hf.config.model_type} needs transformers >= "
+                f"{'.'.join(map(str, MASK_4D_SINCE))} (a 4-D attention mask), found {version}: upgrade it, or use "
+                "data.packing: none"
+            )
+        super().mask_documents(eot_id, restart_positions=restart_positions)
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) of token ids (B, T); V is the transformers model's (padded) vocabulary."""
         self.check_length(idx.size(1))
-        return self.hf(input_ids=idx, use_cache=False).logits  # (B, T, V)
+        documents = self.documents(idx)
+        if documents is None:
+            return self.hf(input_ids=idx, use_cache=False).logits  # (B, T, V)
+        positions = {} if documents.positions is None else {"position_ids": documents.positions}  # (B, T)
+        return self.hf(input_ids=idx, attention_mask=documents.attn_mask, use_cache=False, **positions).logits
 
 
 class HFModelOptions(ModelOptions):

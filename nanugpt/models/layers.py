@@ -1,5 +1,5 @@
-"""Layers shared by several model families: dropout, causal attention, grouped-query and SwiGLU sizes, rotary
-position embeddings."""
+"""Layers shared by several model families: dropout, causal attention (optionally masked at document boundaries),
+grouped-query and SwiGLU sizes, rotary position embeddings."""
 
 from __future__ import annotations
 
@@ -24,12 +24,15 @@ def causal_attention(
     past: int = 0,
     scale: float | None = None,
     dropout: float = 0.0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal ``scaled_dot_product_attention`` of T new queries over ``past`` cached and T new keys.
 
     q is (B, nh, T, hs); k and v are (B, nkv, past + T, hs) with nkv dividing nh (grouped-query
     attention when fewer). ``scale`` multiplies q.k (None: 1 / sqrt(hs)); ``dropout`` is the probability
-    of dropping an attention weight (pass 0 outside training). Returns (B, nh, T, hs).
+    of dropping an attention weight (pass 0 outside training). ``mask``: a (B, 1, T, T) boolean mask that
+    replaces the causal one (``DocumentMask.attn_mask``: causal within each document; only with ``past`` 0).
+    Returns (B, nh, T, hs).
     """
     nh, T = q.size(1), q.size(2)
     if k.size(1) != nh:
@@ -37,6 +40,8 @@ def causal_attention(
         # (repeated here, as SDPA's enable_gqa needs torch >= 2.5 and the project supports 2.4)
         k = k.repeat_interleave(nh // k.size(1), dim=1)  # (B, nh, past + T, hs)
         v = v.repeat_interleave(nh // v.size(1), dim=1)  # (B, nh, past + T, hs)
+    if mask is not None:  # packed documents: each query sees the earlier positions of its own document only
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
     if past == 0:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scale)
     if T == 1:  # one new query sees every position: no mask to build
@@ -44,6 +49,31 @@ def causal_attention(
     # new queries see every cached position and the causal part of the new ones
     mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)  # (T, past + T)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+
+
+class DocumentMask:
+    """Where the documents of packed windows begin and end, from the (B, T) token ids; built once per forward.
+
+    The end-of-text id ends the document it follows: the document of position t is the number of end-of-text
+    ids strictly before t in its row. ``attn_mask`` (B, 1, T, T) lets query t see key j iff j <= t and both are
+    in the same document (every query sees itself, so no row is empty); ``positions`` (B, T), with
+    ``restart_positions``, counts each position from its document's first token (else None: 0 .. T-1).
+    """
+
+    def __init__(self, idx: torch.Tensor, eot_id: int, *, restart_positions: bool):
+        ends = idx == eot_id  # (B, T)
+        self.ids = torch.cumsum(ends, dim=1) - ends.long()  # (B, T): document of each position
+        T = idx.size(1)
+        causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()  # (T, T)
+        same = self.ids.unsqueeze(2) == self.ids.unsqueeze(1)  # (B, T, T)
+        self.attn_mask = (same & causal).unsqueeze(1)  # (B, 1, T, T)
+        self.positions: torch.Tensor | None = None
+        if restart_positions:
+            t = torch.arange(T, device=idx.device).expand_as(idx)  # (B, T)
+            starts = torch.ones_like(ends)
+            starts[:, 1:] = ends[:, :-1]  # a document starts at 0 and after each end-of-text
+            first = torch.cummax(torch.where(starts, t, 0), dim=1).values  # (B, T): its document's first position
+            self.positions = t - first  # (B, T)
 
 
 def even_rotary_head_size(cls: type, n_embd: int, info: ValidationInfo) -> int:
@@ -89,6 +119,17 @@ class RotaryEmbedding(nn.Module):
     def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) of positions ``start .. start + length - 1``, each (T, hs)."""
         return self.cos[start : start + length], self.sin[start : start + length]
+
+    def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) of each row's own (B, T) positions, each (B, 1, T, hs): they broadcast over the heads."""
+        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+
+    def of(self, start: int, length: int, documents: DocumentMask | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) of a forward: of the documents' restarted positions where they have them, else of
+        ``start .. start + length - 1``."""
+        if documents is not None and documents.positions is not None:
+            return self.at(documents.positions)
+        return self(start, length)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

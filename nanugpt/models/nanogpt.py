@@ -20,7 +20,7 @@ import torch.nn as nn
 from pydantic import Field
 
 from nanugpt.config.schema import ModelOptions, Problem, heads_divide_width
-from nanugpt.models.base import DecoderMixin, KVCache, family_sizes
+from nanugpt.models.base import DecoderMixin, KVCache, MasksDocuments, family_sizes
 from nanugpt.models.layers import causal_attention, dropout_layer
 
 
@@ -72,7 +72,9 @@ class CausalSelfAttention(nn.Module):
         self.dropout = opts.rate("attn")
         self.resid_dropout = dropout_layer(opts.rate("resid"))
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
@@ -80,7 +82,8 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.extend(layer, k, v)  # (B, nh, past + T, hs)
-        y = causal_attention(q, k, v, past=past, dropout=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        dropout = self.dropout if self.training else 0.0
+        y = causal_attention(q, k, v, past=past, dropout=dropout, mask=mask)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -105,13 +108,16 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(opts.n_embd, bias=opts.bias)
         self.mlp = MLP(opts)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, mask=mask)
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT(DecoderMixin):
-    """Token ids (B, T) -> logits (B, T, padded vocab)."""
+class GPT(MasksDocuments, DecoderMixin):
+    """Token ids (B, T) -> logits (B, T, padded vocab); attention masked at document boundaries after
+    ``mask_documents`` (with restarted positions: each document's learned positions from 0)."""
 
     def __init__(self, opts: NanoGPTOptions, vocab_size: int):
         super().__init__(**family_sizes(opts, vocab_size))
@@ -150,10 +156,14 @@ class GPT(DecoderMixin):
         B, T = idx.shape
         past = cache.length if cache is not None else 0
         self.check_length(past + T)
+        documents = self.documents(idx, cache)
         pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
+        if documents is not None and documents.positions is not None:
+            pos = documents.positions  # (B, T)
+        mask = documents.attn_mask if documents is not None else None  # (B, 1, T, T)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, cache, layer)
+            x = block(x, cache, layer, mask=mask)
         if cache is not None:
             cache.length += T
         x = self.transformer.ln_f(x)

@@ -37,8 +37,15 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nanugpt.config.schema import ModelOptions
-from nanugpt.models.base import DecoderMixin, KVCache, family_sizes
-from nanugpt.models.layers import RotaryEmbedding, apply_rotary, causal_attention, dropout_layer, even_rotary_head_size
+from nanugpt.models.base import DecoderMixin, KVCache, MasksDocuments, family_sizes
+from nanugpt.models.layers import (
+    DocumentMask,
+    RotaryEmbedding,
+    apply_rotary,
+    causal_attention,
+    dropout_layer,
+    even_rotary_head_size,
+)
 from nanugpt.ops.cross_entropy import soft_cap
 from nanugpt.ops.relu_squared import relu_squared
 from nanugpt.ops.rms_norm import rms_norm
@@ -91,16 +98,25 @@ class ShortConv(nn.Module):
         # so Muon leaves it to AdamW.
         self.weight = nn.Parameter(torch.zeros(kernel, 1, width))
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        kernel = self.weight.size(0)
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, doc_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``doc_ids``: the (B, T) document of each position (``DocumentMask.ids``), whose earlier documents
+        the convolution then does not see (as if each document started the sequence)."""
+        kernel, T = self.weight.size(0), x.size(1)
         if cache is None:
             padded = F.pad(x, (0, 0, kernel - 1, 0))  # (B, kernel - 1 + T, C)
         else:
             padded = cache.extend_inputs(self, x, kernel - 1)
+        if doc_ids is not None:  # zero the inputs of other documents than each position's own
+            padded_docs = F.pad(doc_ids, (kernel - 1, 0), value=-1)  # (B, kernel - 1 + T)
         w = self.weight.view(kernel, -1)
         y = x
         for j in range(kernel):  # a sum of shifted copies, which inductor compiles into fused kernels
-            y = torch.addcmul(y, w[j], padded[:, j : j + x.size(1)])
+            shifted = padded[:, j : j + T]  # (B, T, C)
+            if doc_ids is not None and j < kernel - 1:
+                shifted = shifted * (padded_docs[:, j : j + T] == doc_ids).unsqueeze(-1).to(x.dtype)
+            y = torch.addcmul(y, w[j], shifted)
         return y
 
 
@@ -114,7 +130,14 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout_layer(opts.dropout)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        *,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         nh = self.n_head
@@ -125,7 +148,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.extend(layer, k, v)  # (B, nh, past + T, hs)
-        y = causal_attention(q, k, v, past=past, scale=self.scale)  # (B, nh, T, hs)
+        y = causal_attention(q, k, v, past=past, scale=self.scale, mask=mask)  # (B, nh, T, hs)
         return self.dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))  # (B, T, C)
 
 
@@ -150,20 +173,29 @@ class Block(nn.Module):
         self.mlp_conv = ShortConv(opts.n_embd, k) if k > 0 else None
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        *,
+        documents: DocumentMask | None = None,
     ) -> torch.Tensor:
+        mask, ids = (documents.attn_mask, documents.ids) if documents is not None else (None, None)
         h = rms_norm(x)
         if self.attn_conv is not None:
-            h = self.attn_conv(h, cache)
-        x = x + self.attn(h, cos, sin, cache, layer)
+            h = self.attn_conv(h, cache, ids)
+        x = x + self.attn(h, cos, sin, cache, layer, mask=mask)
         h = rms_norm(x)
         if self.mlp_conv is not None:
-            h = self.mlp_conv(h, cache)
+            h = self.mlp_conv(h, cache, ids)
         return x + self.mlp(h)
 
 
-class ModernGPT(DecoderMixin):
-    """Token ids (B, T) -> logits (B, T, padded vocab)."""
+class ModernGPT(MasksDocuments, DecoderMixin):
+    """Token ids (B, T) -> logits (B, T, padded vocab); attention (and ``short_conv``) masked at document
+    boundaries after ``mask_documents``."""
 
     def __init__(self, opts: NanoGPTModernOptions, vocab_size: int):
         super().__init__(**family_sizes(opts, vocab_size))
@@ -194,10 +226,11 @@ class ModernGPT(DecoderMixin):
         T = idx.size(1)
         past = cache.length if cache is not None else 0
         self.check_length(past + T)
-        cos, sin = self.rotary(past, T)  # (T, hs) each
+        documents = self.documents(idx, cache)
+        cos, sin = self.rotary.of(past, T, documents)  # (T, hs) each, or (B, 1, T, hs) restarted
         x = self.transformer.drop(rms_norm(self.transformer.wte(idx)))  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, cos, sin, cache, layer)
+            x = block(x, cos, sin, cache, layer, documents=documents)
         if cache is not None:
             cache.length += T
         x = rms_norm(x)

@@ -19,7 +19,7 @@ import torch.nn as nn
 from pydantic import Field
 
 from nanugpt.config.schema import ModelOptions, Problem, heads_divide_width
-from nanugpt.models.base import CausalLM
+from nanugpt.models.base import CausalLM, MasksDocuments
 from nanugpt.models.layers import causal_attention, dropout_layer
 
 
@@ -53,11 +53,11 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(opts.n_embd, 3 * opts.n_embd, bias=opts.bias)
         self.proj = nn.Linear(opts.n_embd, opts.n_embd, bias=opts.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        y = causal_attention(q, k, v, dropout=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        y = causal_attention(q, k, v, dropout=self.dropout if self.training else 0.0, mask=mask)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))  # (B, T, C)
 
 
@@ -74,13 +74,14 @@ class Block(nn.Module):
         )
         self.dropout = dropout_layer(opts.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm_1(x)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm_1(x), mask))
         return x + self.dropout(self.mlp(self.norm_2(x)))  # (B, T, C)
 
 
-class TinyTransformer(CausalLM):
-    """Token ids (B, T) -> logits (B, T, vocab)."""
+class TinyTransformer(MasksDocuments, CausalLM):
+    """Token ids (B, T) -> logits (B, T, vocab); attention masked at document boundaries after
+    ``mask_documents`` (with restarted positions: each document's learned positions from 0)."""
 
     def __init__(self, opts: TinyTransformerOptions, vocab_size: int):
         super().__init__(
@@ -105,8 +106,12 @@ class TinyTransformer(CausalLM):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)
         self.check_length(T)
+        documents = self.documents(idx)
         pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
+        if documents is not None and documents.positions is not None:
+            pos = documents.positions  # (B, T)
+        mask = documents.attn_mask if documents is not None else None  # (B, 1, T, T)
         x = self.dropout(self.token_embedding(idx) + self.position_embedding(pos))  # (B, T, C)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, mask)
         return self.head(self.norm_f(x))  # (B, T, vocab)

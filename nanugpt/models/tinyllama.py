@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from nanugpt.config.schema import ModelOptions
-from nanugpt.models.base import DecoderMixin, KVCache, family_sizes
+from nanugpt.models.base import DecoderMixin, KVCache, MasksDocuments, family_sizes
 from nanugpt.models.layers import (
+    DocumentMask,
     RotaryEmbedding,
     apply_rotary,
     causal_attention,
@@ -95,7 +96,14 @@ class LlamaAttention(nn.Module):
         self.o_proj = nn.Linear(self.n_head * self.head_size, opts.n_embd, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        *,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
@@ -106,7 +114,7 @@ class LlamaAttention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.extend(layer, k, v)  # (B, nkv, past + T, hs)
-        y = causal_attention(q, k, v, past=past)  # (B, nh, T, hs)
+        y = causal_attention(q, k, v, past=past, mask=mask)  # (B, nh, T, hs)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size))  # (B, T, C)
 
 
@@ -130,9 +138,16 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(opts)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        *,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, mask=mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -146,17 +161,21 @@ class LlamaBody(nn.Module):
         self.norm = RMSNorm(opts.n_embd, opts.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(opts.n_embd // opts.n_head, opts.context_length, opts.rope_theta)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, idx: torch.Tensor, cache: KVCache | None = None, documents: DocumentMask | None = None
+    ) -> torch.Tensor:
         past = cache.length if cache is not None else 0
-        cos, sin = self.rotary_emb(past, idx.size(1))  # (T, hs) each
+        cos, sin = self.rotary_emb.of(past, idx.size(1), documents)  # (T, hs) each, or (B, 1, T, hs) restarted
+        mask = documents.attn_mask if documents is not None else None  # (B, 1, T, T)
         x = self.embed_tokens(idx)  # (B, T, C)
         for layer, block in enumerate(self.layers):
-            x = block(x, cos, sin, cache, layer)
+            x = block(x, cos, sin, cache, layer, mask=mask)
         return self.norm(x)  # (B, T, C)
 
 
-class TinyLlama(DecoderMixin):
-    """Token ids (B, T) -> logits (B, T, padded vocab), with Hugging Face ``LlamaForCausalLM`` names."""
+class TinyLlama(MasksDocuments, DecoderMixin):
+    """Token ids (B, T) -> logits (B, T, padded vocab), with Hugging Face ``LlamaForCausalLM`` names; attention
+    masked at document boundaries after ``mask_documents``."""
 
     def __init__(self, opts: TinyLlamaOptions, vocab_size: int):
         super().__init__(**family_sizes(opts, vocab_size))
@@ -203,7 +222,7 @@ class TinyLlama(DecoderMixin):
         """Logits (B, T, padded vocab), or with ``hidden_only`` the (B, T, C) input of the head."""
         past = cache.length if cache is not None else 0
         self.check_length(past + idx.size(1))
-        x = self.model(idx, cache)  # (B, T, C)
+        x = self.model(idx, cache, self.documents(idx, cache))  # (B, T, C)
         if cache is not None:
             cache.length += idx.size(1)
         return x if hidden_only else self.lm_head(x)

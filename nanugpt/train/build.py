@@ -1,7 +1,8 @@
 """The parts of a training run, built from params before its first step (torchtitan's ``build`` step).
 
 ``build_run`` reads the token files' ``meta.json``, builds the batch sources,
-the model (seeded by ``general.seed``, the same on every rank), optimizer,
+the model (seeded by ``general.seed``, the same on every rank; masked at document
+boundaries with ``data.packing: documents``), optimizer,
 schedule, scaler and loss, and derives the gradient accumulation.
 With ``training.activation_checkpointing: full`` each block recomputes its
 activations; with ``training.strategy: fsdp`` on more than one process the model
@@ -22,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from nanugpt.config.protocols import Batches, Scaler, Schedule
 from nanugpt.config.schema import BatchShare, Params
 from nanugpt.config.token_meta import DataError, TokenMeta, read_meta
+from nanugpt.data.packing import mask_model_documents
 from nanugpt.distributed.fsdp import checkpoint_blocks, is_sharded, mixed_precision, shard_model
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError
@@ -89,6 +91,7 @@ def build_run(params: Params, data_dir: Path, info: DistInfo, log: Callable[[str
 
     torch.manual_seed(seed)
     model = params.model.build(meta.vocab_size).to(device)
+    mask_model_documents(model, params.data, eot_id=meta.eot_id, module=params.model.module)
     if t.activation_checkpointing == "full":
         checkpoint_blocks(model)
     autocast_dtype = params.general.dtype
