@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -53,8 +54,9 @@ def data_offset(step: int, out_dir: Path) -> int:
 
 def batch_rows(params: PipelineParams, data_dir: Path, step: int, world_size: int, offset: int = 0) -> list[dict]:
     """Every row of step ``step``'s global batch (from 1), in rank and micro-step order: ``rank``, ``micro_step``,
-    ``row`` (within the micro-batch), ``inputs`` (token ids), ``offset`` (the window's first token in
-    ``train.bin``, where the data has one) and ``text`` (the inputs decoded)."""
+    ``row`` (within the micro-batch), ``inputs`` (token ids), ``file`` and ``offset`` (the token file, ``train.bin`` or
+    a mixture's ``<source>/train.bin``, and the window's first token in it, where the data has one) and ``text``
+    (the inputs decoded)."""
     if step < 1:
         raise UserError(f"step {step}: steps count from 1, as the log does")
     meta = read_meta(data_dir)
@@ -77,19 +79,31 @@ def batch_rows(params: PipelineParams, data_dir: Path, step: int, world_size: in
         for micro in range(share.micro_steps):
             inputs, _ = batches.micro_batch(data_step, micro)
             first = share.first_row(micro)
-            offsets = batches.offsets(data_step)[first : first + share.rows] if hasattr(batches, "offsets") else None
+            origins = window_origins(batches, data_step, micro, first, share.rows)
             for row, ids in enumerate(inputs.tolist()):
+                file, offset = origins[row] if origins is not None else (None, None)
                 rows.append(
                     {
                         "rank": rank,
                         "micro_step": micro,
                         "row": row,
                         "inputs": ids,
-                        "offset": int(offsets[row]) if offsets is not None else None,
+                        "file": file,
+                        "offset": offset,
                         "text": decode(ids),
                     }
                 )
     return rows
+
+
+def window_origins(batches: Any, step: int, micro: int, first: int, rows: int) -> list[tuple[str, int]] | None:
+    """``(token file, first token)`` of each row of a micro-batch: a mixture names the source's file, token files
+    ``train.bin``; None for data without token files."""
+    if hasattr(batches, "origins"):
+        return batches.origins(step, micro)
+    if hasattr(batches, "offsets"):
+        return [("train.bin", int(offset)) for offset in batches.offsets(step)[first : first + rows]]
+    return None
 
 
 def describe(rows: list[dict], *, step: int, offset: int, data_dir: Path, chars: int) -> list[str]:
@@ -102,7 +116,7 @@ def describe(rows: list[dict], *, step: int, offset: int, data_dir: Path, chars:
             heading = (r["rank"], r["micro_step"])
             lines.append(f"rank {r['rank']}, micro-step {r['micro_step']}")
         where = (
-            f"train.bin tokens {r['offset']:,}-{r['offset'] + len(r['inputs']) - 1:,}"
+            f"{r['file']} tokens {r['offset']:,}-{r['offset'] + len(r['inputs']) - 1:,}"
             if r["offset"] is not None
             else ""
         )

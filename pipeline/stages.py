@@ -13,11 +13,14 @@ depends. DVC cannot depend on a path that only a params value names, so under
 DVC the source stage runs at every ``dvc repro`` (``always_changed``: it only
 hashes) and what follows re-runs only when the record changed; Snakemake has
 the corpus files as the rule's inputs (``corpus_inputs``) and reruns it when
-one is newer.
+one is newer. The record also holds the data options the token files depend
+on (``nanugpt.config.schema.tokens_settings``), so a key that only shapes batches (a
+mixture's weights, ``data.sampling``) re-runs train but no tokenize.
 """
 
 from __future__ import annotations
 
+import copy
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from nanugpt.config.loader import ConfigError, get_dotted
+from nanugpt.config.params import validate_params
+from nanugpt.config.schema import tokens_settings
 from nanugpt.data.sources import data_corpus_files
 from nanugpt.errors import UserError
-from pipeline.schema import load
+from pipeline.schema import PipelineParams, load
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,6 +44,8 @@ DATA_COMPONENTS = (
     "nanugpt/data/grokking.py",
     "nanugpt/data/arithmetic.py",
     "nanugpt/data/hf_dataset.py",
+    "nanugpt/data/mixture.py",
+    "nanugpt/data/packing.py",
 )
 
 
@@ -59,6 +66,10 @@ class Stage:
     # deletes a rule's declared outputs before it runs, declares only the marker file inside instead.
     persist: Mapping[str, str] = field(default_factory=dict)
     always_changed: bool = False  # DVC runs the stage at every repro (the source stage: see the module doc)
+    # The stage reads the options the token files depend on (``nanugpt.config.schema.tokens_settings``: the data
+    # section but the keys that only shape batches, such as a mixture's weights): Snakemake's params trigger takes
+    # them as ``data``; DVC, which cannot depend on part of a section, gets them through the source stage's record.
+    reads_tokens_settings: bool = False
 
     def command(self, params_file: str = "params.yaml") -> str:
         """The shell command both orchestrators run."""
@@ -74,12 +85,14 @@ STAGES: dict[str, Stage] = {
             code=(
                 "stages/source.py",
                 "nanugpt/data/sources.py",
+                "nanugpt/data/generated.py",
                 "nanugpt/files/download.py",
                 *DATA_COMPONENTS,
             ),
-            params=("data",),
+            params=(),
             outs=("{dataset_dir}/source.json",),
             always_changed=True,
+            reads_tokens_settings=True,
         ),
         Stage(
             name="tokenize",
@@ -90,13 +103,15 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/config/token_meta.py",
                 "nanugpt/data/tokenize.py",
                 "nanugpt/data/sources.py",
+                "nanugpt/data/generated.py",
                 "nanugpt/files/download.py",
                 "nanugpt/data/tokenizers",
             ),
-            params=("data", "tokenizer"),
+            params=("tokenizer",),
             deps=("{dataset_dir}/source.json",),
             outs=("{data_dir}",),
             dirs=frozenset({"{data_dir}"}),
+            reads_tokens_settings=True,
         ),
         Stage(
             name="train",
@@ -223,6 +238,7 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/distributed/fsdp.py",
                 "nanugpt/distributed/process_group.py",
                 "nanugpt/data/tokenized.py",
+                "nanugpt/data/packing.py",
                 "nanugpt/config/token_meta.py",
                 "nanugpt/distributed/device.py",
                 "nanugpt/models",
@@ -254,6 +270,7 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/distributed/process_group.py",
                 "nanugpt/distributed/device.py",
                 "nanugpt/data/tokenized.py",
+                "nanugpt/data/packing.py",
                 "nanugpt/config/token_meta.py",
                 "nanugpt/models",
                 "nanugpt/ops",
@@ -294,4 +311,16 @@ def corpus_inputs(params_file: str) -> list[str]:
 
 def param_values(stage: Stage, params: dict[str, Any]) -> dict[str, Any]:
     """The values of the keys the stage reads, from a plain params dict (Snakemake's rerun trigger)."""
-    return {dotted: get_dotted(params, dotted) for dotted in stage.params}
+    values = {dotted: get_dotted(params, dotted) for dotted in stage.params}
+    if stage.reads_tokens_settings:
+        values["data"] = tokens_values(params)
+    return values
+
+
+def tokens_values(params: dict[str, Any]) -> Any:
+    """What the token files of a plain params dict depend on (``nanugpt.config.schema.tokens_settings``); the data
+    section as written when the params are not valid (the stage's command then says what is wrong)."""
+    try:
+        return tokens_settings(validate_params(copy.deepcopy(params), "params", schema=PipelineParams).data)
+    except (UserError, ConfigError):
+        return params.get("data")

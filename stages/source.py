@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nanugpt.config.schema import Params
-from nanugpt.data.sources import data_corpus_files, source_record
+from nanugpt.data.sources import data_record
 from nanugpt.files.atomic import write_json
 from pipeline import paths
 from pipeline.cli import stage_main
@@ -33,7 +33,7 @@ def run(params: Params, data_root: Path | None = None) -> dict[str, Any]:
     """Record the sha256 of every local corpus file of ``params.data``; return the record."""
     target = paths.source_record(params, data_root)
     paths.writable(target.parent, "DATA_ROOT")
-    record = source_record(data_corpus_files(params.data), hashes=target.with_name(".source-hashes.json"))
+    record = data_record(params.data, hashes=target.with_name(".source-hashes.json"))
     write_json(target, record)
     print(f"recorded {len(record['files'])} local corpus file(s) in {target}")
     return record

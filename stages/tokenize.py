@@ -23,7 +23,7 @@ from pathlib import Path
 
 from nanugpt.config.schema import Params
 from nanugpt.config.token_meta import TokenMeta
-from nanugpt.data.sources import data_corpus_files, source_record
+from nanugpt.data.sources import data_record
 from nanugpt.files.atomic import write_json
 from pipeline import paths
 from pipeline.cli import stage_main
@@ -38,7 +38,7 @@ def run(params: Params, data_root: Path | None = None) -> TokenMeta:
     meta = params.data.tokenize(params.tokenizer, out, root / params.data.dataset / "raw")
     # after the token files: a tokenize that fails or is killed leaves the record of the files it did not replace
     hashes = paths.source_record(params, root).with_name(".source-hashes.json")  # the source stage's, if it ran
-    write_json(paths.tokens_source(params, root), source_record(data_corpus_files(params.data), hashes=hashes))
+    write_json(paths.tokens_source(params, root), data_record(params.data, hashes=hashes))
     splits = [f"{meta.train_tokens or 0:,} train", f"{meta.val_tokens or 0:,} val"]
     splits += [f"{meta.test_tokens:,} test"] if meta.test_tokens is not None else []
     print(

@@ -31,6 +31,23 @@ TINY_TEXT = (
     "All:\nResolved. resolved.\n\n"
 ) * 40
 
+DIGITS_TEXT = "".join(f"{(i * 37) % 1000:03d}+{(i * 11) % 1000:03d}\n" for i in range(1500))  # no letters: a row of
+# it is told apart from a row of TINY_TEXT by its content
+BYTE_EOT = {"module": "byte", "special_tokens": ["<|endoftext|>"]}  # one vocabulary for any corpus: a mixture's
+
+
+def mixture_data(letters: Path | str, digits: Path | str, weights: tuple[float, float] = (0.7, 0.3)) -> dict[str, Any]:
+    """A ``mixture`` data section of two text corpora, ``letters`` and ``digits`` (the second with a larger val
+    share, so the two sources differ by more than their files)."""
+    return {
+        "module": "mixture",
+        "dataset": "mix",
+        "sources": [
+            {"dataset": "letters", "source": str(letters), "weight": weights[0]},
+            {"dataset": "digits", "source": str(digits), "weight": weights[1], "val_fraction": 0.2},
+        ],
+    }
+
 
 # What a local run leaves in the checkout (DATA_ROOT / OUT_DIR defaults, DVC's lock): never part of a workspace,
 # even when a user has committed them, so an end-to-end test starts from the code alone.

@@ -1,10 +1,11 @@
 """Data components the tests plant in a run by their import path (``module: planted_data:<Options>``): the
-tokenized data of ``helpers.tiny_params`` with its train batches wrapped.
+tokenized data of ``helpers.tiny_params`` (or a mixture) with its train batches wrapped.
 
 - ``PoisonedDataOptions``: the batches of the data steps ``poisoned`` have every target set to the last token of
   the vocabulary, a planted loss spike that only skipping those batches cures (``training.spike``);
 - ``RecordedDataOptions``: every micro-batch given is appended to ``record_to``-rank<r>.jsonl (step, micro-step
-  and the inputs' token ids): what training actually consumed (``pipeline.batch_at``).
+  and the inputs' token ids): what training actually consumed (``pipeline.batch_at``); ``RecordedMixtureOptions``
+  the same for a mixture.
 """
 
 from __future__ import annotations
@@ -17,22 +18,28 @@ import torch
 
 from nanugpt.config.schema import BatchShare
 from nanugpt.config.token_meta import TokenMeta
+from nanugpt.data.mixture import MixtureDataOptions
 from nanugpt.data.tokenized import TokenizedDataOptions
 
 
-class WrappedTrainOptions(TokenizedDataOptions):
-    """``tokenized`` data whose train batches ``wrap`` wraps."""
+class TrainWrapper:
+    """A mixin over a data component: its train batches wrapped by ``wrap``."""
 
     def batches(
         self, data_dir: Path, meta: TokenMeta, split: str, *, context_length: int, share: BatchShare, seed: int
     ) -> Any:
-        source = super().batches(data_dir, meta, split, context_length=context_length, share=share, seed=seed)
+        parent: Any = super()
+        source = parent.batches(data_dir, meta, split, context_length=context_length, share=share, seed=seed)
         if split != "train" or source is None:
             return source
         return self.wrap(source, meta, share)
 
     def wrap(self, source: Any, meta: TokenMeta, share: BatchShare) -> Any:
         raise NotImplementedError
+
+
+class WrappedTrainOptions(TrainWrapper, TokenizedDataOptions):
+    """``tokenized`` data whose train batches ``wrap`` wraps."""
 
 
 class PoisonedDataOptions(WrappedTrainOptions):
@@ -62,6 +69,14 @@ class RecordedDataOptions(WrappedTrainOptions):
 
     def wrap(self, source: Any, meta: TokenMeta, share: BatchShare) -> Any:
         return RecordedBatches(source, Path(f"{self.record_to}-rank{share.rank}.jsonl"))
+
+
+class RecordedMixtureOptions(TrainWrapper, MixtureDataOptions):
+    """A mixture's train micro-batches recorded as they are given (``RecordedDataOptions``'s records)."""
+
+    record_to: str
+
+    wrap = RecordedDataOptions.wrap
 
 
 class RecordedBatches:

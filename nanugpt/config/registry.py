@@ -20,6 +20,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "hf_dataset": "nanugpt.data.hf_dataset:HFDatasetOptions",
         "grokking": "nanugpt.data.grokking:GrokkingDataOptions",
         "arithmetic": "nanugpt.data.arithmetic:ArithmeticDataOptions",
+        "mixture": "nanugpt.data.mixture:MixtureDataOptions",
     },
     "tokenizer": {
         "byte": "nanugpt.data.tokenizers.byte:ByteTokenizerOptions",

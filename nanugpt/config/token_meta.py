@@ -61,6 +61,8 @@ class TokenMeta(BaseModel):
     pad_id: int | None = None
     equals_id: int | None = None
     data: dict[str, Any] | None = None
+    # Mixtures (nanugpt.data.mixture): the sources, each a subfolder of token files with a meta.json of its own.
+    sources: list[str] | None = None
 
     def split_tokens(self, split: str) -> int | None:
         """The token count of ``split`` (``train``, ``val``, ``test``), or None when not recorded."""

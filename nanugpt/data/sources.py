@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nanugpt.config.schema import tokens_settings
+from nanugpt.data.generated import GENERATED_PREFIX, generated_corpus
 from nanugpt.errors import UserError
 from nanugpt.files.atomic import write_json
 from nanugpt.files.download import DownloadFailed, download_once, file_name
@@ -88,11 +90,12 @@ def load_hf_documents(
 
 def corpus_files(source: str, data_files: list[str] | dict[str, list[str]] | None = None) -> list[Path]:
     """The local files a corpus is read from: a ``data.source`` file, the ``.txt`` files of a folder, or an
-    hf source's local ``data_files``; none for a URL or a hub dataset, whose identity is its params."""
+    hf source's local ``data_files``; none for a URL, a hub dataset or a generated corpus, whose identity is its
+    params (and, for a generated one, the code)."""
     if source.startswith(HF_PREFIX):
         listed = data_files.values() if isinstance(data_files, dict) else [data_files or []]
         return [Path(name).expanduser() for names in listed for name in names]
-    if source.startswith(("http://", "https://")):
+    if source.startswith(("http://", "https://", GENERATED_PREFIX)):
         return []
     path = Path(source).expanduser()
     if path.is_dir():
@@ -122,6 +125,12 @@ def source_record(files: list[Path], hashes: Path | None = None) -> dict[str, An
         raise SourceError(f"data: corpus files not found: {', '.join(missing)}")
     digests = known_hashes(files, hashes) if hashes is not None else [sha256_file(p) for p in files]
     return {"files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": d} for p, d in zip(files, digests)]}
+
+
+def data_record(data: Any, hashes: Path | None = None) -> dict[str, Any]:
+    """``source_record`` of a ``data:`` component's local files, with the options its token files depend on
+    (``tokens_settings``): what the tokenize stage depends on."""
+    return {"settings": tokens_settings(data), **source_record(data_corpus_files(data), hashes=hashes)}
 
 
 def changed_files(recorded: dict[str, Any], made_from: dict[str, Any]) -> list[str]:
@@ -185,6 +194,8 @@ def resolve_source(source: str, dataset: str, sha256: str | None, raw_dir: Path)
     """Return the local text files of a corpus, downloading a URL source if needed."""
     if source.startswith(("http://", "https://")):
         return [_fetch_url(source, dataset, sha256, raw_dir)]
+    if source.startswith(GENERATED_PREFIX):
+        return generated_corpus(source, raw_dir)
     files = corpus_files(source)
     if Path(source).expanduser().is_file():
         _pinned(sha256)(files[0], "data.source")

@@ -42,7 +42,7 @@ import yaml
 from tqdm import tqdm
 
 from nanugpt.checkpoint import store
-from nanugpt.config.protocols import MetricSink, ReportingSchedule
+from nanugpt.config.protocols import MetricSink, MixedBatches, ReportingSchedule
 from nanugpt.config.schema import Params
 from nanugpt.data.hf_dataset import batches_state, load_batches_state, skip_batches
 from nanugpt.data.tokenizers.from_meta import tokenizer_from_meta
@@ -338,7 +338,16 @@ class Trainer:
             "time/since_checkpoint_s": self.checkpointer.seconds_since_save(),
             **self.guard.figures(),
             **self.sizes,
+            **self.source_tokens(),
         }
+
+    def source_tokens(self) -> dict[str, float]:
+        """``sources/<name>/tokens``: the train tokens each source of a mixture gave so far; none for other data."""
+        batches = self.parts.train_batches
+        if not isinstance(batches, MixedBatches):
+            return {}
+        data_steps = self.progress.step + self.guard.data_offset  # the batches a rollback skipped were drawn too
+        return {f"sources/{name}/tokens": n for name, n in batches.tokens_by_source(data_steps).items()}
 
     def wait_for_checkpoints(self, failed: bool) -> None:
         """Let the background checkpoint writes finish (``training.async_checkpoint``). Where the run already
@@ -440,6 +449,7 @@ class Trainer:
         with self.metrics.clock.paused():
             figures, improved = self.validator.validate(model, step, self.parts.model)
             extra.update(self.train_figures(model))
+            extra.update(self.validator.source_losses(model, self.parts.model))
             if improved:
                 self.checkpointer.save_best(self.state_dict())
         assert self.validator.best_loss is not None, "validate() has just set it"
@@ -495,6 +505,12 @@ class Trainer:
         }
         if self.guard.active:
             summary["spikes"] = self.guard.record()
+        if tokens := self.source_tokens():
+            losses = self.validator.last_source_losses
+            summary["sources"] = {
+                name: {"tokens": tokens[f"sources/{name}/tokens"], "val_loss": losses.get(name)}
+                for name in sorted({key.split("/")[1] for key in tokens})
+            }
         if isinstance(self.parts.schedule, ReportingSchedule) and self.metrics.history_losses:  # an lr range test
             summary["schedule"] = self.parts.schedule.report(self.metrics.history_lrs, self.metrics.history_losses)
         if self.info.is_main:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from nanugpt.config.protocols import Batches
+from nanugpt.config.protocols import Batches, MixedBatches
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError
 from nanugpt.eval.evaluate import evaluate_split
@@ -26,6 +26,7 @@ class Validator:
         self.info, self.dtype, self.loss_fn = info, dtype, loss_fn
         self.best_loss: float | None = None
         self.last_loss: float | None = None
+        self.last_source_losses: dict[str, float] = {}  # a mixture's, by source (``source_losses``)
 
     def should_validate(self, step: int, final: bool) -> bool:
         """True at the steps this run evaluates: every ``every`` steps and the last, when there is a val split."""
@@ -54,6 +55,19 @@ class Validator:
         if improved:
             self.best_loss = loss
         return figures, improved
+
+    def source_losses(self, model: torch.nn.Module, plain: torch.nn.Module | None = None) -> dict[str, float]:
+        """``sources/<name>/val_loss`` of each source of a mixture's val batches (``MixedBatches``), on ``iters``
+        batches of that source alone; none for other data."""
+        if not isinstance(self.batches, MixedBatches):
+            return {}
+        self.last_source_losses = {
+            name: evaluate_split(
+                model, part, iters=self.iters, info=self.info, dtype=self.dtype, loss_fn=self.loss_fn, plain=plain
+            )["loss"]
+            for name, part in self.batches.named_parts().items()
+        }
+        return {f"sources/{name}/val_loss": loss for name, loss in self.last_source_losses.items()}
 
     def state_dict(self) -> dict[str, Any]:
         """The best and the latest val loss (checkpoint keys of their own, read by evaluate and export)."""

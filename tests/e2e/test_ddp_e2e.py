@@ -1,13 +1,19 @@
-"""DDP under the real torchrun (gloo on CPU): two processes train like one, and only rank 0 writes."""
+"""DDP under the real torchrun (gloo on CPU): two processes train like one, only rank 0 writes, and two processes
+share out the global batches of one, from a mixture too."""
 
 from __future__ import annotations
 
 import csv
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import launch_train, tiny_params, write_params
+from helpers import BYTE_EOT, DIGITS_TEXT, REPO, launch_env, launch_train, mixture_data, tiny_params, write_params
 
+from pipeline import batch_at
 from pipeline.schema import load
 from stages import tokenize, train
 
@@ -45,3 +51,44 @@ def test_two_processes_match_one(tmp_path: Path, corpus: Path) -> None:
     )
     assert (tmp_path / "two" / "logs" / "checkpoints.jsonl").is_file() and (tmp_path / "one" / "logs").is_dir()
     assert single["step"] == 20
+
+
+def consumed(record: Path) -> dict[int, dict[int, list[list[int]]]]:
+    """Step (from 1) -> micro-step -> the rows a rank consumed (``planted_data``'s record)."""
+    steps: dict[int, dict[int, list[list[int]]]] = {}
+    for line in record.read_text().splitlines():
+        entry = json.loads(line)
+        steps.setdefault(entry["step"] + 1, {})[entry["micro_step"]] = entry["inputs"]
+    return steps
+
+
+@pytest.mark.slow
+def test_two_processes_consume_the_global_batches_of_one_from_a_mixture(tmp_path: Path, corpus: Path) -> None:
+    digits = tmp_path / "digits.txt"
+    digits.write_text(DIGITS_TEXT)
+    data = mixture_data(corpus, digits) | {"module": "planted_data:RecordedMixtureOptions"}
+    training = {"max_steps": 3, "device_batch_size": 2, "global_batch_size": 8, "checkpoint_every": 0}
+    params = tiny_params(corpus, tokenizer=BYTE_EOT, training=training, launch={"nproc_per_node": 2})
+    params_file = write_params(tmp_path / "params.yaml", params | {"data": data | {"record_to": str(tmp_path / "r")}})
+    tokenize.run(load(params_file), data_root=tmp_path / "data")
+    env = launch_env(tmp_path / "data", tmp_path / "two") | {"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.launch", str(params_file)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = {rank: consumed(tmp_path / f"r-rank{rank}.jsonl") for rank in range(2)}
+
+    plain = load(write_params(tmp_path / "plain.yaml", params | {"data": mixture_data(corpus, digits)}))
+    data_dir = tmp_path / "data" / "mix" / "byte"
+    for step in (1, 2, 3):
+        rows = batch_at.batch_rows(plain, data_dir, step, world_size=1)  # one process's global batch
+        # the global batch's rows, micro-batch by micro-batch: rank 0's first, rank 1's first, rank 0's second, ...
+        shared = [records[rank][step][micro] for micro in range(2) for rank in range(2)]
+        assert [row for micro in shared for row in micro] == [r["inputs"] for r in rows], step
+        assert {r["file"].split("/")[0] for r in rows} == {"letters", "digits"}

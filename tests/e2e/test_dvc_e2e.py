@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 from helpers import (
+    BYTE_EOT,
+    DIGITS_TEXT,
     README_EXPERIMENT_HELLASWAG,
     README_EXPERIMENT_LR,
     README_QUEUE_TWO_EXPERIMENTS,
@@ -30,11 +33,13 @@ from helpers import (
     README_RUN_QUEUED_EXPERIMENTS,
     dvc_env,
     make_workspace,
+    mixture_data,
     output,
     ran_stages,
     run,
     skipped_stages,
     tiny_params,
+    write_params,
 )
 
 pytestmark = pytest.mark.slow
@@ -53,6 +58,8 @@ HELLASWAG_EXAMPLES = [
 HELLASWAG = {"hellaswag_path": "hellaswag.jsonl", "hellaswag_sha256": None}
 PARAMS = tiny_params("corpus.txt", eval={"eval_every": 10, "eval_iters": 2, **HELLASWAG})  # corpus: in the workspace
 TASKS_EVERY = 10  # HellaSwag during training: scored at steps 10 and 20 of the 20
+MIXTURE = mixture_data("corpus.txt", "digits.txt", weights=(0.7, 0.3))  # files of the workspace
+MIXTURE_NEW_WEIGHT = 0.7  # the digits' weight made the corpus's: half the rows each
 
 
 def files_under(path: Path) -> list[Path]:
@@ -98,6 +105,9 @@ class Session:
     exp_tasks_curve: subprocess.CompletedProcess[str]
     exp_show_all: list[dict[str, Any]]
     plots: dict[str, Any]
+    exp_mixture: subprocess.CompletedProcess[str]
+    exp_mixture_weight: subprocess.CompletedProcess[str]
+    exp_show_mixture: list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +152,19 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     exp_tasks_curve = run(["dvc", "exp", "run", *curve, "train"], ws, env)
     exp_show_all = json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout)
     plots = json.loads(run(["dvc", "plots", "show", "--json"], ws, env).stdout)
+
+    # a mixture of the corpus and a digits corpus, trained (train stage alone), then again with another weight
+    walked = (ws / "params.yaml").read_text()  # put back after: the tests above read the walk's last params
+    (ws / "digits.txt").write_text(DIGITS_TEXT)
+    mixture = write_params(ws.parent / "mixture.yaml", {**PARAMS, "data": MIXTURE, "tokenizer": BYTE_EOT})
+    run([sys.executable, "-m", "pipeline.params", "use", str(mixture)], ws, env)
+    exp_mixture = run(["dvc", "exp", "run", "train"], ws, env)
+    explicit = yaml.safe_load((ws / "params.yaml").read_text())
+    explicit["data"]["sources"][1]["weight"] = MIXTURE_NEW_WEIGHT
+    (ws / "params.yaml").write_text(yaml.safe_dump(explicit, sort_keys=False))
+    exp_mixture_weight = run(["dvc", "exp", "run", "train"], ws, env)
+    exp_show_mixture = json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout)
+    (ws / "params.yaml").write_text(walked)
     return Session(
         ws=ws,
         repro=repro,
@@ -162,6 +185,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
         exp_tasks_curve=exp_tasks_curve,
         exp_show_all=exp_show_all,
         plots=plots,
+        exp_mixture=exp_mixture,
+        exp_mixture_weight=exp_mixture_weight,
+        exp_show_mixture=exp_show_mixture,
     )
 
 
@@ -286,6 +312,27 @@ def test_hellaswag_during_training_is_drawn_by_dvc_plots_and_listed_by_dvc_exp_s
         "hellaswag_acc_norm": scorings,
     }
     assert {field: steps[scorings[-1]] for field, steps in points.items()} == live["tasks"]
+
+
+def test_a_new_mixture_weight_trains_again_but_tokenizes_nothing(session: Session) -> None:
+    assert ran_stages(session.exp_mixture) == ["source", "tokenize", "train"]
+    assert ran_stages(session.exp_mixture_weight) == ["source", "train"]  # source.json holds no weight
+    assert "tokenize" in skipped_stages(session.exp_mixture_weight)
+
+
+def test_exp_show_lists_each_sources_tokens_and_val_loss(session: Session) -> None:
+    shown = experiments(session.exp_show_mixture)
+    figures = {}
+    for result, share in ((session.exp_mixture, 0.3), (session.exp_mixture_weight, 0.5)):  # the digits' share
+        (name,) = experiment_names(result)
+        summary = shown[name]["metrics"]["out/train_summary.json"]["data"]
+        live = shown[name]["metrics"]["out/dvclive/metrics.json"]["data"]
+        assert live["sources"] == summary["sources"] and set(summary["sources"]) == {"letters", "digits"}
+        tokens = {source: figures["tokens"] for source, figures in summary["sources"].items()}
+        assert sum(tokens.values()) == summary["tokens_seen"]
+        assert tokens["digits"] / summary["tokens_seen"] == pytest.approx(share, abs=0.05)  # of 160 rows
+        figures[share] = summary["sources"]
+    assert figures[0.5]["digits"]["val_loss"] != figures[0.3]["digits"]["val_loss"]
 
 
 def test_bad_params_stop_dvc_repro_before_any_work(tmp_path: Path) -> None:

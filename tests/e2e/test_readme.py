@@ -109,6 +109,7 @@ RULES = (
     Rule(r"dvc plots show", expect="dvc_plots"),
     Rule(r"python -m pipeline\.params use \w+", expect="wrote params.yaml", after="git checkout -- params.yaml"),
     Rule(r"python -m pipeline\.params check", expect="ok"),
+    Rule(r"python -m pipeline\.batch_at \d+ --chars \d+", expect="rows of"),
     Rule(r"python -m pipeline\.params schema \S+\.json", after="test -s params.schema.json"),
     # Snakemake
     Rule(r"snakemake -j 2"),

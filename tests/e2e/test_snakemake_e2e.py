@@ -21,7 +21,17 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import README_SNAKEMAKE_ELSEWHERE, TINY_TEXT, copy_worktree, job_reasons, tiny_params, write_params
+from helpers import (
+    BYTE_EOT,
+    DIGITS_TEXT,
+    README_SNAKEMAKE_ELSEWHERE,
+    TINY_TEXT,
+    copy_worktree,
+    job_reasons,
+    mixture_data,
+    tiny_params,
+    write_params,
+)
 
 from nanugpt.files.hashing import sha256_file
 
@@ -62,6 +72,8 @@ class Session:
     corpus_edited: Run
     before_corpus_edit: dict[str, str]
     after_corpus_edit: dict[str, str]
+    mixture: Run
+    mixture_weight: Run
 
 
 def mtimes(folder: Path) -> dict[Path, int]:
@@ -98,10 +110,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     command = README_SNAKEMAKE_ELSEWHERE.replace("/scratch", str(scratch)).split()
 
-    def snakemake() -> Run:
-        result = subprocess.run(
-            command, cwd=ws, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
-        )
+    def snakemake(args: list[str] = command) -> Run:
+        result = subprocess.run(args, cwd=ws, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
         text = result.stdout + result.stderr
         if result.returncode != 0:
             pytest.fail(f"snakemake exited with {result.returncode}\n{text}")
@@ -127,6 +137,18 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     corpus.write_text(EDITED_TEXT, encoding="utf-8")
     corpus_edited = snakemake()
     after_corpus_edit = fingerprint(tokens, out_dir)
+
+    # a mixture of the corpus and a digits corpus, trained (rules up to train) into a folder of its own; then the plan
+    # (a dry run) after a new weight
+    digits = tmp / "digits.txt"
+    digits.write_text(DIGITS_TEXT)
+    params = tiny_params(corpus, tokenizer=BYTE_EOT) | {"data": mixture_data(corpus, digits)}
+    mixture_file = write_params(ws / "mixture.yaml", params)
+    mixture_run = [*command[:-2], "params=mixture.yaml", command[-2], f"out_dir={scratch}/runs/mix", "--until", "train"]
+    mixture = snakemake(mixture_run)
+    params["data"]["sources"][1]["weight"] = 0.5
+    write_params(mixture_file, params)
+    mixture_weight = snakemake([*mixture_run, "-n"])
     return Session(
         ws=ws,
         token_dir=tokens,
@@ -144,6 +166,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
         corpus_edited=corpus_edited,
         before_corpus_edit=before_corpus_edit,
         after_corpus_edit=after_corpus_edit,
+        mixture=mixture,
+        mixture_weight=mixture_weight,
     )
 
 
@@ -192,6 +216,12 @@ def test_editing_one_corpus_line_reruns_tokenize_train_and_what_follows(session:
     assert "corpus.txt" in session.corpus_edited.reasons["source"]  # updated input files: .../corpus.txt
     for name, digest in session.after_corpus_edit.items():
         assert digest != session.before_corpus_edit[name], name  # tokenized and trained anew, not resumed
+
+
+def test_a_new_mixture_weight_would_train_again_but_tokenize_nothing(session: Session) -> None:
+    assert sorted(session.mixture.reasons) == ["source", "tokenize", "train"]
+    assert list(session.mixture_weight.reasons) == ["train"]  # the dry run's plan
+    assert session.mixture_weight.reasons["train"].startswith("Params have changed since last execution")
 
 
 def test_forced_train_rerun_keeps_and_resumes_its_checkpoints(session: Session) -> None:

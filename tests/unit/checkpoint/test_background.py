@@ -43,13 +43,15 @@ def test_writes_run_in_order_and_a_save_waits_only_for_earlier_steps() -> None:
 
 
 def test_a_failed_write_is_raised_by_the_next_save_and_drops_the_queue() -> None:
-    writer, done = BackgroundWriter(), []
+    writer, done, queued = BackgroundWriter(), [], threading.Event()
 
     def fail() -> None:
+        queued.wait()  # fails once the next write is queued behind it (else the queueing itself would raise)
         raise OSError("disk gone")
 
     writer.submit(1, lambda: fail)
     writer.submit(1, lambda: lambda: done.append("after"))  # queued behind the failure: never written
+    queued.set()
     with pytest.raises(OSError, match="disk gone"):
         writer.submit(2, lambda: lambda: done.append("next"))
     assert done == []

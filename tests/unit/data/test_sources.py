@@ -137,7 +137,8 @@ def test_a_file_changed_just_before_its_hash_was_kept_is_read_again(tmp_path: Pa
 def test_url_and_hub_sources_have_no_local_files(tmp_path: Path) -> None:
     for name in ("https://example.invalid/corpus.txt", "hf:roneneldan/TinyStories"):
         params = load_params(write_params(tmp_path / "params.yaml", tiny_params(name)))
-        assert source.run(params, data_root=tmp_path / "data") == {"files": []}
+        record = source.run(params, data_root=tmp_path / "data")
+        assert record["files"] == [] and record["settings"]["source"] == name  # its identity: the params
 
 
 def test_a_missing_corpus_file_is_named(tmp_path: Path) -> None:
