@@ -9,6 +9,9 @@
 # Reruns follow the params each stage reads (Snakemake's params trigger), its code
 # (input files) and its inputs, so an optimizer.lr change re-runs train and what follows. The source
 # rule has the local corpus files as its inputs, so editing one re-runs source, tokenize and what follows.
+# Threads: train takes launch.cpus_per_node, else every core given (-j); evaluate, generate and export,
+# short jobs that run side by side after it, one each. Snakemake hands each job its threads as
+# OMP_NUM_THREADS, which the stage uses (pipeline/threads.py).
 import os
 import sys
 
@@ -76,6 +79,20 @@ def train_resources(params=PARAMS):
     return resources
 
 
+# Jobs run on this machine (not a cluster's, nor inside a cluster job): train may take every core given (-j).
+LOCAL = workflow.local_exec and not workflow.remote_exec
+
+
+def train_threads(params=PARAMS, default=None):
+    """The train job's threads (Snakemake sets OMP_NUM_THREADS to them; pipeline/threads.py):
+    ``launch.cpus_per_node`` when set; on a cluster, the cores the job asks for; else ``default``, else every core
+    given to Snakemake (``-j``)."""
+    launch = LaunchParams.model_validate(params.get("launch") or {})
+    if launch.cpus_per_node or not LOCAL:
+        return launch.cpus
+    return default or workflow.cores
+
+
 def command(stage):
     return STAGES[stage].command(PARAMS_FILE) + " > {log} 2>&1"
 
@@ -132,6 +149,7 @@ rule train:
         values=param_values(STAGES["train"], PARAMS),
     log:
         f"{OUT_DIR}/logs/train.log",
+    threads: train_threads()
     resources:
         **train_resources(),
     shell:
@@ -148,6 +166,7 @@ rule evaluate:
         values=param_values(STAGES["evaluate"], PARAMS),
     log:
         f"{OUT_DIR}/logs/evaluate.log",
+    threads: 1
     shell:
         command("evaluate")
 
@@ -162,6 +181,7 @@ rule generate:
         values=param_values(STAGES["generate"], PARAMS),
     log:
         f"{OUT_DIR}/logs/generate.log",
+    threads: 1
     shell:
         command("generate")
 
@@ -176,5 +196,6 @@ rule export:
         values=param_values(STAGES["export"], PARAMS),
     log:
         f"{OUT_DIR}/logs/export.log",
+    threads: 1
     shell:
         command("export")

@@ -33,6 +33,7 @@ from pipeline import paths, submit
 from pipeline.cli import parse_argv, run_command
 from pipeline.console_log import CONSOLE_IS_LOG_ENV, is_file
 from pipeline.schema import PipelineParams, load
+from pipeline.threads import rank_threads, usable_cores
 
 RDZV_PORT = 29500
 # The environment variable that hands the launch command to the train stage, which records it in run_info.json.
@@ -148,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_after = stop_delay(params, job)
         printable = shlex.join(command)
         env = {**os.environ, LAUNCH_COMMAND_ENV: printable}
+        if command[0] != sys.executable:  # torchrun's ranks share the job's cores (pipeline.threads)
+            cpus, nproc = params.launch.cpus_per_node, params.launch.nproc_per_node
+            share = rank_threads(params.general.threads, env, cores=usable_cores(), cpus=cpus, nproc=nproc)
+            env["OMP_NUM_THREADS"] = str(share)
         log = paths.log_file("train")
         if any(is_file(stream, log) for stream in (sys.stdout, sys.stderr)):  # e.g. Snakemake's `> log 2>&1`
             env[CONSOLE_IS_LOG_ENV] = str(log.resolve())

@@ -118,6 +118,7 @@ STAGES: dict[str, Stage] = {
             module="pipeline.launch",
             code=(
                 "stages/train.py",
+                "pipeline/threads.py",
                 "pipeline/launch.py",
                 "pipeline/submit.py",
                 "nanugpt/train/trainer.py",
@@ -192,6 +193,7 @@ STAGES: dict[str, Stage] = {
             module="stages.evaluate",
             code=(
                 "stages/evaluate.py",
+                "pipeline/threads.py",
                 "nanugpt/eval/evaluate.py",
                 "nanugpt/checkpoint/store.py",
                 "nanugpt/checkpoint/sharded.py",
@@ -232,6 +234,7 @@ STAGES: dict[str, Stage] = {
             module="stages.generate",
             code=(
                 "stages/generate.py",
+                "pipeline/threads.py",
                 "nanugpt/inference/generate.py",
                 "nanugpt/checkpoint/store.py",
                 "nanugpt/checkpoint/sharded.py",
@@ -263,6 +266,7 @@ STAGES: dict[str, Stage] = {
             module="stages.export",
             code=(
                 "stages/export.py",
+                "pipeline/threads.py",
                 "nanugpt/inference/hf_export.py",
                 "nanugpt/checkpoint/store.py",
                 "nanugpt/checkpoint/sharded.py",

@@ -34,10 +34,12 @@ from nanugpt.metrics.sinks import check_sinks, log_evaluation
 from pipeline import paths
 from pipeline.cli import stage_main
 from pipeline.console_log import tee_console
+from pipeline.threads import use_threads
 
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate the last checkpoint and write ``metrics.json``; return the metrics."""
+    use_threads(params.general.threads)
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
     with paths.held(out, "evaluate"):
         check_sinks(params)

@@ -31,12 +31,14 @@ from nanugpt.inference.hf_export import NoHFCounterpart, export_checkpoint
 from pipeline import paths
 from pipeline.cli import stage_main
 from pipeline.console_log import tee_console
+from pipeline.threads import use_threads
 
 NOT_EXPORTED = "NOT_EXPORTED.txt"
 
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> Path:
     """Export the ``export.checkpoint`` checkpoint (``last`` by default) to ``OUT_DIR/hf``; return that folder."""
+    use_threads(params.general.threads)
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
     with paths.held(out, "export"):
         data_dir = paths.tokenized_dir(params, data_root)

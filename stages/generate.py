@@ -29,12 +29,14 @@ from nanugpt.metrics.sinks import WandbSink, check_sinks
 from pipeline import paths
 from pipeline.cli import stage_main
 from pipeline.console_log import tee_console
+from pipeline.threads import use_threads
 
 SEPARATOR = "\n---------------\n"
 
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> list[str]:
     """Sample from ``generate.checkpoint`` (``last`` by default); write the samples to ``samples.txt``, return them."""
+    use_threads(params.general.threads)
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
     with paths.held(out, "generate"):
         check_sinks(params)

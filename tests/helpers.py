@@ -200,7 +200,7 @@ def unlock_folder(folder: Path) -> None:
 def tiny_params(source: Path | str, **sections: dict[str, Any]) -> dict[str, Any]:
     """A complete params dict for a tiny char model on ``source``; ``sections`` update it section-wise."""
     params: dict[str, Any] = {
-        "general": {"seed": 7, "device_type": "cpu"},
+        "general": {"seed": 7, "device_type": "cpu", "threads": 1},  # the suite's processes share 2 cores
         "data": {"module": "tokenized", "dataset": "tiny", "source": str(source), "val_fraction": 0.1},
         "tokenizer": {"module": "char"},
         "model": {"module": "nanogpt", "n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16},

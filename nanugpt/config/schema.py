@@ -240,6 +240,13 @@ class GeneralParams(Section):
         description="compile the model with torch.compile; runs then agree to rounding, not bitwise "
         "(inductor kernels), unlike eager CPU runs",
     )
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="intra-op CPU threads of each process; null = what it was given: OMP_NUM_THREADS (Snakemake "
+        "sets it to the rule's threads), a Slurm job's cores or the usable cores, shared by the node's processes "
+        "(pipeline/threads.py). CPU runs are bitwise the same at one count and agree to rounding at another",
+    )
 
     @property
     def order_seed(self) -> int:

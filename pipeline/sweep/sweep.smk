@@ -11,7 +11,9 @@
 # editing a point reruns only that point. On Slurm each point's train job asks for its own `launch`
 # resources. A stage that fails leaves `logs/<stage>.failed` in its point's folder; with --keep-going
 # (profiles/default, profiles/slurm) the other points go on, and the report written at the end
-# (report.html, summary.csv; pipeline.sweep.report) shows the point as failed.
+# (report.html, summary.csv; pipeline.sweep.report) shows the point as failed. A point's train job takes
+# launch.cpus_per_node threads, else one, so that `-j N` trains N points at once without them fighting over
+# cores; its other jobs take one.
 import re
 import shlex
 from pathlib import Path
@@ -116,6 +118,7 @@ rule sweep_train:
         point=one_of(POINTS),
     resources:
         **point_resources(),
+    threads: lambda wildcards: train_threads(POINTS[wildcards.point].params.to_dict(), default=1)
     shell:
         point_command("train")
 
