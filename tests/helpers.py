@@ -89,11 +89,12 @@ def killed_after(full: Path, step: int, out: Path) -> Path:
 
 
 def launch_env(data_root: Path, out_dir: Path) -> dict[str, str]:
-    """The environment of a ``python -m pipeline.launch`` test run: this checkout's code, the given
-    DATA_ROOT / OUT_DIR, one OpenMP thread per rank (the ranks share this machine's cores)."""
+    """The environment of a ``python -m pipeline.launch`` test run: this checkout's code (and ``tests/``, where the
+    components that tests plant by import path live: ``planted_data``), the given DATA_ROOT / OUT_DIR, one OpenMP
+    thread per rank (the ranks share this machine's cores)."""
     return {
         **os.environ,
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
         "DATA_ROOT": str(data_root),
         "OUT_DIR": str(out_dir),
         "OMP_NUM_THREADS": "1",

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import BYTE_EOT, DIGITS_TEXT, REPO, launch_env, launch_train, mixture_data, tiny_params, write_params
+from helpers import BYTE_EOT, DIGITS_TEXT, launch_train, mixture_data, tiny_params, write_params
 
 from pipeline import batch_at
 from pipeline.schema import load
@@ -71,17 +68,7 @@ def test_two_processes_consume_the_global_batches_of_one_from_a_mixture(tmp_path
     params = tiny_params(corpus, tokenizer=BYTE_EOT, training=training, launch={"nproc_per_node": 2})
     params_file = write_params(tmp_path / "params.yaml", params | {"data": data | {"record_to": str(tmp_path / "r")}})
     tokenize.run(load(params_file), data_root=tmp_path / "data")
-    env = launch_env(tmp_path / "data", tmp_path / "two") | {"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.launch", str(params_file)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    launch_train(params_file, tmp_path / "data", tmp_path / "two")
     records = {rank: consumed(tmp_path / f"r-rank{rank}.jsonl") for rank in range(2)}
 
     plain = load(write_params(tmp_path / "plain.yaml", params | {"data": mixture_data(corpus, digits)}))

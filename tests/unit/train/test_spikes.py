@@ -6,20 +6,16 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, launch_env, losses, one_process, tiny_params, write_params
+from helpers import launch_train, losses, one_process, tiny_params, write_params
 
 from nanugpt.config.schema import SpikeParams
 from nanugpt.errors import TrainingError
 from nanugpt.train.spikes import RollBack, Spike, SpikeGuard
 
-TESTS = Path(__file__).resolve().parents[2]
 POISONED = 23  # the data step of the planted spike: the batch of step 24
 
 
@@ -118,18 +114,7 @@ def test_two_processes_roll_back_at_the_same_step_as_one(tmp_path: Path, corpus:
     params = spike_params(corpus, "rollback", [POISONED])
     one = one_process(tmp_path, params, "one")  # tokenizes too
     params_file = write_params(tmp_path / "two.yaml", {**params, "launch": {"nproc_per_node": 2}})
-    env = launch_env(tmp_path / "data", tmp_path / "two")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS)])  # planted_data for every rank
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.launch", str(params_file)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = launch_train(params_file, tmp_path / "data", tmp_path / "two")  # planted_data: on every rank's path
     assert "rolled back to the checkpoint of step 20" in result.stdout
     assert summary(tmp_path / "two")["spikes"]["rollbacks"][0]["skipped_batches"] == [20, POISONED]
     assert [r["spike_step"] for r in summary(tmp_path / "two")["spikes"]["rollbacks"]] == [POISONED + 1]
