@@ -12,6 +12,8 @@
 # Threads: train takes launch.cpus_per_node, else every core given (-j); evaluate, generate and export,
 # short jobs that run side by side after it, one each. Snakemake hands each job its threads as
 # OMP_NUM_THREADS, which the stage uses (pipeline/threads.py).
+# On a cluster, evaluate, generate and export run as one job (group after_train, which profiles/slurm
+# spans over the three), with resources from params' `launch` section (stage_resources).
 import os
 import sys
 
@@ -81,6 +83,18 @@ def train_resources(params=PARAMS):
 
 # Jobs run on this machine (not a cluster's, nor inside a cluster job): train may take every core given (-j).
 LOCAL = workflow.local_exec and not workflow.remote_exec
+
+
+def stage_resources(params=PARAMS):
+    """The resources of each of evaluate, generate and export, from params' ``launch`` section: each loads the model
+    on one process (``launch.stage_mem``) and one GPU where train had GPUs. On a cluster the three run as one job
+    (group ``after_train``: profiles/slurm), which asks for their memory and cores summed and the one GPU."""
+    launch = LaunchParams.model_validate(params.get("launch") or {})
+    resources = dict(runtime=launch.stage_runtime_min, mem_mb=launch.stage_mem, cpus_per_task=1)
+    if launch.gpus_per_node:
+        resources["gres"] = "gpu:1"
+        resources["tasks_per_gpu"] = 0
+    return resources
 
 
 def train_threads(params=PARAMS, default=None):
@@ -167,6 +181,10 @@ rule evaluate:
     log:
         f"{OUT_DIR}/logs/evaluate.log",
     threads: 1
+    group:
+        "after_train"
+    resources:
+        **stage_resources(),
     shell:
         command("evaluate")
 
@@ -182,6 +200,10 @@ rule generate:
     log:
         f"{OUT_DIR}/logs/generate.log",
     threads: 1
+    group:
+        "after_train"
+    resources:
+        **stage_resources(),
     shell:
         command("generate")
 
@@ -197,5 +219,9 @@ rule export:
     log:
         f"{OUT_DIR}/logs/export.log",
     threads: 1
+    group:
+        "after_train"
+    resources:
+        **stage_resources(),
     shell:
         command("export")

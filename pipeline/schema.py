@@ -36,6 +36,19 @@ class LaunchParams(Section):
         ge=0,
         description="GPUs per node of the train job; 0 = none; else at least nproc_per_node (a GPU per process)",
     )
+    stage_runtime_min: int = Field(
+        30,
+        gt=0,
+        description="wall-clock limit, in minutes, of the job that runs evaluate, generate and export after train on "
+        "a cluster (one Slurm job: Snakemake's group after_train)",
+    )
+    stage_mem_mb: int | None = Field(
+        None,
+        gt=0,
+        description="memory, in MB, of each of evaluate, generate and export (each loads the model on one "
+        "process; the job that runs the three at once asks for the sum); null = mem_mb / nproc_per_node, at least "
+        "2000",
+    )
     stop_before_limit_s: int = Field(
         180,
         gt=0,
@@ -66,6 +79,11 @@ class LaunchParams(Section):
     def cpus(self) -> int:
         """CPU cores per node the train job asks for."""
         return self.cpus_per_node or self.nproc_per_node
+
+    @property
+    def stage_mem(self) -> int:
+        """Memory (MB) of one of evaluate, generate and export: ``stage_mem_mb``, else one train process's share."""
+        return self.stage_mem_mb or max(2000, self.mem_mb // self.nproc_per_node)
 
 
 class PipelineParams(Params):

@@ -13,7 +13,8 @@
 # (profiles/default, profiles/slurm) the other points go on, and the report written at the end
 # (report.html, summary.csv; pipeline.sweep.report) shows the point as failed. A point's train job takes
 # launch.cpus_per_node threads, else one, so that `-j N` trains N points at once without them fighting over
-# cores; its other jobs take one.
+# cores; its other jobs take one. On a cluster a point's evaluate, generate and export run as one job (group
+# after-{point}, spanned by profiles/slurm), with resources from the point's `launch` section.
 import re
 import shlex
 from pathlib import Path
@@ -67,6 +68,13 @@ def point_command(stage):
     marker = shlex.quote(SWEEP_DIR) + "/" + str(failed_marker("{wildcards.point}", stage))
     run = f"OUT_DIR={folder} {STAGES[stage].command(folder + '/params.yaml')} > {{log}} 2>&1"
     return f"rm -f {marker}; {run} || {{{{ touch {marker}; exit 1; }}}}"
+
+
+def point_stage_resources():
+    """The resources of a point's evaluate, generate and export, each a function of the point (stage_resources)."""
+    keys = sorted(stage_resources(SWEEP.points[0].params.to_dict()))
+    resource = lambda key: lambda wildcards: stage_resources(POINTS[wildcards.point].params.to_dict()).get(key, 0)  # noqa: E731
+    return {key: resource(key) for key in keys}
 
 
 def point_resources():
@@ -135,6 +143,10 @@ rule sweep_evaluate:
         f"{SWEEP_DIR}/{{point}}/logs/evaluate.log",
     wildcard_constraints:
         point=one_of(POINTS),
+    group:
+        "after-{point}"
+    resources:
+        **point_stage_resources(),
     shell:
         point_command("evaluate")
 
@@ -151,6 +163,10 @@ rule sweep_generate:
         f"{SWEEP_DIR}/{{point}}/logs/generate.log",
     wildcard_constraints:
         point=one_of(POINTS),
+    group:
+        "after-{point}"
+    resources:
+        **point_stage_resources(),
     shell:
         point_command("generate")
 
@@ -167,6 +183,10 @@ rule sweep_export:
         f"{SWEEP_DIR}/{{point}}/logs/export.log",
     wildcard_constraints:
         point=one_of(POINTS),
+    group:
+        "after-{point}"
+    resources:
+        **point_stage_resources(),
     shell:
         point_command("export")
 
