@@ -12,8 +12,7 @@
 # Threads: train takes launch.cpus_per_node, else every core given (-j); evaluate, generate and export,
 # short jobs that run side by side after it, one each. Snakemake hands each job its threads as
 # OMP_NUM_THREADS, which the stage uses (pipeline/threads.py).
-# On a cluster, evaluate, generate and export run as one job (group after_train, which profiles/slurm
-# spans over the three), with resources from params' `launch` section (stage_resources).
+# On a cluster, evaluate, generate and export ask for resources from params' `launch` section (stage_resources).
 import os
 import sys
 
@@ -21,6 +20,7 @@ import yaml
 
 sys.path.insert(0, workflow.basedir)
 from pipeline.stages import STAGES, code_files, corpus_inputs, param_values, render
+from pipeline import snapshot
 from pipeline.schema import LaunchParams
 
 PARAMS_FILE = config.get("params", "params.yaml")
@@ -81,14 +81,14 @@ def train_resources(params=PARAMS):
     return resources
 
 
-# Jobs run on this machine (not a cluster's, nor inside a cluster job): train may take every core given (-j).
-LOCAL = workflow.local_exec and not workflow.remote_exec
+# The cores given with -j on this machine; None under a cluster executor, where -j counts jobs (inside a cluster
+# job, the job's cores). The executor itself is not known yet while the Snakefile is read.
+CORES = workflow.resource_settings.cores
 
 
 def stage_resources(params=PARAMS):
     """The resources of each of evaluate, generate and export, from params' ``launch`` section: each loads the model
-    on one process (``launch.stage_mem``) and one GPU where train had GPUs. On a cluster the three run as one job
-    (group ``after_train``: profiles/slurm), which asks for their memory and cores summed and the one GPU."""
+    on one process (``launch.stage_mem``), with one GPU where train had GPUs."""
     launch = LaunchParams.model_validate(params.get("launch") or {})
     resources = dict(runtime=launch.stage_runtime_min, mem_mb=launch.stage_mem, cpus_per_task=1)
     if launch.gpus_per_node:
@@ -102,13 +102,20 @@ def train_threads(params=PARAMS, default=None):
     ``launch.cpus_per_node`` when set; on a cluster, the cores the job asks for; else ``default``, else every core
     given to Snakemake (``-j``)."""
     launch = LaunchParams.model_validate(params.get("launch") or {})
-    if launch.cpus_per_node or not LOCAL:
+    if launch.cpus_per_node or not CORES:
         return launch.cpus
-    return default or workflow.cores
+    return default or CORES
 
 
 def command(stage):
     return STAGES[stage].command(PARAMS_FILE) + " > {log} 2>&1"
+
+
+onstart:
+    # On a cluster (an executor that does not run jobs here) every job runs the code as it is now, from a snapshot
+    # under OUT_DIR/.code, not the working tree's code when the job starts (pipeline/snapshot.py)
+    if not workflow.executor_plugin.common_settings.local_exec:
+        os.environ.update(snapshot.workflow_env(OUT_DIR, os.environ))
 
 
 SWEEP_FILE = config.get("sweep")
@@ -181,8 +188,6 @@ rule evaluate:
     log:
         f"{OUT_DIR}/logs/evaluate.log",
     threads: 1
-    group:
-        "after_train"
     resources:
         **stage_resources(),
     shell:
@@ -200,8 +205,6 @@ rule generate:
     log:
         f"{OUT_DIR}/logs/generate.log",
     threads: 1
-    group:
-        "after_train"
     resources:
         **stage_resources(),
     shell:
@@ -219,8 +222,6 @@ rule export:
     log:
         f"{OUT_DIR}/logs/export.log",
     threads: 1
-    group:
-        "after_train"
     resources:
         **stage_resources(),
     shell:

@@ -39,15 +39,13 @@ class LaunchParams(Section):
     stage_runtime_min: int = Field(
         30,
         gt=0,
-        description="wall-clock limit, in minutes, of the job that runs evaluate, generate and export after train on "
-        "a cluster (one Slurm job: Snakemake's group after_train)",
+        description="wall-clock limit, in minutes, of each of the evaluate, generate and export jobs on a cluster",
     )
     stage_mem_mb: int | None = Field(
         None,
         gt=0,
-        description="memory, in MB, of each of evaluate, generate and export (each loads the model on one "
-        "process; the job that runs the three at once asks for the sum); null = mem_mb / nproc_per_node, at least "
-        "2000",
+        description="memory, in MB, of each of the evaluate, generate and export jobs on a cluster (each loads the "
+        "model on one process); null = mem_mb / nproc_per_node, at least 2000",
     )
     stop_before_limit_s: int = Field(
         180,

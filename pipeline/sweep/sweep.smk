@@ -13,8 +13,8 @@
 # (profiles/default, profiles/slurm) the other points go on, and the report written at the end
 # (report.html, summary.csv; pipeline.sweep.report) shows the point as failed. A point's train job takes
 # launch.cpus_per_node threads, else one, so that `-j N` trains N points at once without them fighting over
-# cores; its other jobs take one. On a cluster a point's evaluate, generate and export run as one job (group
-# after-{point}, spanned by profiles/slurm), with resources from the point's `launch` section.
+# cores; its other jobs take one. On a cluster a point's evaluate, generate and export ask for resources from
+# the point's `launch` section.
 import re
 import shlex
 from pathlib import Path
@@ -143,8 +143,6 @@ rule sweep_evaluate:
         f"{SWEEP_DIR}/{{point}}/logs/evaluate.log",
     wildcard_constraints:
         point=one_of(POINTS),
-    group:
-        "after-{point}"
     resources:
         **point_stage_resources(),
     shell:
@@ -163,8 +161,6 @@ rule sweep_generate:
         f"{SWEEP_DIR}/{{point}}/logs/generate.log",
     wildcard_constraints:
         point=one_of(POINTS),
-    group:
-        "after-{point}"
     resources:
         **point_stage_resources(),
     shell:
@@ -183,8 +179,6 @@ rule sweep_export:
         f"{SWEEP_DIR}/{{point}}/logs/export.log",
     wildcard_constraints:
         point=one_of(POINTS),
-    group:
-        "after-{point}"
     resources:
         **point_stage_resources(),
     shell:

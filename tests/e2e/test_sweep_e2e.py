@@ -183,37 +183,21 @@ def test_hundred_point_grid_plans_in_seconds(tmp_path: Path) -> None:
     assert counts["sweep_tokenize"] == 1 and counts["sweep_train"] == 100 and counts["total"] == 302, text
 
 
-def slurm_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
-    """The Slurm jobs of a dry run under the Slurm profile, in order: ``(rule, or "group <id>: rule, rule, ...",
-    resources)``. A group's rules are indented below its ``Group job`` line; each job's resources are read from its
-    ``resources:`` line (a group's: its first rule's)."""
-    jobs: list[tuple[str, dict[str, str]]] = []
-    for line in text.splitlines():
-        if match := re.match(r"\[.*\] Group job (\S+) ", line):
-            jobs.append((f"group {match.group(1)}:", {}))
-        elif match := re.fullmatch(r"(\s*)rule (\w+):", line):
-            if match.group(1) and jobs and jobs[-1][0].startswith("group "):
-                jobs[-1] = (f"{jobs[-1][0]} {match.group(2)}", jobs[-1][1])
-            else:
-                jobs.append((match.group(2), {}))
-        elif line.strip().startswith("resources:") and jobs and not jobs[-1][1]:
-            pairs = line.split(":", 1)[1].split(",")
-            jobs[-1][1].update(pair.strip().split("=", 1) for pair in pairs if "=" in pair)
-    return [job for job in jobs if job[0] != "all"]
-
-
-def test_on_slurm_a_points_stages_after_training_are_one_job_with_resources_from_params(tmp_path: Path) -> None:
+def test_on_slurm_a_points_stages_after_training_ask_for_resources_from_params(tmp_path: Path) -> None:
     space = workspace(tmp_path)
     space.write_sweep(GRID, [{"name": "big", "launch.stage_mem_mb": 6000, "launch.stage_runtime_min": 45}])
     result = space.snakemake("-n", "--executor", "slurm", "--workflow-profile", "profiles/slurm")
-    jobs = slurm_jobs(result.stdout + result.stderr)
-    assert result.returncode == 0, result.stdout + result.stderr
-    after = [(name, resources) for name, resources in jobs if name.startswith("group after-")]
-    # before: evaluate and generate of each point were two jobs; now one per point
-    assert sorted(name for name, _ in after) == [
-        f"group after-{point}: sweep_evaluate sweep_generate" for point in ("big", "lr=0.001", "lr=0.003")
-    ]
-    assert [name for name, _ in jobs if not name.startswith("group ")] == ["sweep_tokenize"] + ["sweep_train"] * 3
-    by_point = {name.split(":")[0].removeprefix("group after-"): resources for name, resources in after}
-    assert (by_point["big"]["mem_mb"], by_point["big"]["runtime"]) == ("6000", "45")  # launch.stage_*
-    assert (by_point["lr=0.001"]["mem_mb"], by_point["lr=0.001"]["runtime"]) == ("8000", "30")  # mem_mb / 1 process
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
+    resources: dict[tuple[str, str], dict[str, str]] = {}
+    for job in text.split("rule ")[1:]:
+        rule = job.split(":", 1)[0]
+        point = re.search(r"wildcards: point=(\S+)", job)
+        line = re.search(r"resources: (.*)", job)
+        if point and line and rule in ("sweep_evaluate", "sweep_generate"):
+            pairs = (pair.strip().split("=", 1) for pair in line.group(1).split(",") if "=" in pair)
+            resources[rule, point.group(1)] = dict(pairs)
+    assert len(resources) == 6, text  # evaluate and generate of 3 points
+    for (rule, point), asked in resources.items():
+        expected = ("6000", "45") if point == "big" else ("8000", "30")  # launch.stage_*, else mem_mb / 1 process
+        assert (asked["mem_mb"], asked["runtime"]) == expected, (rule, point, asked)
