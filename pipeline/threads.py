@@ -21,8 +21,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import torch
-
 from nanugpt.errors import UserError
 
 
@@ -66,6 +64,8 @@ def rank_threads(override: int | None, env: Mapping[str, str], *, cores: int, cp
 
 def use_threads(override: int | None, env: Mapping[str, str] = os.environ) -> int:
     """Set this process's intra-op threads (``process_threads``) and return the count."""
+    import torch  # here: the train launcher imports this module, and starts without torch (tests/unit/test_layers.py)
+
     count = process_threads(override, env, usable_cores())
     torch.set_num_threads(count)
     return count
