@@ -121,6 +121,7 @@ STAGES: dict[str, Stage] = {
                 "pipeline/threads.py",
                 "pipeline/launch.py",
                 "pipeline/submit.py",
+                "pipeline/snapshot.py",
                 "nanugpt/train/trainer.py",
                 "nanugpt/distributed/signals.py",
                 *DATA_COMPONENTS,

@@ -7,7 +7,9 @@
 (nodes, cores and memory per node, GPUs, wall time) and ``launch.slurm_args``; sbatch also reads the
 cluster's usual ``SBATCH_PARTITION`` / ``SBATCH_ACCOUNT`` variables. The job runs ``python -m pipeline.launch``
 again with the same arguments, in the same folder and environment (``OUT_DIR``, ``DATA_ROOT``): inside the
-job it starts the stage as usual. Meanwhile the job's output (``OUT_DIR/logs/slurm-<job id>.out``) is copied
+job it starts the stage as usual. It runs the code as it was at submission, not when the job starts: a snapshot
+of the git commit and its uncommitted changes under ``OUT_DIR/.code`` (``pipeline.snapshot``), recorded in
+``run_info.json``. Meanwhile the job's output (``OUT_DIR/logs/slurm-<job id>.out``) is copied
 to this console as it grows; Ctrl-C or a SIGTERM cancels the job (``scancel``: the stage gets SIGTERM and
 saves a checkpoint); the exit code is the job's, or 128 + the signal's number when a cancelled job reports 0.
 """
@@ -26,7 +28,7 @@ from typing import TextIO
 
 from nanugpt.distributed.signals import STOP_SIGNALS
 from nanugpt.errors import UserError
-from pipeline import paths
+from pipeline import paths, snapshot
 from pipeline.schema import PipelineParams
 
 POLL_S = 0.5  # how often the job's output file is read while it runs
@@ -82,10 +84,12 @@ def submit_and_wait(params: PipelineParams, launch_argv: Sequence[str], env: Map
     """Submit the train stage as a Slurm job, stream its output, cancel it on a stop signal; its exit code."""
     logs = paths.writable(paths.out_dir() / "logs", "OUT_DIR")
     output = (logs / "slurm-%j.out").resolve()
+    code_snapshot = snapshot.take(paths.out_dir(), context="launch.submit: slurm")
+    job_env = {**env, **snapshot.job_env(code_snapshot, env)}
     command = sbatch_command(params, launch_argv, output)
     try:
         # its own session: a Ctrl-C at the terminal reaches this process alone, which cancels the job
-        sbatch = subprocess.Popen(command, env=dict(env), stdout=subprocess.PIPE, text=True, start_new_session=True)
+        sbatch = subprocess.Popen(command, env=job_env, stdout=subprocess.PIPE, text=True, start_new_session=True)
     except FileNotFoundError:
         raise UserError("launch.submit is slurm but sbatch is not on PATH: run on a Slurm login node") from None
     assert sbatch.stdout is not None
@@ -94,6 +98,7 @@ def submit_and_wait(params: PipelineParams, launch_argv: Sequence[str], env: Map
         return sbatch.wait() or 1  # sbatch refused the job and said why on stderr
     log = Path(str(output).replace("%j", job_id))
     print(f"submit: Slurm job {job_id} ({shlex.join(command[:-1])} ...); its output: {log}", flush=True)
+    print(f"submit: the job runs the code of {code_snapshot.describe()}, copied to {code_snapshot.tree}", flush=True)
 
     stopped_by: list[int] = []  # the stop signal that cancelled the job, if one did
 

@@ -5,6 +5,7 @@ Every rule is a Slurm job (slurmctld's own record of each is read back); the tra
 params' ``launch`` section, 2 nodes of 2 ranks, and trains with ``training.strategy: fsdp``: each rank holds a
 quarter of the model, the per-step losses are one process's, the checkpoint is a folder of every rank's shards
 that the other stages read, and a second snakemake run has nothing to do. Skipped unless 2 Slurm nodes are idle.
+A train submitted with ``launch.submit: slurm`` runs the code of its submission, not an edit made while it waits.
 
 The other Slurm tests: ``test_multinode_e2e.py`` (2-node DDP jobs requeued, a node killed, a time limit),
 ``test_sweep_slurm_e2e.py`` (the README's sweep: 1-node jobs side by side) and
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +34,8 @@ from slurm_jobs import (
     run,
     train_losses,
     two_node_workspace,
+    wait_for,
+    workspace,
 )
 
 from pipeline.stages import STAGES, render
@@ -95,3 +100,50 @@ def test_readme_pipeline_on_slurm_two_nodes_fsdp(tmp_path: Path) -> None:
     difference = max_relative_difference(four, one_process_losses(ws))
     print(f"fsdp, 4 ranks on 2 nodes: max relative loss difference vs 1 process: {difference:.2e}")
     assert difference < 1e-4
+
+
+# Held at submission (sbatch --hold) until the test has edited the workspace; one node, one process.
+HELD_LAUNCH = {"submit": "slurm", "slurm_args": ["--hold"], "cpus_per_node": 1, "mem_mb": 1000, "runtime_min": 10}
+BROKEN = 'raise RuntimeError("edited after submission")\n'
+
+
+def test_a_queued_job_runs_the_code_it_was_submitted_with(tmp_path: Path) -> None:
+    require_idle_nodes(1)
+    ws = workspace(tmp_path, "snapshot", launch=HELD_LAUNCH)
+    env = job_env()
+    git = ["git", "-c", "user.name=nanugpt tests", "-c", "user.email=tests@nanugpt.invalid"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "submitted"]):
+        run([*git, *command], cwd=ws, env=env)
+    sha = run(["git", "rev-parse", "HEAD"], cwd=ws, env=env).stdout.strip()
+    params = ws / "params.yaml"
+    params.write_text(params.read_text().replace("max_steps: 20", "max_steps: 6"))  # uncommitted: the job has it
+    run([sys.executable, "-m", "stages.tokenize", "params.yaml"], cwd=ws, env=env)
+    log = tmp_path / "launcher.log"
+    started = time.monotonic()
+    with open(log, "w") as out:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.launch", "params.yaml"], cwd=ws, env=env, stdout=out, stderr=out
+        )
+    job_id = None
+    try:
+        found = wait_for("the held job", lambda: re.search(r"submit: Slurm job (\d+)", log.read_text()), 60, 0.2)
+        job_id = found.group(1)
+        assert job_fields(job_id)["JobState"] == "PENDING", job_fields(job_id)
+        for module in ("pipeline/launch.py", "stages/train.py", "nanugpt/train/trainer.py"):  # every layer it runs
+            (ws / module).write_text((ws / module).read_text() + BROKEN)  # fails at import
+        run(["scontrol", "release", job_id], env=env)
+        code = launcher.wait(timeout=180)
+    finally:
+        launcher.kill()
+        if job_id:  # a held job left behind would wait forever
+            subprocess.run(["scancel", job_id], capture_output=True, check=False)
+    text = log.read_text()
+    print(f"a held job, released after an edit: {time.monotonic() - started:.0f} s")
+    assert code == 0 and "done: 6 steps" in text, text
+    code_record = json.loads((ws / "out" / "run_info.json").read_text())["code"]
+    snapshot = Path(code_record["snapshot"])
+    assert code_record["sha"] == sha and code_record["dirty"] is True, code_record
+    assert snapshot.parent == (ws / "out" / ".code").resolve() and snapshot.name.startswith(f"{sha}-"), snapshot
+    assert f"the job runs the code of {sha} + uncommitted changes" in text, text
+    assert "max_steps: 6" in (snapshot / "tree" / "params.yaml").read_text()  # the uncommitted change, applied
+    assert not (snapshot / "tree" / "stages" / "train.py").read_text().endswith(BROKEN)

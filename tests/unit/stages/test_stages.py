@@ -89,7 +89,7 @@ def test_cli_runs_with_overrides_and_env_roots(tmp_path: Path, params_file: Path
     info = json.loads((tmp_path / "o" / "run_info.json").read_text())
     assert info["params"]["training"]["max_steps"] == 4
     assert "--training.max_steps 4" in info["launch_command"]
-    keys = {"git", "params", "versions", "device", "world_size", "hosts", "launch_command", "size", "environment"}
+    keys = {"code", "params", "versions", "device", "world_size", "hosts", "launch_command", "size", "environment"}
     assert set(info) == keys
 
 
