@@ -8,8 +8,9 @@ third), run from scratch into a fresh ``OUT_DIR`` each time, rounds interleaved:
 
 * ``-j 1``: one job at a time; each point's train job asks for one thread (the sweep's default);
 * ``-j 2``: two jobs at a time, one thread each: the goal is a wall time <= 0.65x ``-j 1``'s;
-* ``-j 1``, two threads per point (``launch.cpus_per_node: 2``): the other way to use two cores, for
-  reference.
+* ``-j 2``, two threads per point (``launch.cpus_per_node: 2``): the other way to use two cores, one train
+  job at a time with both, for reference (with ``-j 1`` Snakemake would give a job one thread whatever it
+  asks).
 
 It also reads each point's ``run_info.json``: the threads its train stage ran with
 (``torch.get_num_threads()`` there) must be those its job was given. Prints a Markdown table and writes JSON
@@ -36,7 +37,7 @@ TIMEOUT_S = 3600
 RUNS = {  # name: (snakemake -j, threads of each point's train job)
     "-j 1": (1, 1),
     "-j 2": (2, 1),
-    "-j 1, 2 threads": (1, 2),
+    "-j 2, 2 threads": (2, 2),
 }
 
 
