@@ -56,6 +56,11 @@ def outputs(stage, data_dir=DATA_DIR, out_dir=OUT_DIR):
     return [path for kind in ("outs", "metrics", "plots") for path in paths(stage, kind, data_dir, out_dir)]
 
 
+def launch_of(params):
+    """The ``launch`` section of a plain params dict, defaults filled in."""
+    return LaunchParams.model_validate(params.get("launch") or {})
+
+
 def train_resources(params=PARAMS):
     """The train job's portable resources, from params' ``launch`` section (defaults filled in).
 
@@ -63,7 +68,7 @@ def train_resources(params=PARAMS):
     so cpus_per_task and mem_mb are per node. Cluster specifics (slurm_partition, slurm_account,
     qos) live in the workflow profile (profiles/slurm), not here.
     """
-    launch = LaunchParams.model_validate(params.get("launch") or {})
+    launch = launch_of(params)
     resources = dict(
         runtime=launch.runtime_min,
         mem_mb=launch.mem_mb,
@@ -89,7 +94,7 @@ CORES = workflow.resource_settings.cores
 def stage_resources(params=PARAMS):
     """The resources of each of evaluate, generate and export, from params' ``launch`` section: each loads the model
     on one process (``launch.stage_mem``), with one GPU where train had GPUs."""
-    launch = LaunchParams.model_validate(params.get("launch") or {})
+    launch = launch_of(params)
     resources = dict(runtime=launch.stage_runtime_min, mem_mb=launch.stage_mem, cpus_per_task=1)
     if launch.gpus_per_node:
         resources["gres"] = "gpu:1"
@@ -101,7 +106,7 @@ def train_threads(params=PARAMS, default=None):
     """The train job's threads (Snakemake sets OMP_NUM_THREADS to them; pipeline/threads.py):
     ``launch.cpus_per_node`` when set; on a cluster, the cores the job asks for; else ``default``, else every core
     given to Snakemake (``-j``)."""
-    launch = LaunchParams.model_validate(params.get("launch") or {})
+    launch = launch_of(params)
     if launch.cpus_per_node or not CORES:
         return launch.cpus
     return default or CORES

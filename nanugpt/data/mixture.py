@@ -253,33 +253,29 @@ class MixtureBatches:
         rows = np.arange(first_row, first_row + count, dtype=np.float64)
         return np.searchsorted(self.bounds, np.mod(self.start + rows * GOLDEN, 1.0), side="right")
 
+    def sources_of_micro_batch(self, step: int, micro_step: int) -> tuple[int, np.ndarray]:
+        """The position in ``step``'s global batch of this rank's ``micro_step``'s first row, and the source index
+        of each of its rows."""
+        n, start = self.share.global_rows, self.share.first_row(micro_step)
+        return start, self.sources_of(step * n, n)[start : start + self.share.rows]
+
     def origins(self, step: int, micro_step: int) -> list[tuple[str, int]]:
         """``(source/split file, first token)`` of each row of this rank's ``micro_step`` (``pipeline.batch_at``)."""
-        n, start = self.share.global_rows, self.share.first_row(micro_step)
-        which = self.sources_of(step * n, n)[start : start + self.share.rows].tolist()
-        return [
-            (f"{self.names[index]}/{self.parts[self.names[index]].file.path.name}", int(offset))
-            for index, offset in zip(which, self.row_offsets(step, start, which))
-        ]
-
-    def row_offsets(self, step: int, start: int, which: list[int]) -> list[int]:
-        """The window start of each of the rows ``start, start + 1, ...`` of ``step``, whose sources are ``which``."""
-        return [int(self.parts[self.names[index]].offsets(step)[start + i]) for i, index in enumerate(which)]
+        start, which = self.sources_of_micro_batch(step, micro_step)
+        origins = []
+        for row, index in enumerate(which.tolist()):
+            part = self.parts[self.names[index]]
+            origins.append((f"{self.names[index]}/{part.file.path.name}", int(part.offsets(step)[start + row])))
+        return origins
 
     def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, each (rows, context_length) int64, of this rank's ``micro_step``."""
-        n, start = self.share.global_rows, self.share.first_row(micro_step)
-        which = self.sources_of(step * n, n)[start : start + self.share.rows]
-        window = np.arange(self.context_length + 1)
+        start, which = self.sources_of_micro_batch(step, micro_step)
         ids = np.empty((self.share.rows, self.context_length + 1), dtype=np.int64)
         for index in np.unique(which).tolist():
             part = self.parts[self.names[index]]
             mine = which == index
-            offsets = part.offsets(step)[start : start + self.share.rows][mine]
-            part.file.prefetch(offsets, self.context_length + 1)
-            taken = part.file.tokens[offsets[:, None] + window]
-            part.file.check_ids(taken)
-            ids[mine] = taken
+            ids[mine] = part.windows(part.offsets(step)[start : start + self.share.rows][mine])
         batch = torch.from_numpy(ids)
         return batch[:, :-1], batch[:, 1:]
 

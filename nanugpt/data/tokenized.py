@@ -364,14 +364,18 @@ class BatchSource:
             self._epochs[epoch] = (shift, rng.permutation(self.windows_per_epoch))
         return self._epochs[epoch]
 
+    def windows(self, offsets: np.ndarray) -> np.ndarray:
+        """The token ids (rows, context_length + 1) of the windows that start at ``offsets``: read ahead in one
+        round, gathered at once and checked against the vocabulary."""
+        self.file.prefetch(offsets, self.context_length + 1)
+        ids = self.file.tokens[offsets[:, None] + self._window]
+        self.file.check_ids(ids)
+        return ids
+
     def micro_batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, each (rows, context_length) int64, of this rank's ``micro_step``."""
         start = self.share.first_row(micro_step)
-        window = self.context_length + 1
-        offsets = self.offsets(step)[start : start + self.share.rows]
-        self.file.prefetch(offsets, window)
-        ids = self.file.tokens[offsets[:, None] + self._window]  # (rows, window)
-        self.file.check_ids(ids)
+        ids = self.windows(self.offsets(step)[start : start + self.share.rows])
         batch = torch.from_numpy(ids.astype(np.int64))
         return batch[:, :-1], batch[:, 1:]
 

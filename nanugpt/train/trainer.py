@@ -338,16 +338,16 @@ class Trainer:
             "time/since_checkpoint_s": self.checkpointer.seconds_since_save(),
             **self.guard.figures(),
             **self.sizes,
-            **self.source_tokens(),
+            **{f"sources/{name}/tokens": tokens for name, tokens in self.source_tokens().items()},
         }
 
-    def source_tokens(self) -> dict[str, float]:
-        """``sources/<name>/tokens``: the train tokens each source of a mixture gave so far; none for other data."""
+    def source_tokens(self) -> dict[str, int]:
+        """The train tokens each source of a mixture gave so far, by name; none for other data."""
         batches = self.parts.train_batches
         if not isinstance(batches, MixedBatches):
             return {}
         data_steps = self.progress.step + self.guard.data_offset  # the batches a rollback skipped were drawn too
-        return {f"sources/{name}/tokens": n for name, n in batches.tokens_by_source(data_steps).items()}
+        return batches.tokens_by_source(data_steps)
 
     def wait_for_checkpoints(self, failed: bool) -> None:
         """Let the background checkpoint writes finish (``training.async_checkpoint``). Where the run already
@@ -508,8 +508,7 @@ class Trainer:
         if tokens := self.source_tokens():
             losses = self.validator.last_source_losses
             summary["sources"] = {
-                name: {"tokens": tokens[f"sources/{name}/tokens"], "val_loss": losses.get(name)}
-                for name in sorted({key.split("/")[1] for key in tokens})
+                name: {"tokens": count, "val_loss": losses.get(name)} for name, count in sorted(tokens.items())
             }
         if isinstance(self.parts.schedule, ReportingSchedule) and self.metrics.history_losses:  # an lr range test
             summary["schedule"] = self.parts.schedule.report(self.metrics.history_lrs, self.metrics.history_losses)
