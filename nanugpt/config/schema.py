@@ -307,7 +307,19 @@ class SpikeParams(Section):
 
 
 class TrainingParams(Section):
+    @property
+    def last_step(self) -> int:
+        """The step this run ends at: ``stop_at`` where set, else ``max_steps``."""
+        return self.stop_at or self.max_steps
+
     max_steps: int = Field(gt=0, description="optimizer steps in the run")
+    stop_at: int | None = Field(
+        None,
+        gt=0,
+        description="end this run after this step as if it were the last (validate, checkpoint, summary) while the "
+        "schedule still runs over max_steps; another run continues it with training.resume: <its checkpoint> (a "
+        "rung of a halving sweep, a shared stable phase); null = max_steps",
+    )
     device_batch_size: int = Field(gt=0, description="sequences per forward pass on one process")
     global_batch_size: int = Field(
         gt=0, description="sequences per optimizer step over all processes; accumulation = global / (device * world)"
@@ -474,6 +486,25 @@ class Params(Section):
         return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()
 
 
+# What must match for ``resume: auto`` to continue a checkpoint: everything that shapes the numbers
+# (not logging, checkpointing or launch settings), so a resumed run equals an uninterrupted one.
+RESUME_KEYS = (
+    "general.seed",
+    "general.data_seed",
+    "general.dtype",
+    "data",
+    "tokenizer",
+    "model",
+    "optimizer",
+    "scheduler",
+    "loss",
+    "scaler",
+    "training.max_steps",
+    "training.device_batch_size",
+    "training.global_batch_size",
+    "training.grad_clip",
+)
+
 COMPONENT_SECTIONS = tuple(KIND_BASES)  # the sections whose `module:` names a component
 
 
@@ -489,6 +520,8 @@ def cross_check(params: Params) -> list[tuple[str, str]]:
     if t.strategy == "fsdp" and params.general.dtype == "float16":
         message = "fsdp does not combine with general.dtype float16 (loss scaling of sharded gradients); use bfloat16"
         return [("training.strategy", message)]
+    if t.stop_at is not None and t.stop_at > t.max_steps:
+        return [("training.stop_at", f"must be <= training.max_steps ({t.max_steps}), got {t.stop_at}")]
     if t.profile.enabled and t.profile.start_step >= t.max_steps:
         message = f"must be below training.max_steps ({t.max_steps}) for the window to open, got {t.profile.start_step}"
         return [("training.profile.start_step", message)]

@@ -28,30 +28,11 @@ import torch.distributed as dist
 from nanugpt.checkpoint import sharded, store
 from nanugpt.checkpoint.background import BackgroundWriter, staged, synchronize_copies
 from nanugpt.config.loader import flatten, get_dotted
-from nanugpt.config.schema import Params
+from nanugpt.config.schema import RESUME_KEYS, Params
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.files.atomic import write_json
 from nanugpt.files.checksum import checksum_path, read_checksum
 from nanugpt.files.hashing import sha256_file
-
-# What must match for ``resume: auto`` to continue a checkpoint: everything that shapes the numbers
-# (not logging, checkpointing or launch settings), so a resumed run equals an uninterrupted one.
-RESUME_KEYS = (
-    "general.seed",
-    "general.data_seed",
-    "general.dtype",
-    "data",
-    "tokenizer",
-    "model",
-    "optimizer",
-    "scheduler",
-    "loss",
-    "scaler",
-    "training.max_steps",
-    "training.device_batch_size",
-    "training.global_batch_size",
-    "training.grad_clip",
-)
 
 # Names the checkpoint ``last.pt`` / ``last`` is and its step, for either strategy: the one file by which
 # Snakemake knows the checkpoints folder (pipeline/stages.py), rewritten whenever ``last`` moves.

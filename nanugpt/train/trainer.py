@@ -1,7 +1,7 @@
 """The training loop: one code path for one CPU process, N processes under torchrun, and N nodes.
 
 ``train(params, data_dir, out_dir)`` runs ``training.max_steps`` optimizer
-steps. Read it top to bottom: ``Trainer.loop`` is the loop; each part it
+steps (or stops at ``training.stop_at``). Read it top to bottom: ``Trainer.loop`` is the loop; each part it
 calls decides its own timing and owns its state, as in torchtitan's trainer:
 
 - ``nanugpt.train.build``: the run's parts (model, optimizer, schedule, scaler,
@@ -22,7 +22,7 @@ every rank writes its shards into, ``last`` and ``best/``), ``plots/train.csv``,
 ``wandb/`` (``logging.wandb``), ``run_info.json``, and ``train_summary.json``.
 SIGTERM, SIGINT and SIGUSR1 save a checkpoint at the end of the current step
 and stop, so a preempted or requeued job resumes where it was
-(``training.resume: auto``). A run resumed at ``training.max_steps`` changes
+(``training.resume: auto``). A run resumed at its last step changes
 nothing.
 """
 
@@ -224,14 +224,14 @@ class Trainer:
         self.last_checkpoint = self.progress.step
 
     def run(self) -> dict[str, Any]:
-        """Resume or start, train to ``training.max_steps``, and return the summary."""
+        """Resume or start, train to ``training.last_step``, and return the summary."""
         if self.info.is_main and self.previous.recover():
             self.log(f"put back the outputs an interrupted run had set aside in {self.previous.aside}")
         state = self.checkpointer.resume_state()
         if state is not None:
             self.load_state_dict(state)
             self.log(f"resumed from step {self.progress.step} ({self.progress.tokens_seen:,} tokens seen)")
-            if self.progress.step >= self.params.training.max_steps:
+            if self.progress.step >= self.params.training.last_step:
                 return self.finished(state)
         elif self.info.is_main and (moved := self.previous.set_aside()):
             self.log(
@@ -272,7 +272,7 @@ class Trainer:
         )
 
     def loop(self, model: torch.nn.Module) -> dict[str, Any]:
-        """Train from ``progress.step`` to ``training.max_steps``; return the summary."""
+        """Train from ``progress.step`` to ``training.last_step``; return the summary."""
         t, parts, progress = self.params.training, self.parts, self.progress
         train_step = TrainStep(
             parts,
@@ -284,19 +284,19 @@ class Trainer:
             guard=self.guard,
         )
         metrics = self.metrics = self.start_metrics()
-        bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", disable=None if self.info.is_main else True)
+        bar = tqdm(total=t.last_step, initial=progress.step, desc="train", disable=None if self.info.is_main else True)
         stop = StopRequest()
         profiler = StepProfiler(t.profile, self.out_dir, self.info, self.log)
         model.train()
         failed = True  # until the loop ends by itself (or asks for a rollback)
         try:
-            while progress.step < t.max_steps:
+            while progress.step < t.last_step:
                 result = train_step(progress.step)
                 step = progress.advance(parts.tokens_per_step)
                 metrics.record(step, progress.tokens_seen, result.lr, result.loss, result.grad_norm)
                 profiler.step(step)
                 bar.update(1)
-                final = step == t.max_steps
+                final = step == t.last_step
                 stopping, time_due = any_rank((stop.signal is not None, self.checkpointer.time_due()), self.info)
                 validate = self.validator.should_validate(step, final)
                 save = self.checkpointer.should_save(step, final, stopping, time_due)
@@ -372,7 +372,7 @@ class Trainer:
             collected["environment"] = self.environment
             if self.guard.active:
                 collected["spikes"] = self.guard.record()
-            if self.checkpointer.changed:  # resumed by path from a checkpoint trained with other values
+            if params.training.resume not in ("auto", "never"):  # resumed by path: from where, and what changed
                 collected["resumed_from"] = {
                     "checkpoint": self.params.training.resume,
                     "step": self.progress.step,
@@ -390,7 +390,7 @@ class Trainer:
             if params.logging.wandb:
                 self.wandb = self.wandb_sink()
                 sinks.append(self.wandb)
-            sinks += [*self.extra_sinks, ConsoleSink(self.log, params.training.max_steps)]
+            sinks += [*self.extra_sinks, ConsoleSink(self.log, params.training.last_step)]
             self.log(
                 f"training {sum(p.numel() for p in parts.model.parameters()):,} parameters on "
                 f"{info.world_size} x {info.device}, {parts.accum} micro-steps of "
@@ -403,7 +403,7 @@ class Trainer:
             sinks,
             info,
             log_every=params.training.log_every,
-            max_steps=params.training.max_steps,
+            max_steps=params.training.last_step,
             tokens_per_step=parts.tokens_per_step,
             flops_per_token=flops,
             peak_flops=peak,
@@ -523,12 +523,14 @@ class Trainer:
         return summary
 
     def finished(self, state: dict[str, Any]) -> dict[str, Any]:
-        """A run resumed at ``training.max_steps``: nothing to train, and every output stays as it is. Outputs that
+        """A run resumed at its last step: nothing to train, and every output stays as it is. Outputs that
         are missing (Snakemake and DVC delete a stage's outputs before they rerun it) are written again from
         the checkpoint: ``run_info.json``, ``train_summary.json`` (its losses, not its timings), the plots'
         CSV files (their header only: the rows of the run are gone with the files) and dvclive's files (one point,
         the checkpoint's losses at its step)."""
-        self.log("nothing left to train: training.max_steps is reached; outputs present stay as they are")
+        self.log(
+            f"nothing left to train: step {self.params.training.last_step} is reached; outputs present stay as they are"
+        )
         path = self.out_dir / "train_summary.json"
         try:
             return json.loads(path.read_text())

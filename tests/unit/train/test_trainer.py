@@ -12,7 +12,7 @@ import torch
 from helpers import killed_after, tiny_params, write_params
 
 from nanugpt.checkpoint.store import CheckpointError, load_checkpoint
-from nanugpt.config.params import load_params
+from nanugpt.config.params import ParamsError, load_params
 from nanugpt.data.tokenized import DataError
 from nanugpt.distributed.process_group import DistInfo
 from nanugpt.errors import TrainingError
@@ -86,6 +86,35 @@ def test_resume_reproduces_the_uninterrupted_losses(tmp_path: Path, corpus: Path
     resumed = killed_after(tmp_path / "full", 10, tmp_path / "resumed")
     train.run(params, data_root=data, out_dir=resumed)
     assert train_losses(resumed) == train_losses(tmp_path / "full")  # bitwise, float32 on CPU
+
+
+def test_a_run_stopped_at_a_step_and_continued_by_path_equals_the_straight_run(tmp_path: Path, corpus: Path) -> None:
+    """Successive halving's rungs: train to step 7 of a 20-step schedule, continue from that checkpoint in another
+    folder, and every per-step loss is the straight run's, bitwise."""
+    params, data = prepare(tmp_path, corpus, model={"dropout": 0.1})
+    straight = train.run(params, data_root=data, out_dir=tmp_path / "straight")
+    rung = load_params(tmp_path / "params.yaml", ["--training.stop_at", "7"])
+    first = train.run(rung, data_root=data, out_dir=tmp_path / "rung-7")
+    assert first["step"] == 7 and first["val_loss"] is not None
+    assert json.loads((tmp_path / "rung-7" / "checkpoints" / "last.json").read_text())["step"] == 7
+    checkpoint = str(tmp_path / "rung-7" / "checkpoints" / "last.pt")
+    final = train.run(
+        load_params(tmp_path / "params.yaml", ["--training.resume", checkpoint]),
+        data_root=data,
+        out_dir=tmp_path / "final",
+    )
+    losses = train_losses(tmp_path / "rung-7") | train_losses(tmp_path / "final")
+    assert losses == train_losses(tmp_path / "straight")  # bitwise, float32 on CPU, dropout on
+    assert final["val_loss"] == straight["val_loss"]
+    info = json.loads((tmp_path / "final" / "run_info.json").read_text())
+    assert info["resumed_from"] == {"checkpoint": checkpoint, "step": 7, "changed": {}}
+    assert train.run(rung, data_root=data, out_dir=tmp_path / "rung-7")["step"] == 7  # a rerun: nothing to train
+
+
+def test_stop_at_past_max_steps_is_refused(tmp_path: Path, corpus: Path) -> None:
+    write_params(tmp_path / "params.yaml", tiny_params(corpus))
+    with pytest.raises(ParamsError, match=r"training.stop_at: must be <= training.max_steps \(20\), got 21"):
+        load_params(tmp_path / "params.yaml", ["--training.stop_at", "21"])
 
 
 def test_truncated_checkpoint_falls_back_to_previous(tmp_path: Path, corpus: Path, capsys) -> None:
