@@ -5,17 +5,20 @@ reports of them, launched and in-process runs and their losses, and the Slurm ch
 from __future__ import annotations
 
 import csv
+import getpass
 import io
 import os
 import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,7 @@ README_QUEUE_TWO_EXPERIMENTS = "dvc exp run --queue -S 'optimizer.lr=3e-3,6e-4'"
 README_RUN_QUEUED_EXPERIMENTS = "dvc exp run --run-all"
 README_SWEEP_LOCALLY = "snakemake -j 4 --config sweep=sweeps/lr_width.yaml"
 README_SWEEP_REPORT = "python -m pipeline.sweep report sweeps/lr_width.yaml"
+README_HALVING_LOCALLY = "snakemake -j 2 --config sweep=sweeps/lr_halving.yaml"
 README_SWEEP_ON_DVC_QUEUE = "python -m pipeline.sweep queue sweeps/lr_width.yaml && dvc queue start -j 4"
 README_SNAKEMAKE_ELSEWHERE = "snakemake -j 2 --config data_root=/scratch/data out_dir=/scratch/runs/exp1"
 
@@ -179,6 +183,96 @@ def require_slurm() -> None:
         pytest.skip("sinfo did not answer in 30 s: no Slurm controller running")
     if states.returncode != 0 or "idle" not in states.stdout.split():
         pytest.skip(f"no idle Slurm node (sinfo: {(states.stdout + states.stderr).strip() or 'nothing'})")
+
+
+SSHD = "/usr/sbin/sshd"  # Debian's openssh-server; sshd must be started by its absolute path
+
+
+@dataclass(frozen=True)
+class SshServer:
+    """A test's running sshd: where it listens, and who logs in with which key."""
+
+    host: str
+    port: int
+    user: str
+    keyfile: Path
+
+    def url(self, path: Path) -> str:
+        """The ``ssh://`` URL of ``path`` on this server (a node of this machine: the same file system)."""
+        return f"ssh://{self.user}@{self.host}:{self.port}{path}"
+
+
+@contextmanager
+def sshd_on_node(folder: Path, node: str = "n1") -> Iterator[SshServer]:
+    """A real OpenSSH server in the network namespace of node ``node`` of the namespace cluster (.ci/slurm-up),
+    for this test alone: its config, host key and authorized key in ``folder``, public-key login of this user only,
+    a port of its own; stopped by its PID on exit. Before it is handed out, OpenSSH's client logs in with the key
+    and checks the host key against the known_hosts file written here. Skips without root, the cluster or sshd."""
+    netns = Path(f"/var/run/netns/nanugpt-{node}")
+    if os.geteuid() != 0:
+        pytest.skip(f"the SSH server runs in node {node}'s network namespace: root needed (CI runs as root)")
+    if not netns.exists():
+        pytest.skip(f"no namespace cluster ({netns} is missing): start one with `sudo bash .ci/slurm-up 2` (CI does)")
+    if not Path(SSHD).is_file():
+        pytest.skip(f"no {SSHD}: install Debian's openssh-server (.ci/slurm-up does)")
+    for name in ("host_key", "client_key"):
+        keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)]
+        subprocess.run(keygen, check=True, capture_output=True, timeout=60)
+    shutil.copy(folder / "client_key.pub", folder / "authorized_keys")
+    user, port = getpass.getuser(), 20000 + os.getpid() % 10000  # test processes side by side: a port each
+    # StrictModes off: the files are under /tmp, which is world-writable, and sshd would refuse them
+    (folder / "sshd_config").write_text(
+        f"ListenAddress {socket.gethostbyname(node)}:{port}\n"
+        f"HostKey {folder / 'host_key'}\n"
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}\n"
+        f"AllowUsers {user}\n"
+        "AuthenticationMethods publickey\n"
+        "PermitRootLogin prohibit-password\n"
+        "UsePAM no\n"
+        "StrictModes no\n"
+        "PidFile none\n"
+        "Subsystem sftp internal-sftp\n"
+    )
+    # sshd's privilege separation directory, which the package's init script would make (slurm-up's /run/munge
+    # is left in place the same way)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    log = folder / "sshd.log"
+    with open(log, "w") as log_file:  # nsenter execs sshd, which -D keeps in the foreground: the PID is sshd's
+        sshd = subprocess.Popen(
+            ["nsenter", f"--net={netns}", SSHD, "-D", "-e", "-f", str(folder / "sshd_config")],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "Server listening" not in log.read_text():
+            if sshd.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"sshd did not start in node {node}:\n{log.read_text()}")
+            time.sleep(0.1)
+        key_type, key = (folder / "host_key.pub").read_text().split()[:2]
+        (folder / "known_hosts").write_text(f"[{node}]:{port} {key_type} {key}\n")
+        server = SshServer(node, port, user, folder / "client_key")
+        checks = [
+            "BatchMode=yes",
+            "IdentitiesOnly=yes",
+            "StrictHostKeyChecking=yes",
+            f"UserKnownHostsFile={folder}/known_hosts",
+        ]
+        login = ["ssh", "-F", "/dev/null", "-p", str(port), "-i", str(server.keyfile)]
+        login += [arg for check in checks for arg in ("-o", check)] + [f"{user}@{node}", "true"]
+        checked = subprocess.run(login, capture_output=True, text=True, timeout=60, check=False)
+        if checked.returncode:
+            pytest.fail(f"ssh to {node}:{port} failed: {checked.stderr.strip()}\n{log.read_text()}")
+        yield server
+    finally:
+        sshd.terminate()
+        try:
+            sshd.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sshd.kill()
+            sshd.wait()
 
 
 def lock_folder(folder: Path) -> None:

@@ -9,14 +9,21 @@ HellaSwag during training as an experiment of the train stage alone
 (``dvc exp run -S eval.tasks_every=10 -S training.resume=never train``) and
 ``dvc plots show --json``. Each test asserts on one step's recorded result (the README
 test skips those commands: they run here). A bad params file gets its own fresh workspace.
+
+The module's last tests share that walk-through through DVC remotes (docs/remotes.md): the workspace pushes to a
+local-path remote and to an SSH remote served by a real ``sshd`` on node n1 of the namespace cluster (skipped
+without it), and a clone of it in another folder pulls the artifacts, the queued experiments and the run-cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,7 @@ from helpers import (
     README_QUEUE_TWO_EXPERIMENTS,
     README_REPRO,
     README_RUN_QUEUED_EXPERIMENTS,
+    SshServer,
     dvc_env,
     make_workspace,
     mixture_data,
@@ -38,6 +46,7 @@ from helpers import (
     ran_stages,
     run,
     skipped_stages,
+    sshd_on_node,
     tiny_params,
     write_params,
 )
@@ -60,11 +69,35 @@ PARAMS = tiny_params("corpus.txt", eval={"eval_every": 10, "eval_iters": 2, **HE
 TASKS_EVERY = 10  # HellaSwag during training: scored at steps 10 and 20 of the 20
 MIXTURE = mixture_data("corpus.txt", "digits.txt", weights=(0.7, 0.3))  # files of the workspace
 MIXTURE_NEW_WEIGHT = 0.7  # the digits' weight made the corpus's: half the rows each
+# The first run's token files, checkpoints, export and metrics (and what else DVC caches): what a clone must pull
+ARTIFACTS = (
+    "data/tiny/source.json",
+    "data/tiny/char",
+    "out/checkpoints",
+    "out/hf",
+    "out/run_info.json",
+    "out/samples.txt",
+    "out/metrics.json",
+    "out/train_summary.json",
+    "out/dvclive/metrics.json",
+)
 
 
 def files_under(path: Path) -> list[Path]:
     """Every file below ``path``; none when it does not exist."""
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+def digests(ws: Path, paths: tuple[str, ...] = ARTIFACTS) -> dict[str, str]:
+    """``{path in ws: sha256}`` of each file at or under ``paths``."""
+    files = [file for path in paths for file in ([ws / path] if (ws / path).is_file() else files_under(ws / path))]
+    return {str(file.relative_to(ws)): hashlib.sha256(file.read_bytes()).hexdigest() for file in files}
+
+
+def listed(expected: dict[str, str], got: dict[str, str]) -> str:
+    """Each file's sha256 in the first workspace and in the clone, one line each: an assertion's message."""
+    names = sorted(set(expected) | set(got))
+    return "\n".join(f"{name}: {expected.get(name, '-')} (A) {got.get(name, '-')} (B)" for name in names)
 
 
 def shell(command: str, ws: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -87,17 +120,21 @@ class Session:
     """What each step of the DVC walk-through returned, and the artifacts it left."""
 
     ws: Path
+    env: dict[str, str]
     repro: subprocess.CompletedProcess[str]
+    first_run_digests: dict[str, str]
     first_metrics: dict[str, Any]
     baseline_rev: str
     repro_again: subprocess.CompletedProcess[str]
     token_files_mtime: dict[Path, int]
     exp_lr: subprocess.CompletedProcess[str]
     exp_lr_metrics: dict[str, Any]
+    exp_lr_digests: dict[str, str]
     token_files_mtime_after_exp: dict[Path, int]
     exp_show: list[dict[str, Any]]
     samples_before_temperature: str
     exp_temperature: subprocess.CompletedProcess[str]
+    exp_temperature_s: float
     samples_after_temperature: str
     queued: subprocess.CompletedProcess[str]
     exp_hellaswag: subprocess.CompletedProcess[str]
@@ -122,6 +159,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     tokens = ws / "data" / "tiny" / "char"
 
     repro = shell(README_REPRO, ws, env)
+    first_run_digests = digests(ws)
     first_metrics = json.loads((ws / "out" / "metrics.json").read_text())
     run(["git", "add", "-A"], ws, env)  # the baseline commit holds metrics.json, as a user's would
     run(["git", "commit", "-q", "-m", "first run"], ws, env)
@@ -135,12 +173,15 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     queued = shell(README_RUN_QUEUED_EXPERIMENTS, ws, env)  # runs them in temporary copies
 
     exp_lr = shell(README_EXPERIMENT_LR, ws, env)
+    exp_lr_digests = digests(ws)
     exp_lr_metrics = json.loads((ws / "out" / "metrics.json").read_text())
     token_files_mtime_after_exp = {p: p.stat().st_mtime_ns for p in files_under(tokens)}
     exp_show = json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout)
 
     samples_before = (ws / "out" / "samples.txt").read_text()
+    start = time.perf_counter()
     exp_temperature = run(["dvc", "exp", "run", "-S", f"generate.temperature={NEW_TEMPERATURE}"], ws, env)
+    exp_temperature_s = time.perf_counter() - start
     samples_after = (ws / "out" / "samples.txt").read_text()
 
     exp_hellaswag = shell(README_EXPERIMENT_HELLASWAG, ws, env)
@@ -169,17 +210,21 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     (ws / "params.yaml").write_text(walked)
     return Session(
         ws=ws,
+        env=env,
         repro=repro,
+        first_run_digests=first_run_digests,
         first_metrics=first_metrics,
         baseline_rev=baseline_rev,
         repro_again=repro_again,
         token_files_mtime=token_files_mtime,
         exp_lr=exp_lr,
+        exp_lr_digests=exp_lr_digests,
         exp_lr_metrics=exp_lr_metrics,
         token_files_mtime_after_exp=token_files_mtime_after_exp,
         exp_show=exp_show,
         samples_before_temperature=samples_before,
         exp_temperature=exp_temperature,
+        exp_temperature_s=exp_temperature_s,
         samples_after_temperature=samples_after,
         queued=queued,
         exp_hellaswag=exp_hellaswag,
@@ -353,3 +398,114 @@ def test_bad_params_stop_dvc_repro_before_any_work(tmp_path: Path) -> None:
     assert files_under(ws / "out") == [ws / "out" / "logs" / "source.log"]  # the errors, and nothing else
     assert "optimizer.lrr: unknown key" in (ws / "out" / "logs" / "source.log").read_text()
     assert not (ws / "dvc.lock").exists()
+
+
+@dataclass
+class Shared:
+    """What a clone of the walk-through's workspace got through the DVC remotes, step by step."""
+
+    pushed: list[str]
+    pulled_digests: dict[str, str]
+    repro: subprocess.CompletedProcess[str]
+    exp_show: list[dict[str, Any]]
+    applied_params: dict[str, Any]
+    applied_digests: dict[str, str]
+    exp_run: subprocess.CompletedProcess[str]
+    exp_run_s: float
+    exp_run_samples: str
+
+
+@pytest.fixture(scope="module")
+def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """A real sshd on node n1 of the namespace cluster, for this module's SSH remote."""
+    with sshd_on_node(tmp_path_factory.mktemp("sshd"), "n1") as server:
+        yield server
+
+
+def add_remotes(ws: Path, env: dict[str, str], *, shared_path: Path, ssh_url: str, keyfile: Path) -> None:
+    """docs/remotes.md's set-up: the local-path remote as the default and the SSH remote with its key, both in
+    ``.dvc/config.local``, where they hold for every commit and experiment of the repository."""
+    run(["dvc", "remote", "add", "--local", "-d", "shared", str(shared_path)], ws, env)
+    run(["dvc", "remote", "add", "--local", "ssh", ssh_url], ws, env)
+    run(["dvc", "remote", "modify", "--local", "ssh", "keyfile", str(keyfile)], ws, env)
+
+
+@pytest.fixture(scope="module")
+def shared(session: Session, ssh_server: SshServer) -> Shared:
+    """docs/remotes.md's commands: the walk-through's workspace (A) pushes its artifacts and the run-cache to a
+    local-path remote (the default) and to the SSH remote, its git history to a bare repository (origin), and four
+    experiments: the two queued ones, the new lr and the new temperature on top of it. A clone of origin in
+    another folder (B) pulls the artifacts and the run-cache over SSH, runs ``dvc repro``, pulls the experiments
+    from the local-path remote, lists them, applies the new lr, and runs the new temperature again."""
+    ws, env, tmp = session.ws, session.env, session.ws.parent
+    remotes = {"shared_path": tmp / "remote-shared", "ssh_url": ssh_server.url(tmp / "remote-ssh")}
+    add_remotes(ws, env, keyfile=ssh_server.keyfile, **remotes)
+    run(["git", "clone", "-q", "--bare", str(ws), str(tmp / "origin.git")], tmp, env)
+    run(["git", "remote", "add", "origin", str(tmp / "origin.git")], ws, env)
+    # -A: every commit's artifacts; the workspace holds the walk's last experiment, the commit a clone checks out
+    # the first run
+    run(["dvc", "push", "-A", "--run-cache"], ws, env)
+    run(["dvc", "push", "-A", "--run-cache", "-r", "ssh"], ws, env)
+    (lr_name,), (temperature_name,) = experiment_names(session.exp_lr), experiment_names(session.exp_temperature)
+    pushed = [*experiment_names(session.queued), lr_name, temperature_name]
+    run(["dvc", "exp", "push", "origin", *pushed], ws, env)
+
+    clone = tmp / "clone"
+    run(["git", "clone", "-q", str(tmp / "origin.git"), str(clone)], tmp, env)
+    add_remotes(clone, env, keyfile=ssh_server.keyfile, **remotes)
+    run(["dvc", "pull", "--run-cache", "-r", "ssh"], clone, env)
+    pulled_digests = digests(clone)
+    repro = run(["dvc", "repro"], clone, env)
+    run(["dvc", "exp", "pull", "origin", *pushed], clone, env)
+    exp_show = json.loads(run(["dvc", "exp", "show", "--json"], clone, env).stdout)
+    run(["dvc", "exp", "apply", lr_name], clone, env)
+    applied_params, applied_digests = yaml.safe_load((clone / "params.yaml").read_text()), digests(clone)
+    start = time.perf_counter()
+    exp_run = run(["dvc", "exp", "run", "-S", f"generate.temperature={NEW_TEMPERATURE}"], clone, env)
+    exp_run_s = time.perf_counter() - start
+    return Shared(
+        pushed=pushed,
+        pulled_digests=pulled_digests,
+        repro=repro,
+        exp_show=exp_show,
+        applied_params=applied_params,
+        applied_digests=applied_digests,
+        exp_run=exp_run,
+        exp_run_s=exp_run_s,
+        exp_run_samples=(clone / "out" / "samples.txt").read_text(),
+    )
+
+
+def test_a_clone_pulls_the_first_runs_artifacts_byte_identical_over_ssh(session: Session, shared: Shared) -> None:
+    expected = session.first_run_digests
+    assert any(name.endswith("train.bin") for name in expected) and "out/checkpoints/last.pt" in expected
+    assert any(name.startswith("out/hf/") for name in expected)
+    assert shared.pulled_digests == expected, listed(expected, shared.pulled_digests)
+
+
+def test_repro_in_the_clone_runs_nothing_but_the_source_check(shared: Shared) -> None:
+    assert ran_stages(shared.repro) == ["source"], output(shared.repro)
+    assert skipped_stages(shared.repro) == list(STAGE_NAMES[1:]), output(shared.repro)
+
+
+def test_pushed_experiments_show_in_the_clone_as_in_the_workspace(session: Session, shared: Shared) -> None:
+    here, there = experiments(session.exp_show_all), experiments(shared.exp_show)
+    assert sorted(there) == sorted(shared.pushed)
+    for name in shared.pushed:
+        assert there[name]["params"] == here[name]["params"], name
+        assert there[name]["metrics"] == here[name]["metrics"], name
+
+
+def test_an_applied_experiment_gives_the_clone_its_artifacts_byte_identical(session: Session, shared: Shared) -> None:
+    assert shared.applied_params["optimizer"]["lr"] == NEW_LR
+    assert shared.applied_digests == session.exp_lr_digests, listed(session.exp_lr_digests, shared.applied_digests)
+
+
+def test_the_clones_run_of_a_setting_run_before_restores_it_from_the_pushed_run_cache(
+    session: Session, shared: Shared
+) -> None:
+    log = output(shared.exp_run)
+    timing = f"{shared.exp_run_s:.1f} s in the clone, {session.exp_temperature_s:.1f} s when the workspace ran it"
+    assert ran_stages(shared.exp_run) == ["source"], f"{timing}\n{log}"  # source: always_changed
+    assert "Stage 'generate' is cached - skipping run, checking out outputs" in log, f"{timing}\n{log}"
+    assert shared.exp_run_samples == session.samples_after_temperature, timing
