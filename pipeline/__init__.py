@@ -1,4 +1,5 @@
-"""What the orchestrators share: artifact paths, the stage table, the train launcher, params tools."""
+"""What the orchestrators share: artifact paths, the stage table, the train launcher, params tools, ``storage``
+(the cluster's shared DVC cache, and Snakemake runs into DVC)."""
 
 from pipeline.interrupt import install_when_run
 
