@@ -24,7 +24,7 @@ COMMAND_TIMEOUT_S = 60
 # The README's commands that run the pipeline, and a sweep, on Slurm. The e2e tests run them as written (with
 # SLURM_QUICK after them); test_readme.py matches the README's lines against these, so each runs once.
 README_PIPELINE_ON_SLURM = "snakemake --executor slurm -j 8 --workflow-profile profiles/slurm"
-README_SWEEP_ON_SLURM = f"{README_PIPELINE_ON_SLURM} --config sweep=sweeps/lr_width.yaml"
+README_SWEEP_ON_SLURM = f"{README_PIPELINE_ON_SLURM} --config sweep=sweeps/lr_halving.yaml"
 # Job states from squeue (no accounting here), the shortest status interval, the logs of jobs that succeeded kept.
 # The plugin checks first after the interval, then waits 10 s longer after each check that finds no job ended:
 # the shorter the first wait, the sooner the tiny jobs here are seen to end.

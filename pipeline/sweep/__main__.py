@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pipeline.sweep
 from pipeline.cli import run_command
-from pipeline.sweep import dvc, report
+from pipeline.sweep import dvc, halving, report
 from pipeline.sweep.spec import describe, expand
 
 USAGE = (pipeline.sweep.__doc__ or "").strip()
@@ -22,6 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, file, rest = argv[0], argv[1], argv[2:]
 
     def body() -> int:
+        if command == "rung-result":  # the last step of a halving rung's job (sweep.smk): FOLDER, not a sweep file
+            return write_rung_result(file, rest)
         sweep = expand(file)
         if command == "list" and not rest:
             print(describe(sweep))
@@ -36,6 +39,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_command(body)
+
+
+def write_rung_result(folder: str, options: list[str]) -> int:
+    """``rung-result FOLDER --exit-code N --metric M``: write the rung's ``rung.json`` (``pipeline.sweep.halving``)."""
+    if len(options) != 4 or options[0] != "--exit-code" or options[2] != "--metric" or not options[1].isdigit():
+        print("usage: python -m pipeline.sweep rung-result FOLDER --exit-code N --metric METRIC", file=sys.stderr)
+        return 2
+    result = halving.write_result(Path(folder), exit_code=int(options[1]), metric=options[3])
+    print(f"{folder}: {result['status']} at step {result['step']}, {options[3]} {result[options[3]]}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ Read from each point's folder: ``train_summary.json`` (best val loss, tokens/s, 
 of two environments agree to rounding, not bitwise, and the page says so) and the loss curves
 ``plots/train.csv`` / ``plots/val.csv``. The page is one
 static file: a sortable table (a few lines of inline JavaScript), the points grouped over seeds (mean and
-spread), and the loss curves of every point drawn as inline SVG, against steps and against tokens. It needs
-no server and no network.
+spread), the conclusions (``pipeline.sweep.fits``: where each val curve is heading, whether the best setting beats
+the runner-up beyond seed noise, a scaling fit over model sizes; ``run_info.json``'s ``size`` gives a point's
+parameter count), and the loss curves of every point drawn as inline SVG, against steps and against tokens. It
+needs no server and no network.
 
 A point's status: ``failed (<stage>)`` when a stage left its marker ``logs/<stage>.failed`` (the sweep's
 Snakemake rules write it when the stage exits non-zero), ``done`` when train and evaluate wrote their
@@ -28,6 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nanugpt.files.atomic import write_text
+from pipeline.sweep.fits import RESAMPLES, NoConclusion, PairedComparison, PowerLawFit, compare_best_two, fit_power_law
+from pipeline.sweep.halving import describe as describe_halving
+from pipeline.sweep.spec import SEED_KEY, earlier_runs
 
 if TYPE_CHECKING:
     from pipeline.sweep.spec import Point, Sweep
@@ -53,6 +58,7 @@ METRICS = (  # (column, heading) of summary.csv and the table, after the swept k
     ("tokens_per_s", "tokens/s"),
     ("wall_s", "wall time (s)"),
     ("steps", "steps"),
+    ("parameters", "parameters"),
     ("environment", "environment"),
 )
 CHARTS = (  # (title, curve, x column)
@@ -111,22 +117,32 @@ def point_status(folder: Path) -> str:
     return "incomplete" if (folder / "logs").is_dir() else "not run"
 
 
-def read_result(point: Point, folder: Path) -> Result:
-    """The status, metrics and curves of a point from its folder."""
-    summary, evaluated = _json(folder / "train_summary.json"), _json(folder / "metrics.json")
+def read_result(point: Point, folder: Path, earlier: Sequence[Path] = ()) -> Result:
+    """The status, metrics and curves of a point from its folder and the runs it continued from (``earlier``: its
+    rungs under halving, or its shared stable phase), whose curves come first. A halving point that no rung promoted
+    to its own folder is ``stopped at step N``, with the figures of its last rung."""
+    status, source = point_status(folder), folder
+    reached = [run for run in earlier if (run / "rung.json").is_file()]
+    if status in ("not run", "incomplete") and reached:
+        source, rung = reached[-1], _json(reached[-1] / "rung.json")
+        status = f"stopped at step {rung['step']}" if rung.get("status") == "done" else f"failed (rung {source.name})"
+    summary, evaluated = _json(source / "train_summary.json"), _json(source / "metrics.json")
+    info = _json(source / "run_info.json")
     metrics = {
         "val_loss": evaluated.get("val_loss", summary.get("val_loss")),
         "best_val_loss": summary.get("best_val_loss"),
         "tokens_per_s": summary.get("tokens_per_s"),
         "wall_s": summary.get("seconds"),
         "steps": summary.get("step"),
-        "environment": environment_digest(_json(folder / "run_info.json").get("environment")),
+        "parameters": (info.get("size") or {}).get("parameters"),
+        "environment": environment_digest(info.get("environment")),
     }
+    runs = [*earlier, folder]
     curves = {
-        "train": _curve(folder / "plots" / "train.csv", "train_loss"),
-        "val": _curve(folder / "plots" / "val.csv", "val_loss"),
+        "train": [row for run in runs for row in _curve(run / "plots" / "train.csv", "train_loss")],
+        "val": [row for run in runs for row in _curve(run / "plots" / "val.csv", "val_loss")],
     }
-    return Result(point, point_status(folder), metrics, curves)
+    return Result(point, status, metrics, curves)
 
 
 def environment_digest(fingerprint: dict[str, Any] | None) -> str | None:
@@ -146,6 +162,23 @@ def environment_note(results: Sequence[Result]) -> str:
         f'<p class="warning">The points ran in {len(digests)} environments ({", ".join(digests)}: the environment '
         "column): compare them to rounding, not bitwise. <code>run_info.json</code> of each says what differs.</p>"
     )
+
+
+def search_note(sweep: Sweep) -> str:
+    """What the sweep trained: successive halving's rungs, or the stable phases its points share; else nothing."""
+    lines = []
+    if sweep.halving is not None:
+        lines.append(
+            f"Successive halving ({html.escape(describe_halving(sweep.halving, len(sweep.points)))}): a point not "
+            "promoted is <i>stopped</i> at its last rung, with that rung's figures; only finished points are compared "
+            "below. The promotions are in <code>halving/rung-&lt;steps&gt;.json</code>."
+        )
+    for stem in sweep.stems:
+        lines.append(
+            f"{len(stem.members)} points continue one shared stable phase of {stem.steps} steps "
+            f"(<code>_stems/{html.escape(stem.name)}</code>): their curves start with it."
+        )
+    return "".join(f'<p class="search">{line}</p>\n' for line in lines)
 
 
 def best_result(results: Sequence[Result]) -> Result | None:
@@ -194,6 +227,18 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
     first = math.ceil(low / step) * step
     return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Ticks of a log10 axis over the exponents ``[low, high]``: 1, 2 and 5 times the powers of ten, every digit
+    where fewer than two of those fall in the range, round values of a linear axis where fewer than two digits do;
+    as exponents."""
+    for mantissas in ((1, 2, 5), range(1, 10)):
+        ticks = [k + math.log10(m) for k in range(math.floor(low), math.ceil(high) + 1) for m in mantissas]
+        ticks = [tick for tick in ticks if low <= tick <= high]
+        if len(ticks) >= 2:
+            return ticks
+    return [math.log10(value) for value in nice_ticks(10**low, 10**high) if value > 0]
 
 
 def _tick_label(value: float) -> str:
@@ -253,17 +298,17 @@ def _chart_head(title: str, curve: str, x: str, n_series: int) -> list[str]:
     ]
 
 
-def _chart_axes(frame: _Frame, curve: str, x: str) -> list[str]:
-    """Tick marks and labels of both axes, and the axes' names."""
+def _chart_axes(frame: _Frame, curve: str, x: str, *, log_x: bool = False) -> list[str]:
+    """Tick marks and labels of both axes, and the axes' names (``log_x``: the frame's x is log10 of the value)."""
     f, parts = frame, []
-    for tick in nice_ticks(f.x_lo, f.x_hi):
+    for tick in log_ticks(f.x_lo, f.x_hi) if log_x else nice_ticks(f.x_lo, f.x_hi):
         parts.append(
             f'<line x1="{f.sx(tick):.1f}" y1="{f.top + f.plot_h}" x2="{f.sx(tick):.1f}" y2="{f.top + f.plot_h + 4}" '
             'stroke="#999"/>'
         )
         parts.append(
             f'<text x="{f.sx(tick):.1f}" y="{f.top + f.plot_h + 16}" text-anchor="middle" font-size="11">'
-            f"{_tick_label(tick)}</text>"
+            f"{_tick_label(10**tick if log_x else tick)}</text>"
         )
     for tick in nice_ticks(f.y_lo, f.y_hi):
         parts.append(
@@ -355,8 +400,310 @@ def _groups_table(results: Sequence[Result]) -> str:
     return f'<h2>Over seeds</h2>\n<table id="groups"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+# Conclusions (pipeline.sweep.fits): where each val curve is heading, the best setting against the runner-up over
+# seeds, and a scaling fit over model sizes. Each says in one line why it is missing where the data allow none.
+
+PREDICT_FACTOR = 4  # a point's val curve is extrapolated to this many times its last evaluated step
+CURVE_SAMPLES = 60  # x values at which a fitted curve is drawn
+DASHED = 'stroke-dasharray="5 4"'
+
+
+def _spaced(low: float, high: float, count: int = CURVE_SAMPLES) -> list[float]:
+    """``count`` values from ``low`` to ``high``, evenly apart on a log scale (a power law bends near its start)."""
+    return [low * (high / low) ** (i / (count - 1)) for i in range(count)]
+
+
+def _interval(value: float, low: float, high: float, digits: int = 4) -> str:
+    return f"{value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def _path(frame: _Frame, points: Sequence[tuple[float, float]]) -> str:
+    return "M" + " L".join(f"{frame.sx(px):.1f},{frame.sy(py):.1f}" for px, py in points)
+
+
+def _no_conclusion(element_id: str, text: str) -> str:
+    return f'<p id="{element_id}" class="no-conclusion">{html.escape(text)}</p>'
+
+
+def fitted_rows(result: Result) -> list[dict[str, float]]:
+    """The evaluations a point's curve fit runs through: those after the warmup (``scheduler.warmup_steps``), whose
+    rising learning rate shapes the curve in a way no power law of the step describes."""
+    warmup = getattr(result.point.params.scheduler, "warmup_steps", 0)
+    return [row for row in result.curves["val"] if row["step"] > max(warmup, 0)]
+
+
+def curve_fit(result: Result) -> PowerLawFit:
+    """The power law of a point's val curve (after warmup) against steps; ``NoConclusion`` says why there is none."""
+    rows = fitted_rows(result)
+    if not rows:
+        what = "after warmup " if getattr(result.point.params.scheduler, "warmup_steps", 0) else ""
+        raise NoConclusion(f"no val evaluation {what}yet")
+    return fit_power_law([row["step"] for row in rows], [row["loss"] for row in rows])
+
+
+def _budget(result: Result) -> float:
+    """The step at which a point's loss is predicted: ``PREDICT_FACTOR`` times its last evaluated step."""
+    return PREDICT_FACTOR * max(row["step"] for row in result.curves["val"])
+
+
+def curve_fits(results: Sequence[Result]) -> list[tuple[Result, PowerLawFit | str]]:
+    """Each point with its val curve's fit, or the reason it has none."""
+    fits: list[tuple[Result, PowerLawFit | str]] = []
+    for r in results:
+        try:
+            fits.append((r, curve_fit(r)))
+        except NoConclusion as exc:
+            fits.append((r, str(exc)))
+    return fits
+
+
+def _fits_table(fits: Sequence[tuple[Result, PowerLawFit | str]]) -> str:
+    """A sortable row per point: the fitted exponent and asymptote, and the predicted loss at its budget."""
+    head = "".join(
+        f'<th data-key="{key}">{html.escape(heading)}</th>'
+        for key, heading in (
+            ("fit_point", "point"),
+            ("evaluations", "evaluations fitted"),
+            ("alpha", "alpha [95%]"),
+            ("e", "E [95%]"),
+            ("last_val_loss", "last val loss"),
+            ("budget", f"N ({PREDICT_FACTOR}x its steps)"),
+            ("predicted", "predicted val loss @ N steps [lo, hi]"),
+        )
+    )
+    rows = []
+    for r, fit in fits:
+        curve, fitted = r.curves["val"], len(fitted_rows(r))
+        name = html.escape(r.point.name)
+        cells = [f'<td data-value="{name}">{name}</td>', f'<td data-value="{fitted}">{fitted}</td>']
+        if isinstance(fit, PowerLawFit):
+            budget = _budget(r)
+            cells += [
+                f'<td data-value="{fit.law.alpha!r}">{_interval(fit.law.alpha, *fit.alpha_interval(), digits=3)}</td>',
+                f'<td data-value="{fit.law.e!r}">{_interval(fit.law.e, *fit.e_interval())}</td>',
+                f'<td data-value="{curve[-1]["loss"]!r}">{curve[-1]["loss"]:.4g} @ {curve[-1]["step"]:g}</td>',
+                f'<td data-value="{budget!r}">{budget:g}</td>',
+                f'<td data-value="{fit.predict(budget)!r}" class="predicted">'
+                f"{_interval(fit.predict(budget), *fit.predict_interval(budget))}</td>",
+            ]
+        else:
+            last = f"{curve[-1]['loss']:.4g} @ {curve[-1]['step']:g}" if curve else ""
+            cells += ["<td></td>", "<td></td>", f"<td>{last}</td>", "<td></td>"]
+            cells.append(f'<td class="no-fit">no fit: {html.escape(fit)}</td>')
+        rows.append(f'<tr data-point="{name}">{"".join(cells)}</tr>')
+    return (
+        f'<table id="fits" class="sortable"><thead><tr>{head}</tr></thead><tbody>\n'
+        + "\n".join(rows)
+        + "\n</tbody></table>"
+    )
+
+
+def prediction_chart_svg(fits: Sequence[tuple[Result, PowerLawFit | str]], colors: dict[str, str]) -> str:
+    """The val points of each fitted point, its fit (solid over the evaluated steps, dashed beyond: a prediction)
+    and the 95% interval of the prediction at its budget (a bar). ``fits`` holds at least one fit."""
+    fitted = [(r, fit) for r, fit in fits if isinstance(fit, PowerLawFit)]
+    title = f"val loss by step: power-law fits, dashed to {PREDICT_FACTOR}x the steps (predicted)"
+    parts = _chart_head(title, "val", "step", len(fitted))
+    intervals = {r.point.name: fit.predict_interval(_budget(r)) for r, fit in fitted}
+    ys = [row["loss"] for r, _ in fitted for row in r.curves["val"]] + [v for lh in intervals.values() for v in lh]
+    pad = (max(ys) - min(ys)) * 0.05 or 0.5
+    frame = _Frame(0.0, max(_budget(r) for r, _ in fitted), min(ys) - pad, max(ys) + pad)
+    parts += _chart_axes(frame, "val", "step")
+    for r, fit in fitted:
+        colour, name = colors[r.point.group], html.escape(r.point.name)
+        steps = [row["step"] for row in fitted_rows(r)]
+        budget, (low, high) = _budget(r), intervals[r.point.name]
+        for row in r.curves["val"]:
+            parts.append(
+                f'<circle class="observed" data-point="{name}" cx="{frame.sx(row["step"]):.1f}" '
+                f'cy="{frame.sy(row["loss"]):.1f}" r="2.5" fill="{colour}"/>'
+            )
+        for kind, start, end, dash in (("fit", min(steps), max(steps), ""), ("prediction", max(steps), budget, DASHED)):
+            d = _path(frame, [(s, fit.predict(s)) for s in _spaced(start, end)])
+            parts.append(
+                f'<path class="{kind}" data-point="{name}" d="{d}" fill="none" stroke="{colour}" stroke-width="1.5" '
+                f"{dash}><title>{name}</title></path>"
+            )
+        bar_x = frame.sx(budget)
+        parts.append(
+            f'<path class="prediction-interval" data-point="{name}" d="M{bar_x - 4:.1f},{frame.sy(high):.1f} '
+            f"L{bar_x + 4:.1f},{frame.sy(high):.1f} M{bar_x:.1f},{frame.sy(high):.1f} L{bar_x:.1f},{frame.sy(low):.1f} "
+            f'M{bar_x - 4:.1f},{frame.sy(low):.1f} L{bar_x + 4:.1f},{frame.sy(low):.1f}" stroke="{colour}" '
+            f'stroke-width="1.5"><title>{name}: {_interval(fit.predict(budget), low, high)} @ {budget:g}</title></path>'
+        )
+    return "\n".join(parts + ["</svg>"])
+
+
+def _curves_html(results: Sequence[Result], colors: dict[str, str]) -> str:
+    """Where each val curve is heading: the table of fits and its chart."""
+    fits = curve_fits(results)
+    fitted = any(isinstance(fit, PowerLawFit) for _, fit in fits)
+    chart = f'<div id="prediction-chart">{prediction_chart_svg(fits, colors)}</div>' if fitted else ""
+    return (
+        "<h3>Where the val curves are heading</h3>\n"
+        "<p>Each point's val curve after its warmup, fitted by L(t) = E + A t<sup>-alpha</sup> (t in steps, least "
+        f"squares) and extended dashed to {PREDICT_FACTOR}x its steps: <b>a prediction, not a measurement</b>. "
+        f"Intervals are 95% percentiles of {RESAMPLES} refits to the curve's resampled residuals: they cover the "
+        "noise of the evaluations if the curve keeps its form, not a change of form (a longer run decays its "
+        "learning rate later, so it can end below the extension).</p>\n"
+        f"{_fits_table(fits)}\n{chart}"
+    )
+
+
+def _seed_losses(results: Sequence[Result]) -> dict[str, dict[Any, float]]:
+    """``{group: {seed: final val loss}}`` of the finished points (a diverged one, of loss NaN, takes no part)."""
+    losses: dict[str, dict[Any, float]] = {}
+    for r in results:
+        loss = r.metrics["val_loss"]
+        if r.status == "done" and loss is not None and math.isfinite(loss):
+            losses.setdefault(r.point.group, {})[r.point.values.get(SEED_KEY)] = loss
+    return losses
+
+
+def comparison_sentence(comparison: PairedComparison) -> str:
+    """Whether the best setting beats the runner-up beyond seed noise, with the paired difference, in words."""
+    c = comparison
+    per_seed = ", ".join(f"seed {seed}: {d:+.3g}" for seed, d in zip(c.seeds, c.differences))
+    numbers = (
+        f"the runner-up's val loss minus the best's is {c.mean:+.3g} on average over {len(c.seeds)} paired seeds "
+        f"(95% t interval {c.low:+.3g} to {c.high:+.3g}; {per_seed})"
+    )
+    best, runner_up = f"<b>{html.escape(c.best)}</b>", f"<b>{html.escape(c.runner_up)}</b>"
+    if c.beats:
+        return f"{best} beats {runner_up} beyond seed noise: {numbers}."
+    return (
+        f"{best} has the lowest mean val loss, ahead of {runner_up}, but not beyond seed noise: {numbers}, and the "
+        "interval does not lie above 0. More seeds would narrow it."
+    )
+
+
+def _comparison_html(sweep: Sweep, results: Sequence[Result]) -> str:
+    """The best setting against the runner-up, paired by seed."""
+    head = "<h3>Best setting against the runner-up</h3>\n"
+    if SEED_KEY not in sweep.keys:
+        return head + _no_conclusion(
+            "paired", f"No paired comparison: {SEED_KEY} is not swept, so each setting ran one seed."
+        )
+    try:
+        comparison = compare_best_two(_seed_losses(results))
+    except NoConclusion as exc:
+        return head + _no_conclusion("paired", f"No paired comparison: {exc}.")
+    return (
+        head
+        + f'<p id="paired" class="{"beats" if comparison.beats else "within-noise"}">'
+        + (comparison_sentence(comparison) + "</p>")
+    )
+
+
+def _sized(results: Sequence[Result]) -> list[tuple[float, float, Result]]:
+    """``(parameters, val loss, result)`` of the finished points whose parameter count is known."""
+    sized = []
+    for r in results:
+        parameters, loss = r.metrics["parameters"], r.metrics["val_loss"]
+        if r.status == "done" and parameters and loss is not None and math.isfinite(loss):
+            sized.append((float(parameters), float(loss), r))
+    return sized
+
+
+def _mean_loss(members: Sequence[tuple[float, float, Result]]) -> float:
+    return statistics.mean(loss for _, loss, _ in members)
+
+
+def scaling_frontier(results: Sequence[Result]) -> list[list[tuple[float, float, Result]]]:
+    """The ``(parameters, val loss, result)`` of the best setting (lowest mean val loss over its seeds) of each
+    model size, smallest size first: what a scaling fit over sizes runs through."""
+    by_size: dict[float, dict[str, list[tuple[float, float, Result]]]] = {}
+    for sized in _sized(results):
+        by_size.setdefault(sized[0], {}).setdefault(sized[2].point.group, []).append(sized)
+    return [
+        min(groups.values(), key=lambda members: (_mean_loss(members), members[0][2].point.group))
+        for _, groups in sorted(by_size.items())
+    ]
+
+
+def scaling_chart_svg(
+    results: Sequence[Result], frontier: Sequence[Sequence[tuple[float, float, Result]]], fit: PowerLawFit
+) -> str:
+    """Val loss against parameters (log scale): every finished point (grey), the best setting of each size (black),
+    the fit through them and its 95% band."""
+    everyone = _sized(results)
+    chosen = {r.point.name for members in frontier for _, _, r in members}
+    sizes = [n for n, _, _ in everyone]
+    samples = _spaced(min(sizes), max(sizes))
+    band = [fit.predict_interval(n) for n in samples]
+    ys = [y for _, y, _ in everyone] + [v for lh in band for v in lh]
+    y_pad = (max(ys) - min(ys)) * 0.05 or 0.5
+    x_lo, x_hi = math.log10(min(sizes)), math.log10(max(sizes))
+    x_pad = (x_hi - x_lo) * 0.05 or 0.1
+    frame = _Frame(x_lo - x_pad, x_hi + x_pad, min(ys) - y_pad, max(ys) + y_pad)
+    parts = _chart_head("val loss by parameters: scaling fit", "val", "parameters", len(everyone))
+    parts += _chart_axes(frame, "val", "parameters", log_x=True)
+    outline = [(math.log10(n), hi) for n, (_, hi) in zip(samples, band)]
+    outline += [(math.log10(n), lo) for n, (lo, _) in reversed(list(zip(samples, band)))]
+    parts.append(f'<path class="scaling-band" d="{_path(frame, outline)} Z" fill="#000" fill-opacity="0.12"/>')
+    curve = [(math.log10(n), fit.predict(n)) for n in samples]
+    parts.append(f'<path class="scaling-fit" d="{_path(frame, curve)}" fill="none" stroke="#000" stroke-width="1.5"/>')
+    for n, y, r in everyone:
+        kind, fill = ("frontier", "#000") if r.point.name in chosen else ("scaling-point", "#999")
+        name = html.escape(r.point.name)
+        parts.append(
+            f'<circle class="{kind}" data-point="{name}" cx="{frame.sx(math.log10(n)):.1f}" cy="{frame.sy(y):.1f}" '
+            f'r="3.5" fill="{fill}"><title>{name}: {y:.4g}</title></circle>'
+        )
+    return "\n".join(parts + ["</svg>"])
+
+
+def _scaling_html(results: Sequence[Result]) -> str:
+    """A Chinchilla-style L(N) over the model sizes of the sweep: its intervals, table and chart."""
+    head = "<h3>Scaling over model sizes</h3>\n"
+    frontier = scaling_frontier(results)
+    if not frontier:
+        return head + _no_conclusion("scaling", "No scaling fit: no finished point has its parameter count yet.")
+    if len(frontier) == 1:
+        why = f"every finished point has the same model size ({frontier[0][0][0]:,.0f} parameters)"
+        return head + _no_conclusion("scaling", f"No scaling fit: {why}.")
+    observed = [sized for members in frontier for sized in members]
+    try:
+        fit = fit_power_law([n for n, _, _ in observed], [loss for _, loss, _ in observed])
+    except NoConclusion as exc:
+        return head + _no_conclusion("scaling", f"No scaling fit over {len(frontier)} model sizes: {exc}.")
+    steps = sorted({r.metrics["steps"] for _, _, r in observed if r.metrics["steps"] is not None})
+    mixed = (
+        f" The sizes trained for different numbers of steps ({', '.join(f'{s:g}' for s in steps)}): this L(N) "
+        "mixes model size with training length."
+        if len(steps) > 1
+        else ""
+    )
+    rows = "".join(
+        f"<tr><td>{html.escape(members[0][2].point.group)}</td><td>{members[0][0]:,.0f}</td><td>{len(members)}</td>"
+        f"<td>{_mean_loss(members):.4g}</td><td>{fit.predict(members[0][0]):.4g}</td></tr>"
+        for members in frontier
+    )
+    table = (
+        '<table id="scaling-table"><thead><tr><th>best setting of its size</th><th>parameters</th><th>seeds</th>'
+        f"<th>val loss (mean)</th><th>fitted</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+    alpha, e = _interval(fit.law.alpha, *fit.alpha_interval(), digits=3), _interval(fit.law.e, *fit.e_interval())
+    chart = scaling_chart_svg(results, frontier, fit)
+    return (
+        head + f'<p id="scaling">L(N) = E + A N<sup>-alpha</sup> over the best setting of each of {len(frontier)} '
+        f"model sizes ({fit.n} points, each seed one): alpha = {alpha}, E = {e} (95% percentiles of {RESAMPLES} "
+        f'refits to resampled residuals).{mixed}</p>\n{table}\n<div id="scaling-chart">{chart}</div>'
+    )
+
+
+def conclusions_html(sweep: Sweep, results: Sequence[Result], colors: dict[str, str]) -> str:
+    """The page's conclusions: the best setting against the runner-up over seeds, where each val curve is heading,
+    and a scaling fit over model sizes."""
+    return (
+        '<h2>Conclusions</h2>\n<div id="conclusions">\n'
+        f"{_comparison_html(sweep, results)}\n{_curves_html(results, colors)}\n{_scaling_html(results)}\n</div>"
+    )
+
+
 SORT_SCRIPT = """
-document.querySelectorAll("table.sortable th").forEach((th, column) => {
+document.querySelectorAll("table.sortable th").forEach(th => {
+  const column = th.cellIndex;  // within its own table: the page has more than one
   th.addEventListener("click", () => {
     const body = th.closest("table").tBodies[0];
     const up = th.dataset.order !== "asc";
@@ -413,7 +760,8 @@ def report_html(sweep: Sweep, results: Sequence[Result]) -> str:
             c for c in ("best" if r is best else "", "failed" if r.status.startswith("failed") else "") if c
         )
         rows.append(f'<tr class="{classes}" data-point="{name}">{"".join(cells)}</tr>')
-    counts = {s: sum(r.status.startswith(s) for r in results) for s in ("done", "failed", "incomplete", "not run")}
+    kinds = ("done", "stopped", "failed", "incomplete", "not run")
+    counts = {s: sum(r.status.startswith(s) for r in results) for s in kinds}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     best_line = (
         f"best: <b>{html.escape(best.point.name)}</b>, val loss {best.metrics['val_loss']:.4g}"
@@ -430,11 +778,13 @@ def report_html(sweep: Sweep, results: Sequence[Result]) -> str:
 <h1>Sweep {html.escape(sweep.name)}</h1>
 <p>{html.escape(str(sweep.path))}: {len(results)} points ({summary}) over {swept};
 {best_line}. Click a column heading to sort.</p>
+{search_note(sweep)}
 {environment_note(results)}
 <table id="points" class="sortable"><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>
 {_groups_table(results)}
+{conclusions_html(sweep, results, colors)}
 <h2>Loss curves</h2>
 <div class="legend">{legend}</div>
 <div class="charts">
@@ -447,7 +797,7 @@ def report_html(sweep: Sweep, results: Sequence[Result]) -> str:
 
 def write_report(sweep: Sweep, folder: Path) -> tuple[Path, Path]:
     """Write ``report.html`` and ``summary.csv`` into the sweep's folder; return their paths."""
-    results = [read_result(point, folder / point.name) for point in sweep.points]
+    results = [read_result(point, folder / point.name, earlier_runs(point, sweep, folder)) for point in sweep.points]
     html_path, csv_path = folder / "report.html", folder / "summary.csv"
     write_text(csv_path, summary_csv(sweep, results))
     write_text(html_path, report_html(sweep, results))

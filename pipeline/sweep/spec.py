@@ -22,6 +22,10 @@ from nanugpt.files.atomic import write_text
 from pipeline import paths
 from pipeline.schema import PipelineParams
 from pipeline.stages import STAGES, param_values
+from pipeline.sweep import halving as halving_search
+from pipeline.sweep import stems as stable_stems
+from pipeline.sweep.halving import Halving, SearchSpec
+from pipeline.sweep.stems import Stem
 
 SEED_KEY = "general.seed"
 # A point's name is a file name, a Snakemake wildcard, a Slurm job comment and a DVC experiment (git ref) name.
@@ -46,6 +50,7 @@ class SweepFile(BaseModel):
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values; their product")
     points: list[dict[str, Any]] = Field(default_factory=list, description="explicit points: dotted key -> value")
     export: bool = Field(False, description="also run the export stage of every point")
+    search: SearchSpec | None = Field(None, description="how far each point trains: a grid, or successive halving")
     max_points: int = Field(
         MAX_POINTS, gt=0, description="the most points the sweep may have (a grid's product grows fast): raise it here"
     )
@@ -85,6 +90,12 @@ class Sweep:
     keys: tuple[str, ...]  # every swept key, in the order the sweep file names them
     points: tuple[Point, ...]
     export: bool
+    halving: Halving | None = None
+    stems: tuple[Stem, ...] = ()  # stable phases shared by points that differ in budget or cooldown alone
+
+    def stem_of(self, point: Point) -> Stem | None:
+        """The stem a point continues from, if any."""
+        return next((stem for stem in self.stems if point.name in stem.members), None)
 
     def folder(self, out_dir: str | Path | None = None) -> Path:
         """``OUT_DIR/sweeps/<name>``: where the points' folders, the report and summary.csv go."""
@@ -134,7 +145,7 @@ def read_sweep_file(path: Path) -> SweepFile:
         for error in exc.errors(include_url=False):
             key = ".".join(str(part) for part in error["loc"])
             message = (
-                "unknown key (keys: base, grid, points, export, max_points)"
+                "unknown key (keys: base, grid, points, export, search, max_points)"
                 if error["type"] == "extra_forbidden"
                 else error["msg"]
             )
@@ -204,6 +215,7 @@ def expand(path: str | Path) -> Sweep:
     except ConfigError as exc:
         raise SweepError([f"{path}: base: {problem}" for problem in exc.problems]) from None
     points, failures = [], []
+    halving = halving_search.from_spec(spec.search)
     found = _point_values(spec, path)
     for point, values, _, named in found:
         tree = copy.deepcopy(base_tree)
@@ -215,11 +227,23 @@ def expand(path: str | Path) -> Sweep:
         except ParamsError as exc:
             failures += [(point, problem.removeprefix(f"{source}: ")) for problem in exc.problems]
             continue
+        if halving:
+            failures += [(point, problem) for problem in halving_search.check_point(halving, tree, params)]
         points.append(Point(point, values, tree, params, named))  # type: ignore[arg-type]
     if failures:
         raise SweepError(_problem_lines(path, failures, len(found)))
     keys = tuple(dict.fromkeys(key for point in points for key in point.values))
-    sweep = Sweep(name=name, path=path, base=base, keys=keys, points=tuple(points), export=spec.export)
+    shared = () if halving else tuple(stable_stems.find({p.name: p.params.to_dict() for p in points}))
+    sweep = Sweep(
+        name=name,
+        path=path,
+        base=base,
+        keys=keys,
+        points=tuple(points),
+        export=spec.export,
+        halving=halving,
+        stems=shared,
+    )
     data_groups(sweep)  # a token folder shared by points with different data params is refused now
     return sweep
 
@@ -257,10 +281,25 @@ def data_groups(sweep: Sweep) -> dict[str, Point]:
     return groups
 
 
-def explicit_yaml(point: Point, sweep: Sweep) -> str:
-    """The complete params file of a point, every key written out."""
+def explicit_yaml(point: Point, sweep: Sweep, tree: dict[str, Any] | None = None) -> str:
+    """The complete params file of a point (or ``tree``, one of its rungs), every key written out."""
     header = f"# Point {point.name} of the sweep {sweep.path} (written by pipeline.sweep; edit the sweep file).\n"
-    return header + yaml.safe_dump(point.params.to_dict(), sort_keys=False, width=120)
+    return header + yaml.safe_dump(tree or point.params.to_dict(), sort_keys=False, width=120)
+
+
+def run_trees(point: Point, sweep: Sweep, folder: Path) -> dict[Path, dict[str, Any]]:
+    """``{run folder: params}`` of a point's train runs: its own folder, and under halving one per earlier rung."""
+    tree = point.params.to_dict()
+    if sweep.halving is None:
+        stem = sweep.stem_of(point)
+        return {folder / point.name: stable_stems.branch_tree(tree, stem, folder) if stem else tree}
+    point_folder = folder / point.name
+    return {
+        halving_search.rung_folder(point_folder, steps, sweep.halving): halving_search.rung_tree(
+            tree, point_folder, steps, sweep.halving
+        )
+        for steps in sweep.halving.rungs
+    }
 
 
 def write_if_changed(path: Path, text: str) -> None:
@@ -277,13 +316,29 @@ def write_params_files(sweep: Sweep, folder: Path, tokenize_folder: Path) -> Non
     """``<folder>/<point>/params.yaml`` of every point, and ``<tokenize_folder>/<dataset>/<tokenizer>/params.yaml``
     (the first point of that token folder) for its tokenize job; files whose content is unchanged are left alone."""
     for point in sweep.points:
-        write_if_changed(folder / point.name / "params.yaml", explicit_yaml(point, sweep))
+        for run_folder, tree in run_trees(point, sweep, folder).items():
+            write_if_changed(run_folder / "params.yaml", explicit_yaml(point, sweep, tree))
+    for stem in sweep.stems:
+        header = f"# The stable phase shared by {', '.join(stem.members)} (pipeline.sweep.stems)\n"
+        write_if_changed(stem.folder(folder) / "params.yaml", header + yaml.safe_dump(stem.tree, sort_keys=False))
     for data_dir, point in data_groups(sweep).items():
         write_if_changed(tokenize_folder / data_dir / "params.yaml", explicit_yaml(point, sweep))
+
+
+def earlier_runs(point: Point, sweep: Sweep, folder: Path) -> list[Path]:
+    """The run folders a point's own run continues from, first to last: its earlier rungs, or its stem."""
+    if sweep.halving is not None:
+        return list(run_trees(point, sweep, folder))[:-1]
+    stem = sweep.stem_of(point)
+    return [stem.folder(folder)] if stem else []
 
 
 def describe(sweep: Sweep) -> str:
     """The points, one a line, with the token folder each trains on."""
     lines = [f"sweep {sweep.name}: {len(sweep.points)} points over {', '.join(sweep.keys) or 'nothing'}"]
+    if sweep.halving:
+        lines.append(f"halving: {halving_search.describe(sweep.halving, len(sweep.points))}")
+    for stem in sweep.stems:
+        lines.append(f"stable phase {stem.name}: {stem.steps} steps trained once for {', '.join(stem.members)}")
     lines += [f"  {point.name}  (data {point.data_dir})" for point in sweep.points]
     return "\n".join(lines)

@@ -27,6 +27,7 @@ import pytest
 from helpers import (
     README_EXPERIMENT_HELLASWAG,
     README_EXPERIMENT_LR,
+    README_HALVING_LOCALLY,
     README_QUEUE_TWO_EXPERIMENTS,
     README_REPRO,
     README_RUN_QUEUED_EXPERIMENTS,
@@ -79,7 +80,7 @@ SWEEP = (("sweeps/lr_width.yaml", "sweeps/readme.yaml"),)
 # below match only the exact text those tests run, so a README edit fails test_every_command_has_exactly_one_rule
 # until they agree).
 SLURM_PIPELINE_TEST = "tests/e2e/test_slurm_e2e.py::test_readme_pipeline_on_slurm_two_nodes_fsdp"
-SLURM_SWEEP_TEST = "tests/e2e/test_sweep_slurm_e2e.py::test_sweep_points_train_as_concurrent_slurm_jobs"
+SLURM_SWEEP_TEST = "tests/e2e/test_sweep_slurm_e2e.py::test_a_halving_sweep_trains_its_rungs_as_concurrent_slurm_jobs"
 DVC_SWEEP_TEST = "tests/e2e/test_sweep_dvc_e2e.py::test_sweep_points_run_as_named_dvc_experiments"
 SNAKEMAKE_TEST = "tests/e2e/test_snakemake_e2e.py (its module fixture)"
 DVC_TEST = "tests/e2e/test_dvc_e2e.py (its module fixture)"
@@ -126,6 +127,8 @@ RULES = (
     Rule(r"python -m pipeline\.sweep list sweeps/lr_width\.yaml", rewrite=SWEEP, setup=TINY_SWEEP, expect="2 points"),
     Rule(re.escape(README_SWEEP_LOCALLY), skip=f"run as written (the sweep file made tiny) by {SWEEP_TEST}"),
     Rule(re.escape(README_SWEEP_ON_SLURM), skip=f"run as written by {SLURM_SWEEP_TEST}"),
+    Rule(r"python -m pipeline\.sweep list sweeps/lr_halving\.yaml", expect="800 train steps, 0.30x the 2,700"),
+    Rule(re.escape(README_HALVING_LOCALLY), skip=f"run as written (the sweep file made tiny) by {SWEEP_TEST}"),
     Rule(re.escape(README_SWEEP_REPORT), skip=f"run as written by {SWEEP_TEST}"),
     Rule(re.escape(README_SWEEP_ON_DVC_QUEUE), skip=f"run as written by {DVC_SWEEP_TEST}"),
     # One stage by hand, and the stages' docstrings
