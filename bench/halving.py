@@ -8,7 +8,8 @@
 (from every run folder's ``train_summary.json`` and the step it resumed from) and the wall time, and names the best
 point: halving's winner of the last promotion, the grid's lowest val loss (``metrics.json``, the evaluate stage's).
 Goal: <= 0.35x the grid's train steps, and the same best point. Prints a Markdown table and writes JSON to
-``bench/results/halving.json``. Run it with nothing else heavy running. Never asserts on time.
+``bench/results/halving.json`` (and the halving run's report page to ``bench/results/lr_halving_report.html``). Run
+it with nothing else heavy running. Never asserts on time.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
+from bench.sweep_threads import run_sweep
+
 REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
 SWEEP = REPO / "sweeps" / "lr_halving.yaml"
 GOAL = 0.35
-TIMEOUT_S = 3600
 
 
 def sweep_files(folder: Path) -> dict[str, Path]:
@@ -39,21 +40,6 @@ def sweep_files(folder: Path) -> dict[str, Path]:
     files["halving"].write_text(yaml.safe_dump(spec, sort_keys=False))
     files["grid"].write_text(yaml.safe_dump({k: v for k, v in spec.items() if k != "search"}, sort_keys=False))
     return files
-
-
-def run_sweep(sweep: Path, jobs: int, data_root: Path, out_dir: Path, *extra: str) -> float:
-    """Seconds of one ``snakemake -j jobs`` of ``sweep`` from scratch, with ``extra`` arguments."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "DATA_ROOT", "OUT_DIR")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    command = ["snakemake", "-j", str(jobs), "--config", f"sweep={sweep}", f"data_root={data_root}"]
-    start = time.perf_counter()
-    result = subprocess.run(
-        [*command, f"out_dir={out_dir}", *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-    )
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return seconds
 
 
 def train_steps(sweep_folder: Path) -> int:
@@ -95,6 +81,9 @@ def main() -> None:
                 seconds[kind].append(run_sweep(sweep, args.jobs, data_root, out))
                 sweep_folder = out / "sweeps" / sweep.stem
                 steps[kind], best[kind] = train_steps(sweep_folder), best_point(sweep_folder, kind)
+                if kind == "halving":  # the example's report, kept: bench/results/lr_halving_report.html
+                    RESULTS.mkdir(exist_ok=True)
+                    shutil.copyfile(sweep_folder / "report.html", RESULTS / "lr_halving_report.html")
                 print(f"round {round_}: {kind}: {seconds[kind][-1]:.1f} s, {steps[kind]} train steps", flush=True)
     walls = {kind: statistics.median(values) for kind, values in seconds.items()}
     step_ratio, wall_ratio = steps["halving"] / steps["grid"], walls["halving"] / walls["grid"]
@@ -108,10 +97,8 @@ def main() -> None:
     verdict = "PASS" if step_ratio <= GOAL else "MISS"
     print(f"\nhalving / grid: {step_ratio:.2f}x the train steps (goal <= {GOAL}: {verdict})")
     print(f"halving / grid: {wall_ratio:.2f}x the wall time; same best point: {'yes' if same else 'NO'}")
-    results = REPO / "bench" / "results"
-    results.mkdir(exist_ok=True)
     record = {"jobs": args.jobs, "seconds": seconds, "steps": steps, "best": best, "step_ratio": step_ratio}
-    (results / "halving.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / "halving.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

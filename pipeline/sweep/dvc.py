@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,19 +117,31 @@ def queue(sweep: Sweep, dry_run: bool = False, cwd: Path = Path(".")) -> int:
         if point.name in known:
             print(f"{point.name}: already an experiment; skipped")
             continue
-        command = ["dvc", "exp", "run", "--queue", "-n", point.name]
-        for flag in set_flags(point, cwd / PARAMS_FILE):
-            command += ["-S", flag]
-        print(" ".join(json.dumps(part) if " " in part else part for part in command), flush=True)
-        if dry_run:
-            continue
-        result = subprocess.run(command, cwd=cwd)
-        if result.returncode:
-            return result.returncode
+        if code := queue_experiment(point.name, point, dry_run=dry_run, cwd=cwd):
+            return code
         queued += 1
     if not dry_run:
         print(f"queued {queued} of {len(sweep.points)} points; run them with: dvc queue start -j N")
     return 0
+
+
+def queue_experiment(
+    name: str,
+    point: Point,
+    *,
+    flags: Sequence[str] = (),
+    targets: Sequence[str] = (),
+    dry_run: bool,
+    cwd: Path,
+) -> int:
+    """Print and (unless ``dry_run``) run ``dvc exp run --queue -n <name>`` with the ``-S`` values that make the
+    point, then ``flags``, for the stages ``targets`` (all where empty); DVC's exit code."""
+    command = ["dvc", "exp", "run", "--queue", "-n", name]
+    for flag in [*set_flags(point, cwd / PARAMS_FILE), *flags]:
+        command += ["-S", flag]
+    command += targets
+    print(" ".join(json.dumps(part) if " " in part else part for part in command), flush=True)
+    return 0 if dry_run else subprocess.run(command, cwd=cwd).returncode
 
 
 def rung_experiment(point: Point, steps: int) -> str:
@@ -211,22 +224,15 @@ def queue_rung(points: list[Point], steps: int, sweep: Sweep, *, dry_run: bool, 
     assert search is not None
     folder = (cwd / sweep.folder()).resolve()
     for point in points:
-        command = ["dvc", "exp", "run", "--queue", "-n", rung_experiment(point, steps)]
-        for flag in set_flags(point, cwd / PARAMS_FILE):
-            command += ["-S", flag]
+        flags, targets = [], []
         if not search.is_last(steps):
-            command += ["-S", f"training.stop_at={steps}"]
+            flags, targets = [f"training.stop_at={steps}"], ["train"]
         if (previous := search.previous(steps)) is not None:
             checkpoint = folder / point.name / "rungs" / str(previous) / "checkpoints" / "last.pt"
-            command += ["-S", f"training.resume={hydra_value(str(checkpoint))}"]
-        if not search.is_last(steps):
-            command.append("train")
-        print(" ".join(json.dumps(part) if " " in part else part for part in command), flush=True)
-        if dry_run:
-            continue
-        result = subprocess.run(command, cwd=cwd)
-        if result.returncode:
-            return result.returncode
+            flags.append(f"training.resume={hydra_value(str(checkpoint))}")
+        name = rung_experiment(point, steps)
+        if code := queue_experiment(name, point, flags=flags, targets=targets, dry_run=dry_run, cwd=cwd):
+            return code
     if not dry_run:
         print(
             f"rung {steps}: queued {len(points)} experiments; run them with `dvc queue start -j N`, then this "
