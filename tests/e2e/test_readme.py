@@ -131,6 +131,29 @@ RULES = (
     Rule(re.escape(README_HALVING_LOCALLY), skip=f"run as written (the sweep file made tiny) by {SWEEP_TEST}"),
     Rule(re.escape(README_SWEEP_REPORT), skip=f"run as written by {SWEEP_TEST}"),
     Rule(re.escape(README_SWEEP_ON_DVC_QUEUE), skip=f"run as written by {DVC_SWEEP_TEST}"),
+    # Working across machines: the cluster's cache and a remote in the test's folder (the workspace keeps its own
+    # cache for the commands after), a copy of `make run`'s out/ as a run made elsewhere
+    Rule(
+        r"python -m pipeline\.storage setup --cache /lustre/team/dvc-cache --remote shared=/lustre/team/dvc-remote",
+        rewrite=(("/lustre/team", "{tmp}"),),
+        after="dvc config --local --unset cache.dir && dvc config --local --unset cache.shared",
+        expect="shared",
+    ),
+    Rule(
+        r"python -m pipeline\.storage import-run /scratch/runs/exp1 --name exp1",
+        rewrite=(("/scratch/runs/exp1", "../exp1"),),
+        setup="cp -a out ../exp1",
+        after="dvc config --local --unset cache.type",
+        expect="runs/exp1",
+    ),
+    Rule(r"dvc push -A --run-cache"),
+    Rule(r"dvc pull --run-cache"),
+    Rule(
+        r"dvc exp (push|pull) origin .*",
+        skip="needs a git remote holding experiments: tests/e2e/test_dvc_e2e.py pushes and pulls them through a "
+        "bare repository, and over SSH",
+    ),
+    Rule(r"make lock", skip="resolves every dependency against PyPI (minutes); make setup installs the lock in CI"),
     # One stage by hand, and the stages' docstrings
     Rule(r"python -m stages\.(source|tokenize|train|evaluate|export) params\.yaml"),
     Rule(
