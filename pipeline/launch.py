@@ -12,7 +12,9 @@
   ``$SLURM_JOB_NODELIST`` and ``--rdzv-id=$SLURM_JOB_ID``.
 
 The command is printed and recorded in ``run_info.json``. The launcher imports
-no stage and no torch: it runs the train stage as a command.
+no stage and no torch: it runs the train stage as a command. With
+``general.reproducible: strict`` it hands the stage's processes the variables
+that choose the CPU kernels (``pipeline.threads.STRICT_KERNELS``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pipeline import paths, submit
 from pipeline.cli import parse_argv, run_command
 from pipeline.console_log import CONSOLE_IS_LOG_ENV, is_file
 from pipeline.schema import PipelineParams, load
-from pipeline.threads import rank_threads, usable_cores
+from pipeline.threads import STRICT_KERNELS, rank_threads, usable_cores
 
 RDZV_PORT = 29500
 # The environment variable that hands the launch command to the train stage, which records it in run_info.json.
@@ -153,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cpus, nproc = params.launch.cpus_per_node, params.launch.nproc_per_node
             share = rank_threads(params.general.threads, env, cores=usable_cores(), cpus=cpus, nproc=nproc)
             env["OMP_NUM_THREADS"] = str(share)
+        if params.general.reproducible == "strict":  # read by torch, MKL and oneDNN as they load
+            env.update(STRICT_KERNELS)
         log = paths.log_file("train")
         if any(is_file(stream, log) for stream in (sys.stdout, sys.stderr)):  # e.g. Snakemake's `> log 2>&1`
             env[CONSOLE_IS_LOG_ENV] = str(log.resolve())

@@ -14,6 +14,10 @@ The train launcher divides the job's cores (``OMP_NUM_THREADS``, ``SLURM_CPUS_PE
 then the usable cores) among its ``launch.nproc_per_node`` processes and hands each its share as
 ``OMP_NUM_THREADS``. A run records the count it used (``run_info.json``'s environment, checkpoints): CPU results
 are bitwise the same at one thread count and agree to rounding at another, which a resume then says.
+
+``general.reproducible: strict`` chooses the kernels too: the train launcher hands its processes ``STRICT_KERNELS``,
+which torch, MKL and oneDNN read when they load, so each process must get them before it imports torch; the train
+stage refuses to start in strict mode without them (docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -22,6 +26,22 @@ import os
 from collections.abc import Mapping
 
 from nanugpt.errors import UserError
+
+# The kernels every x86-64 CPU has, so that CPUs of other generations compute the same bits: ATen's unvectorized
+# baseline, MKL's conditional numerical reproducibility (its SSE2 code on any Intel-compatible CPU), oneDNN's SSE4.1
+# code (its GELU differs between AVX2 and AVX-512).
+STRICT_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+
+
+def require_strict_kernels(reproducible: str, env: Mapping[str, str] = os.environ) -> None:
+    """Refuse a ``general.reproducible: strict`` process that was started without ``STRICT_KERNELS`` (the train
+    stage run by hand rather than through ``python -m pipeline.launch``): it would run the CPU's own kernels."""
+    missing = [f"{name}={value}" for name, value in STRICT_KERNELS.items() if env.get(name) != value]
+    if reproducible == "strict" and missing:
+        raise UserError(
+            f"general.reproducible is strict but this process was started without {' '.join(missing)}: run the "
+            "train stage through python -m pipeline.launch (dvc repro and snakemake do), or set them before it starts"
+        )
 
 
 def usable_cores() -> int:

@@ -38,12 +38,13 @@ from pipeline import paths
 from pipeline.cli import stage_main
 from pipeline.console_log import tee_console
 from pipeline.launch import LAUNCH_COMMAND_ENV
-from pipeline.threads import use_threads
+from pipeline.threads import require_strict_kernels, use_threads
 
 
 def run(params: Params, data_root: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Train the model of ``params`` on its tokenized data; return the run summary."""
     use_threads(params.general.threads)
+    require_strict_kernels(params.general.reproducible)
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
     check_tokens_current(params, data_root)
     with paths.held(out, "train"):

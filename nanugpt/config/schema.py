@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator
 
 if TYPE_CHECKING:  # the types that build() returns, named without importing torch
     import torch
@@ -247,6 +247,23 @@ class GeneralParams(Section):
         "sets it to the rule's threads), a Slurm job's cores or the usable cores, shared by the node's processes "
         "(pipeline/threads.py). CPU runs are bitwise the same at one count and agree to rounding at another",
     )
+    reproducible: Literal["machine", "strict"] = Field(
+        "machine",
+        description="'machine': the CPU's fastest kernels, bitwise the same on one machine at one thread count and "
+        "equal to rounding on another; 'strict': the train stage runs the kernels every x86-64 CPU has "
+        "(ATEN_CPU_CAPABILITY=default, MKL_CBWR=COMPATIBLE, ONEDNN_MAX_CPU_ISA=SSE41, set by pipeline.launch), "
+        "bitwise the same on CPUs of other generations, about 2.5x slower; needs device_type cpu, dtype float32, "
+        "torch_compile false, threads 1 (docs/reproducibility.md)",
+    )
+
+    @field_validator("reproducible")
+    @classmethod
+    def _strict_is_eager_cpu(cls, value: str, info: ValidationInfo) -> str:
+        wanted = {"device_type": "cpu", "dtype": "float32", "torch_compile": False, "threads": 1}
+        wrong = [f"general.{key} {str(want).lower()}" for key, want in wanted.items() if info.data.get(key) != want]
+        if value == "strict" and wrong:
+            raise ValueError(f"strict runs eager float32 on the CPU at one thread: set {', '.join(wrong)} with it")
+        return value
 
     @property
     def order_seed(self) -> int:

@@ -3,14 +3,18 @@ dvclive's params (so ``dvc exp show`` lists it beside each experiment).
 
 A resume under another fingerprint is said in one line naming what differs (``numpy 1.26.4 -> 2.1.0``), or
 refused with ``training.resume_env: strict``: eager CPU runs are bitwise reproducible on one machine with one
-environment and one thread count; across library builds, CPU models or thread counts they agree to rounding.
+environment and one thread count; across library builds, CPU models or thread counts they agree to rounding
+(docs/reproducibility.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
+import re
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -40,10 +44,35 @@ def packages_digest() -> str:
     return hashlib.sha256("\n".join(pins).encode()).hexdigest()
 
 
+# The stamp ``make setup`` writes into the environment it installed: the ``sha256sum`` line of the lock file.
+LOCK_STAMP = Path(sys.prefix) / ".installed"
+
+# The environment variables that choose the CPU kernels, and so the last bits of the numbers (general.reproducible).
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
+def installed_lock(stamp: Path = LOCK_STAMP) -> str | None:
+    """The sha256 of the lock file ``make setup`` installed this environment from, read from its stamp. The
+    stamp, not the lock file in the checkout: that one may be newer than the environment (a pull before the next
+    ``make setup``), or never installed (a venv made by hand). None without a stamp that names a lock."""
+    try:
+        words = stamp.read_text().split()
+    except OSError:
+        return None
+    return words[0] if words and re.fullmatch(r"[0-9a-f]{64}", words[0]) else None
+
+
+def kernel_variables(env: Mapping[str, str] = os.environ) -> str | None:
+    """``NAME=value`` of each set ``KERNEL_VARIABLES``, space-separated; None where none is set."""
+    given = [f"{name}={env[name]}" for name in KERNEL_VARIABLES if env.get(name)]
+    return " ".join(given) or None
+
+
 def fingerprint() -> dict[str, Any]:
     """What shapes the numbers besides params, code and data: python, torch and its build (CUDA, cuDNN, NCCL
-    where present), numpy, the CPU model and the instruction set torch's kernels use, the intra-op threads, and
-    the digest of every installed package."""
+    where present), numpy, the CPU model and the instruction set torch's kernels use, the variables that choose
+    kernels, the intra-op threads, the lock file the environment was installed from and the digest of every
+    installed package."""
     try:
         numpy_version: str | None = metadata.version("numpy")
     except metadata.PackageNotFoundError:
@@ -58,7 +87,9 @@ def fingerprint() -> dict[str, Any]:
         "numpy": numpy_version,
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "kernel_variables": kernel_variables(),
         "threads": torch.get_num_threads(),
+        "lock": installed_lock(),
         "packages": packages_digest(),
     }
 

@@ -183,3 +183,14 @@ def test_every_components_check_runs_and_names_the_override(tmp_path: Path, corp
     text = problems_of(tmp_path, tiny_params(corpus, scaler={"module": "keller"}), ["--scheduler.warmup_steps", "50"])
     assert "command line --scheduler.warmup_steps: scheduler.warmup_steps: must be <= training.max_steps" in text
     assert "training.grad_clip: must be 0 with scaler.module keller" in text
+
+
+def test_strict_reproducibility_is_for_eager_float32_cpu_runs_at_one_thread(tmp_path: Path, corpus: Path) -> None:
+    general = {"reproducible": "strict", "device_type": "auto", "torch_compile": True, "threads": None}
+    text = problems_of(tmp_path, tiny_params(corpus, general=general))
+    assert text == (
+        f"{tmp_path / 'params.yaml'}: general.reproducible: strict runs eager float32 on the CPU at one thread: set "
+        "general.device_type cpu, general.torch_compile false, general.threads 1 with it, got 'strict'"
+    )
+    strict = tiny_params(corpus, general={"reproducible": "strict"})  # tiny_params: cpu, one thread
+    assert load_params(write_params(tmp_path / "strict.yaml", strict)).general.reproducible == "strict"

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from helpers import REPO, tiny_params, write_params
 
+from nanugpt.config.params import load_params
 from nanugpt.errors import UserError
-from pipeline.threads import process_threads, rank_threads, usable_cores
+from pipeline.threads import STRICT_KERNELS, process_threads, rank_threads, require_strict_kernels, usable_cores
+from stages import train
 
 NO_HINTS = {"PATH": os.environ.get("PATH", "")}  # nothing that says how many threads
 
@@ -61,3 +63,12 @@ def test_the_train_stage_runs_with_the_threads_it_was_given(
     assert result.returncode == 0, result.stdout + result.stderr
     recorded = json.loads((tmp_path / "out" / "run_info.json").read_text())["environment"]["threads"]
     assert recorded == expected  # torch.get_num_threads() inside the stage
+
+
+def test_a_strict_train_stage_started_without_the_strict_kernels_is_refused(tmp_path: Path, corpus: Path) -> None:
+    require_strict_kernels("strict", STRICT_KERNELS)
+    require_strict_kernels("machine", {})
+    params = load_params(write_params(tmp_path / "p.yaml", tiny_params(corpus, general={"reproducible": "strict"})))
+    with pytest.raises(UserError, match=r"started without ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE ONEDNN_MAX"):
+        train.run(params, data_root=tmp_path / "data", out_dir=tmp_path / "out")  # by hand, in this process
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -299,7 +299,8 @@ def test_a_resume_in_another_environment_names_what_differs_or_is_refused(
     assert info["environment"] == fingerprint() and len(info["environment"]["packages"]) == 64
     folder = tmp_path / "out" / "checkpoints"
     state = load_checkpoint(folder / "step-0000010.pt")
-    state["environment"] = {**state["environment"], "numpy": "1.0.0", "threads": 64}  # as if saved elsewhere
+    other_lock = "f" * 64  # as if saved elsewhere: another lock file, numpy and thread count
+    state["environment"] = {**state["environment"], "lock": other_lock, "numpy": "1.0.0", "threads": 64}
     save_state(folder / "step-0000010.pt", state)
     point_last_at(folder, folder / "step-0000010.pt")
     (folder / "step-0000020.pt").unlink()
@@ -307,11 +308,11 @@ def test_a_resume_in_another_environment_names_what_differs_or_is_refused(
     train.run(params, data_root=data, out_dir=tmp_path / "out")
     current = fingerprint()
     assert (
-        f"saved in another environment (numpy 1.0.0 -> {current['numpy']}, threads 64 -> {current['threads']}): the "
-        "run continues" in capsys.readouterr().out
+        f"saved in another environment (lock {other_lock} -> {current['lock']}, numpy 1.0.0 -> {current['numpy']}, "
+        f"threads 64 -> {current['threads']}): the run continues" in capsys.readouterr().out
     )
     point_last_at(folder, folder / "step-0000010.pt")
     (folder / "step-0000020.pt").unlink()
     strict = load_params(write_params(tmp_path / "strict.yaml", tiny_params(corpus, training={"resume_env": "strict"})))
-    with pytest.raises(CheckpointError, match="numpy 1.0.0 -> .*training.resume_env is strict"):
+    with pytest.raises(CheckpointError, match="lock f{64} -> .*numpy 1.0.0 -> .*training.resume_env is strict"):
         train.run(strict, data_root=data, out_dir=tmp_path / "out")
