@@ -145,9 +145,10 @@ def checkpoint_dir(root: Path | None = None) -> Path:
     return (root or out_dir()) / "checkpoints"
 
 
-def last_checkpoint(root: Path | None = None) -> Path:
-    """``OUT_DIR/checkpoints/last.pt``: what evaluate and generate load."""
-    return checkpoint_dir(root) / "last.pt"
+def last_checkpoint(root: Path | None = None, *, sharded: bool = False) -> Path:
+    """``OUT_DIR/checkpoints/last.pt``: what evaluate and generate load, and what a run continuing this one resumes
+    from; with ``sharded`` (``training.strategy: fsdp``) the ``last`` step folder."""
+    return checkpoint_dir(root) / ("last" if sharded else "last.pt")
 
 
 def chosen_checkpoint(choice: str, root: Path | None = None) -> Path:

@@ -28,6 +28,7 @@ import yaml
 from nanugpt.config.loader import flatten
 from nanugpt.errors import UserError
 from nanugpt.files.atomic import write_json
+from pipeline.paths import checkpoint_dir, last_checkpoint
 from pipeline.schema import load
 from pipeline.sweep import halving as halving_search
 
@@ -183,7 +184,7 @@ def queue_halving(sweep: Sweep, *, dry_run: bool, cwd: Path) -> int:
         record = halving_search.promotion(results, search, steps)
         write_json(halving_search.promotion_path(folder, steps), record)
         for name in record["promoted"]:
-            fetch_checkpoint(shown[names[name]]["rev"], folder / name / "rungs" / str(steps), cwd)
+            fetch_checkpoint(shown[names[name]]["rev"], halving_search.rung_folder(folder / name, steps, search), cwd)
         print(f"rung {steps}: promoted {', '.join(record['promoted']) or 'nothing (every point failed)'}")
         entrants = record["promoted"]
         if not entrants:
@@ -202,7 +203,7 @@ def rung_result(experiment: dict[str, Any] | None, metric: str) -> dict[str, Any
 def fetch_checkpoint(rev: str, folder: Path, cwd: Path) -> None:
     """Copy ``out/checkpoints/last.pt`` (and its checksum) of the experiment commit ``rev`` into
     ``<folder>/checkpoints/`` from DVC's cache, unless it is there already."""
-    target = folder / "checkpoints"
+    target = checkpoint_dir(folder)
     for name in ("last.pt", "last.pt.sha256"):
         if (target / name).exists():
             continue
@@ -228,7 +229,7 @@ def queue_rung(points: list[Point], steps: int, sweep: Sweep, *, dry_run: bool, 
         if not search.is_last(steps):
             flags, targets = [f"training.stop_at={steps}"], ["train"]
         if (previous := search.previous(steps)) is not None:
-            checkpoint = folder / point.name / "rungs" / str(previous) / "checkpoints" / "last.pt"
+            checkpoint = last_checkpoint(halving_search.rung_folder(folder / point.name, previous, search))
             flags.append(f"training.resume={hydra_value(str(checkpoint))}")
         name = rung_experiment(point, steps)
         if code := queue_experiment(name, point, flags=flags, targets=targets, dry_run=dry_run, cwd=cwd):

@@ -22,6 +22,7 @@ displaces keeps the rungs it trained (the report shows where it stopped), and th
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Sequence
@@ -32,8 +33,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nanugpt.config.loader import set_dotted
+from nanugpt.config.loader import get_dotted, set_dotted
 from nanugpt.files.atomic import write_json
+from pipeline.paths import last_checkpoint
 
 RESULT = "rung.json"
 METRICS = ("val_loss", "best_val_loss")
@@ -133,20 +135,16 @@ def rung_folder(point_folder: Path, steps: int, halving: Halving) -> Path:
     return point_folder if halving.is_last(steps) else point_folder / "rungs" / str(steps)
 
 
-def checkpoint_of(folder: Path, tree: dict[str, Any]) -> Path:
-    """The newest checkpoint of a run folder: ``last.pt``, or the ``last`` folder under FSDP."""
-    fsdp = (tree.get("training") or {}).get("strategy") == "fsdp"
-    return folder / "checkpoints" / ("last" if fsdp else "last.pt")
-
-
 def rung_tree(tree: dict[str, Any], point_folder: Path, steps: int, halving: Halving) -> dict[str, Any]:
     """The params of a point's run to ``steps``: stopped there (before the last rung), continued from the rung
     before (after the first)."""
-    rung = json.loads(json.dumps(tree))
+    rung = copy.deepcopy(tree)
     if not halving.is_last(steps):
         set_dotted(rung, "training.stop_at", steps)
     if (previous := halving.previous(steps)) is not None:
-        set_dotted(rung, "training.resume", str(checkpoint_of(rung_folder(point_folder, previous, halving), tree)))
+        sharded = get_dotted(tree, "training.strategy") == "fsdp"
+        checkpoint = last_checkpoint(rung_folder(point_folder, previous, halving), sharded=sharded)
+        set_dotted(rung, "training.resume", str(checkpoint))
     return rung
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from nanugpt.config.loader import get_dotted, set_dotted
 from nanugpt.config.schema import RESUME_KEYS
+from pipeline.paths import last_checkpoint
 
 # What a branch may change of its stem: its budget, and its cooldown's length and final lr
 COOLDOWN_KEYS = ("cooldown_steps", "min_lr_ratio")
@@ -45,8 +46,8 @@ class Stem:
 
     def checkpoint(self, sweep_folder: Path) -> Path:
         """The checkpoint its branches continue from."""
-        fsdp = get_dotted(self.tree, "training.strategy") == "fsdp"
-        return self.folder(sweep_folder) / "checkpoints" / ("last" if fsdp else "last.pt")
+        sharded = get_dotted(self.tree, "training.strategy") == "fsdp"
+        return last_checkpoint(self.folder(sweep_folder), sharded=sharded)
 
 
 def shared_part(tree: dict[str, Any]) -> str:

@@ -95,7 +95,7 @@ def stem_result(wildcards):
 
 
 def rung_dir(wildcards):
-    return f"{SWEEP_DIR}/{wildcards.point}/rungs/{wildcards.steps}"
+    return halving.rung_folder(Path(point_dir(wildcards)), int(wildcards.steps), HALVING)
 
 
 def previous_rung_result(wildcards):
@@ -113,11 +113,15 @@ def point_inputs(stage):
     return lambda wildcards: paths(stage, "deps", point_data_dir(wildcards), point_dir(wildcards))
 
 
+def run_in(stage, folder, log="{log}"):
+    """The stage's command on ``folder``'s params file with OUT_DIR at ``folder``, its output into ``log``."""
+    return f"OUT_DIR={folder} {STAGES[stage].command(folder + '/params.yaml')} > {log} 2>&1"
+
+
 def point_command(stage, log="{log}"):
     """The stage's command on the point's params file with OUT_DIR at the point's folder; a failure leaves a marker."""
-    folder = shlex.quote(SWEEP_DIR) + "/{wildcards.point}"
     marker = shlex.quote(SWEEP_DIR) + "/" + str(failed_marker("{wildcards.point}", stage))
-    run = f"OUT_DIR={folder} {STAGES[stage].command(folder + '/params.yaml')} > {log} 2>&1"
+    run = run_in(stage, shlex.quote(SWEEP_DIR) + "/{wildcards.point}", log)
     return f"rm -f {marker}; {run} || {{{{ touch {marker}; exit 1; }}}}"
 
 
@@ -132,7 +136,7 @@ def rung_command():
     """Train a point to a rung in the rung's folder, then write its result (rung.json), done or failed: a point that
     fails or diverges ranks last in the rung instead of stopping the search."""
     folder = shlex.quote(SWEEP_DIR) + "/{wildcards.point}/rungs/{wildcards.steps}"
-    run = f"OUT_DIR={folder} {STAGES['train'].command(folder + '/params.yaml')} > {{log}} 2>&1"
+    run = run_in("train", folder)
     metric = HALVING.metric if HALVING else "val_loss"
     result = f"{shlex.quote(sys.executable)} -m pipeline.sweep rung-result {folder} --exit-code $code --metric {metric}"
     return f"code=0; {run} || code=$?; {result}"
@@ -176,9 +180,7 @@ rule sweep_tokenize:
     wildcard_constraints:
         data=one_of(DATA),
     shell:
-        f"OUT_DIR={shlex.quote(TOKENIZE_DIR)}/{{wildcards.data}} "
-        + STAGES["tokenize"].command(shlex.quote(TOKENIZE_DIR) + "/{wildcards.data}/params.yaml")
-        + " > {log} 2>&1"
+        run_in("tokenize", shlex.quote(TOKENIZE_DIR) + "/{wildcards.data}")
 
 
 rule sweep_train:
@@ -218,9 +220,7 @@ rule sweep_stem:
         **point_resources(lambda wildcards: STEMS[wildcards.stem].tree),
     threads: lambda wildcards: train_threads(STEMS[wildcards.stem].tree, default=1)
     shell:
-        f"OUT_DIR={shlex.quote(SWEEP_DIR)}/_stems/{{wildcards.stem}} "
-        + STAGES["train"].command(shlex.quote(SWEEP_DIR) + "/_stems/{wildcards.stem}/params.yaml")
-        + " > {log} 2>&1"
+        run_in("train", shlex.quote(SWEEP_DIR) + "/_stems/{wildcards.stem}")
 
 
 rule sweep_rung:
@@ -231,7 +231,7 @@ rule sweep_rung:
     output:
         f"{SWEEP_DIR}/{{point}}/rungs/{{steps}}/{halving.RESULT}",
     params:
-        values=lambda wildcards: param_values(STAGES["train"], RUNS[wildcards.point][Path(rung_dir(wildcards))]),
+        values=lambda wildcards: param_values(STAGES["train"], RUNS[wildcards.point][rung_dir(wildcards)]),
     log:
         f"{SWEEP_DIR}/{{point}}/rungs/{{steps}}/logs/train.log",
     wildcard_constraints:
