@@ -111,7 +111,7 @@ def from_spec(search: SearchSpec | None) -> Halving | None:
     return Halving(tuple(search.rungs), search.keep, search.metric)
 
 
-def check_point(halving: Halving, tree: dict[str, Any], params: Any) -> list[str]:
+def check_point(halving: Halving, params: Any) -> list[str]:
     """Why a point's params cannot take part in the search: ``key: message`` lines (none when it can)."""
     problems = []
     if len(halving.rungs) < 2:

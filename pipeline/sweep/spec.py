@@ -228,7 +228,7 @@ def expand(path: str | Path) -> Sweep:
             failures += [(point, problem.removeprefix(f"{source}: ")) for problem in exc.problems]
             continue
         if halving:
-            failures += [(point, problem) for problem in halving_search.check_point(halving, tree, params)]
+            failures += [(point, problem) for problem in halving_search.check_point(halving, params)]
         points.append(Point(point, values, tree, params, named))  # type: ignore[arg-type]
     if failures:
         raise SweepError(_problem_lines(path, failures, len(found)))
