@@ -33,19 +33,12 @@ with open(PARAMS_FILE) as f:
 DATA_DIR = f"{DATA_ROOT}/{PARAMS['data']['dataset']}/{PARAMS['tokenizer']['module']}"
 
 
-# Persistent folders (checkpoints) are known to Snakemake by a marker file inside, so that it does not
-# delete them before a rerun: an interrupted or requeued train job then resumes from its checkpoint.
-MARKERS = {folder: marker for s in STAGES.values() for folder, marker in s.persist.items()}
-
-
 def paths(stage, kind, data_dir=DATA_DIR, out_dir=OUT_DIR):
     """Rendered artifact paths of a stage; folders wrapped in directory() for outputs."""
     s = STAGES[stage]
     rendered = []
     for template in getattr(s, kind):
-        if template in MARKERS:
-            rendered.append(render(MARKERS[template], data_dir, out_dir))
-        elif kind == "outs" and template in s.dirs:
+        if kind == "outs" and template in s.dirs:
             rendered.append(directory(render(template, data_dir, out_dir)))
         else:
             rendered.append(render(template, data_dir, out_dir))

@@ -1,5 +1,6 @@
-"""What the orchestrators share: artifact paths, the stage table, the train launcher, params tools, ``storage``
-(the cluster's shared DVC cache, and Snakemake runs into DVC)."""
+"""What the orchestrators share: artifact paths, the stage table, the train launcher, ``publish`` (the finished run's
+checkpoints into ``OUT_DIR/model``), params tools, ``storage`` (the cluster's shared DVC cache, Snakemake runs into
+DVC, the run-cache to a remote)."""
 
 from pipeline.interrupt import install_when_run
 

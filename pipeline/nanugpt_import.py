@@ -572,7 +572,7 @@ def translate_eval(t: Translation) -> None:
     elif hours not in (MISSING, None):
         t.set("training.checkpoint_every_min", hours * 60)
     t.implied("eval.checkpoint_keep_best", "implied: best.pt is kept beside the last training.keep_last step files")
-    t.implied("generate.checkpoint_path", "implied: generate reads OUT_DIR/checkpoints")
+    t.implied("generate.checkpoint_path", "implied: generate reads OUT_DIR/model")
     name = t.get("generate.checkpoint_name")
     if name is not MISSING:
         choice = {None: "last", "checkpoint_best.pt": "best"}.get(name)

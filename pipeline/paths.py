@@ -141,24 +141,30 @@ def tokens_source(params: Params, root: Path | None = None) -> Path:
 
 
 def checkpoint_dir(root: Path | None = None) -> Path:
-    """``OUT_DIR/checkpoints``: the train stage's checkpoints."""
+    """``OUT_DIR/checkpoints``: the checkpoints train writes as it goes, and resumes from."""
     return (root or out_dir()) / "checkpoints"
 
 
+def model_dir(root: Path | None = None) -> Path:
+    """``OUT_DIR/model``: the train stage's output, the finished run's last and best checkpoints
+    (``pipeline.publish``)."""
+    return (root or out_dir()) / "model"
+
+
 def last_checkpoint(root: Path | None = None, *, sharded: bool = False) -> Path:
-    """``OUT_DIR/checkpoints/last.pt``: what evaluate and generate load, and what a run continuing this one resumes
+    """``OUT_DIR/model/last.pt``: what evaluate and generate load, and what a run continuing this one resumes
     from; with ``sharded`` (``training.strategy: fsdp``) the ``last`` step folder."""
-    return checkpoint_dir(root) / ("last" if sharded else "last.pt")
+    return model_dir(root) / ("last" if sharded else "last.pt")
 
 
 def chosen_checkpoint(choice: str, root: Path | None = None) -> Path:
     """The checkpoint ``generate.checkpoint`` / ``export.checkpoint`` names: ``last``, ``best`` or a path.
 
-    ``last`` and ``best`` are ``last.pt`` and ``best.pt`` under ``OUT_DIR/checkpoints``; anything else is a path,
+    ``last`` and ``best`` are ``last.pt`` and ``best.pt`` under ``OUT_DIR/model``; anything else is a path,
     relative to the working directory.
     """
     if choice in ("last", "best"):
-        return checkpoint_dir(root) / f"{choice}.pt"
+        return model_dir(root) / f"{choice}.pt"
     return Path(choice)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import posixpath
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,11 +59,8 @@ class Stage:
     deps: tuple[str, ...] = ()
     outs: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
-    plots: tuple[str, ...] = ()  # uncached outputs that dvc.yaml's top-level plots draw
+    plots: tuple[str, ...] = ()  # uncached tables, DVC plots (drawn together by dvc.yaml's top-level plots)
     dirs: frozenset[str] = field(default_factory=frozenset)  # outs that are folders
-    # Folders kept between runs so an interrupted run resumes: DVC marks them `persist`; Snakemake, which
-    # deletes a rule's declared outputs before it runs, declares only the marker file inside instead.
-    persist: Mapping[str, str] = field(default_factory=dict)
     always_changed: bool = False  # DVC runs the stage at every repro (the source stage: see the module doc)
     # The stage reads the options the token files depend on (``nanugpt.config.schema.tokens_settings``: the data
     # section but the keys that only shape batches, such as a mixture's weights): Snakemake's params trigger takes
@@ -122,6 +118,7 @@ STAGES: dict[str, Stage] = {
                 "pipeline/launch.py",
                 "pipeline/submit.py",
                 "pipeline/snapshot.py",
+                "pipeline/publish.py",
                 "nanugpt/train/trainer.py",
                 "nanugpt/distributed/signals.py",
                 *DATA_COMPONENTS,
@@ -177,7 +174,9 @@ STAGES: dict[str, Stage] = {
                 "launch",
             ),
             deps=("{data_dir}",),
-            outs=("{out_dir}/checkpoints", "{out_dir}/run_info.json"),
+            # OUT_DIR/checkpoints, where the run writes as it goes and resumes from, is no output: neither DVC nor
+            # Snakemake deletes it before a rerun, and DVC's run-cache records the stage (pipeline/publish.py)
+            outs=("{out_dir}/model", "{out_dir}/run_info.json"),
             metrics=("{out_dir}/train_summary.json", "{out_dir}/dvclive/metrics.json"),
             plots=(
                 "{out_dir}/plots/train.csv",
@@ -186,8 +185,7 @@ STAGES: dict[str, Stage] = {
                 "{out_dir}/dvclive/plots/metrics/train/loss.tsv",
                 "{out_dir}/dvclive/plots/metrics/val/loss.tsv",
             ),
-            dirs=frozenset({"{out_dir}/checkpoints"}),
-            persist={"{out_dir}/checkpoints": "{out_dir}/checkpoints/last.json"},
+            dirs=frozenset({"{out_dir}/model"}),
         ),
         Stage(
             name="evaluate",
@@ -227,7 +225,7 @@ STAGES: dict[str, Stage] = {
                 "logging.tensorboard",
                 "logging.wandb",
             ),
-            deps=("{data_dir}", "{out_dir}/checkpoints"),
+            deps=("{data_dir}", "{out_dir}/model"),
             metrics=("{out_dir}/metrics.json",),
         ),
         Stage(
@@ -259,7 +257,7 @@ STAGES: dict[str, Stage] = {
                 "generate",
                 "logging.wandb",
             ),
-            deps=("{data_dir}", "{out_dir}/checkpoints"),
+            deps=("{data_dir}", "{out_dir}/model"),
             outs=("{out_dir}/samples.txt",),
         ),
         Stage(
@@ -283,7 +281,7 @@ STAGES: dict[str, Stage] = {
                 "nanugpt/config/protocols.py",
             ),
             params=("data.dataset", "tokenizer.module", "export"),
-            deps=("{data_dir}", "{out_dir}/checkpoints"),
+            deps=("{data_dir}", "{out_dir}/model"),
             outs=("{out_dir}/hf",),
             dirs=frozenset({"{out_dir}/hf"}),
         ),

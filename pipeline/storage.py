@@ -2,6 +2,7 @@
 
     python -m pipeline.storage setup --cache DIR [--remote NAME=URL ...] [--group GROUP]
     python -m pipeline.storage import-run OUT_DIR [--name NAME]
+    python -m pipeline.storage push-runs [-r REMOTE]
 
 ``setup`` points this workspace's DVC cache at ``DIR`` (``.dvc/config.local``: the path is this machine's), with
 ``cache.type hardlink,symlink`` (workspace files are links into the cache, never copies) and ``cache.shared group``;
@@ -10,9 +11,15 @@
 
 ``import-run`` adds a finished run folder (``train_summary.json`` and a checkpoint), made anywhere on the
 workspace's file system (``snakemake --config out_dir=...``, a sweep's ``OUT_DIR/sweeps/<sweep>/<point>``), to DVC
-as ``runs/<NAME>`` (``runs/<NAME>.dvc``, the folder's name by default): its ``checkpoints/`` and ``hf/`` are hard
-links to the run's files, its other files (logs and tables a resumed run appends to) copies. Commit the ``.dvc``
-file and ``dvc push``: a clone's ``dvc pull`` brings the run back.
+as ``runs/<NAME>`` (``runs/<NAME>.dvc``, the folder's name by default): its ``checkpoints/``, ``model/`` and ``hf/``
+are hard links to the run's files, its other files (logs and tables a resumed run appends to) copies. Commit the
+``.dvc`` file and ``dvc push``: a clone's ``dvc pull`` brings the run back.
+
+``push-runs`` is ``dvc push --run-cache`` with the outputs its records name. DVC pushes the records (which stage
+run gave which outputs) but only the files of commits and experiments it pushes, never a record's uncached
+outputs (metrics and plots kept in git), so a clone cannot replay a stage that wrote one. Pushed with them, a
+clone's ``dvc pull --run-cache`` and ``dvc exp run --pull`` (or ``dvc repro --pull``) of a setting already run
+restore every stage, train included, instead of running it.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dvc.config import Config, ConfigError
-from dvc.exceptions import NotDvcRepoError
+from dvc.exceptions import DvcException, NotDvcRepoError
 from dvc.repo import Repo
 
 from nanugpt.errors import UserError
@@ -47,7 +54,11 @@ from pipeline.cli import run_command
 # would make ``dvc add`` copy. No copy: a copy of a multi-GB file is what this setting is for avoiding.
 LINK_TYPES = "hardlink,symlink"
 RUNS = "runs"  # the workspace folder of imported runs
-LINKED = ("checkpoints", "hf")  # a run's big folders, whose files are replaced whole (renamed into place), never
+LINKED = (
+    "checkpoints",
+    "model",
+    "hf",
+)  # a run's big folders, whose files are replaced whole (renamed into place), never
 # written in place: hard links to them are safe. Other files (logs, plots, dvclive) may be appended to: copies.
 FINISHED_MARKERS = ("train_summary.json", "checkpoints/last.json")  # written by train at its end / at each save
 
@@ -277,6 +288,31 @@ def import_run(root: Path, out_dir: Path, *, name: str | None = None) -> Importe
     return replace(imported, folder=relative)
 
 
+@dataclass(frozen=True)
+class PushedRuns:
+    """What ``push_runs`` sent: run records, and files of their outputs (sent, already there, missing here)."""
+
+    records: int
+    files: int
+    failed: int
+
+
+def push_runs(root: Path, *, remote: str | None = None) -> PushedRuns:
+    """Push the run-cache of the workspace ``root`` to ``remote`` (the default remote when None): its records, as
+    ``dvc push --run-cache`` does, and every output file they name that the local cache holds."""
+    with Repo(str(root)) as repo:
+        runs = Path(repo.stage_cache.cache_dir)
+        records = sorted((entry.parent.name, entry.name) for entry in runs.glob("*/*/*") if entry.is_file())
+        try:
+            repo.stage_cache.push(remote)
+            used = repo.stage_cache.get_used_objs(records)
+            pushed = repo.cloud.push({obj for objs in used.values() for obj in objs}, remote=remote)
+        except DvcException as exc:
+            message = " ".join(str(exc).split())  # DVC's advice comes on lines of its own
+            raise StorageError(f"push-runs to {remote or 'the default remote'}: {message}") from None
+    return PushedRuns(records=len(records), files=len(pushed.transferred), failed=len(pushed.failed))
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with the project's one-line usage errors (exit 2)."""
 
@@ -302,11 +338,14 @@ def parser() -> Parser:
     import_command = commands.add_parser("import-run", help="a finished run folder into DVC as runs/NAME")
     import_command.add_argument("out_dir", metavar="OUT_DIR", help="the run's folder")
     import_command.add_argument("--name", help="runs/NAME in the workspace (default: the run folder's name)")
+    push_command = commands.add_parser("push-runs", help="dvc push --run-cache, with the outputs its records name")
+    push_command.add_argument("-r", "--remote", help="the DVC remote (default: the default remote)")
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``setup`` or ``import-run`` (see the module doc) in the DVC workspace of the working directory."""
+    """Run ``setup``, ``import-run`` or ``push-runs`` (see the module doc) in the DVC workspace of the working
+    directory."""
     try:
         args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
@@ -317,6 +356,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "setup":
             remotes = [parse_remote(text) for text in args.remote]
             print("\n".join(setup(root, cache=local_path(args.cache), remotes=remotes, group=args.group)))
+            return
+        if args.command == "push-runs":
+            pushed = push_runs(root, remote=args.remote)
+            print(
+                f"pushed {pushed.records} run records and {pushed.files} files of their outputs to "
+                f"{args.remote or 'the default remote'}"
+                + (
+                    f"; {pushed.failed} files are not in the local cache (dvc gc removed them?)"
+                    if pushed.failed
+                    else ""
+                )
+            )
+            if pushed.failed:
+                raise StorageError(f"{pushed.failed} files of the run records' outputs are missing in the local cache")
             return
         imported = import_run(root, Path(args.out_dir), name=args.name)
         folder = imported.folder

@@ -1,4 +1,4 @@
-"""Evaluate stage: ``OUT_DIR/checkpoints/last.pt`` -> ``OUT_DIR/metrics.json`` (val_loss, val_ppl, benchmarks).
+"""Evaluate stage: ``OUT_DIR/model/last.pt`` -> ``OUT_DIR/metrics.json`` (val_loss, val_ppl, benchmarks).
 
     python -m stages.evaluate [params.yaml] [--section.key value ...]
     torchrun --standalone --nproc-per-node=2 -m stages.evaluate params.yaml   # the work shared by 2 processes

@@ -1,4 +1,4 @@
-"""Export stage: ``OUT_DIR/checkpoints/last.pt`` -> ``OUT_DIR/hf/`` (Hugging Face format).
+"""Export stage: ``OUT_DIR/model/last.pt`` -> ``OUT_DIR/hf/`` (Hugging Face format).
 
     python -m stages.export [params.yaml]
     python -m stages.export params.yaml --export.checkpoint best   # or a path to any checkpoint

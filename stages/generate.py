@@ -1,4 +1,4 @@
-"""Generate stage: ``OUT_DIR/checkpoints/last.pt`` -> ``OUT_DIR/samples.txt``.
+"""Generate stage: ``OUT_DIR/model/last.pt`` -> ``OUT_DIR/samples.txt``.
 
     python -m stages.generate [params.yaml] [--generate.prompt "ROMEO:"] [--generate.seed 7]
     python -m stages.generate params.yaml --generate.checkpoint best   # or a path to any checkpoint

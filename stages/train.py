@@ -1,6 +1,7 @@
-"""Train stage: token files -> ``OUT_DIR/checkpoints``, ``OUT_DIR/plots/*.csv``, ``OUT_DIR/dvclive/``,
+"""Train stage: token files -> ``OUT_DIR/model``, ``OUT_DIR/plots/*.csv``, ``OUT_DIR/dvclive/``,
 ``OUT_DIR/run_info.json`` (the metric sinks: docs/training.md); run by hand, its console goes to
-``OUT_DIR/logs/train.log`` too.
+``OUT_DIR/logs/train.log`` too. Checkpoints are written to ``OUT_DIR/checkpoints`` as the run goes; once it has
+finished, its last and best are linked into ``OUT_DIR/model``, the stage's output (``pipeline.publish``).
 
 One process (what ``dvc repro`` runs through ``pipeline.launch`` when
 ``launch.nproc_per_node`` is 1)::
@@ -36,8 +37,9 @@ from nanugpt.data.sources import changed_files
 from nanugpt.train.trainer import train
 from pipeline import paths
 from pipeline.cli import stage_main
-from pipeline.console_log import tee_console
+from pipeline.console_log import env_rank, tee_console
 from pipeline.launch import LAUNCH_COMMAND_ENV
+from pipeline.publish import publish
 from pipeline.threads import require_strict_kernels, use_threads
 
 
@@ -48,13 +50,17 @@ def run(params: Params, data_root: Path | None = None, out_dir: Path | None = No
     out = paths.writable(out_dir or paths.out_dir(), "OUT_DIR")
     check_tokens_current(params, data_root)
     with paths.held(out, "train"):
-        return train(
+        summary = train(
             params,
             paths.tokenized_dir(params, data_root),
             out,
             launch_command=os.environ.get(LAUNCH_COMMAND_ENV)
             or " ".join([sys.executable, "-m", "stages.train", *sys.argv[1:]]),
         )
+        if env_rank() == 0:
+            placed = publish(paths.checkpoint_dir(out), paths.model_dir(out))
+            print(f"linked {', '.join(placed) or 'no checkpoint'} into {paths.model_dir(out)}")
+        return summary
 
 
 def check_tokens_current(params: Params, data_root: Path | None) -> None:

@@ -60,6 +60,7 @@ PIPELINE_OUTPUTS = ("data/", "out/", "dvc.lock", "dvc_plots/")
 # its report), tests/e2e/test_sweep_dvc_e2e.py and tests/e2e/test_snakemake_e2e.py (/scratch a temporary folder).
 README_REPRO = "dvc repro"
 README_EXPERIMENT_LR = "dvc exp run -S optimizer.lr=1e-3"
+README_RESTORE_ELSEWHERE = "dvc exp run --pull -S optimizer.lr=1e-3"  # in a clone, after push-runs
 README_EXPERIMENT_HELLASWAG = "dvc exp run -S 'eval.tasks=[hellaswag]'"
 README_QUEUE_TWO_EXPERIMENTS = "dvc exp run --queue -S 'optimizer.lr=3e-3,6e-4'"
 README_RUN_QUEUED_EXPERIMENTS = "dvc exp run --run-all"

@@ -430,7 +430,7 @@ class EvalParams(Section):
 
 CHECKPOINT_DEFAULT = "last"
 CHECKPOINT_DESCRIPTION = (
-    "checkpoint to load: 'last' (OUT_DIR/checkpoints/last.pt), 'best' (best.pt, lowest val loss) or a path"
+    "checkpoint to load: 'last' (OUT_DIR/model/last.pt), 'best' (best.pt, lowest val loss) or a path"
 )
 
 

@@ -34,8 +34,8 @@ from nanugpt.files.atomic import write_json
 from nanugpt.files.checksum import checksum_path, read_checksum
 from nanugpt.files.hashing import sha256_file
 
-# Names the checkpoint ``last.pt`` / ``last`` is and its step, for either strategy: the one file by which
-# Snakemake knows the checkpoints folder (pipeline/stages.py), rewritten whenever ``last`` moves.
+# Names the checkpoint ``last.pt`` / ``last`` is and its step, for either strategy, rewritten whenever ``last``
+# moves: how a reader (the run summary, import-run) knows a folder's newest checkpoint without loading one.
 LAST_MARKER = "last.json"
 
 
@@ -214,8 +214,7 @@ class Checkpointer:
             return None
         if self.info.is_main:
             self.point_last_at(path, take_sharded)
-            # Snakemake deletes the marker before it reruns a job: a run that finds nothing left to train writes it
-            self.mark_last(state["step"], take_sharded)
+            self.mark_last(state["step"], take_sharded)  # last may have moved to an older, loadable checkpoint
         return {**state, "sharded_folder": path} if take_sharded else state
 
     def point_last_at(self, path: Path, is_folder: bool) -> None:

@@ -31,7 +31,8 @@ from nanugpt.files.atomic import write_json
 
 # What the train stage writes into OUT_DIR for one run (evaluate, generate and export write the rest).
 # logs/ is not here: every run appends to it, so it holds the earlier run's lines already.
-TRAIN_OUTPUTS = ("checkpoints", "plots", "dvclive", "tensorboard", "run_info.json", "train_summary.json")
+# model/ is where the pipeline links a finished run's last and best checkpoints (pipeline/publish.py).
+TRAIN_OUTPUTS = ("checkpoints", "model", "plots", "dvclive", "tensorboard", "run_info.json", "train_summary.json")
 MANIFEST = "moved.json"
 
 

@@ -28,7 +28,7 @@ import yaml
 from nanugpt.config.loader import flatten
 from nanugpt.errors import UserError
 from nanugpt.files.atomic import write_json
-from pipeline.paths import checkpoint_dir, last_checkpoint
+from pipeline.paths import last_checkpoint, model_dir
 from pipeline.schema import load
 from pipeline.sweep import halving as halving_search
 
@@ -201,21 +201,21 @@ def rung_result(experiment: dict[str, Any] | None, metric: str) -> dict[str, Any
 
 
 def fetch_checkpoint(rev: str, folder: Path, cwd: Path) -> None:
-    """Copy ``out/checkpoints/last.pt`` (and its checksum) of the experiment commit ``rev`` into
-    ``<folder>/checkpoints/`` from DVC's cache, unless it is there already."""
-    target = checkpoint_dir(folder)
+    """Copy ``out/model/last.pt`` (and its checksum) of the experiment commit ``rev`` into ``<folder>/model/``
+    from DVC's cache, unless it is there already."""
+    target = model_dir(folder)
     for name in ("last.pt", "last.pt.sha256"):
         if (target / name).exists():
             continue
         target.mkdir(parents=True, exist_ok=True)
         fetched = subprocess.run(
-            ["dvc", "get", ".", f"out/checkpoints/{name}", "--rev", rev, "-o", str(target / name)],
+            ["dvc", "get", ".", f"out/model/{name}", "--rev", rev, "-o", str(target / name)],
             cwd=cwd,
             capture_output=True,
             text=True,
         )
         if fetched.returncode:
-            raise UserError(f"dvc get of out/checkpoints/{name} at {rev[:12]} failed: {fetched.stderr.strip()[-500:]}")
+            raise UserError(f"dvc get of out/model/{name} at {rev[:12]} failed: {fetched.stderr.strip()[-500:]}")
 
 
 def queue_rung(points: list[Point], steps: int, sweep: Sweep, *, dry_run: bool, cwd: Path) -> int:

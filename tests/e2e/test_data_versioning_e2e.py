@@ -4,8 +4,8 @@
 DVC: a committed first run (with ``data.test_fraction``), one line of the corpus edited and ``dvc repro``
 (source, tokenize, train and what follows re-run), then the edit undone as a user of versioned data does it
 (``git checkout <first run> -- .`` and ``dvc checkout``): every output comes back from the DVC cache and the
-next ``dvc repro`` re-runs nothing but the source check; the same edit made again by hand gets its token files
-from DVC's run-cache (train, a ``persist`` output, runs again, and evaluate comes from the cache). Each run
+next ``dvc repro`` re-runs nothing but the source check; the same edit made again by hand gets every stage back
+from DVC's run-cache, train included: nothing is trained. Each run
 stops at evaluate (``dvc repro evaluate``): generate and export add nothing to what is tested.
 """
 
@@ -44,7 +44,7 @@ def fingerprint(ws: Path, data_dir: Path, out_dir: Path) -> dict[str, str]:
         "corpus": ws / "corpus.txt",
         "train.bin": data_dir / "train.bin",
         "test.bin": data_dir / "test.bin",
-        "last.pt": out_dir / "checkpoints" / "last.pt",
+        "last.pt": out_dir / "model" / "last.pt",
         "metrics": out_dir / "metrics.json",
     }
     return {name: sha256_file(path) for name, path in files.items()}
@@ -84,7 +84,7 @@ def dvc_session(tmp_path_factory: pytest.TempPathFactory) -> DvcSession:
     after_edit = fingerprint(ws, data_dir, out_dir)
 
     run(["git", "checkout", "HEAD", "--", "."], ws, env)  # the corpus, dvc.lock and the uncached metrics
-    run(["dvc", "checkout", "--with-deps", "evaluate"], ws, env)  # token files and checkpoints from the cache
+    run(["dvc", "checkout", "--with-deps", "evaluate"], ws, env)  # token files and the model from the cache
     restored = fingerprint(ws, data_dir, out_dir)
     repro_restored = run(["dvc", "repro", "evaluate"], ws, env)
 
@@ -117,11 +117,10 @@ def test_dvc_undoing_the_edit_brings_the_first_result_back_from_the_cache(dvc_se
     assert skipped_stages(dvc_session.repro_restored) == EVERY_STAGE[1:]
 
 
-def test_dvc_an_edit_made_again_gets_its_tokens_from_the_run_cache(dvc_session: DvcSession) -> None:
-    assert "Stage 'tokenize' is cached - skipping run, checking out outputs" in output(dvc_session.edited_again)
-    # train, a persist output, runs again, to the same checkpoints: evaluate's result then comes from the cache too
-    assert ran_stages(dvc_session.edited_again) == ["source", "train"]
-    assert "Stage 'evaluate' is cached - skipping run" in output(dvc_session.edited_again)
+def test_dvc_an_edit_made_again_gets_every_stage_from_the_run_cache(dvc_session: DvcSession) -> None:
+    for stage in ("tokenize", "train", "evaluate"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in output(dvc_session.edited_again)
+    assert ran_stages(dvc_session.edited_again) == ["source"]
     assert dvc_session.after_edit_again == dvc_session.after_edit
 
 

@@ -37,6 +37,7 @@ from helpers import (
     README_EXPERIMENT_LR,
     README_QUEUE_TWO_EXPERIMENTS,
     README_REPRO,
+    README_RESTORE_ELSEWHERE,
     README_RUN_QUEUED_EXPERIMENTS,
     SshServer,
     dvc_env,
@@ -73,7 +74,7 @@ MIXTURE_NEW_WEIGHT = 0.7  # the digits' weight made the corpus's: half the rows 
 ARTIFACTS = (
     "data/tiny/source.json",
     "data/tiny/char",
-    "out/checkpoints",
+    "out/model",
     "out/hf",
     "out/run_info.json",
     "out/samples.txt",
@@ -128,6 +129,7 @@ class Session:
     repro_again: subprocess.CompletedProcess[str]
     token_files_mtime: dict[Path, int]
     exp_lr: subprocess.CompletedProcess[str]
+    exp_lr_s: float
     exp_lr_metrics: dict[str, Any]
     exp_lr_digests: dict[str, str]
     token_files_mtime_after_exp: dict[Path, int]
@@ -172,7 +174,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     shell(README_QUEUE_TWO_EXPERIMENTS, ws, env)
     queued = shell(README_RUN_QUEUED_EXPERIMENTS, ws, env)  # runs them in temporary copies
 
+    start = time.perf_counter()
     exp_lr = shell(README_EXPERIMENT_LR, ws, env)
+    exp_lr_s = time.perf_counter() - start
     exp_lr_digests = digests(ws)
     exp_lr_metrics = json.loads((ws / "out" / "metrics.json").read_text())
     token_files_mtime_after_exp = {p: p.stat().st_mtime_ns for p in files_under(tokens)}
@@ -218,6 +222,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
         repro_again=repro_again,
         token_files_mtime=token_files_mtime,
         exp_lr=exp_lr,
+        exp_lr_s=exp_lr_s,
         exp_lr_digests=exp_lr_digests,
         exp_lr_metrics=exp_lr_metrics,
         token_files_mtime_after_exp=token_files_mtime_after_exp,
@@ -245,7 +250,8 @@ def test_repro_runs_every_stage_and_writes_artifacts(session: Session) -> None:
         assert (ws / "data" / "tiny" / "char" / name).stat().st_size > 0
     assert session.first_metrics["val_loss"] > 0
     assert session.first_metrics["val_ppl"] > 1
-    assert (ws / "out" / "checkpoints" / "last.pt").is_file()
+    # the finished run's last checkpoint, as DVC's cache (of the default type, copy) gave it back
+    assert (ws / "out" / "model" / "last.pt").read_bytes() == (ws / "out" / "checkpoints" / "last.pt").read_bytes()
     samples = (ws / "out" / "samples.txt").read_text()
     assert samples.startswith("First")  # tiny_params' prompt
     lock = yaml.safe_load((ws / "dvc.lock").read_text())
@@ -408,6 +414,9 @@ class Shared:
     pulled_digests: dict[str, str]
     repro: subprocess.CompletedProcess[str]
     exp_show: list[dict[str, Any]]
+    restored: subprocess.CompletedProcess[str]
+    restored_s: float
+    restored_digests: dict[str, str]
     applied_params: dict[str, Any]
     applied_digests: dict[str, str]
     exp_run: subprocess.CompletedProcess[str]
@@ -443,8 +452,9 @@ def shared(session: Session, ssh_server: SshServer) -> Shared:
     run(["git", "clone", "-q", "--bare", str(ws), str(tmp / "origin.git")], tmp, env)
     run(["git", "remote", "add", "origin", str(tmp / "origin.git")], ws, env)
     # -A: every commit's artifacts; the workspace holds the walk's last experiment, the commit a clone checks out
-    # the first run
-    run(["dvc", "push", "-A", "--run-cache"], ws, env)
+    # the first run. push-runs: the run-cache and every output its records name, to the default remote
+    run(["dvc", "push", "-A"], ws, env)
+    run([sys.executable, "-m", "pipeline.storage", "push-runs"], ws, env)
     run(["dvc", "push", "-A", "--run-cache", "-r", "ssh"], ws, env)
     (lr_name,), (temperature_name,) = experiment_names(session.exp_lr), experiment_names(session.exp_temperature)
     pushed = [*experiment_names(session.queued), lr_name, temperature_name]
@@ -458,6 +468,9 @@ def shared(session: Session, ssh_server: SshServer) -> Shared:
     repro = run(["dvc", "repro"], clone, env)
     run(["dvc", "exp", "pull", "origin", *pushed], clone, env)
     exp_show = json.loads(run(["dvc", "exp", "show", "--json"], clone, env).stdout)
+    start = time.perf_counter()
+    restored = shell(README_RESTORE_ELSEWHERE, clone, env)  # the lr experiment's setting, on the first run's commit
+    restored_s, restored_digests = time.perf_counter() - start, digests(clone)
     run(["dvc", "exp", "apply", lr_name], clone, env)
     applied_params, applied_digests = yaml.safe_load((clone / "params.yaml").read_text()), digests(clone)
     start = time.perf_counter()
@@ -468,6 +481,9 @@ def shared(session: Session, ssh_server: SshServer) -> Shared:
         pulled_digests=pulled_digests,
         repro=repro,
         exp_show=exp_show,
+        restored=restored,
+        restored_s=restored_s,
+        restored_digests=restored_digests,
         applied_params=applied_params,
         applied_digests=applied_digests,
         exp_run=exp_run,
@@ -478,7 +494,7 @@ def shared(session: Session, ssh_server: SshServer) -> Shared:
 
 def test_a_clone_pulls_the_first_runs_artifacts_byte_identical_over_ssh(session: Session, shared: Shared) -> None:
     expected = session.first_run_digests
-    assert any(name.endswith("train.bin") for name in expected) and "out/checkpoints/last.pt" in expected
+    assert any(name.endswith("train.bin") for name in expected) and "out/model/last.pt" in expected
     assert any(name.startswith("out/hf/") for name in expected)
     assert shared.pulled_digests == expected, listed(expected, shared.pulled_digests)
 
@@ -494,6 +510,18 @@ def test_pushed_experiments_show_in_the_clone_as_in_the_workspace(session: Sessi
     for name in shared.pushed:
         assert there[name]["params"] == here[name]["params"], name
         assert there[name]["metrics"] == here[name]["metrics"], name
+
+
+def test_the_clones_run_of_a_trained_setting_restores_every_stage_from_the_pushed_run_cache(
+    session: Session, shared: Shared
+) -> None:
+    log = output(shared.restored)
+    timing = f"{shared.restored_s:.1f} s in the clone, {session.exp_lr_s:.1f} s when the workspace trained it"
+    assert ran_stages(shared.restored) == ["source"], f"{timing}\n{log}"  # source: always_changed
+    for stage in ("train", "evaluate", "generate", "export"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in log, f"{stage}: {timing}\n{log}"
+    expected = session.exp_lr_digests
+    assert shared.restored_digests == expected, f"{timing}\n{listed(expected, shared.restored_digests)}"
 
 
 def test_an_applied_experiment_gives_the_clone_its_artifacts_byte_identical(session: Session, shared: Shared) -> None:

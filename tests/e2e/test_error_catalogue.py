@@ -119,12 +119,14 @@ def edit_meta(change: Callable[[dict], object], checksum: bool = True) -> Callab
 
 
 def flip_tensor_byte(ws: Path) -> None:
-    """One byte of the newest checkpoint's tensor data flipped, in ``last.pt`` and in its step file (a hard link
-    in a run's folder; two files in the workspace's copy)."""
-    checkpoints = ws / "out/checkpoints"
-    linked = os.path.samefile(checkpoints / "last.pt", checkpoints / "step-0000004.pt")
-    for name in ("last.pt",) if linked else ("last.pt", "step-0000004.pt"):
-        path = checkpoints / name
+    """One byte of the newest checkpoint's tensor data flipped, in ``last.pt``, its step file and ``out/model``'s
+    ``last.pt`` (hard links of one file in a run's folder; three files in the workspace's copy)."""
+    names = ("out/checkpoints/last.pt", "out/checkpoints/step-0000004.pt", "out/model/last.pt")
+    files: list[Path] = []
+    for path in (ws / name for name in names):
+        if not any(os.path.samefile(path, seen) for seen in files):
+            files.append(path)
+    for path in files:
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0x40  # the tensors are most of a checkpoint
         path.write_bytes(bytes(data))

@@ -30,6 +30,7 @@ from helpers import (
     README_HALVING_LOCALLY,
     README_QUEUE_TWO_EXPERIMENTS,
     README_REPRO,
+    README_RESTORE_ELSEWHERE,
     README_RUN_QUEUED_EXPERIMENTS,
     README_SNAKEMAKE_ELSEWHERE,
     README_SWEEP_LOCALLY,
@@ -146,8 +147,10 @@ RULES = (
         after="dvc config --local --unset cache.type",
         expect="runs/exp1",
     ),
-    Rule(r"dvc push -A --run-cache"),
+    Rule(r"dvc push -A"),
+    Rule(r"python -m pipeline\.storage push-runs", expect="run records"),
     Rule(r"dvc pull --run-cache"),
+    Rule(re.escape(README_RESTORE_ELSEWHERE), skip=f"run as written, in a clone that pulled, by {DVC_TEST}"),
     Rule(
         r"dvc exp (push|pull) origin .*",
         skip="needs a git remote holding experiments: tests/e2e/test_dvc_e2e.py pushes and pulls them through a "

@@ -193,7 +193,7 @@ def test_an_imported_run_is_pushed_and_pulled_byte_for_byte(shared: Shared) -> N
     run_inodes = {(out / name).stat().st_ino for name in files}
     for name in files:  # the checkpoints are the run's own files (best.pt may be last.pt's: DVC keeps one file per
         # content), the rest copies (a resumed run appends to them)
-        assert ((folder / name).stat().st_ino in run_inodes) == (name.parts[0] == "checkpoints"), name
+        assert ((folder / name).stat().st_ino in run_inodes) == (name.parts[0] in ("checkpoints", "model")), name
     commit(ws, env, "a run from Snakemake")
     run(["dvc", "push", "-q"], ws, env)
 

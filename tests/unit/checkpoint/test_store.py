@@ -39,9 +39,9 @@ def with_choice(params: Params, section: str, choice: str) -> Params:
     return params.model_copy(update={section: getattr(params, section).model_copy(update={"checkpoint": choice})})
 
 
-def test_last_and_best_name_the_files_of_the_checkpoint_folder(tmp_path: Path) -> None:
-    assert paths.chosen_checkpoint("last", tmp_path) == tmp_path / "checkpoints" / "last.pt"
-    assert paths.chosen_checkpoint("best", tmp_path) == tmp_path / "checkpoints" / "best.pt"
+def test_last_and_best_name_the_files_of_the_model_folder(tmp_path: Path) -> None:
+    assert paths.chosen_checkpoint("last", tmp_path) == tmp_path / "model" / "last.pt"
+    assert paths.chosen_checkpoint("best", tmp_path) == tmp_path / "model" / "best.pt"
     assert paths.chosen_checkpoint("runs/a/step-0000010.pt", tmp_path) == Path("runs/a/step-0000010.pt")
 
 

@@ -59,6 +59,7 @@ from nanugpt.metrics.train_metrics import TrainMetrics, predicted_loss
 from nanugpt.train.build import train_share
 from nanugpt.train.trainer import train
 from pipeline.console_log import CONSOLE_IS_LOG_ENV, LogFile, TeeStream
+from pipeline.publish import publish
 from pipeline.schema import load
 from stages import evaluate, tokenize
 
@@ -666,6 +667,7 @@ def test_evaluate_figures_reach_tensorboard_and_the_wandb_run(tmp_path: Path, co
     monkeypatch.setenv("WANDB_MODE", "offline")
     recorded_run(tmp_path, corpus, logging={"tensorboard": True, "wandb": True})
     out, params = tmp_path / "out", load_params(tmp_path / "params.yaml")
+    publish(out / "checkpoints", out / "model")  # what the train stage does after the loop above
     for _ in range(2):  # evaluating the same checkpoint again replaces its figures
         metrics = evaluate.run(params, data_root=tmp_path / "data", out_dir=out)
     figures = evaluation_figures(metrics)

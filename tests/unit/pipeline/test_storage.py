@@ -1,7 +1,8 @@
 """``pipeline.storage`` without ``dvc add``: the command line's one-line errors, ``setup`` on a real ``dvc init``
 workspace (what it writes, run twice, ``--group``, a cache that cannot be written, no repository), ``import-run``'s
-refusals (an unfinished run, a bad or taken name, a copying cache type, another file system, a run in use) and the
-folder it builds (checkpoints hard-linked, logs copied, hidden files left out). tests/e2e/test_storage_e2e.py runs
+refusals (an unfinished run, a bad or taken name, a copying cache type, another file system, a run in use), the
+folder it builds (checkpoints hard-linked, logs copied, hidden files left out), and ``push-runs`` against a local
+remote (a clone replays a stage from it, not from ``dvc push --run-cache`` alone). tests/e2e/test_storage_e2e.py runs
 both commands with the real ``dvc``."""
 
 from __future__ import annotations
@@ -239,3 +240,62 @@ def test_the_imported_folder_links_checkpoints_and_copies_the_rest(run_dir: Path
     assert (imported.linked, imported.copied) == (4, 4)
     step, last_json, export = "checkpoints/step-0000004.pt", "checkpoints/last.json", "hf/model.safetensors"
     assert imported.linked_bytes == len(step) + len(last_json) + len(export)  # last.pt is the step file: once
+
+
+STAGE = {
+    "stages": {
+        "make": {
+            "cmd": "python -c \"import json, pathlib; pathlib.Path('model.txt').write_text('weights'); "
+            "pathlib.Path('metrics.json').write_text(json.dumps({'loss': 1.5}))\"",
+            "deps": ["input.txt"],
+            "outs": ["model.txt"],
+            "metrics": [{"metrics.json": {"cache": False}}],
+        }
+    }
+}
+
+
+def dvc(args: list[str], root: Path) -> str:
+    """A ``dvc`` command in ``root``; its output."""
+    done = subprocess.run(
+        ["dvc", *args], cwd=root, env=dvc_env(root.parent), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def clone_of(ws: Path, initialized: Path, folder: Path) -> Path:
+    """Another workspace with ``ws``'s stage, input and remote, and none of its cache or outputs."""
+    clone = shutil.copytree(initialized, folder)
+    for name in ("dvc.yaml", "input.txt", ".dvc/config"):
+        shutil.copy(ws / name, clone / name)
+    return clone
+
+
+def test_push_runs_sends_what_a_clone_needs_to_replay_a_stage_with_an_uncached_metric(
+    ws: Path, initialized: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    (ws / "dvc.yaml").write_text(yaml.safe_dump(STAGE))
+    (ws / "input.txt").write_text("data")
+    dvc(["remote", "add", "-d", "shared", str(tmp_path / "remote")], ws)
+    assert "Running stage 'make'" in dvc(["repro"], ws)
+
+    dvc(["push", "--run-cache"], ws)  # DVC's own: the run record, not the metric's content
+    records_only = clone_of(ws, initialized, tmp_path / "records-only")
+    dvc(["fetch", "--run-cache"], records_only)
+    assert "Running stage 'make'" in dvc(["repro", "--pull"], records_only)
+
+    code, out, err = call_main(storage.main, ["push-runs"])
+    assert code == 0, err
+    assert out.strip() == "pushed 1 run records and 1 files of their outputs to the default remote"  # metrics.json
+    clone = clone_of(ws, initialized, tmp_path / "clone")
+    dvc(["fetch", "--run-cache"], clone)
+    assert "Stage 'make' is cached - skipping run, checking out outputs" in dvc(["repro", "--pull"], clone)
+    assert (clone / "model.txt").read_text() == "weights" and (clone / "metrics.json").read_text() == '{"loss": 1.5}'
+
+
+def test_push_runs_without_a_remote_says_so(ws: Path) -> None:
+    code, _, err = call_main(storage.main, ["push-runs"])
+    assert code == 1 and err.count("\n") == 1 and "push-runs to the default remote" in err, err

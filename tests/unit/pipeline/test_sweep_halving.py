@@ -82,9 +82,9 @@ def test_each_rung_stops_at_its_budget_and_continues_from_the_one_before(tmp_pat
 
     assert training(point / "rungs" / "5")["stop_at"] == 5 and training(point / "rungs" / "5")["resume"] == "auto"
     assert training(point / "rungs" / "10") | {"max_steps": 20} == training(point / "rungs" / "10")
-    assert training(point / "rungs" / "10")["resume"] == str(point / "rungs" / "5" / "checkpoints" / "last.pt")
+    assert training(point / "rungs" / "10")["resume"] == str(point / "rungs" / "5" / "model" / "last.pt")
     final = training(point)
-    assert final["stop_at"] is None and final["resume"] == str(point / "rungs" / "10" / "checkpoints" / "last.pt")
+    assert final["stop_at"] is None and final["resume"] == str(point / "rungs" / "10" / "model" / "last.pt")
     assert final["max_steps"] == 20
 
 

@@ -57,7 +57,7 @@ def test_each_branch_continues_the_stem_and_equals_its_straight_run(tmp_path: Pa
     for point in sweep.points:
         assert earlier_runs(point, sweep, out) == [stem.folder(out)]
         branch = load(out / point.name / "params.yaml")
-        assert branch.training.resume == str(stem.folder(out) / "checkpoints" / "last.pt")
+        assert branch.training.resume == str(stem.folder(out) / "model" / "last.pt")
         summary = train.run(branch, data_root=data, out_dir=out / point.name)
         straight = train.run(point.params, data_root=data, out_dir=tmp_path / "straight" / point.name)
         stitched = losses(stem.folder(out)) | losses(out / point.name)
