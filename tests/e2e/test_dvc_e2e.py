@@ -512,14 +512,19 @@ def test_pushed_experiments_show_in_the_clone_as_in_the_workspace(session: Sessi
         assert there[name]["metrics"] == here[name]["metrics"], name
 
 
+def assert_restored(result: subprocess.CompletedProcess[str], stages: tuple[str, ...], timing: str) -> None:
+    """``result`` ran the source check alone (always_changed) and restored ``stages`` from the run-cache."""
+    log = output(result)
+    assert ran_stages(result) == ["source"], f"{timing}\n{log}"
+    for stage in stages:
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in log, f"{stage}: {timing}\n{log}"
+
+
 def test_the_clones_run_of_a_trained_setting_restores_every_stage_from_the_pushed_run_cache(
     session: Session, shared: Shared
 ) -> None:
-    log = output(shared.restored)
     timing = f"{shared.restored_s:.1f} s in the clone, {session.exp_lr_s:.1f} s when the workspace trained it"
-    assert ran_stages(shared.restored) == ["source"], f"{timing}\n{log}"  # source: always_changed
-    for stage in ("train", "evaluate", "generate", "export"):
-        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in log, f"{stage}: {timing}\n{log}"
+    assert_restored(shared.restored, ("train", "evaluate", "generate", "export"), timing)
     expected = session.exp_lr_digests
     assert shared.restored_digests == expected, f"{timing}\n{listed(expected, shared.restored_digests)}"
 
@@ -532,8 +537,6 @@ def test_an_applied_experiment_gives_the_clone_its_artifacts_byte_identical(sess
 def test_the_clones_run_of_a_setting_run_before_restores_it_from_the_pushed_run_cache(
     session: Session, shared: Shared
 ) -> None:
-    log = output(shared.exp_run)
     timing = f"{shared.exp_run_s:.1f} s in the clone, {session.exp_temperature_s:.1f} s when the workspace ran it"
-    assert ran_stages(shared.exp_run) == ["source"], f"{timing}\n{log}"  # source: always_changed
-    assert "Stage 'generate' is cached - skipping run, checking out outputs" in log, f"{timing}\n{log}"
+    assert_restored(shared.exp_run, ("generate",), timing)
     assert shared.exp_run_samples == session.samples_after_temperature, timing

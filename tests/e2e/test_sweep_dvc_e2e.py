@@ -36,14 +36,15 @@ EXPECTED = {
 }  # lr, n_embd (tiny_params: 0.003, 32)
 
 
-def wait_for_queue(ws: Path, env: dict[str, str]) -> str:
-    """Poll ``dvc queue status`` until nothing is queued or running; return its last output."""
+def wait_for_queue(ws: Path, env: dict[str, str], every_s: float) -> str:
+    """Poll ``dvc queue status`` every ``every_s`` seconds until nothing is queued or running; return its last output.
+    Each ``dvc queue status`` is a whole dvc start: polled often while several experiments run, it slows them."""
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
     while time.monotonic() < deadline:
         status = run(["dvc", "queue", "status"], ws, env).stdout
         if not any(word in status for word in ("Queued", "Running")):
             return status
-        time.sleep(15)  # each `dvc queue status` is a whole dvc start: polled often, it slows the experiments
+        time.sleep(every_s)
     pytest.fail(f"the DVC queue did not finish in {QUEUE_TIMEOUT_S} s:\n{status}")
 
 
@@ -79,7 +80,7 @@ def test_sweep_points_run_as_named_dvc_experiments(tmp_path: Path) -> None:
     assert started.returncode == 0, queued
     assert "dvc exp run --queue -n lr=0.001 -S optimizer.lr=0.001" in queued, queued
     assert "dvc exp run --queue -n wide -S model.n_embd=64" in queued, queued
-    status = wait_for_queue(ws, env)
+    status = wait_for_queue(ws, env, every_s=15)  # five experiments
     if status.count("Success") != 3 + 2:
         logs = [run(["dvc", "queue", "logs", name], ws, env, expect_ok=False).stdout[-3000:] for name in EXPECTED]
         pytest.fail(status + "\n".join(logs))
@@ -89,7 +90,7 @@ def test_sweep_points_run_as_named_dvc_experiments(tmp_path: Path) -> None:
     assert f"rung 10: promoted {winner}" in second_rung and f"-n {winner}-rung20" in second_rung, second_rung
     assert f"training.resume='{ws / 'out' / 'sweeps' / 'halving' / winner / 'rungs' / '10'}" in second_rung
     subprocess.run(["bash", "-c", f"dvc queue start -j 1 >> {log} 2>&1"], cwd=ws, env=env, timeout=120, check=True)
-    assert wait_for_queue(ws, env).count("Success") == 3 + 3
+    assert wait_for_queue(ws, env, every_s=3).count("Success") == 3 + 3  # one experiment
     assert f"halving done: {winner} wins" in run(halving, ws, env).stdout
 
     shown = experiments(json.loads(run(["dvc", "exp", "show", "--json"], ws, env).stdout))

@@ -139,7 +139,10 @@ def test_resume_auto_ignores_checkpoint_of_other_params(tmp_path: Path, corpus: 
         train.run(other, data_root=data, out_dir=tmp_path / "out")
         printed = capsys.readouterr().out
         assert "trained with different params; starting from step 0" in printed
-        assert "set aside the earlier run's checkpoints, model, plots, dvclive, run_info.json, train_summary.json" in printed
+        assert (
+            "set aside the earlier run's checkpoints, model, plots, dvclive, run_info.json, train_summary.json"
+            in printed
+        )
         assert not (tmp_path / "out" / ".previous-run").exists()  # deleted once this run saved a checkpoint
     assert train.run(other, data_root=data, out_dir=tmp_path / "out")["step"] == 30  # resumed at the end: no work
 
