@@ -524,6 +524,7 @@ def test_the_clones_run_of_a_trained_setting_restores_every_stage_from_the_pushe
     session: Session, shared: Shared
 ) -> None:
     timing = f"{shared.restored_s:.1f} s in the clone, {session.exp_lr_s:.1f} s when the workspace trained it"
+    print(timing)  # pytest -rP shows it
     assert_restored(shared.restored, ("train", "evaluate", "generate", "export"), timing)
     expected = session.exp_lr_digests
     assert shared.restored_digests == expected, f"{timing}\n{listed(expected, shared.restored_digests)}"

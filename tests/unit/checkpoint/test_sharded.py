@@ -169,7 +169,7 @@ def test_evaluate_generate_export_read_a_sharded_checkpoint_like_a_whole_one(tmp
     assert len(list(folder.glob("*.distcp"))) == 2
     # the same weights as a .pt checkpoint, as a DDP run would have written them
     model, _, run_state = load_trained_model(folder, torch.device("cpu"))
-    whole = tmp_path / "whole" / "checkpoints"
+    whole = tmp_path / "whole" / "model"  # as the train stage publishes it
     whole.mkdir(parents=True)
     torch.save({**run_state, "model": model.state_dict()}, whole / "last.pt")
 
