@@ -41,7 +41,7 @@ ifneq ($(SHARED_CORPUS),)
 export NANUGPT_TINYSHAKESPEARE ?= $(SHARED_CORPUS)
 endif
 
-.PHONY: setup run lint test test-fast lock clean
+.PHONY: setup run lint test test-fast test-quality lock clean
 
 setup: $(VENV)/.installed .dvc/config
 
@@ -81,11 +81,16 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The quality test (tests/e2e/test_quality.py) trains the default experiment for 2000 steps: a seventh of the CPU
+# time of CI's whole run, on a machine whose cores every test keeps busy. It runs alone, with test-quality.
 test: lint
-	$(PYTEST) -n $(or $(PYTEST_WORKERS),3) $(PYTEST_ARGS)
+	$(PYTEST) -n $(or $(PYTEST_WORKERS),3) -m "not quality" $(PYTEST_ARGS)
 
 test-fast: lint
 	$(PYTEST) -n $(or $(PYTEST_WORKERS),2) -m "not slow" $(PYTEST_ARGS)
+
+test-quality: lint
+	$(PYTEST) -n 0 -m quality $(PYTEST_ARGS)
 
 clean:
 	rm -rf out .snakemake .pytest_cache .ruff_cache

@@ -1,4 +1,7 @@
-"""The default experiment reaches nanoGPT's published CPU quality (val loss <= 1.88) in 2000 steps."""
+"""The default experiment reaches nanoGPT's published CPU quality (val loss <= 1.88) in 2000 steps.
+
+Run by ``make test-quality``, not by ``make test``: its training is a seventh of the CPU time of CI's whole run.
+Run it with every change that rewrites the golden losses (tests/unit/train/test_golden_loss.py) or a preset."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from stages import evaluate, tokenize, train
 
 
 @pytest.mark.slow
+@pytest.mark.quality
 def test_shakespeare_char_cpu_shape_reaches_nanogpt_val_loss(tmp_path: Path, shakespeare: Path) -> None:
     # evaluated at the end only: the preset's evaluations every 500 steps (200 batches each) change no training
     # number, and the evaluate stage below gives the figure this test is about

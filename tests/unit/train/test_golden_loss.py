@@ -1,7 +1,8 @@
 """Golden losses: the first 20 per-step train losses of tiny fixed eager CPU runs, against stored values.
 
 A refactor must not change numerics. When a change is meant to (a new init, another kernel), rerun
-with ``NANUGPT_UPDATE_GOLDEN=1`` to rewrite ``tests/assets/losses/*.json``, and say so in the commit.
+with ``NANUGPT_UPDATE_GOLDEN=1`` to rewrite ``tests/assets/losses/*.json``, say so in the commit, and run
+``make test-quality`` (the default experiment's 2000 steps against nanoGPT's val loss, not in ``make test``).
 Runs use one intra-op thread, so the figures do not depend on the number of cores.
 
 The stored values are compared within ``RTOL``, not bitwise: CPU kernels promise the same bits only on
