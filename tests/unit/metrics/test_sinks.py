@@ -402,9 +402,16 @@ def wandb_records(run_file: Path) -> list[Any]:
     return records
 
 
-def offline_run(out: Path) -> list[Any]:
+def offline_run(out: Path, timeout_s: float = 30) -> list[Any]:
+    """The records of the one offline run under ``out``, once its exit record is there: W&B's service process may
+    write it a moment after ``finish()`` has returned (seen once in CI, on a loaded machine)."""
     (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
-    return wandb_records(run_file)
+    deadline = time.monotonic() + timeout_s
+    records = wandb_records(run_file)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        records = wandb_records(run_file)
+    return records
 
 
 def md5_digest(data: bytes) -> str:
