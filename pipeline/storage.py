@@ -54,12 +54,9 @@ from pipeline.cli import run_command
 # would make ``dvc add`` copy. No copy: a copy of a multi-GB file is what this setting is for avoiding.
 LINK_TYPES = "hardlink,symlink"
 RUNS = "runs"  # the workspace folder of imported runs
-LINKED = (
-    "checkpoints",
-    "model",
-    "hf",
-)  # a run's big folders, whose files are replaced whole (renamed into place), never
-# written in place: hard links to them are safe. Other files (logs, plots, dvclive) may be appended to: copies.
+# A run's big folders, whose files are replaced whole (renamed into place), never written in place: hard links to
+# them are safe. Other files (logs, plots, dvclive) may be appended to: copies.
+LINKED = ("checkpoints", "model", "hf")
 FINISHED_MARKERS = ("train_summary.json", "checkpoints/last.json")  # written by train at its end / at each save
 
 
@@ -290,7 +287,8 @@ def import_run(root: Path, out_dir: Path, *, name: str | None = None) -> Importe
 
 @dataclass(frozen=True)
 class PushedRuns:
-    """What ``push_runs`` sent: run records, and files of their outputs (sent, already there, missing here)."""
+    """What ``push_runs`` sent: run records, files of their outputs that the remote lacked, and files it could not
+    send (missing in the local cache)."""
 
     records: int
     files: int
@@ -358,18 +356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join(setup(root, cache=local_path(args.cache), remotes=remotes, group=args.group)))
             return
         if args.command == "push-runs":
-            pushed = push_runs(root, remote=args.remote)
-            print(
-                f"pushed {pushed.records} run records and {pushed.files} files of their outputs to "
-                f"{args.remote or 'the default remote'}"
-                + (
-                    f"; {pushed.failed} files are not in the local cache (dvc gc removed them?)"
-                    if pushed.failed
-                    else ""
-                )
-            )
+            pushed, where = push_runs(root, remote=args.remote), args.remote or "the default remote"
             if pushed.failed:
-                raise StorageError(f"{pushed.failed} files of the run records' outputs are missing in the local cache")
+                raise StorageError(
+                    f"pushed {pushed.records} run records to {where}, but {pushed.failed} files of their outputs are "
+                    "not in the local cache (removed by dvc gc?): a clone runs those stages again"
+                )
+            print(f"pushed {pushed.records} run records and {pushed.files} files of their outputs to {where}")
             return
         imported = import_run(root, Path(args.out_dir), name=args.name)
         folder = imported.folder
